@@ -1,0 +1,43 @@
+# blockplane: every target that needs the host prepared runs `setup` first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+IMAGES ?= /var/lib/blockplane/images
+PYTEST_ARGS ?=
+export BLOCKPLANE_IMAGES := $(IMAGES)
+
+.PHONY: setup host venv guest lint unit test demo clean
+
+setup: host venv guest
+
+host:
+	bash scripts/setup-host.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+guest:
+	bash scripts/build-guest.sh $(IMAGES)
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test: setup
+	$(MAKE) lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/blockplane demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,169 @@
+"""The composition root: builds the services, owns the event loop and serves the API.
+
+One process per host owns the libvirt connection (an embedded libvirt root can only be held
+by one process). Hypervisor events arrive on an asyncio queue and go to one handler per event
+type; a periodic reconcile catches whatever was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+
+from blockplane.api.app import create_app
+from blockplane.api.auth import ensure_token
+from blockplane.config import Settings
+from blockplane.eventlog import EventLog
+from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
+from blockplane.home import prepare_home
+from blockplane.hypervisor.connection import Hypervisor
+from blockplane.hypervisor.events import HypervisorEvent, LifecycleEvent
+from blockplane.metrics import AgentMetrics
+from blockplane.storage.pools import PoolService
+from blockplane.storage.volumes import VolumeService
+from blockplane.store.database import Database
+from blockplane.store.records import Records
+from blockplane.vms.disks import DiskService
+from blockplane.vms.lifecycle import VMService, emulator_path
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class Agent:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self.hypervisor = Hypervisor(settings.libvirt_uri)
+        prepare_home(settings.paths, self.hypervisor.is_embedded)
+        self.database = Database(settings.paths.database)
+        self.records = Records(self.database)
+        self.events = EventLog(self.records)
+        self.metrics = AgentMetrics()
+        self.hypervisor.open()
+        self._facts: HostFacts | None = None
+        virt_type = self.facts().accel.selected
+        self.pools = PoolService(settings, self.records, self.events)
+        self.volumes = VolumeService(self.pools, self.records, self.events)
+        self.vms = VMService(
+            settings,
+            self.hypervisor,
+            self.records,
+            self.events,
+            "kvm" if virt_type == "kvm" else "qemu",
+            emulator_path(),
+        )
+        self.disks = DiskService(self.vms, self.pools, self.volumes, self.records, self.events)
+        self.vms.release_disks = self.disks.release_vm
+        self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
+        self._handlers: dict[type[HypervisorEvent], Handler] = {
+            LifecycleEvent: self._on_lifecycle,
+        }
+
+    def facts(self) -> HostFacts:
+        if self._facts is None:
+            versions = self.hypervisor.versions()
+            try:
+                domain_caps: str | None = self.hypervisor.domain_capabilities("qemu")
+            except Exception:  # a host without TCG support still reports its versions
+                domain_caps = None
+            self._facts = gather_host_facts(
+                LibvirtRuntime(
+                    library_version=versions.library,
+                    daemon_version=versions.daemon,
+                    uri=versions.uri,
+                ),
+                domain_caps,
+                requested_accel=self.settings.accel,
+            )
+        return self._facts
+
+    def facts_json(self) -> dict[str, Any]:
+        return self.facts().to_json()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.events.bind(loop)
+        self.hypervisor.events.attach(loop, self._queue.put_nowait)
+        token = ensure_token(self.settings.paths.token)
+        app = create_app(self, token)
+        sockets = [self._unix_socket()]
+        if self.settings.listen:
+            sockets.append(_tcp_socket(self.settings.listen))
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        server = uvicorn.Server(config)
+        self.settings.paths.pid_file.write_text(f"{self.pid}\n")
+        self.events.publish("agent.started", None, pid=self.pid, uri=self.settings.libvirt_uri)
+        dispatcher = asyncio.create_task(self._dispatch_events())
+        try:
+            await server.serve(sockets=sockets)
+        finally:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
+            self.settings.paths.socket.unlink(missing_ok=True)
+            self.settings.paths.pid_file.unlink(missing_ok=True)
+            self.hypervisor.close()
+            self.database.close()
+
+    def _unix_socket(self) -> socket.socket:
+        path = self.settings.paths.socket
+        path.unlink(missing_ok=True)
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)
+        try:
+            unix.bind(str(path))
+        finally:
+            os.umask(previous)
+        os.chmod(path, 0o600)
+        unix.listen(128)
+        return unix
+
+    async def _dispatch_events(self) -> None:
+        while True:
+            event = await self._queue.get()
+            self.metrics.hypervisor_events.labels(event.kind).inc()
+            self.metrics.event_lag.observe(time.monotonic() - event.received_at)
+            handler = self._handlers.get(type(event))
+            if handler is None:
+                continue
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("handling %s failed", event)
+
+    async def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        if self.records.vm(event.domain) is None:
+            return
+        await asyncio.to_thread(
+            self.events.publish,
+            "vm.lifecycle",
+            event.domain,
+            event=event.event,
+            detail=event.detail,
+        )
+
+
+def _tcp_socket(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((host, int(port)))
+    tcp.listen(128)
+    return tcp
+
+
+def run_agent(settings: Settings) -> None:
+    agent = Agent(settings)
+    asyncio.run(agent.serve())

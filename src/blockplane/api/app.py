@@ -1,0 +1,44 @@
+"""The HTTP API (v1): a FastAPI app over the agent's services.
+
+Handlers translate between JSON and service calls; they hold no policy. Blocking service
+calls run in FastAPI's thread pool (plain ``def`` handlers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, FastAPI
+
+from blockplane import __version__
+from blockplane.api.auth import TokenGuard
+from blockplane.api.problems import install_problem_handlers
+from blockplane.api.routes_events import events_router
+from blockplane.api.routes_host import host_router
+from blockplane.api.routes_pools import pools_router
+from blockplane.api.routes_vms import vms_router
+
+if TYPE_CHECKING:
+    from blockplane.agent import Agent
+
+
+def create_app(agent: Agent, token: str) -> FastAPI:
+    app = FastAPI(
+        title="blockplane",
+        version=__version__,
+        description="Block-storage control plane for a KVM host",
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(TokenGuard(token))],
+    )
+    app.state.agent = agent
+    install_problem_handlers(app)
+    for router in (
+        host_router(agent),
+        pools_router(agent),
+        vms_router(agent),
+        events_router(agent),
+    ):
+        app.include_router(router, prefix="/v1")
+    return app

@@ -1,0 +1,70 @@
+"""The event log: /v1/events, as JSON or as a Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from blockplane.store.records import EventRecord
+
+if TYPE_CHECKING:
+    from blockplane.agent import Agent
+
+KEEPALIVE_S = 15.0
+
+
+def _matches(record: EventRecord, vm: str | None, type_: str | None) -> bool:
+    if vm is not None and record.vm != vm:
+        return False
+    return type_ is None or record.type == type_ or record.type.startswith(type_ + ".")
+
+
+def _sse(record: EventRecord) -> str:
+    return f"id: {record.id}\nevent: {record.type}\ndata: {json.dumps(record.to_json())}\n\n"
+
+
+def events_router(agent: Agent) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/events", response_model=None)
+    async def events(
+        request: Request,
+        follow: bool = False,
+        vm: str | None = None,
+        type: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> StreamingResponse | list[dict[str, Any]]:
+        limit = max(1, min(limit, 10000))
+        history = [
+            record
+            for record in agent.events.history(after=after, vm=vm, limit=limit)
+            if _matches(record, None, type)
+        ]
+        if not follow:
+            return [record.to_json() for record in history]
+
+        async def stream() -> AsyncIterator[str]:
+            async with agent.events.listen() as queue:
+                last = after
+                for record in history:
+                    last = record.id
+                    yield _sse(record)
+                while not await request.is_disconnected():
+                    try:
+                        record = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    if record.id > last and _matches(record, vm, type):
+                        last = record.id
+                        yield _sse(record)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return router

@@ -1,0 +1,32 @@
+"""Host-level routes: health, facts and metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from blockplane import __version__
+
+if TYPE_CHECKING:
+    from blockplane.agent import Agent
+
+
+def host_router(agent: Agent) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "pid": agent.pid}
+
+    @router.get("/facts")
+    def facts() -> dict[str, Any]:
+        return agent.facts_json()
+
+    @router.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        body, content_type = agent.metrics.render()
+        return PlainTextResponse(body, media_type=content_type)
+
+    return router

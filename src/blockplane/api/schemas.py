@@ -1,0 +1,52 @@
+"""Request bodies of the HTTP API (pydantic lives here, at the edge, and nowhere else)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Size = int | str
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PoolCreate(Body):
+    name: str = Field(max_length=64)
+    type: str = Field(max_length=16)
+    path: str | None = Field(default=None, max_length=4096)
+    capacity: Size | None = None
+    chunk: Size | None = None
+    utilization: int | None = None
+
+
+class VMCreate(Body):
+    name: str = Field(max_length=64)
+    vcpus: int = 2
+    memory: Size = "512M"
+    guest: str = Field(default="none", max_length=16)
+    start: bool = False
+
+
+class DiskAttach(Body):
+    """A volume descriptor, as a cloud platform sends it."""
+
+    pool: str = Field(max_length=64)
+    size: Size
+    name: str | None = Field(default=None, max_length=128)
+    thin: bool = False
+    format: str = Field(default="qcow2", max_length=8)
+    bus: str = Field(default="virtio", max_length=8)
+    queues: int | None = None
+    io_threads: int | None = None
+    throttle_groups: list[str] = Field(default_factory=list, max_length=16)
+    limits: dict[str, int | str] = Field(default_factory=dict)
+
+
+class GuestExec(Body):
+    argv: list[str] = Field(min_length=1, max_length=256)
+    timeout: float = Field(default=120.0, gt=0, le=3600)
+
+
+class VMStop(Body):
+    timeout: float = Field(default=30.0, gt=0, le=3600)

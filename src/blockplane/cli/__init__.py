@@ -1,0 +1,1 @@
+"""blockplane.cli."""

@@ -1,0 +1,206 @@
+"""The CLI's client of the agent: HTTP over the UNIX socket, starting the agent if needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from blockplane.config import Settings, read_token
+
+START_TIMEOUT_S = 60.0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNREACHABLE = 3
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, exit_code: int, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.code = code
+
+
+@dataclass
+class AgentClient:
+    settings: Settings
+    autostart: bool = True
+    timeout_s: float = 600.0
+
+    def _client(self) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(self.settings.paths.socket))
+        headers = {}
+        token = read_token(self.settings.paths.token)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(
+            transport=transport,
+            base_url="http://blockplane",
+            headers=headers,
+            timeout=self.timeout_s,
+        )
+
+    def is_up(self) -> bool:
+        try:
+            with self._client() as client:
+                return client.get("/v1/health", timeout=2.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def ensure_running(self) -> None:
+        if self.is_up():
+            return
+        if not self.autostart:
+            raise CLIError(
+                f"the blockplane agent is not running (socket {self.settings.paths.socket}); "
+                "start it with `blockplane agent start`",
+                EXIT_UNREACHABLE,
+            )
+        start_agent(self.settings)
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        self.ensure_running()
+        query = {key: value for key, value in params.items() if value is not None}
+        try:
+            with self._client() as client:
+                response = client.request(method, path, json=body, params=query)
+        except httpx.TransportError as error:
+            raise CLIError(f"the agent did not answer: {error}", EXIT_UNREACHABLE) from error
+        return _decode(response)
+
+    def text(self, path: str) -> str:
+        self.ensure_running()
+        with self._client() as client:
+            response = client.get(path)
+        if response.status_code >= 400:
+            _decode(response)
+        return response.text
+
+    def stream_lines(self, path: str, **params: Any) -> Iterator[str]:
+        self.ensure_running()
+        query = {key: value for key, value in params.items() if value is not None}
+        with (
+            self._client() as client,
+            client.stream("GET", path, params=query, timeout=None) as response,
+        ):
+            if response.status_code >= 400:
+                response.read()
+                _decode(response)
+            yield from response.iter_lines()
+
+
+def _decode(response: httpx.Response) -> Any:
+    if response.status_code < 400:
+        return response.json() if response.content else None
+    try:
+        problem = response.json()
+        message = problem.get("detail") or problem.get("title") or response.text
+        code = problem.get("code", "")
+    except ValueError:
+        message, code = response.text, ""
+    exit_code = EXIT_INVALID if response.status_code < 500 else EXIT_FAILED
+    raise CLIError(str(message), exit_code, code)
+
+
+def agent_command(settings: Settings) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "blockplane",
+        "--home",
+        str(settings.paths.home),
+        "--libvirt-uri",
+        settings.libvirt_uri,
+        "--accel",
+        settings.accel,
+        "agent",
+        "run",
+    ]
+    if settings.listen:
+        command += ["--listen", settings.listen]
+    return command
+
+
+def start_agent(settings: Settings) -> int:
+    paths = settings.paths
+    paths.home.mkdir(mode=0o711, parents=True, exist_ok=True)
+    with open(paths.log_file, "ab") as log:
+        process = subprocess.Popen(
+            agent_command(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = AgentClient(settings, autostart=False)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if client.is_up():
+            return process.pid
+        if process.poll() is not None:
+            raise CLIError(
+                f"the agent exited with status {process.returncode} while starting:\n"
+                + _tail(paths.log_file),
+                EXIT_FAILED,
+            )
+        time.sleep(0.1)
+    raise CLIError("the agent did not answer within 60 s:\n" + _tail(paths.log_file), EXIT_FAILED)
+
+
+def stop_agent(settings: Settings, timeout_s: float = 30.0) -> bool:
+    pid = agent_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def agent_pid(settings: Settings) -> int | None:
+    try:
+        pid = int(settings.paths.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _tail(path: os.PathLike[str], lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def api_path(*segments: str) -> str:
+    """Build a /v1 path with every user-given segment percent-encoded (no '/' smuggling)."""
+    from urllib.parse import quote
+
+    return "/v1/" + "/".join(quote(segment, safe="") for segment in segments)

@@ -1,0 +1,111 @@
+"""``blockplane pool create|list|show|delete``."""
+
+from __future__ import annotations
+
+import click
+
+from blockplane.cli.client import api_path
+from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.output import console, human_bytes, key_values, print_json, table
+
+
+@click.group("pool")
+def pool_group() -> None:
+    """Storage pools (dir, loop, lvm)."""
+
+
+@pool_group.command("create")
+@click.argument("name")
+@click.option("--type", "pool_type", type=click.Choice(["loop", "lvm", "dir"]), required=True)
+@click.option("--path", default=None, help="Directory (dir, loop) or volume group (lvm).")
+@click.option("--capacity", default=None, help="Limit on the pool's physical use, e.g. 20G.")
+@click.option("--chunk", default=None, help="Thin growth step (default 2.5G).")
+@click.option(
+    "--utilization",
+    type=int,
+    default=None,
+    help="Percent of a chunk used before growing (default 20).",
+)
+@json_option
+@pass_cli
+def pool_create(
+    context: CLIContext,
+    name: str,
+    pool_type: str,
+    path: str | None,
+    capacity: str | None,
+    chunk: str | None,
+    utilization: int | None,
+    as_json: bool,
+) -> None:
+    """Create a pool."""
+    pool = context.client.request(
+        "POST",
+        "/v1/pools",
+        {
+            "name": name,
+            "type": pool_type,
+            "path": path,
+            "capacity": capacity,
+            "chunk": chunk,
+            "utilization": utilization,
+        },
+    )
+    if as_json:
+        print_json(pool)
+    else:
+        console.print(f"pool {pool['name']} ({pool['type']}) created at {pool['path']}")
+
+
+@pool_group.command("list")
+@json_option
+@pass_cli
+def pool_list(context: CLIContext, as_json: bool) -> None:
+    """List pools."""
+    pools = context.client.request("GET", "/v1/pools")
+    if as_json:
+        print_json(pools)
+        return
+    for pool in pools:
+        pool["used"] = human_bytes(pool["used_bytes"])
+        pool["capacity"] = human_bytes(pool["capacity_bytes"])
+        pool["chunk"] = human_bytes(pool["chunk_bytes"])
+    table(
+        pools,
+        [
+            ("name", "name"),
+            ("type", "type"),
+            ("path", "path"),
+            ("volumes", "volumes"),
+            ("used", "used"),
+            ("capacity", "capacity"),
+            ("chunk", "chunk"),
+            ("utilization_pct", "util %"),
+        ],
+    )
+
+
+@pool_group.command("show")
+@click.argument("name")
+@json_option
+@pass_cli
+def pool_show(context: CLIContext, name: str, as_json: bool) -> None:
+    """Show one pool."""
+    pool = context.client.request("GET", api_path("pools", name))
+    if as_json:
+        print_json(pool)
+    else:
+        key_values(pool, title=f"pool {name}")
+
+
+@pool_group.command("delete")
+@click.argument("name")
+@json_option
+@pass_cli
+def pool_delete(context: CLIContext, name: str, as_json: bool) -> None:
+    """Delete an empty pool."""
+    result = context.client.request("DELETE", api_path("pools", name))
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"pool {name} deleted")

@@ -1,0 +1,81 @@
+"""The ``blockplane`` command: global options, error-to-exit-code mapping, sub-commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from blockplane.cli.client import EXIT_FAILED, AgentClient, CLIError
+from blockplane.cli.commands_agent import agent_group
+from blockplane.cli.commands_demo import demo_command
+from blockplane.cli.commands_host import events_command, facts_command
+from blockplane.cli.commands_pools import pool_group
+from blockplane.cli.commands_vms import disk_group, guest_group, vm_group
+from blockplane.cli.context import CLIContext
+from blockplane.cli.output import error_console
+from blockplane.config import AccelChoice, load_settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    envvar="BLOCKPLANE_HOME",
+    help="State directory (default /var/lib/blockplane for root).",
+)
+@click.option(
+    "--libvirt-uri",
+    envvar="BLOCKPLANE_LIBVIRT_URI",
+    help="Hypervisor URI (default: embedded libvirt under the home).",
+)
+@click.option(
+    "--accel",
+    type=click.Choice(["auto", "kvm", "tcg"]),
+    default=None,
+    help="Acceleration for new VMs (default auto: KVM only if it works).",
+)
+@click.option("--no-autostart", is_flag=True, help="Fail instead of starting the agent.")
+@click.pass_context
+def cli(
+    context: click.Context,
+    home: Path | None,
+    libvirt_uri: str | None,
+    accel: str | None,
+    no_autostart: bool,
+) -> None:
+    """blockplane: the block-storage control plane for this KVM host."""
+    chosen: AccelChoice | None = "kvm" if accel == "kvm" else "tcg" if accel == "tcg" else None
+    if accel == "auto":
+        chosen = "auto"
+    settings = load_settings(home=home, libvirt_uri=libvirt_uri, accel=chosen)
+    context.obj = CLIContext(settings, AgentClient(settings, autostart=not no_autostart))
+
+
+for command in (
+    agent_group,
+    facts_command,
+    events_command,
+    pool_group,
+    vm_group,
+    disk_group,
+    guest_group,
+    demo_command,
+):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except CLIError as error:
+        error_console.print(f"[red]error:[/red] {error.message}")
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_FAILED)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)

@@ -1,0 +1,114 @@
+"""Where blockplane keeps its state and how it reaches the hypervisor.
+
+Owns the resolution of ``BLOCKPLANE_HOME`` and the files inside it. It must not create
+anything: the agent does that when it starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+AccelChoice = Literal["auto", "kvm", "tcg"]
+
+DEFAULT_ROOT_HOME = Path("/var/lib/blockplane")
+DEFAULT_IOTHREAD_CAP = 16
+
+
+def default_home() -> Path:
+    explicit = os.environ.get("BLOCKPLANE_HOME")
+    if explicit:
+        return Path(explicit)
+    if os.geteuid() == 0:
+        return DEFAULT_ROOT_HOME
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "blockplane"
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+
+    @property
+    def database(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "agent.sock"
+
+    @property
+    def token(self) -> Path:
+        return self.home / "token"
+
+    @property
+    def libvirt_root(self) -> Path:
+        return self.home / "libvirt"
+
+    @property
+    def images(self) -> Path:
+        explicit = os.environ.get("BLOCKPLANE_IMAGES")
+        return Path(explicit) if explicit else self.home / "images"
+
+    @property
+    def pools(self) -> Path:
+        return self.home / "pools"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "agent.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "agent.log"
+
+    @property
+    def guest_logs(self) -> Path:
+        return self.home / "guest-logs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: Paths
+    libvirt_uri: str
+    accel: AccelChoice = "auto"
+    listen: str | None = None
+    iothread_cap: int = DEFAULT_IOTHREAD_CAP
+    reconcile_interval_s: float = 2.0
+
+
+def embedded_uri(paths: Paths) -> str:
+    return f"qemu:///embed?root={paths.libvirt_root}"
+
+
+def load_settings(
+    home: Path | None = None,
+    libvirt_uri: str | None = None,
+    accel: AccelChoice | None = None,
+    listen: str | None = None,
+) -> Settings:
+    paths = Paths((home or default_home()).absolute())
+    uri = libvirt_uri or os.environ.get("BLOCKPLANE_LIBVIRT_URI") or embedded_uri(paths)
+    chosen_accel = accel or _accel_from_env()
+    cap = int(os.environ.get("BLOCKPLANE_IOTHREAD_CAP", DEFAULT_IOTHREAD_CAP))
+    return Settings(
+        paths=paths, libvirt_uri=uri, accel=chosen_accel, listen=listen, iothread_cap=cap
+    )
+
+
+def _accel_from_env() -> AccelChoice:
+    value = os.environ.get("BLOCKPLANE_ACCEL", "auto")
+    if value == "kvm":
+        return "kvm"
+    if value == "tcg":
+        return "tcg"
+    return "auto"
+
+
+def read_token(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None

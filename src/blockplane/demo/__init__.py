@@ -1,0 +1,1 @@
+"""blockplane.demo: the guided tour."""

@@ -1,0 +1,153 @@
+"""The one libvirt connection of the agent, and the thread that runs libvirt's event loop.
+
+Opens embedded libvirt (``qemu:///embed?root=...``) by default, or any other URI. It hands out
+``DomainHandle`` adapters and raw host data (versions, domain capabilities XML); it holds no
+policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from blockplane.errors import HypervisorError, NotFound
+from blockplane.hypervisor.domain import DomainHandle
+from blockplane.hypervisor.errors import libvirt_errors
+from blockplane.hypervisor.events import EventBridge
+
+log = logging.getLogger(__name__)
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _ignore_libvirt_errors(_opaque: Any, _error: Any) -> None:
+    """libvirt prints every error to stderr by default; we raise them instead."""
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event implementation and run it on a daemon thread.
+
+    Must happen before the first ``open``, and only once per process.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
+        thread.start()
+        _event_loop_started = True
+
+
+def _run_event_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+@dataclass(frozen=True)
+class RuntimeVersions:
+    library: str
+    daemon: str | None
+    hypervisor: str
+    uri: str
+
+
+def _dotted(version: int) -> str:
+    return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+
+
+class Hypervisor:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.events = EventBridge()
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        start_event_loop()
+        with libvirt_errors(f"opening {self.uri}"):
+            self._connection = libvirt.open(self.uri)
+        if not self.is_embedded:
+            self._connection.setKeepAlive(5, 3)
+        self.events.register(self._connection)
+
+    def close(self) -> None:
+        if self._connection is None:
+            return
+        self.events.unregister(self._connection)
+        with contextlib.suppress(libvirt.libvirtError):
+            self._connection.close()
+        self._connection = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.uri.startswith("qemu:///embed")
+
+    @property
+    def connection(self) -> Any:
+        if self._connection is None:
+            raise HypervisorError("the hypervisor connection is not open")
+        return self._connection
+
+    def is_alive(self) -> bool:
+        try:
+            return bool(self._connection is not None and self._connection.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def reconnect(self) -> None:
+        with self._lock:
+            self.close()
+            self.open()
+
+    def versions(self) -> RuntimeVersions:
+        with libvirt_errors("reading libvirt versions"):
+            library = _dotted(libvirt.getVersion())
+            hypervisor = _dotted(self.connection.getVersion())
+            daemon = None if self.is_embedded else _dotted(self.connection.getLibVersion())
+        return RuntimeVersions(library, daemon, hypervisor, self.uri)
+
+    def domain_capabilities(self, virt_type: str, machine: str = "pc") -> str:
+        with libvirt_errors("reading domain capabilities"):
+            return str(self.connection.getDomainCapabilities(None, "x86_64", machine, virt_type, 0))
+
+    def define(self, domain_xml: str) -> DomainHandle:
+        with libvirt_errors("defining a VM"):
+            return DomainHandle(self.connection.defineXML(domain_xml))
+
+    def lookup(self, name: str) -> DomainHandle:
+        try:
+            return DomainHandle(self.connection.lookupByName(name))
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFound(f"no VM named {name!r}", code="vm.not_found") from error
+            raise HypervisorError(f"looking up {name}: {error.get_error_message()}") from error
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.lookup(name)
+        except NotFound:
+            return False
+        return True
+
+    def domains(self) -> list[DomainHandle]:
+        with libvirt_errors("listing VMs"):
+            return [DomainHandle(domain) for domain in self.connection.listAllDomains(0)]
+
+    def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """One ``domainListGetStats`` round trip for every active domain."""
+        wanted = stats or (libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_STATE)
+        flags = (
+            libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+            | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
+        )
+        with libvirt_errors("reading bulk stats"):
+            records = self.connection.getAllDomainStats(wanted, flags)
+        return [(domain.name(), dict(values)) for domain, values in records]

@@ -1,0 +1,173 @@
+"""``DomainHandle``: the narrow view of one libvirt domain that services are given.
+
+It exposes the calls the features need and nothing else, translated into blockplane errors.
+It decides nothing; callers hold the policy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from blockplane.errors import HypervisorError, OperationFailed
+from blockplane.hypervisor.errors import libvirt_errors
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+AFFECT_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+AFFECT_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+
+@dataclass(frozen=True)
+class DomainState:
+    state: str
+    reason: int
+
+    @property
+    def active(self) -> bool:
+        return self.state not in ("shutoff", "crashed", "nostate")
+
+
+@dataclass(frozen=True)
+class GuestExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class DomainHandle:
+    def __init__(self, domain: Any) -> None:
+        self._domain = domain
+
+    @property
+    def name(self) -> str:
+        return str(self._domain.name())
+
+    @property
+    def uuid(self) -> str:
+        return str(self._domain.UUIDString())
+
+    def state(self) -> DomainState:
+        with libvirt_errors(f"reading the state of {self.name}"):
+            state, reason = self._domain.state()
+        return DomainState(STATE_NAMES.get(state, str(state)), reason)
+
+    def is_active(self) -> bool:
+        with libvirt_errors(f"checking {self.name}"):
+            return bool(self._domain.isActive())
+
+    def xml(self, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        with libvirt_errors(f"reading the XML of {self.name}"):
+            return str(self._domain.XMLDesc(flags))
+
+    def start(self) -> None:
+        with libvirt_errors(f"starting {self.name}"):
+            self._domain.create()
+
+    def shutdown(self) -> None:
+        with libvirt_errors(f"shutting down {self.name}"):
+            self._domain.shutdown()
+
+    def destroy(self) -> None:
+        with libvirt_errors(f"destroying {self.name}"):
+            self._domain.destroy()
+
+    def resume(self) -> None:
+        with libvirt_errors(f"resuming {self.name}"):
+            self._domain.resume()
+
+    def undefine(self) -> None:
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        )
+        with libvirt_errors(f"undefining {self.name}"):
+            self._domain.undefineFlags(flags)
+
+    def attach_device(self, device_xml: str, *, live: bool, config: bool) -> None:
+        with libvirt_errors(f"attaching a device to {self.name}"):
+            self._domain.attachDeviceFlags(device_xml, _affect(live, config))
+
+    def detach_device(self, device_xml: str, *, live: bool, config: bool) -> None:
+        with libvirt_errors(f"detaching a device from {self.name}"):
+            self._domain.detachDeviceFlags(device_xml, _affect(live, config))
+
+    def add_iothread(self, iothread_id: int, *, live: bool, config: bool) -> None:
+        with libvirt_errors(f"adding IOThread {iothread_id} to {self.name}"):
+            self._domain.addIOThread(iothread_id, _affect(live, config))
+
+    def del_iothread(self, iothread_id: int, *, live: bool, config: bool) -> None:
+        with libvirt_errors(f"removing IOThread {iothread_id} from {self.name}"):
+            self._domain.delIOThread(iothread_id, _affect(live, config))
+
+    def disk_errors(self) -> dict[str, int]:
+        with libvirt_errors(f"reading disk errors of {self.name}"):
+            return dict(self._domain.diskErrors())
+
+    def monitor_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        """QMP passthrough. Tests use it to read QEMU's own view; features must not."""
+        with libvirt_errors(f"QMP on {self.name}"):
+            reply = libvirt_qemu.qemuMonitorCommand(self._domain, json.dumps(command), 0)
+        result: dict[str, Any] = json.loads(reply)
+        return result
+
+    def agent_command(self, command: dict[str, Any], timeout_s: int = 10) -> Any:
+        try:
+            reply = libvirt_qemu.qemuAgentCommand(self._domain, json.dumps(command), timeout_s, 0)
+        except libvirt.libvirtError as error:
+            raise OperationFailed(
+                f"the guest agent of {self.name} did not answer: {error.get_error_message()}",
+                code="guest.agent_unavailable",
+            ) from error
+        return json.loads(reply).get("return")
+
+    def guest_exec(self, argv: list[str], timeout_s: float = 120.0) -> GuestExecResult:
+        started = self.agent_command(
+            {
+                "execute": "guest-exec",
+                "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True},
+            }
+        )
+        pid = int(started["pid"])
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            status = self.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}})
+            if status.get("exited"):
+                return GuestExecResult(
+                    exit_code=int(status.get("exitcode", 255 if status.get("signal") else 0)),
+                    stdout=_decode(status.get("out-data")),
+                    stderr=_decode(status.get("err-data")),
+                )
+            if time.monotonic() > deadline:
+                raise HypervisorError(
+                    f"guest command {argv[0]} still running after {timeout_s:.0f} s",
+                    code="guest.exec_timeout",
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
+def _decode(data: str | None) -> bytes:
+    return base64.b64decode(data) if data else b""
+
+
+def _affect(live: bool, config: bool) -> int:
+    return (AFFECT_LIVE if live else 0) | (AFFECT_CONFIG if config else 0)

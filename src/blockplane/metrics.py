@@ -1,0 +1,38 @@
+"""The agent's Prometheus metrics, on a registry of its own (not the process-global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.api_latency = Histogram(
+            "blockplane_api_request_duration_seconds",
+            "HTTP API request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.hypervisor_events = Counter(
+            "blockplane_hypervisor_events_total",
+            "Hypervisor events received",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.event_lag = Histogram(
+            "blockplane_event_lag_seconds",
+            "Time from libvirt's callback to the agent's handler",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.reconcile_duration = Histogram(
+            "blockplane_reconcile_duration_seconds",
+            "Duration of one reconcile pass",
+            registry=self.registry,
+        )
+        self.vms = Gauge("blockplane_vms", "VMs managed by blockplane", registry=self.registry)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,56 @@
+"""A VM disk as a device: where its bytes live and how QEMU serves them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Bus = Literal["virtio", "scsi"]
+ImageFormat = Literal["qcow2", "raw"]
+SourceKind = Literal["file", "block"]
+
+QueueMapping = tuple[tuple[int, tuple[int, ...]], ...]
+"""Per IOThread id, the virtqueue ids it serves, in IOThread order."""
+
+
+@dataclass(frozen=True)
+class DiskDevice:
+    target: str
+    bus: Bus
+    source: str
+    source_kind: SourceKind
+    format: ImageFormat
+    queues: int | None = None
+    iothread: int | None = None
+    queue_mapping: QueueMapping = ()
+    throttle_groups: tuple[str, ...] = ()
+    error_policy: str | None = None
+    controller_index: int | None = None
+    alias: str | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def user_alias(self) -> str:
+        return f"ua-bp-{self.target}"
+
+
+def target_prefix(bus: Bus) -> str:
+    return "vd" if bus == "virtio" else "sd"
+
+
+def next_free_target(bus: Bus, used: set[str]) -> str:
+    prefix = target_prefix(bus)
+    for index in range(26 * 27):
+        name = prefix + _letters(index)
+        if name not in used:
+            return name
+    raise ValueError("no free disk target left")
+
+
+def _letters(index: int) -> str:
+    letters = ""
+    index += 1
+    while index > 0:
+        index, remainder = divmod(index - 1, 26)
+        letters = chr(ord("a") + remainder) + letters
+    return letters

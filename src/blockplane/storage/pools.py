@@ -1,0 +1,137 @@
+"""Pools: named places where volumes are created (dir, loop, lvm).
+
+Owns pool records, the pool directory, and capacity accounting. Which bytes a backend writes
+is the backend's business (thin/backend_*).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blockplane.config import Settings
+from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.eventlog import EventLog
+from blockplane.storage.backends import VolumeBackend, make_backend
+from blockplane.store.records import PoolRecord, Records
+from blockplane.thin.paths import validate_name
+
+POOL_TYPES = ("dir", "loop", "lvm")
+DEFAULT_CHUNK_BYTES = 2560 * 1024 * 1024
+DEFAULT_UTILIZATION_PCT = 20
+
+
+@dataclass(frozen=True)
+class PoolView:
+    record: PoolRecord
+    volumes: int
+    used_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "name": record.name,
+            "type": record.type,
+            "path": record.path,
+            "capacity_bytes": record.capacity_bytes,
+            "chunk_bytes": record.chunk_bytes,
+            "utilization_pct": record.utilization_pct,
+            "volumes": self.volumes,
+            "used_bytes": self.used_bytes,
+        }
+
+
+class PoolService:
+    def __init__(self, settings: Settings, records: Records, events: EventLog) -> None:
+        self._settings = settings
+        self._records = records
+        self._events = events
+
+    def create(
+        self,
+        name: str,
+        pool_type: str,
+        path: str | None,
+        capacity_bytes: int | None,
+        chunk_bytes: int | None,
+        utilization_pct: int | None,
+    ) -> PoolView:
+        validate_name("pool", name)
+        if pool_type not in POOL_TYPES:
+            raise InvalidInput(
+                f"unknown pool type {pool_type!r}: use one of {', '.join(POOL_TYPES)}",
+                code="pool.invalid",
+            )
+        chunk = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        utilization = DEFAULT_UTILIZATION_PCT if utilization_pct is None else utilization_pct
+        if chunk < 1024 * 1024:
+            raise InvalidInput("--chunk must be at least 1 MiB", code="pool.invalid")
+        if not 1 <= utilization <= 99:
+            raise InvalidInput("--utilization must be 1..99 percent", code="pool.invalid")
+        if capacity_bytes is not None and capacity_bytes <= 0:
+            raise InvalidInput("--capacity must be positive", code="pool.invalid")
+        if self._records.pool(name) is not None:
+            raise Conflict(f"a pool named {name!r} already exists", code="pool.exists")
+        location = self._location(name, pool_type, path)
+        record = PoolRecord(name, pool_type, location, capacity_bytes, chunk, utilization)
+        if pool_type != "lvm":
+            directory = Path(location)
+            if directory.exists() and any(directory.iterdir()):
+                raise Conflict(f"pool directory {location} is not empty", code="pool.exists")
+            directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self._records.add_pool(record)
+        self._events.publish("pool.created", None, pool=name, type=pool_type)
+        return self._view(record)
+
+    def _location(self, name: str, pool_type: str, path: str | None) -> str:
+        if pool_type == "lvm":
+            if not path:
+                raise InvalidInput("an lvm pool needs --path VOLUME_GROUP", code="pool.invalid")
+            validate_name("volume group", path)
+            return path
+        if path is None:
+            return str(self._settings.paths.pools / name)
+        candidate = Path(path)
+        if not candidate.is_absolute() or "\x00" in path:
+            raise InvalidInput("--path must be an absolute directory", code="pool.invalid")
+        return str(candidate.resolve())
+
+    def get(self, name: str) -> PoolRecord:
+        record = self._records.pool(name)
+        if record is None:
+            raise NotFound(f"no pool named {name!r}", code="pool.not_found")
+        return record
+
+    def show(self, name: str) -> PoolView:
+        return self._view(self.get(name))
+
+    def list_pools(self) -> list[PoolView]:
+        return [self._view(record) for record in self._records.pools()]
+
+    def delete(self, name: str) -> dict[str, Any]:
+        record = self.get(name)
+        volumes = self._records.volumes(name)
+        if volumes:
+            listed = ", ".join(volume.name for volume in volumes)
+            raise Conflict(
+                f"pool {name} still holds volumes: {listed}; detach and delete them first",
+                code="pool.in_use",
+            )
+        self._records.delete_pool(name)
+        if record.type != "lvm" and Path(record.path).is_relative_to(self._settings.paths.pools):
+            with contextlib.suppress(OSError):
+                Path(record.path).rmdir()
+        self._events.publish("pool.deleted", None, pool=name)
+        return {"name": name, "deleted": True}
+
+    def backend(self, record: PoolRecord) -> VolumeBackend:
+        return make_backend(record)
+
+    def used_bytes(self, name: str) -> int:
+        return sum(volume.physical_bytes for volume in self._records.volumes(name))
+
+    def _view(self, record: PoolRecord) -> PoolView:
+        volumes = self._records.volumes(record.name)
+        return PoolView(record, len(volumes), sum(v.physical_bytes for v in volumes))

@@ -1,0 +1,116 @@
+"""Volumes: a backend allocation plus the image format written on it.
+
+Owns the volume records and the create/delete sequence (allocate, format, record; undo in
+reverse on failure). Sizes and policies arrive decided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from blockplane.errors import Conflict, InvalidInput
+from blockplane.eventlog import EventLog
+from blockplane.storage.images import create_qcow2
+from blockplane.storage.pools import PoolService
+from blockplane.store.records import PoolRecord, Records, VolumeRecord
+from blockplane.thin.paths import confine
+from blockplane.thin.threshold import qcow2_max_physical
+
+FORMATS = ("qcow2", "raw")
+MAX_VIRTUAL_BYTES = 64 * 1024**4
+
+
+class VolumeService:
+    def __init__(self, pools: PoolService, records: Records, events: EventLog) -> None:
+        self._pools = pools
+        self._records = records
+        self._events = events
+
+    def validate(
+        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool
+    ) -> None:
+        if image_format not in FORMATS:
+            raise InvalidInput(
+                f"unknown format {image_format!r}: use qcow2 or raw", code="volume.invalid"
+            )
+        if not 0 < virtual_bytes <= MAX_VIRTUAL_BYTES:
+            raise InvalidInput(
+                f"size must be between 1 byte and 64 TiB, got {virtual_bytes}",
+                code="size.invalid",
+            )
+        if thin and image_format != "qcow2":
+            raise InvalidInput("a thin volume must be qcow2", code="volume.invalid")
+        if thin and pool.type == "dir":
+            raise InvalidInput(
+                f"pool {pool.name} is a dir pool; thin volumes need a growable block pool "
+                "(loop or lvm)",
+                code="volume.invalid",
+            )
+        if pool.type != "lvm":
+            confine(Path(pool.path), name)
+        if self._records.volume(pool.name, name) is not None:
+            raise Conflict(
+                f"volume {name} already exists in pool {pool.name}", code="volume.exists"
+            )
+        needed = self.initial_physical(pool, virtual_bytes, image_format, thin)
+        self.check_capacity(pool, needed)
+
+    def initial_physical(
+        self, pool: PoolRecord, virtual_bytes: int, image_format: str, thin: bool
+    ) -> int:
+        if pool.type == "dir":
+            return virtual_bytes
+        if image_format == "raw":
+            return virtual_bytes
+        full = qcow2_max_physical(virtual_bytes)
+        return min(pool.chunk_bytes, full) if thin else full
+
+    def check_capacity(self, pool: PoolRecord, extra_bytes: int) -> None:
+        if pool.capacity_bytes is None:
+            return
+        used = self._pools.used_bytes(pool.name)
+        if used + extra_bytes > pool.capacity_bytes:
+            raise Conflict(
+                f"pool {pool.name} has {pool.capacity_bytes - used} bytes left of its "
+                f"{pool.capacity_bytes}-byte limit; {extra_bytes} more are needed",
+                code="pool.full",
+            )
+
+    def create(
+        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool
+    ) -> VolumeRecord:
+        self.validate(pool, name, virtual_bytes, image_format, thin)
+        physical = self.initial_physical(pool, virtual_bytes, image_format, thin)
+        backend = self._pools.backend(pool)
+        volume = backend.create(name, physical)
+        try:
+            if image_format == "qcow2":
+                create_qcow2(Path(volume.path), virtual_bytes)
+            record = VolumeRecord(
+                pool.name,
+                name,
+                str(volume.path),
+                image_format,
+                virtual_bytes,
+                volume.physical_bytes,
+                thin,
+            )
+            self._records.add_volume(record)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                backend.delete(name)
+            raise
+        self._events.publish(
+            "volume.created", None, pool=pool.name, volume=name, physical_bytes=physical
+        )
+        return record
+
+    def delete(self, pool_name: str, name: str) -> None:
+        pool = self._pools.get(pool_name)
+        self._pools.backend(pool).delete(name)
+        self._records.delete_volume(pool_name, name)
+        self._events.publish("volume.deleted", None, pool=pool_name, volume=name)
+
+    def is_block(self, pool: PoolRecord) -> bool:
+        return pool.type in ("loop", "lvm")

@@ -1,0 +1,1 @@
+"""blockplane.vms: VM lifecycle and the disks attached to VMs."""

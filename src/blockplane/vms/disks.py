@@ -1,0 +1,213 @@
+"""Disks of VMs: attach (define-time or hotplug), detach and list.
+
+Owns the attach/detach sequence and its rollback. The IOThread plan and the throttle chain
+are computed by their own packages and arrive here as fields of the ``DiskDevice``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from blockplane.errors import InvalidInput, NotFound, OperationFailed
+from blockplane.eventlog import EventLog
+from blockplane.hypervisor.domain import DomainHandle
+from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
+from blockplane.storage.pools import PoolService
+from blockplane.storage.volumes import VolumeService
+from blockplane.store.records import DiskRecord, Records
+from blockplane.vms.lifecycle import VMService
+from blockplane.xml.disk import disk_element, parse_disks, to_xml
+
+DETACH_TIMEOUT_S = 15.0
+BUSES = ("virtio", "scsi")
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    vm: str
+    pool: str
+    size_bytes: int
+    name: str | None = None
+    thin: bool = False
+    format: str = "qcow2"
+    bus: str = "virtio"
+    queues: int | None = None
+    io_threads: int | None = None
+    throttle_groups: tuple[str, ...] = ()
+    limits: dict[str, int | str] = field(default_factory=dict)
+
+
+class DiskService:
+    def __init__(
+        self,
+        vms: VMService,
+        pools: PoolService,
+        volumes: VolumeService,
+        records: Records,
+        events: EventLog,
+    ) -> None:
+        self._vms = vms
+        self._pools = pools
+        self._volumes = volumes
+        self._records = records
+        self._events = events
+        self._vm_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def vm_lock(self, vm: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._vm_locks[vm]
+
+    def attach(self, request: AttachRequest) -> dict[str, Any]:
+        self._vms.record(request.vm)
+        pool = self._pools.get(request.pool)
+        if request.bus not in BUSES:
+            raise InvalidInput(
+                f"unknown bus {request.bus!r}: use virtio or scsi", code="disk.invalid"
+            )
+        with self.vm_lock(request.vm):
+            domain = self._vms.domain(request.vm)
+            live = domain.is_active()
+            target = next_free_target(_bus(request.bus), self._used_targets(domain))
+            volume_name = request.name or f"{request.vm}-{target}"
+            self._volumes.validate(
+                pool, volume_name, request.size_bytes, request.format, request.thin
+            )
+            started = time.monotonic()
+            volume = self._volumes.create(
+                pool, volume_name, request.size_bytes, request.format, request.thin
+            )
+            device = DiskDevice(
+                target=target,
+                bus=_bus(request.bus),
+                source=volume.path,
+                source_kind="block" if self._volumes.is_block(pool) else "file",
+                format=_format(request.format),
+                error_policy="enospace" if request.thin else None,
+            )
+            try:
+                domain.attach_device(to_xml(disk_element(device)), live=live, config=True)
+                self._records.add_disk(
+                    DiskRecord(request.vm, target, pool.name, volume_name, request.bus, {})
+                )
+            except BaseException:
+                self._rollback_attach(domain, device, live)
+                self._volumes.delete(pool.name, volume_name)
+                raise
+            seconds = round(time.monotonic() - started, 3)
+            self._events.publish(
+                "disk.attached",
+                request.vm,
+                target=target,
+                volume=volume_name,
+                pool=pool.name,
+                live=live,
+                seconds=seconds,
+            )
+        return {**self._describe(request.vm, device), "live": live, "seconds": seconds}
+
+    def _rollback_attach(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
+        present = {disk.target for disk in parse_disks(domain.xml(inactive=True))}
+        if device.target in present:
+            with contextlib.suppress(OperationFailed):
+                domain.detach_device(to_xml(disk_element(device)), live=False, config=True)
+        self._records.delete_disk(domain.name, device.target)
+
+    def detach(self, vm: str, target: str) -> dict[str, Any]:
+        self._vms.record(vm)
+        with self.vm_lock(vm):
+            record = self._records.disk(vm, target)
+            if record is None:
+                raise NotFound(
+                    f"VM {vm} has no disk {target} managed by blockplane", code="disk.not_found"
+                )
+            domain = self._vms.domain(vm)
+            live = domain.is_active()
+            device = self._find(domain, target, inactive=not live)
+            if device is None:
+                device = self._find(domain, target, inactive=True)
+            if device is not None:
+                self._detach_device(domain, device, live)
+            self._records.delete_disk(vm, target)
+            self._volumes.delete(record.pool, record.volume)
+            self._events.publish("disk.detached", vm, target=target, volume=record.volume)
+        return {"vm": vm, "target": target, "detached": True, "volume_deleted": record.volume}
+
+    def _detach_device(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
+        xml = to_xml(disk_element(device))
+        in_config = self._find(domain, device.target, inactive=True) is not None
+        if in_config:
+            domain.detach_device(xml, live=False, config=True)
+        if not live:
+            return
+        domain.detach_device(xml, live=True, config=False)
+        deadline = time.monotonic() + DETACH_TIMEOUT_S
+        while self._find(domain, device.target, inactive=False) is not None:
+            if time.monotonic() > deadline:
+                raise OperationFailed(
+                    f"the guest of {domain.name} did not release {device.target} within "
+                    f"{DETACH_TIMEOUT_S:.0f} s; the volume is kept. Retry, or stop the VM and "
+                    "detach again",
+                    code="disk.detach_pending",
+                )
+            time.sleep(0.1)
+
+    def list_disks(self, vm: str) -> list[dict[str, Any]]:
+        self._vms.record(vm)
+        domain = self._vms.domain(vm)
+        devices = parse_disks(domain.xml(inactive=not domain.is_active()))
+        return [self._describe(vm, device) for device in devices]
+
+    def release_vm(self, vm: str) -> list[str]:
+        """Delete the volumes of a stopped VM's disks; used by ``vm delete``."""
+        released = []
+        for record in self._records.disks(vm):
+            self._records.delete_disk(vm, record.target)
+            self._volumes.delete(record.pool, record.volume)
+            released.append(record.volume)
+        return released
+
+    def _used_targets(self, domain: DomainHandle) -> set[str]:
+        used = {disk.target for disk in parse_disks(domain.xml(inactive=True))}
+        if domain.is_active():
+            used |= {disk.target for disk in parse_disks(domain.xml())}
+        return used
+
+    def _find(self, domain: DomainHandle, target: str, *, inactive: bool) -> DiskDevice | None:
+        for disk in parse_disks(domain.xml(inactive=inactive)):
+            if disk.target == target:
+                return disk
+        return None
+
+    def _describe(self, vm: str, device: DiskDevice) -> dict[str, Any]:
+        record = self._records.disk(vm, device.target)
+        volume = self._records.volume(record.pool, record.volume) if record else None
+        return {
+            "vm": vm,
+            "target": device.target,
+            "bus": device.bus,
+            "source": device.source,
+            "format": device.format,
+            "pool": record.pool if record else None,
+            "volume": record.volume if record else None,
+            "virtual_bytes": volume.virtual_bytes if volume else None,
+            "physical_bytes": volume.physical_bytes if volume else None,
+            "thin": volume.thin if volume else False,
+            "managed": record is not None,
+            "plan": record.plan if record else {},
+        }
+
+
+def _bus(value: str) -> Bus:
+    if value == "scsi":
+        return "scsi"
+    return "virtio"
+
+
+def _format(value: str) -> ImageFormat:
+    return "raw" if value == "raw" else "qcow2"

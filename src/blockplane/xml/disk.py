@@ -1,0 +1,150 @@
+"""Disk (and per-disk virtio-scsi controller) XML <-> ``DiskDevice``.
+
+Keeps the parsed element around in ``DiskDevice.extra`` only as text fields it does not
+model; decides nothing about mappings or limits.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from blockplane.model.disk import DiskDevice, QueueMapping
+from blockplane.xml.build import el
+
+
+def disk_element(disk: DiskDevice) -> etree._Element:
+    driver = el("driver", name="qemu", type=disk.format, cache="none", discard="unmap")
+    driver.set("io", "native" if disk.source_kind == "block" else "threads")
+    if disk.error_policy:
+        driver.set("error_policy", disk.error_policy)
+    if disk.bus == "virtio":
+        _apply_queue_mapping(driver, disk.queues, disk.iothread, disk.queue_mapping)
+    source = (
+        el("source", dev=disk.source)
+        if disk.source_kind == "block"
+        else el("source", file=disk.source)
+    )
+    element = el(
+        "disk",
+        driver,
+        source,
+        el("target", dev=disk.target, bus=disk.bus),
+        type=disk.source_kind,
+        device="disk",
+    )
+    if disk.throttle_groups:
+        element.append(
+            el("throttlefilters", *[el("throttlefilter", group=g) for g in disk.throttle_groups])
+        )
+    element.append(el("alias", name=disk.user_alias))
+    if disk.bus == "scsi" and disk.controller_index is not None:
+        element.append(
+            el(
+                "address",
+                type="drive",
+                controller=str(disk.controller_index),
+                bus="0",
+                target="0",
+                unit="0",
+            )
+        )
+    return element
+
+
+def scsi_controller_element(disk: DiskDevice) -> etree._Element:
+    """The virtio-scsi controller a scsi disk gets to itself; it carries the mapping."""
+    driver = el("driver")
+    _apply_queue_mapping(driver, disk.queues, disk.iothread, disk.queue_mapping)
+    controller = el(
+        "controller", type="scsi", index=str(disk.controller_index), model="virtio-scsi"
+    )
+    if driver.attrib or len(driver):
+        controller.append(driver)
+    controller.append(el("alias", name=f"ua-bp-scsi{disk.controller_index}"))
+    return controller
+
+
+def to_xml(element: etree._Element) -> str:
+    return etree.tostring(element, encoding="unicode")
+
+
+def _apply_queue_mapping(
+    driver: etree._Element, queues: int | None, iothread: int | None, mapping: QueueMapping
+) -> None:
+    if queues:
+        driver.set("queues", str(queues))
+    if iothread is not None:
+        driver.set("iothread", str(iothread))
+    if mapping:
+        iothreads = el("iothreads")
+        for iothread_id, queue_ids in mapping:
+            node = el("iothread", id=str(iothread_id))
+            for queue_id in queue_ids:
+                node.append(el("queue", id=str(queue_id)))
+            iothreads.append(node)
+        driver.append(iothreads)
+
+
+def parse_disks(domain_xml: str) -> list[DiskDevice]:
+    root = etree.fromstring(domain_xml.encode())
+    controllers = {
+        node.get("index"): node for node in root.findall("devices/controller[@type='scsi']")
+    }
+    disks = []
+    for node in root.findall("devices/disk[@device='disk']"):
+        disks.append(_parse_disk(node, controllers))
+    return disks
+
+
+def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Element]) -> DiskDevice:
+    target = node.find("target")
+    driver = node.find("driver")
+    source = node.find("source")
+    bus = target.get("bus", "virtio") if target is not None else "virtio"
+    source_kind = node.get("type", "file")
+    path = ""
+    if source is not None:
+        path = source.get("dev") or source.get("file") or ""
+    controller_index: int | None = None
+    mapping_driver = driver
+    address = node.find("address[@type='drive']")
+    if bus == "scsi" and address is not None:
+        controller_index = int(address.get("controller", "0"))
+        controller = controllers.get(str(controller_index))
+        mapping_driver = controller.find("driver") if controller is not None else None
+    queues, iothread, mapping = _parse_queue_mapping(mapping_driver)
+    alias = node.find("alias")
+    return DiskDevice(
+        target=target.get("dev", "") if target is not None else "",
+        bus="scsi" if bus == "scsi" else "virtio",
+        source=path,
+        source_kind="block" if source_kind == "block" else "file",
+        format="raw" if driver is not None and driver.get("type") == "raw" else "qcow2",
+        queues=queues,
+        iothread=iothread,
+        queue_mapping=mapping,
+        throttle_groups=tuple(
+            f.get("group", "") for f in node.findall("throttlefilters/throttlefilter")
+        ),
+        error_policy=driver.get("error_policy") if driver is not None else None,
+        controller_index=controller_index,
+        alias=alias.get("name") if alias is not None else None,
+    )
+
+
+def _parse_queue_mapping(
+    driver: etree._Element | None,
+) -> tuple[int | None, int | None, QueueMapping]:
+    if driver is None:
+        return None, None, ()
+    queues = int(driver.get("queues", "0")) or None
+    iothread_attr = driver.get("iothread")
+    iothread = int(iothread_attr) if iothread_attr else None
+    mapping = tuple(
+        (
+            int(node.get("id", "0")),
+            tuple(int(queue.get("id", "0")) for queue in node.findall("queue")),
+        )
+        for node in driver.findall("iothreads/iothread")
+    )
+    return queues, iothread, mapping
