@@ -1,0 +1,99 @@
+"""Test harness: a real agent on a throwaway BLOCKPLANE_HOME, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+IMAGES = Path(os.environ.get("BLOCKPLANE_IMAGES", "/var/lib/blockplane/images"))
+BLOCKPLANE = [sys.executable, "-m", "blockplane"]
+
+
+@dataclass
+class AgentUnderTest:
+    home: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BLOCKPLANE_HOME": str(self.home), "BLOCKPLANE_IMAGES": str(IMAGES)}
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*BLOCKPLANE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )
+
+    def ok(self, *args: str, timeout: float = 300) -> str:
+        result = self.cli(*args, timeout=timeout)
+        assert result.returncode == 0, f"{args} -> {result.returncode}: {result.stderr}"
+        return result.stdout
+
+    def json(self, *args: str, timeout: float = 300) -> Any:
+        return json.loads(self.ok(*args, "--json", timeout=timeout))
+
+    @property
+    def token(self) -> str:
+        return (self.home / "token").read_text().strip()
+
+    def http(self, token: str | None = "valid") -> httpx.Client:
+        headers = {}
+        if token == "valid":
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        transport = httpx.HTTPTransport(uds=str(self.home / "agent.sock"))
+        return httpx.Client(transport=transport, base_url="http://blockplane", headers=headers,
+                            timeout=120)
+
+    def pid(self) -> int:
+        return int((self.home / "agent.pid").read_text())
+
+    def kill_9(self) -> None:
+        pid = self.pid()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
+
+
+def cleanup_agent(agent: AgentUnderTest) -> None:
+    if agent.cli("agent", "status").returncode == 0:
+        for vm in agent.json("vm", "list"):
+            if vm["state"] not in ("shutoff", "crashed"):
+                agent.cli("vm", "destroy", vm["name"])
+            agent.cli("vm", "delete", vm["name"])
+        agent.cli("agent", "stop")
+    pools = agent.home / "pools"
+    if pools.exists():
+        listing = subprocess.run(["losetup", "-a", "-O", "NAME,BACK-FILE", "-n"],
+                                 capture_output=True, text=True, check=False).stdout
+        for line in listing.splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[1].strip().startswith(str(pools)):
+                subprocess.run(["losetup", "-d", parts[0]], check=False)
+    shutil.rmtree(agent.home, ignore_errors=True)
+
+
+def linux_guest_available() -> bool:
+    return (IMAGES / "vmlinuz").exists() and (IMAGES / "initramfs.img").exists()
+
+
+requires_guest = pytest.mark.skipif(
+    not linux_guest_available(),
+    reason=f"the Linux test guest is not built in {IMAGES} (run `make setup`)",
+)
