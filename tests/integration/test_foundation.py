@@ -16,10 +16,12 @@ pytestmark = pytest.mark.integration
 
 def live_disks(agent: AgentUnderTest, vm: str) -> dict[str, etree._Element]:
     root = etree.fromstring(agent.ok("vm", "show", vm, "--xml").encode())
-    return {
-        node.find("target").get("dev"): node  # type: ignore[union-attr]
-        for node in root.findall("devices/disk")
-    }
+    disks = {}
+    for node in root.findall("devices/disk"):
+        target = node.find("target")
+        assert target is not None
+        disks[target.get("dev", "")] = node
+    return disks
 
 
 def state_snapshot(agent: AgentUnderTest, vm: str) -> dict[str, Any]:
