@@ -1,0 +1,183 @@
+"""The per-volume thin monitor state machine and the reconcile decision, as pure functions.
+
+States follow VDSM's thinp.py: UNSET (no threshold armed), SET (armed; the armed value is kept by
+the caller alongside the state), EXCEEDED (crossed: an extend is due), DISABLED (at the size
+ceiling: no more monitoring). Observations (a threshold event, bulk stats) never raise: they are
+facts. Our own actions in a state where they make no sense raise ``ImpossibleTransition``.
+Must not perform I/O, persist anything or talk to libvirt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from blockplane.thin.threshold import should_disable, threshold_for
+
+
+class MonitorState(Enum):
+    UNSET = "unset"
+    SET = "set"
+    EXCEEDED = "exceeded"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    """One volume's ``block.N.allocation``, ``block.N.physical`` and ``block.N.threshold``
+    (None when absent: never armed, or already fired)."""
+
+    allocation: int
+    physical: int
+    threshold: int | None = None
+
+
+@dataclass(frozen=True)
+class Armed:
+    value: int
+
+
+@dataclass(frozen=True)
+class ThresholdFired:
+    """``index_matches``: the event named the indexed target we armed (``vda[1]``), not the
+    duplicate that libvirt also sends for the bare ``vda``."""
+
+    index_matches: bool
+
+
+@dataclass(frozen=True)
+class Extended:
+    new_physical: int
+
+
+@dataclass(frozen=True)
+class ReachedCap:
+    pass
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    stats: BlockStats
+
+
+@dataclass(frozen=True)
+class Reenabled:
+    """The ceiling moved (the virtual disk was resized): monitoring may start again."""
+
+
+Event = Armed | ThresholdFired | Extended | ReachedCap | Reconciled | Reenabled
+
+
+class ImpossibleTransition(ValueError):
+    def __init__(self, state: MonitorState, event: Event, why: str) -> None:
+        super().__init__(f"{event!r} is not possible in state {state.name}: {why}")
+        self.state = state
+        self.event = event
+
+
+def transition(state: MonitorState, event: Event) -> MonitorState:
+    """The state after ``event``; raises ImpossibleTransition for an action that cannot apply."""
+    match event:
+        case Armed(value):
+            if state in (MonitorState.DISABLED, MonitorState.EXCEEDED):
+                why = ("the volume is at its ceiling" if state is MonitorState.DISABLED
+                       else "allocation is already past the mark: extend first")
+                raise ImpossibleTransition(state, event, why)
+            if value <= 0:
+                raise ImpossibleTransition(state, event, "QEMU reads a threshold <= 0 as disarm")
+            return MonitorState.SET
+        case ThresholdFired(index_matches):
+            if not index_matches or state is MonitorState.DISABLED:
+                return state
+            # Even in UNSET: a threshold we did not know of fired, so space is short.
+            return MonitorState.EXCEEDED
+        case Extended(new_physical):
+            if state is MonitorState.DISABLED:
+                raise ImpossibleTransition(state, event, "the volume is at its ceiling")
+            if new_physical <= 0:
+                raise ImpossibleTransition(state, event, "a volume size must be positive")
+            return MonitorState.UNSET
+        case ReachedCap():
+            return MonitorState.DISABLED
+        case Reconciled(stats):
+            return _observe(state, stats)
+        case Reenabled():
+            if state is not MonitorState.DISABLED:
+                raise ImpossibleTransition(state, event, "only a disabled volume is re-enabled")
+            return MonitorState.UNSET
+    raise TypeError(f"not a monitor event: {event!r}")
+
+
+def _observe(state: MonitorState, stats: BlockStats) -> MonitorState:
+    if state is MonitorState.SET and (stats.threshold is None
+                                      or stats.allocation >= stats.threshold):
+        return MonitorState.EXCEEDED
+    if state is MonitorState.UNSET and stats.threshold is not None:
+        return MonitorState.SET
+    return state
+
+
+class Action(Enum):
+    NONE = "none"
+    ARM = "arm"
+    EXTEND = "extend"
+    EXTEND_AND_RESUME = "extend_and_resume"
+    DISABLE = "disable"
+
+
+@dataclass(frozen=True)
+class GrowthPolicy:
+    """A volume's growth step, trigger and ceiling (``threshold.qcow2_max_physical``)."""
+
+    chunk_bytes: int
+    utilization_pct: int
+    max_physical_bytes: int
+
+    def __post_init__(self) -> None:
+        threshold_for(0, self.chunk_bytes, self.utilization_pct)
+        if self.max_physical_bytes <= 0:
+            raise ValueError(f"ceiling must be positive, got {self.max_physical_bytes}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``missed_event``: reconcile found a crossing no event reported (counted in metrics)."""
+
+    action: Action
+    reason: str
+    missed_event: bool = False
+
+
+def reconcile(
+    state: MonitorState, stats: BlockStats, paused_enospc: bool, policy: GrowthPolicy
+) -> Decision:
+    """What the periodic (and start-up) reconcile must do for one volume, and why."""
+    if state is MonitorState.DISABLED:
+        return Decision(Action.NONE, "monitoring is disabled: the volume is at its ceiling")
+    if should_disable(stats.physical, policy.max_physical_bytes):
+        return Decision(Action.DISABLE, "the volume reached its ceiling")
+    if paused_enospc:
+        return Decision(Action.EXTEND_AND_RESUME, "the VM is paused on ENOSPC",
+                        missed_event=state is MonitorState.SET)
+    if state is MonitorState.EXCEEDED:
+        return Decision(Action.EXTEND, "the threshold was crossed and the extend is pending")
+    expected = threshold_for(stats.physical, policy.chunk_bytes, policy.utilization_pct)
+    if state is MonitorState.SET:
+        if stats.threshold is None:
+            return Decision(Action.EXTEND, "the armed threshold is gone: it fired unseen",
+                            missed_event=True)
+        if stats.allocation >= stats.threshold:
+            return Decision(Action.EXTEND, "allocation is past the armed threshold",
+                            missed_event=True)
+    if expected == 0 or stats.allocation >= expected:
+        return Decision(Action.EXTEND, "allocation is past where the threshold belongs")
+    if state is MonitorState.UNSET or stats.threshold != expected:
+        return Decision(Action.ARM, f"the threshold belongs at {expected}")
+    return Decision(Action.NONE, "armed where it belongs")
+
+
+def reconcile_decision(
+    volume_state: MonitorState, stats: BlockStats, paused_enospc: bool, policy: GrowthPolicy
+) -> Action:
+    """``reconcile(...).action``."""
+    return reconcile(volume_state, stats, paused_enospc, policy).action
