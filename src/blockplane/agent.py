@@ -68,6 +68,7 @@ class Agent:
         self._handlers: dict[type[HypervisorEvent], Handler] = {
             LifecycleEvent: self._on_lifecycle,
         }
+        self.reconcilers: list[Callable[[], None]] = []
 
     def facts(self) -> HostFacts:
         if self._facts is None:
@@ -103,13 +104,19 @@ class Agent:
         server = uvicorn.Server(config)
         self.settings.paths.pid_file.write_text(f"{self.pid}\n")
         self.events.publish("agent.started", None, pid=self.pid, uri=self.settings.libvirt_uri)
-        dispatcher = asyncio.create_task(self._dispatch_events())
+        await asyncio.to_thread(self.reconcile_once)
+        background = [
+            asyncio.create_task(self._dispatch_events()),
+            asyncio.create_task(self._reconcile_forever()),
+        ]
         try:
             await server.serve(sockets=sockets)
         finally:
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self.settings.paths.socket.unlink(missing_ok=True)
             self.settings.paths.pid_file.unlink(missing_ok=True)
             self.hypervisor.close()
@@ -127,6 +134,27 @@ class Agent:
         os.chmod(path, 0o600)
         unix.listen(128)
         return unix
+
+    def reconcile_once(self) -> None:
+        """One pass of every feature's reconcile: the safety net under the events."""
+        started = time.monotonic()
+        for reconcile in self.reconcilers:
+            try:
+                reconcile()
+            except Exception:
+                log.exception("reconcile step %s failed", reconcile)
+        self.metrics.reconcile_duration.observe(time.monotonic() - started)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_s)
+            await asyncio.to_thread(self.reconcile_once)
+
+    def on_event(self, event_type: type[HypervisorEvent], handler: Handler) -> None:
+        """Route one hypervisor event type to its handler (one handler per type)."""
+        if event_type in self._handlers:
+            raise ValueError(f"{event_type.__name__} already has a handler")
+        self._handlers[event_type] = handler
 
     async def _dispatch_events(self) -> None:
         while True:

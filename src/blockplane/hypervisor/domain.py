@@ -117,6 +117,27 @@ class DomainHandle:
         with libvirt_errors(f"removing IOThread {iothread_id} from {self.name}"):
             self._domain.delIOThread(iothread_id, _affect(live, config))
 
+    def set_block_threshold(self, target: str, threshold_bytes: int) -> None:
+        """Arm QEMU's one-shot write threshold on ``target`` (``vda`` or ``vda[N]``)."""
+        with libvirt_errors(f"setting the write threshold of {self.name}/{target}"):
+            self._domain.setBlockThreshold(target, threshold_bytes, 0)
+
+    def block_info(self, target: str) -> tuple[int, int, int]:
+        """(capacity, allocation, physical) of ``target``, as libvirt reports them."""
+        with libvirt_errors(f"reading block info of {self.name}/{target}"):
+            capacity, allocation, physical = self._domain.blockInfo(target, 0)
+        return int(capacity), int(allocation), int(physical)
+
+    def block_stats(self) -> dict[str, Any]:
+        """This domain's bulk block stats (``block.N.*``), with backing chain elements."""
+        with libvirt_errors(f"reading block stats of {self.name}"):
+            records = self._domain.connect().domainListGetStats(
+                [self._domain],
+                libvirt.VIR_DOMAIN_STATS_BLOCK,
+                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING,
+            )
+        return dict(records[0][1]) if records else {}
+
     def disk_errors(self) -> dict[str, int]:
         with libvirt_errors(f"reading disk errors of {self.name}"):
             return dict(self._domain.diskErrors())

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from blockplane.errors import InvalidInput, NotFound, OperationFailed
 from blockplane.eventlog import EventLog
@@ -19,12 +19,20 @@ from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
-from blockplane.store.records import DiskRecord, Records
+from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.vms.lifecycle import VMService
 from blockplane.xml.disk import disk_element, parse_disks, to_xml
 
 DETACH_TIMEOUT_S = 15.0
 BUSES = ("virtio", "scsi")
+
+
+class DiskObserver(Protocol):
+    """Told about every managed disk that comes or goes (thin monitor, QoS, ...)."""
+
+    def disk_attached(self, vm: str, target: str, volume: VolumeRecord) -> None: ...
+
+    def disk_detached(self, vm: str, target: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class DiskService:
         self._volumes = volumes
         self._records = records
         self._events = events
+        self.observers: list[DiskObserver] = []
         self._vm_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
 
@@ -99,6 +108,8 @@ class DiskService:
                 self._rollback_attach(domain, device, live)
                 self._volumes.delete(pool.name, volume_name)
                 raise
+            for observer in self.observers:
+                observer.disk_attached(request.vm, target, volume)
             seconds = round(time.monotonic() - started, 3)
             self._events.publish(
                 "disk.attached",
@@ -133,6 +144,8 @@ class DiskService:
                 device = self._find(domain, target, inactive=True)
             if device is not None:
                 self._detach_device(domain, device, live)
+            for observer in self.observers:
+                observer.disk_detached(vm, target)
             self._records.delete_disk(vm, target)
             self._volumes.delete(record.pool, record.volume)
             self._events.publish("disk.detached", vm, target=target, volume=record.volume)
@@ -167,6 +180,8 @@ class DiskService:
         """Delete the volumes of a stopped VM's disks; used by ``vm delete``."""
         released = []
         for record in self._records.disks(vm):
+            for observer in self.observers:
+                observer.disk_detached(vm, record.target)
             self._records.delete_disk(vm, record.target)
             self._volumes.delete(record.pool, record.volume)
             released.append(record.volume)
