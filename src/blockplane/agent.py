@@ -26,12 +26,14 @@ from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
 from blockplane.home import prepare_home
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.events import HypervisorEvent, LifecycleEvent
+from blockplane.iothreads import MappingSupport
 from blockplane.metrics import AgentMetrics
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.database import Database
 from blockplane.store.records import Records
 from blockplane.vms.disks import DiskService
+from blockplane.vms.iothread_apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.vms.lifecycle import VMService, emulator_path
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,14 @@ class Agent:
             "kvm" if virt_type == "kvm" else "qemu",
             emulator_path(),
         )
-        self.disks = DiskService(self.vms, self.pools, self.volumes, self.records, self.events)
+        self.disks = DiskService(
+            self.vms,
+            self.pools,
+            self.volumes,
+            self.records,
+            self.events,
+            IOThreadApplier(self._iothread_limits()),
+        )
         self.vms.release_disks = self.disks.release_vm
         self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
         self._handlers: dict[type[HypervisorEvent], Handler] = {
@@ -87,6 +96,18 @@ class Agent:
                 requested_accel=self.settings.accel,
             )
         return self._facts
+
+    def _iothread_limits(self) -> HostIOThreadLimits:
+        facts = self.facts()
+        capabilities = facts.capabilities
+        blk = capabilities["iothread_vq_mapping"]
+        scsi = capabilities["scsi_iothread_vq_mapping"]
+        return HostIOThreadLimits(
+            host_cpus=facts.cpus or 1,
+            host_cap=self.settings.iothread_cap,
+            support_blk=MappingSupport(blk.supported, blk.reason),
+            support_scsi=MappingSupport(scsi.supported, scsi.reason),
+        )
 
     def facts_json(self) -> dict[str, Any]:
         return self.facts().to_json()

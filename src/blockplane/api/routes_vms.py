@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from blockplane.api.schemas import DiskAttach, GuestExec, VMCreate, VMStop
+from blockplane.api.schemas import DiskAttach, GuestExec, MigrateCheck, VMCreate, VMStop
 from blockplane.api.sizes import size
 from blockplane.errors import InvalidInput
 from blockplane.vms.disks import AttachRequest
+from blockplane.vms.migrate_check import migrate_check
 
 if TYPE_CHECKING:
     from blockplane.agent import Agent
@@ -91,6 +92,14 @@ def vms_router(agent: Agent) -> APIRouter:
                 limits=dict(body.limits),
             )
         )
+
+    @router.get("/vms/{vm}/iothreads")
+    def iothreads(vm: str) -> dict[str, Any]:
+        return agent.disks.iothreads(vm)
+
+    @router.post("/vms/{vm}/migrate-check")
+    def vm_migrate_check(vm: str, body: MigrateCheck) -> dict[str, Any]:
+        return {"vm": vm, **migrate_check(agent.vms.live_xml(vm), body.facts)}
 
     @router.delete("/vms/{vm}/disks/{target}")
     def detach_disk(vm: str, target: str) -> dict[str, Any]:

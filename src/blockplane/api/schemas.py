@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 Size = int | str
@@ -50,3 +52,9 @@ class GuestExec(Body):
 
 class VMStop(Body):
     timeout: float = Field(default=30.0, gt=0, le=3600)
+
+
+class MigrateCheck(Body):
+    """Another host's ``blockplane facts --json`` document."""
+
+    facts: dict[str, Any]

@@ -11,6 +11,7 @@ from blockplane.cli.client import EXIT_FAILED, AgentClient, CLIError
 from blockplane.cli.commands_agent import agent_group
 from blockplane.cli.commands_demo import demo_command
 from blockplane.cli.commands_host import events_command, facts_command
+from blockplane.cli.commands_iothreads import iothreads_command, migrate_check_command
 from blockplane.cli.commands_pools import pool_group
 from blockplane.cli.commands_vms import disk_group, guest_group, vm_group
 from blockplane.cli.context import CLIContext
@@ -62,8 +63,10 @@ for command in (
     disk_group,
     guest_group,
     demo_command,
+    iothreads_command,
 ):
     cli.add_command(command)
+vm_group.add_command(migrate_check_command)
 
 
 def main() -> None:

@@ -1,1 +1,42 @@
-"""blockplane.qos."""
+"""blockplane.qos: I/O limits for disks, as throttle groups and throttle-filter chains.
+
+- ``limits``: the ``ThrottleLimits`` value object and parsing it from user input;
+- ``validation``: the rules libvirt and QEMU enforce, checked before any side effect;
+- ``tiers``: the tier policy (per-disk, named and VM-level groups, capacity scaling) and the
+  fallback to ``<iotune>`` where throttle groups are unavailable.
+
+All three are pure: no libvirt, no XML, no I/O.
+"""
+
+from blockplane.qos.limits import FIELD_NAMES, ThrottleLimits
+from blockplane.qos.tiers import (
+    CapacityScaling,
+    EffectiveTiers,
+    GroupSpec,
+    LimitsPlan,
+    ScaledLimit,
+    Tier,
+    TierSpec,
+    compute_tiers,
+    plan_limits,
+    recompute_for_size,
+)
+from blockplane.qos.validation import RULE_ORDER, validate_group_name, validate_limits
+
+__all__ = [
+    "FIELD_NAMES",
+    "RULE_ORDER",
+    "CapacityScaling",
+    "EffectiveTiers",
+    "GroupSpec",
+    "LimitsPlan",
+    "ScaledLimit",
+    "ThrottleLimits",
+    "Tier",
+    "TierSpec",
+    "compute_tiers",
+    "plan_limits",
+    "recompute_for_size",
+    "validate_group_name",
+    "validate_limits",
+]

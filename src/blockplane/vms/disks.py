@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lxml import etree
+
 from blockplane.errors import InvalidInput, NotFound, OperationFailed
 from blockplane.eventlog import EventLog
 from blockplane.hypervisor.domain import DomainHandle
@@ -20,8 +22,10 @@ from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
+from blockplane.vms.iothread_apply import AppliedPlan, IOThreadApplier
+from blockplane.vms.iothread_state import iothread_report
 from blockplane.vms.lifecycle import VMService
-from blockplane.xml.disk import disk_element, parse_disks, to_xml
+from blockplane.xml.disk import disk_element, parse_disks, scsi_controller_element, to_xml
 
 DETACH_TIMEOUT_S = 15.0
 BUSES = ("virtio", "scsi")
@@ -58,7 +62,9 @@ class DiskService:
         volumes: VolumeService,
         records: Records,
         events: EventLog,
+        iothreads: IOThreadApplier,
     ) -> None:
+        self._iothreads = iothreads
         self._vms = vms
         self._pools = pools
         self._volumes = volumes
@@ -73,19 +79,30 @@ class DiskService:
             return self._vm_locks[vm]
 
     def attach(self, request: AttachRequest) -> dict[str, Any]:
-        self._vms.record(request.vm)
+        vm_record = self._vms.record(request.vm)
         pool = self._pools.get(request.pool)
         if request.bus not in BUSES:
             raise InvalidInput(
                 f"unknown bus {request.bus!r}: use virtio or scsi", code="disk.invalid"
             )
+        bus = _bus(request.bus)
         with self.vm_lock(request.vm):
             domain = self._vms.domain(request.vm)
             live = domain.is_active()
-            target = next_free_target(_bus(request.bus), self._used_targets(domain))
+            current_xml = domain.xml(inactive=not live)
+            target = next_free_target(bus, self._used_targets(domain))
             volume_name = request.name or f"{request.vm}-{target}"
             self._volumes.validate(
                 pool, volume_name, request.size_bytes, request.format, request.thin
+            )
+            applied = self._iothreads.plan(
+                current_xml,
+                target,
+                bus,
+                vm_record.vcpus,
+                request.io_threads,
+                request.queues,
+                self._largest_request(request.vm),
             )
             started = time.monotonic()
             volume = self._volumes.create(
@@ -93,19 +110,30 @@ class DiskService:
             )
             device = DiskDevice(
                 target=target,
-                bus=_bus(request.bus),
+                bus=bus,
                 source=volume.path,
                 source_kind="block" if self._volumes.is_block(pool) else "file",
                 format=_format(request.format),
+                queues=applied.queues,
+                iothread=applied.single_iothread,
+                queue_mapping=applied.queue_mapping,
                 error_policy="enospace" if request.thin else None,
+                controller_index=self._next_controller(domain) if bus == "scsi" else None,
             )
             try:
-                domain.attach_device(to_xml(disk_element(device)), live=live, config=True)
+                self._plug(domain, device, applied, live)
                 self._records.add_disk(
-                    DiskRecord(request.vm, target, pool.name, volume_name, request.bus, {})
+                    DiskRecord(
+                        request.vm,
+                        target,
+                        pool.name,
+                        volume_name,
+                        request.bus,
+                        {**applied.to_json(), "controller_index": device.controller_index},
+                    )
                 )
             except BaseException:
-                self._rollback_attach(domain, device, live)
+                self._unplug_after_failure(domain, device, applied, live)
                 self._volumes.delete(pool.name, volume_name)
                 raise
             for observer in self.observers:
@@ -119,15 +147,67 @@ class DiskService:
                 pool=pool.name,
                 live=live,
                 seconds=seconds,
+                iothreads=applied.to_json(),
             )
-        return {**self._describe(request.vm, device), "live": live, "seconds": seconds}
+        return {
+            **self._describe(request.vm, device),
+            "live": live,
+            "seconds": seconds,
+            "notes": [applied.plan.reason],
+        }
 
-    def _rollback_attach(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
-        present = {disk.target for disk in parse_disks(domain.xml(inactive=True))}
-        if device.target in present:
+    def _plug(
+        self, domain: DomainHandle, device: DiskDevice, applied: AppliedPlan, live: bool
+    ) -> None:
+        """IOThreads first, then the controller (scsi), then the disk."""
+        self._iothreads.add_iothreads(domain, applied.plan.iothreads_to_add, live)
+        if device.controller_index is not None:
+            domain.attach_device(to_xml(scsi_controller_element(device)), live=live, config=True)
+        domain.attach_device(to_xml(disk_element(device)), live=live, config=True)
+
+    def _unplug_after_failure(
+        self, domain: DomainHandle, device: DiskDevice, applied: AppliedPlan, live: bool
+    ) -> None:
+        """Undo whatever part of ``_plug`` happened, so nothing is left behind."""
+        for inactive in (True, False) if live else (True,):
+            xml = domain.xml(inactive=inactive)
+            disk_present = any(d.target == device.target for d in parse_disks(xml))
             with contextlib.suppress(OperationFailed):
-                domain.detach_device(to_xml(disk_element(device)), live=False, config=True)
+                if disk_present:
+                    domain.detach_device(
+                        to_xml(disk_element(device)), live=not inactive, config=inactive
+                    )
+                if device.controller_index is not None and _has_controller(
+                    xml, device.controller_index
+                ):
+                    domain.detach_device(
+                        to_xml(scsi_controller_element(device)),
+                        live=not inactive,
+                        config=inactive,
+                    )
+        self._iothreads.remove_iothreads(domain, applied.plan.iothreads_to_add, live)
         self._records.delete_disk(domain.name, device.target)
+
+    def _largest_request(self, vm: str) -> int:
+        requested = [record.plan.get("io_threads_requested") for record in self._records.disks(vm)]
+        return max((value for value in requested if isinstance(value, int)), default=0)
+
+    def _next_controller(self, domain: DomainHandle) -> int:
+        used: set[int] = set()
+        for inactive in (True, False):
+            root = etree.fromstring(domain.xml(inactive=inactive).encode())
+            used |= {
+                int(node.get("index", "0"))
+                for node in root.findall("devices/controller[@type='scsi']")
+            }
+        return next(index for index in range(len(used) + 1) if index not in used)
+
+    def iothreads(self, vm: str) -> dict[str, Any]:
+        self._vms.record(vm)
+        domain = self._vms.domain(vm)
+        xml = domain.xml(inactive=not domain.is_active())
+        stored = {record.target: record.plan for record in self._records.disks(vm)}
+        return {"vm": vm, **iothread_report(xml, stored)}
 
     def detach(self, vm: str, target: str) -> dict[str, Any]:
         self._vms.record(vm)
@@ -139,17 +219,34 @@ class DiskService:
                 )
             domain = self._vms.domain(vm)
             live = domain.is_active()
+            xml_before = domain.xml(inactive=not live)
             device = self._find(domain, target, inactive=not live)
             if device is None:
                 device = self._find(domain, target, inactive=True)
             if device is not None:
                 self._detach_device(domain, device, live)
+                if device.controller_index is not None:
+                    self._detach_controller(domain, device, live)
+            orphans = IOThreadApplier.orphans_after_detach(xml_before, target)
+            self._iothreads.remove_iothreads(domain, orphans, live)
             for observer in self.observers:
                 observer.disk_detached(vm, target)
             self._records.delete_disk(vm, target)
             self._volumes.delete(record.pool, record.volume)
-            self._events.publish("disk.detached", vm, target=target, volume=record.volume)
-        return {"vm": vm, "target": target, "detached": True, "volume_deleted": record.volume}
+            self._events.publish(
+                "disk.detached",
+                vm,
+                target=target,
+                volume=record.volume,
+                iothreads_removed=list(orphans),
+            )
+        return {
+            "vm": vm,
+            "target": target,
+            "detached": True,
+            "volume_deleted": record.volume,
+            "iothreads_removed": list(orphans),
+        }
 
     def _detach_device(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
         xml = to_xml(disk_element(device))
@@ -169,6 +266,15 @@ class DiskService:
                     code="disk.detach_pending",
                 )
             time.sleep(0.1)
+
+    def _detach_controller(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
+        xml = to_xml(scsi_controller_element(device))
+        index = device.controller_index
+        assert index is not None
+        if _has_controller(domain.xml(inactive=True), index):
+            domain.detach_device(xml, live=False, config=True)
+        if live and _has_controller(domain.xml(), index):
+            domain.detach_device(xml, live=True, config=False)
 
     def list_disks(self, vm: str) -> list[dict[str, Any]]:
         self._vms.record(vm)
@@ -216,6 +322,11 @@ class DiskService:
             "managed": record is not None,
             "plan": record.plan if record else {},
         }
+
+
+def _has_controller(domain_xml: str, index: int) -> bool:
+    root = etree.fromstring(domain_xml.encode())
+    return bool(root.findall(f"devices/controller[@type='scsi'][@index='{index}']"))
 
 
 def _bus(value: str) -> Bus:
