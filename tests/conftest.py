@@ -21,5 +21,3 @@ def agent() -> Iterator[AgentUnderTest]:
         yield under_test
     finally:
         cleanup_agent(under_test)
-
-

@@ -31,7 +31,11 @@ class AgentUnderTest:
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*BLOCKPLANE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+            [*BLOCKPLANE, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             check=False,
         )
 
@@ -54,11 +58,41 @@ class AgentUnderTest:
         elif token is not None:
             headers["Authorization"] = f"Bearer {token}"
         transport = httpx.HTTPTransport(uds=str(self.home / "agent.sock"))
-        return httpx.Client(transport=transport, base_url="http://blockplane", headers=headers,
-                            timeout=120)
+        return httpx.Client(
+            transport=transport, base_url="http://blockplane", headers=headers, timeout=120
+        )
 
     def pid(self) -> int:
         return int((self.home / "agent.pid").read_text())
+
+    def qmp(self, vm: str, *commands: dict[str, Any]) -> list[Any]:
+        """QEMU's own answers to ``commands`` (QMP), for checking what libvirt applied.
+
+        The agent is stopped meanwhile (only one process may hold an embed root); VMs keep
+        running, and the agent is started again afterwards.
+        """
+        self.ok("agent", "stop")
+        try:
+            probe = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.qmp_probe",
+                    str(self.home / "libvirt"),
+                    vm,
+                    json.dumps(list(commands)),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env=self.env,
+            )
+        finally:
+            self.ok("agent", "start")
+        assert probe.returncode == 0, probe.stderr
+        replies: list[Any] = [reply["return"] for reply in json.loads(probe.stdout)]
+        return replies
 
     def kill_9(self) -> None:
         pid = self.pid()
@@ -79,8 +113,12 @@ def cleanup_agent(agent: AgentUnderTest) -> None:
         agent.cli("agent", "stop")
     pools = agent.home / "pools"
     if pools.exists():
-        listing = subprocess.run(["losetup", "-a", "-O", "NAME,BACK-FILE", "-n"],
-                                 capture_output=True, text=True, check=False).stdout
+        listing = subprocess.run(
+            ["losetup", "-a", "-O", "NAME,BACK-FILE", "-n"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         for line in listing.splitlines():
             parts = line.split(None, 1)
             if len(parts) == 2 and parts[1].strip().startswith(str(pools)):

@@ -62,8 +62,19 @@ def test_facts_report_versions_and_kvm(agent: AgentUnderTest) -> None:
 
 def test_hotplug_then_detach_on_stopped_vm(agent: AgentUnderTest, running_vm: str) -> None:
     qcow = agent.json("disk", "attach", running_vm, "--pool", "loops", "--size", "256M")
-    raw = agent.json("disk", "attach", running_vm, "--pool", "files", "--size", "64M",
-                     "--format", "raw", "--name", "scratch")
+    raw = agent.json(
+        "disk",
+        "attach",
+        running_vm,
+        "--pool",
+        "files",
+        "--size",
+        "64M",
+        "--format",
+        "raw",
+        "--name",
+        "scratch",
+    )
     assert qcow["live"] is True and raw["live"] is True
     disks = live_disks(agent, running_vm)
     assert disks[qcow["target"]].get("type") == "block"
@@ -84,10 +95,24 @@ def test_hotplug_then_detach_on_stopped_vm(agent: AgentUnderTest, running_vm: st
     [
         (("disk", "attach", "no-such-vm", "--pool", "loops", "--size", "1G"), "vm.not_found"),
         (("disk", "attach", "nos", "--pool", "loops", "--size", "-1G"), "size"),
-        (("disk", "attach", "nos", "--pool", "loops", "--size", "1G", "--name",
-          "../../etc/passwd"), "volume name"),
-        (("disk", "attach", "nos", "--pool", "files", "--size", "1G", "--name", "/etc/passwd"),
-         "volume name"),
+        (
+            (
+                "disk",
+                "attach",
+                "nos",
+                "--pool",
+                "loops",
+                "--size",
+                "1G",
+                "--name",
+                "../../etc/passwd",
+            ),
+            "volume name",
+        ),
+        (
+            ("disk", "attach", "nos", "--pool", "files", "--size", "1G", "--name", "/etc/passwd"),
+            "volume name",
+        ),
         (("disk", "attach", "nos", "--pool", "nope", "--size", "1G"), "pool"),
         (("vm", "create", "nos"), "already exists"),
         (("pool", "create", "loops", "--type", "loop"), "already exists"),
@@ -107,8 +132,9 @@ def test_bad_input_exits_2_and_changes_nothing(
 def test_duplicate_volume_name_refused(agent: AgentUnderTest, running_vm: str) -> None:
     agent.ok("disk", "attach", running_vm, "--pool", "loops", "--size", "64M", "--name", "dup")
     before = state_snapshot(agent, running_vm)
-    result = agent.cli("disk", "attach", running_vm, "--pool", "loops", "--size", "64M",
-                       "--name", "dup")
+    result = agent.cli(
+        "disk", "attach", running_vm, "--pool", "loops", "--size", "64M", "--name", "dup"
+    )
     assert result.returncode == 2
     assert "already exists" in result.stderr
     assert state_snapshot(agent, running_vm) == before
