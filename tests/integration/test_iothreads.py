@@ -154,7 +154,7 @@ def test_failed_hotplug_leaves_nothing_behind(tmp_path: Path) -> None:
                 record.thin,
             )
 
-        agent.volumes.create = broken_source  # type: ignore[method-assign]
+        agent.volumes.create = broken_source  # type: ignore[method-assign,assignment]
         before = agent.vms.live_xml("rbv")
         with pytest.raises(BlockplaneError):
             agent.disks.attach(
