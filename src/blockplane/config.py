@@ -49,8 +49,16 @@ class Paths:
 
     @property
     def images(self) -> Path:
+        """The test guest: ``BLOCKPLANE_IMAGES``, else this home's ``images/``, else the one
+        ``make setup`` builds for root (shared by every home on the host)."""
         explicit = os.environ.get("BLOCKPLANE_IMAGES")
-        return Path(explicit) if explicit else self.home / "images"
+        if explicit:
+            return Path(explicit)
+        own = self.home / "images"
+        shared = DEFAULT_ROOT_HOME / "images"
+        if not (own / "manifest.json").exists() and (shared / "manifest.json").exists():
+            return shared
+        return own
 
     @property
     def pools(self) -> Path:
