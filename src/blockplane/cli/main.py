@@ -71,7 +71,8 @@ vm_group.add_command(migrate_check_command)
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a Exit it caught.
+        status = cli.main(standalone_mode=False)
     except CLIError as error:
         error_console.print(f"[red]error:[/red] {error.message}")
         sys.exit(error.exit_code)
@@ -82,3 +83,5 @@ def main() -> None:
         sys.exit(error.exit_code)
     except click.exceptions.Exit as exit_:
         sys.exit(exit_.exit_code)
+    if isinstance(status, int):
+        sys.exit(status)

@@ -80,9 +80,10 @@ class DomainHandle:
         with libvirt_errors(f"starting {self.name}"):
             self._domain.create()
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, through_guest_agent: bool = False) -> None:
+        flags = libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT if through_guest_agent else 0
         with libvirt_errors(f"shutting down {self.name}"):
-            self._domain.shutdown()
+            self._domain.shutdownFlags(flags)
 
     def destroy(self) -> None:
         with libvirt_errors(f"destroying {self.name}"):
@@ -184,6 +185,45 @@ class DomainHandle:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    def is_persistent(self) -> bool:
+        with libvirt_errors(f"checking {self.name}"):
+            return bool(self._domain.isPersistent())
+
+    def set_throttle_group(
+        self, group: str, params: dict[str, int], *, live: bool, config: bool
+    ) -> None:
+        """Create throttle group ``group``, or change it in place (virDomainSetThrottleGroup).
+
+        libvirt 11.3 keeps every field the call leaves out, so pass them all. It also needs
+        ``group_name`` among the typed parameters: without it the group is stored with no name,
+        the persistent XML no longer loads ("Failed to load config") and a later call crashed
+        the process. The name is therefore always added here, equal to ``group``.
+        """
+        typed: dict[str, int | str] = {**params, "group_name": group}
+        with libvirt_errors(f"setting throttle group {group} of {self.name}"):
+            self._domain.setThrottleGroup(group, typed, _affect(live, config))
+
+    def del_throttle_group(self, group: str, *, live: bool, config: bool) -> None:
+        """Delete throttle group ``group``; libvirt refuses while a disk's filter uses it."""
+        with libvirt_errors(f"deleting throttle group {group} of {self.name}"):
+            self._domain.delThrottleGroup(group, _affect(live, config))
+
+    def set_block_iotune(
+        self,
+        target: str,
+        params: dict[str, int],
+        *,
+        group_name: str | None,
+        live: bool,
+        config: bool,
+    ) -> None:
+        """Set a disk's ``<iotune>`` (virDomainSetBlockIoTune); the fallback to throttle groups."""
+        typed: dict[str, int | str] = dict(params)
+        if group_name:
+            typed["group_name"] = group_name
+        with libvirt_errors(f"setting the I/O limits of {self.name}/{target}"):
+            self._domain.setBlockIoTune(target, typed, _affect(live, config))
 
 
 def _decode(data: str | None) -> bytes:
