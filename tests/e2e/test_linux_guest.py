@@ -74,5 +74,34 @@ def test_hotplugged_disk_keeps_a_checksum(agent: AgentUnderTest, guest: str) -> 
     assert not Path(disk["source"]).exists() or disk["source"].startswith("/dev/loop")
 
 
+def test_guest_sees_the_requested_queues(agent: AgentUnderTest, guest: str) -> None:
+    disk = agent.json(
+        "disk",
+        "attach",
+        guest,
+        "--pool",
+        "gp",
+        "--size",
+        "64M",
+        "--queues",
+        "4",
+        "--io-threads",
+        "2",
+    )
+    report = agent.json("iothreads", guest)
+    mapped = next(d for d in report["disks"] if d["target"] == disk["target"])
+    assert mapped["mode"] == "mapped" and mapped["queues"] == 2
+    assert [thread for thread, _queues in mapped["mapping"]] == [101, 102]
+    deadline = time.monotonic() + 20
+    queues = ""
+    while time.monotonic() < deadline:
+        queues = guest_sh(agent, guest, f"ls /sys/block/{disk['target']}/mq 2>/dev/null | wc -l")
+        if queues.strip() == "2":
+            break
+        time.sleep(0.5)
+    assert queues.strip() == "2"
+    assert agent.json("disk", "detach", guest, disk["target"])["iothreads_removed"] == [101, 102]
+
+
 def test_stop_through_the_guest_agent(agent: AgentUnderTest, guest: str) -> None:
     assert agent.json("vm", "stop", guest)["state"] == "shutoff"

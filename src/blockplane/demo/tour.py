@@ -59,7 +59,10 @@ def run_tour(client: AgentClient, keep: bool = False) -> None:
         tour.step("Host facts", lambda: _facts(client))
         tour.step("Create a loop pool", lambda: _pool(client))
         tour.step("Create and boot a VM with the Linux test guest", lambda: _vm(client))
-        tour.step("Hotplug a 256 MiB qcow2 disk", lambda: _attach(client))
+        tour.step(
+            "Hotplug a 256 MiB qcow2 disk, 4 queues over 2 IOThreads", lambda: _attach(client)
+        )
+        tour.step("IOThread mapping, as QEMU and the guest see it", lambda: _iothreads(tour))
         tour.step("Write 32 MiB in the guest and read its checksum back", lambda: _checksum(tour))
     finally:
         if not keep:
@@ -92,9 +95,22 @@ def _vm(client: AgentClient) -> str:
 
 def _attach(client: AgentClient) -> str:
     disk = client.request(
-        "POST", api_path("vms", DEMO_VM, "disks"), {"pool": DEMO_POOL, "size": "256M"}
+        "POST",
+        api_path("vms", DEMO_VM, "disks"),
+        {"pool": DEMO_POOL, "size": "256M", "queues": 2, "io_threads": 2},
     )
-    return f"{disk['target']} -> {disk['source']} ({disk['format']})"
+    return f"{disk['target']} -> {disk['source']} ({disk['format']}); {disk['notes'][0]}"
+
+
+def _iothreads(tour: Tour) -> str:
+    report = tour.client.request("GET", api_path("vms", DEMO_VM, "iothreads"))
+    mapping = "; ".join(
+        f"IOThread {entry['id']} serves "
+        + ", ".join(f"{s['disk']} queues {s['queues']}" for s in entry["serves"])
+        for entry in report["iothreads"]
+    )
+    _code, output = tour.exec("/bin/sh", "-c", "ls /sys/block/vda/mq | wc -l")
+    return f"{mapping}; the guest sees {output.strip()} queues on vda"
 
 
 def _checksum(tour: Tour) -> str:
