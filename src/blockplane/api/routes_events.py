@@ -41,18 +41,23 @@ def events_router(agent: Agent) -> APIRouter:
         limit: int = 100,
     ) -> StreamingResponse | list[dict[str, Any]]:
         limit = max(1, min(limit, 10000))
-        history = [
-            record
-            for record in agent.events.history(after=after, vm=vm, limit=limit)
-            if _matches(record, None, type)
-        ]
+
+        def history() -> list[EventRecord]:
+            return [
+                record
+                for record in agent.events.history(after=after, vm=vm, limit=limit)
+                if _matches(record, None, type)
+            ]
+
         if not follow:
-            return [record.to_json() for record in history]
+            return [record.to_json() for record in history()]
 
         async def stream() -> AsyncIterator[str]:
+            # Listen before reading the history, so nothing published in between is lost;
+            # an event in both is sent once.
             async with agent.events.listen() as queue:
-                last = after
-                for record in history:
+                last = 0
+                for record in await asyncio.to_thread(history):
                     last = record.id
                     yield _sse(record)
                 while not await request.is_disconnected():
