@@ -12,11 +12,13 @@ from fastapi import Depends, FastAPI
 
 from blockplane import __version__
 from blockplane.api.auth import TokenGuard
+from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
 from blockplane.api.problems import install_problem_handlers
 from blockplane.api.routes_events import events_router
 from blockplane.api.routes_host import host_router
 from blockplane.api.routes_pools import pools_router
 from blockplane.api.routes_vms import vms_router
+from blockplane.store.idempotency import IdempotencyStore
 
 if TYPE_CHECKING:
     from blockplane.agent import Agent
@@ -41,4 +43,6 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         events_router(agent),
     ):
         app.include_router(router, prefix="/v1")
+    app.add_middleware(IdempotencyKeys, store=IdempotencyStore(agent.database), token=token)
+    app.add_middleware(BodySizeLimit)
     return app
