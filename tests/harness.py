@@ -29,6 +29,10 @@ class AgentUnderTest:
     def env(self) -> dict[str, str]:
         return {**os.environ, "BLOCKPLANE_HOME": str(self.home), "BLOCKPLANE_IMAGES": str(IMAGES)}
 
+    @property
+    def command(self) -> list[str]:
+        return list(BLOCKPLANE)
+
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*BLOCKPLANE, *args],

@@ -33,6 +33,43 @@ class AgentMetrics:
             registry=self.registry,
         )
         self.vms = Gauge("blockplane_vms", "VMs managed by blockplane", registry=self.registry)
+        # Thin provisioning (blockplane.thin.monitor).
+        self.thin_extend_latency = Histogram(
+            "blockplane_thin_extend_latency_seconds",
+            "Thin volume extend latency, from the event (or decision) to the re-armed threshold",
+            ["cause"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.thin_extends = Counter(
+            "blockplane_thin_extends", "Thin volume extends", ["cause"], registry=self.registry
+        )
+        self.thin_pauses = Counter(
+            "blockplane_thin_pauses", "VM pauses on ENOSPC of a thin volume", registry=self.registry
+        )
+        self.thin_extend_refusals = Counter(
+            "blockplane_thin_extend_refusals",
+            "Thin extends refused because the pool would pass its capacity",
+            registry=self.registry,
+        )
+        self.thin_missed_events = Counter(
+            "blockplane_thin_missed_events",
+            "Threshold crossings no event reported, found by reconcile",
+            registry=self.registry,
+        )
+        thin_labels = ["vm", "disk", "volume"]
+        self.thin_physical_bytes = Gauge(
+            "blockplane_thin_physical_bytes", "Thin volume physical size", thin_labels,
+            registry=self.registry,
+        )
+        self.thin_allocation_bytes = Gauge(
+            "blockplane_thin_allocation_bytes", "Highest offset QEMU wrote in the thin volume",
+            thin_labels, registry=self.registry,
+        )
+        self.thin_threshold_bytes = Gauge(
+            "blockplane_thin_threshold_bytes", "Write threshold armed on the thin volume (0: none)",
+            thin_labels, registry=self.registry,
+        )
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

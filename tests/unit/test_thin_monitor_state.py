@@ -151,8 +151,15 @@ def test_reconcile_always_decides(state: MonitorState, observed: BlockStats,
     assert reconcile_decision(state, observed, paused, POLICY) is decision.action
     if state is DISABLED:
         assert decision.action is Action.NONE
-    if paused and state is not DISABLED and observed.physical < POLICY.max_physical_bytes:
-        assert decision.action is Action.EXTEND_AND_RESUME
+    usable = observed.physical > 0 and observed.allocation >= 0
+    if not usable:
+        assert decision.action is Action.NONE
+    if paused and usable and state is not DISABLED \
+            and observed.physical < POLICY.max_physical_bytes:
+        assert decision.action in (Action.EXTEND_AND_RESUME, Action.RESUME)
+    if decision.action is Action.RESUME:
+        assert paused and state is SET and observed.threshold is not None
+        assert observed.allocation <= observed.physical
 
 
 def test_healthy_armed_volume_needs_nothing() -> None:
@@ -220,3 +227,31 @@ def test_volume_at_its_ceiling_is_disabled_even_when_paused() -> None:
 def test_policy_refuses_nonsense(chunk: int, pct: int, ceiling: int) -> None:
     with pytest.raises(ValueError):
         GrowthPolicy(chunk, pct, ceiling)
+
+
+def test_paused_but_already_grown_is_only_resumed() -> None:
+    physical = 512 * MIB
+    armed = physical - RESERVE
+    grown = BlockStats(armed - MIB, physical, armed)
+    assert reconcile_decision(SET, grown, True, POLICY) is Action.RESUME
+    # A failed write past the end shows in allocation: that one still needs room.
+    past_end = BlockStats(physical + MIB, physical, armed)
+    assert reconcile_decision(SET, past_end, True, POLICY) is Action.EXTEND_AND_RESUME
+
+
+def test_threshold_cleared_below_the_mark_is_rearmed_not_extended() -> None:
+    physical = 512 * MIB
+    armed = physical - RESERVE
+    restarted = BlockStats(10 * MIB, physical, None)
+    decision = reconcile(SET, restarted, False, POLICY, armed=armed)
+    assert decision.action is Action.ARM
+    assert not decision.missed_event
+    crossed = BlockStats(armed + 1, physical, None)
+    decision = reconcile(SET, crossed, False, POLICY, armed=armed)
+    assert decision.action is Action.EXTEND
+    assert decision.missed_event
+
+
+def test_unusable_stats_change_nothing() -> None:
+    for broken in (BlockStats(0, 0, None), BlockStats(-1, 512 * MIB, None)):
+        assert reconcile_decision(SET, broken, True, POLICY) is Action.NONE

@@ -12,11 +12,17 @@ from fastapi import Depends, FastAPI
 
 from blockplane import __version__
 from blockplane.api.auth import TokenGuard
+from blockplane.api.latency import RequestLatency
 from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
 from blockplane.api.problems import install_problem_handlers
+from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_events import events_router
 from blockplane.api.routes_host import host_router
 from blockplane.api.routes_pools import pools_router
+from blockplane.api.routes_reconcile import reconcile_router
+from blockplane.api.routes_thin import thin_router
+from blockplane.api.routes_throttle import throttle_router
+from blockplane.api.routes_top import top_router
 from blockplane.api.routes_vms import vms_router
 from blockplane.store.idempotency import IdempotencyStore
 
@@ -41,8 +47,15 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         pools_router(agent),
         vms_router(agent),
         events_router(agent),
+        throttle_router(agent),
+        thin_router(agent),
+        chain_router(agent),
+        top_router(agent),
+        reconcile_router(agent),
     ):
         app.include_router(router, prefix="/v1")
     app.add_middleware(IdempotencyKeys, store=IdempotencyStore(agent.database), token=token)
     app.add_middleware(BodySizeLimit)
+    # Outermost, so that the time includes every other middleware.
+    app.add_middleware(RequestLatency, histogram=agent.metrics.api_latency)
     return app

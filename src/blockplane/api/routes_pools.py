@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
-from blockplane.api.schemas import PoolCreate
+from blockplane.api.schemas import PoolCreate, PoolUpdate
 from blockplane.api.sizes import optional_size
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ def pools_router(agent: Agent) -> APIRouter:
     @router.get("/pools/{name}")
     def show_pool(name: str) -> dict[str, Any]:
         return agent.pools.show(name).to_json()
+
+    @router.patch("/pools/{name}")
+    def update_pool(name: str, body: PoolUpdate) -> dict[str, Any]:
+        return agent.pools.set_capacity(name, optional_size(body.capacity, "capacity")).to_json()
 
     @router.delete("/pools/{name}")
     def delete_pool(name: str) -> dict[str, Any]:

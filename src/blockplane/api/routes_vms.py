@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from blockplane.api.schemas import DiskAttach, GuestExec, MigrateCheck, VMCreate, VMStop
 from blockplane.api.sizes import size
+from blockplane.api.throttle_bodies import attach_qos
 from blockplane.errors import InvalidInput
 from blockplane.vms.disks import AttachRequest
 from blockplane.vms.migrate_check import migrate_check
@@ -77,6 +78,7 @@ def vms_router(agent: Agent) -> APIRouter:
 
     @router.post("/vms/{vm}/disks", status_code=201)
     def attach_disk(vm: str, body: DiskAttach) -> dict[str, Any]:
+        groups, scaling, vm_group = attach_qos(body)
         return agent.disks.attach(
             AttachRequest(
                 vm=vm,
@@ -88,8 +90,10 @@ def vms_router(agent: Agent) -> APIRouter:
                 bus=body.bus,
                 queues=body.queues,
                 io_threads=body.io_threads,
-                throttle_groups=tuple(body.throttle_groups),
+                throttle_groups=groups,
                 limits=dict(body.limits),
+                scaling=scaling,
+                vm_group=vm_group,
             )
         )
 

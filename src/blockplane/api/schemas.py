@@ -22,12 +22,41 @@ class PoolCreate(Body):
     utilization: int | None = None
 
 
+class PoolUpdate(Body):
+    """``PATCH /v1/pools/{name}``: ``capacity`` null removes the limit."""
+
+    capacity: Size | None
+
+
 class VMCreate(Body):
     name: str = Field(max_length=64)
     vcpus: int = 2
     memory: Size = "512M"
     guest: str = Field(default="none", max_length=16)
     start: bool = False
+
+
+class ScaledLimitBody(Body):
+    """A capacity-scaled limit, like Cinder's ``*_per_gb`` QoS specs."""
+
+    per_gb: int
+    floor: int = 0
+    cap: int = 0
+
+
+class VMGroupBody(Body):
+    """The VM-level aggregate group; without limits the disk joins an existing group."""
+
+    name: str | None = Field(default=None, max_length=64)
+    limits: dict[str, int | str] = Field(default_factory=dict)
+
+
+class ThrottleSet(Body):
+    """``PUT /v1/vms/{vm}/throttle-groups/{group}``: fields left out keep their value."""
+
+    limits: dict[str, int | str] = Field(default_factory=dict)
+    live: bool | None = None
+    config: bool | None = None
 
 
 class DiskAttach(Body):
@@ -43,6 +72,9 @@ class DiskAttach(Body):
     io_threads: int | None = None
     throttle_groups: list[str] = Field(default_factory=list, max_length=16)
     limits: dict[str, int | str] = Field(default_factory=dict)
+    total_iops_sec_per_gb: ScaledLimitBody | None = None
+    total_bytes_sec_per_gb: ScaledLimitBody | None = None
+    vm_group: VMGroupBody | None = None
 
 
 class GuestExec(Body):

@@ -98,6 +98,22 @@ def pool_show(context: CLIContext, name: str, as_json: bool) -> None:
         key_values(pool, title=f"pool {name}")
 
 
+@pool_group.command("set")
+@click.argument("name")
+@click.option("--capacity", required=True,
+              help="New limit on the pool's physical use, e.g. 40G; 'none' removes it.")
+@json_option
+@pass_cli
+def pool_set(context: CLIContext, name: str, capacity: str, as_json: bool) -> None:
+    """Change a pool's capacity (thin extends it refused are retried)."""
+    value = None if capacity.lower() == "none" else capacity
+    pool = context.client.request("PATCH", api_path("pools", name), {"capacity": value})
+    if as_json:
+        print_json(pool)
+    else:
+        console.print(f"pool {name} capacity set to {human_bytes(pool['capacity_bytes'])}")
+
+
 @pool_group.command("delete")
 @click.argument("name")
 @json_option

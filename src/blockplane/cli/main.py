@@ -9,10 +9,22 @@ import click
 
 from blockplane.cli.client import EXIT_FAILED, AgentClient, CLIError
 from blockplane.cli.commands_agent import agent_group
+from blockplane.cli.commands_chain import (
+    backup_command,
+    chain_command,
+    commit_command,
+    copy_command,
+    pull_command,
+    snapshot_group,
+)
 from blockplane.cli.commands_demo import demo_command
 from blockplane.cli.commands_host import events_command, facts_command
 from blockplane.cli.commands_iothreads import iothreads_command, migrate_check_command
+from blockplane.cli.commands_jobs import job_group
 from blockplane.cli.commands_pools import pool_group
+from blockplane.cli.commands_thin import thin_group
+from blockplane.cli.commands_throttle import throttle_group
+from blockplane.cli.commands_top import top_command
 from blockplane.cli.commands_vms import disk_group, guest_group, vm_group
 from blockplane.cli.context import CLIContext
 from blockplane.cli.output import error_console
@@ -64,6 +76,16 @@ for command in (
     guest_group,
     demo_command,
     iothreads_command,
+    throttle_group,
+    thin_group,
+    top_command,
+    chain_command,
+    snapshot_group,
+    commit_command,
+    pull_command,
+    copy_command,
+    backup_command,
+    job_group,
 ):
     cli.add_command(command)
 vm_group.add_command(migrate_check_command)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from blockplane.errors import HypervisorError, NotFound
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.hypervisor.errors import libvirt_errors
 from blockplane.hypervisor.events import EventBridge
+from blockplane.hypervisor.stats_reuse import StatsReuse, StatsSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class Hypervisor:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.events = EventBridge()
+        self.stats_reuse = StatsReuse()
         self._connection: Any = None
         self._lock = threading.Lock()
 
@@ -142,12 +145,34 @@ class Hypervisor:
             return [DomainHandle(domain) for domain in self.connection.listAllDomains(0)]
 
     def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]:
-        """One ``domainListGetStats`` round trip for every active domain."""
+        """One ``domainListGetStats`` round trip for every active domain.
+
+        Inside ``stats_reuse.scope(max_age_s)`` (this thread only) a kept answer that young
+        is returned instead of a new round trip.
+        """
+        return list(self.bulk_snapshot(stats).records)
+
+    def bulk_snapshot(self, stats: int = 0, max_age_s: float | None = None) -> StatsSnapshot:
+        """``bulk_stats`` with the time it was taken; ``max_age_s``: a kept answer will do."""
         wanted = stats or (libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_STATE)
+        kept = self.stats_reuse.reusable(wanted, max_age_s)
+        if kept is not None:
+            return kept
         flags = (
             libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
             | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
         )
+        started = time.monotonic()
         with libvirt_errors("reading bulk stats"):
             records = self.connection.getAllDomainStats(wanted, flags)
-        return [(domain.name(), dict(values)) for domain, values in records]
+        snapshot = StatsSnapshot(
+            started, wanted, [(domain.name(), dict(values)) for domain, values in records]
+        )
+        self.stats_reuse.keep(snapshot)
+        return snapshot
+
+
+# Stats groups for ``Hypervisor.bulk_stats(stats=...)``, for callers that must not import libvirt.
+STATS_STATE = libvirt.VIR_DOMAIN_STATS_STATE
+STATS_BLOCK = libvirt.VIR_DOMAIN_STATS_BLOCK
+STATS_IOTHREAD = libvirt.VIR_DOMAIN_STATS_IOTHREAD

@@ -226,9 +226,144 @@ class DomainHandle:
             self._domain.setBlockIoTune(target, typed, _affect(live, config))
 
 
+    # Backing chains and block jobs (blockplane.chain). Names passed as ``disk`` are ``vda`` or
+    # libvirt's indexed ``vda[N]``; bandwidths are bytes per second, 0 meaning unlimited.
+
+    def snapshot_disks(self, snapshot_xml: str, *, quiesce: bool) -> None:
+        """External, disk-only, atomic snapshot onto overlays the caller already created.
+
+        REUSE_EXT: blockplane creates each overlay (with its backing recorded) in the disk's
+        pool; NO_METADATA: blockplane keeps its own snapshot records.
+        """
+        flags = (
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        )
+        if quiesce:
+            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
+        with libvirt_errors(f"snapshotting disks of {self.name}"):
+            self._domain.snapshotCreateXML(snapshot_xml, flags)
+
+    def block_commit(
+        self, disk: str, base: str, top: str, bandwidth: int, *, active: bool
+    ) -> None:
+        flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES
+        if active:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
+        with libvirt_errors(f"committing {top} into {base} on {self.name}"):
+            self._domain.blockCommit(disk, base, top, bandwidth, flags)
+
+    def block_pull(self, disk: str, base: str | None, bandwidth: int) -> None:
+        """Stream the data above ``base`` (None: all of it) into the active top."""
+        with libvirt_errors(f"pulling into {disk} of {self.name}"):
+            self._domain.blockRebase(
+                disk, base, bandwidth, libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
+            )
+
+    def block_copy(
+        self, disk: str, destination_xml: str, bandwidth: int, *, shallow: bool,
+        synchronous_writes: bool,
+    ) -> None:
+        """Mirror ``disk`` into a destination the caller created (REUSE_EXT).
+
+        TRANSIENT_JOB: libvirt 11.3 refuses a copy of a persistent domain without it; the copy
+        still survives a restart of libvirt, and a pivot still updates the persistent XML.
+        """
+        flags = (
+            libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
+        )
+        if shallow:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW
+        if synchronous_writes:
+            flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES
+        params = {libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: bandwidth} if bandwidth else {}
+        with libvirt_errors(f"copying {disk} of {self.name}"):
+            self._domain.blockCopy(disk, destination_xml, params, flags)
+
+    def block_job_abort(self, disk: str, *, pivot: bool = False) -> None:
+        flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
+        action = "pivoting" if pivot else "aborting the job of"
+        with libvirt_errors(f"{action} {self.name}/{disk}"):
+            self._domain.blockJobAbort(disk, flags)
+
+    def block_job_set_speed(self, disk: str, bandwidth: int) -> None:
+        with libvirt_errors(f"setting the job speed of {self.name}/{disk}"):
+            self._domain.blockJobSetSpeed(
+                disk, bandwidth, libvirt.VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES
+            )
+
+    def block_job_info(self, disk: str) -> BlockJobInfo | None:
+        """The block job on ``disk``, or None when libvirt reports none."""
+        with libvirt_errors(f"reading the block job of {self.name}/{disk}"):
+            info = self._domain.blockJobInfo(
+                disk, libvirt.VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES
+            )
+        if not info:
+            return None
+        return BlockJobInfo(
+            int(info["type"]), int(info["cur"]), int(info["end"]), int(info["bandwidth"])
+        )
+
+    def backup_begin(self, backup_xml: str, checkpoint_xml: str | None) -> None:
+        with libvirt_errors(f"starting a backup of {self.name}"):
+            self._domain.backupBegin(backup_xml, checkpoint_xml, 0)
+
+    def domain_job(self) -> tuple[int, int]:
+        """The running domain job (a backup) as (processed, total) bytes; (0, 0) if none.
+
+        Raises nothing when no job runs: callers test ``domain_job_active``.
+        """
+        with libvirt_errors(f"reading the job of {self.name}"):
+            stats = self._domain.jobStats(0)
+        return int(stats.get("disk_processed", 0)), int(stats.get("disk_total", 0))
+
+    def domain_job_active(self) -> bool:
+        with libvirt_errors(f"reading the job of {self.name}"):
+            job_type = self._domain.jobInfo()[0]
+        return bool(job_type != libvirt.VIR_DOMAIN_JOB_NONE)
+
+    def completed_job(self) -> dict[str, Any]:
+        """Statistics of the last domain job that ended (empty after libvirt restarted)."""
+        with libvirt_errors(f"reading the completed job of {self.name}"):
+            return dict(self._domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+
+    def abort_job(self) -> None:
+        with libvirt_errors(f"aborting the job of {self.name}"):
+            self._domain.abortJob()
+
+    def checkpoint_names(self) -> list[str]:
+        with libvirt_errors(f"listing checkpoints of {self.name}"):
+            return [str(checkpoint.getName()) for checkpoint in self._domain.listAllCheckpoints()]
+
+
+@dataclass(frozen=True)
+class BlockJobInfo:
+    """``blockJobInfo``: libvirt's job type number, progress and bandwidth (bytes/s)."""
+
+    job_type: int
+    cur: int
+    end: int
+    bandwidth: int
+
+
+# virDomainJobOperation of a backup, as ``completed_job()["operation"]`` reports it.
+JOB_OPERATION_BACKUP = libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP
+
+
 def _decode(data: str | None) -> bytes:
     return base64.b64decode(data) if data else b""
 
 
 def _affect(live: bool, config: bool) -> int:
     return (AFFECT_LIVE if live else 0) | (AFFECT_CONFIG if config else 0)
+
+
+# libvirt's numbers for an ENOSPC pause, for callers that read them from bulk stats
+# (``state.state``/``state.reason``), ``DomainState.reason`` or ``disk_errors()``.
+PAUSED_STATE = libvirt.VIR_DOMAIN_PAUSED
+PAUSED_IOERROR_REASON = libvirt.VIR_DOMAIN_PAUSED_IOERROR
+PAUSED_UNKNOWN_REASON = libvirt.VIR_DOMAIN_PAUSED_UNKNOWN
+DISK_ERROR_NO_SPACE = libvirt.VIR_DOMAIN_DISK_ERROR_NO_SPACE
+IO_ERROR_ACTION_PAUSE = libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE

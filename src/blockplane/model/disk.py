@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from blockplane.qos.limits import ThrottleLimits
+
 Bus = Literal["virtio", "scsi"]
 ImageFormat = Literal["qcow2", "raw"]
 SourceKind = Literal["file", "block"]
@@ -24,6 +26,9 @@ class DiskDevice:
     iothread: int | None = None
     queue_mapping: QueueMapping = ()
     throttle_groups: tuple[str, ...] = ()
+    #: Plain per-disk limits, only where throttle groups are unavailable (libvirt < 11.2).
+    iotune: ThrottleLimits | None = None
+    iotune_group: str | None = None
     error_policy: str | None = None
     controller_index: int | None = None
     alias: str | None = None

@@ -1,11 +1,19 @@
 """blockplane.qos: I/O limits for disks, as throttle groups and throttle-filter chains.
 
+Pure (no libvirt, no XML, no I/O):
+
 - ``limits``: the ``ThrottleLimits`` value object and parsing it from user input;
 - ``validation``: the rules libvirt and QEMU enforce, checked before any side effect;
 - ``tiers``: the tier policy (per-disk, named and VM-level groups, capacity scaling) and the
-  fallback to ``<iotune>`` where throttle groups are unavailable.
+  fallback to ``<iotune>`` where throttle groups are unavailable;
+- ``disk_spec``: a disk's request as JSON, for the store.
 
-All three are pure: no libvirt, no XML, no I/O.
+Services (libvirt only through the ``domain_view.ThrottleDomain`` protocol):
+
+- ``service``: group lifecycle (set, info, list, delete) on running and stopped VMs;
+- ``disk_limits``: a disk's limits on attach (prepare, apply, roll back) and detach;
+- ``rescale``: capacity-scaled limits recomputed when a disk's size changes;
+- ``wiring``: builds them for the agent (import it directly; it imports ``vms``).
 """
 
 from blockplane.qos.limits import FIELD_NAMES, ThrottleLimits

@@ -110,6 +110,22 @@ class PoolService:
     def list_pools(self) -> list[PoolView]:
         return [self._view(record) for record in self._records.pools()]
 
+    def set_capacity(self, name: str, capacity_bytes: int | None) -> PoolView:
+        """Change the pool's limit (None: no limit); thin extends refused so far retry."""
+        record = self.get(name)
+        if capacity_bytes is not None:
+            used = self.used_bytes(name)
+            if capacity_bytes < used:
+                raise InvalidInput(
+                    f"pool {name} already holds {used} bytes; a capacity of {capacity_bytes} "
+                    "bytes would be below that",
+                    code="pool.invalid",
+                )
+        self._records.set_pool_capacity(name, capacity_bytes)
+        self._events.publish("pool.updated", None, pool=name,
+                             capacity_bytes=capacity_bytes, previous=record.capacity_bytes)
+        return self.show(name)
+
     def delete(self, name: str) -> dict[str, Any]:
         record = self.get(name)
         volumes = self._records.volumes(name)

@@ -60,4 +60,92 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL
         )""",
     ),
+    # Per-disk QoS specs (blockplane.qos): capacity-scaled limits are recomputed on growth.
+    (
+        """CREATE TABLE disk_qos (
+            vm TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
+            target TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            spec_json TEXT NOT NULL,
+            chain_json TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            per_disk_json TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (vm, target)
+        )""",
+    ),
+    # Thin volume monitor state (blockplane.thin.monitor_store), written before each action.
+    (
+        """CREATE TABLE thin_monitor (
+            pool TEXT NOT NULL,
+            volume TEXT NOT NULL,
+            vm TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
+            target TEXT NOT NULL,
+            path TEXT NOT NULL,
+            virtual_bytes INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            chain_index INTEGER,
+            threshold_bytes INTEGER,
+            physical_bytes INTEGER NOT NULL,
+            pending_physical_bytes INTEGER,
+            extends INTEGER NOT NULL DEFAULT 0,
+            pauses INTEGER NOT NULL DEFAULT 0,
+            refusals INTEGER NOT NULL DEFAULT 0,
+            refused INTEGER NOT NULL DEFAULT 0,
+            paused INTEGER NOT NULL DEFAULT 0,
+            last_extend_latency_s REAL,
+            last_extended_at REAL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (pool, volume),
+            FOREIGN KEY (pool, volume) REFERENCES volumes(pool, name) ON DELETE CASCADE
+        )""",
+    ),
+    # Backing chains (blockplane.chain): block jobs (state + plan, written before each action),
+    # the volume of every chain element blockplane created, and its own snapshot records.
+    (
+        """CREATE TABLE chain_jobs (
+            id TEXT PRIMARY KEY,
+            vm TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
+            target TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            state_json TEXT NOT NULL,
+            spec_json TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX chain_jobs_by_phase ON chain_jobs(phase, vm)",
+        """CREATE TABLE chain_volumes (
+            pool TEXT NOT NULL,
+            volume TEXT NOT NULL,
+            vm TEXT NOT NULL,
+            target TEXT NOT NULL,
+            path TEXT NOT NULL,
+            state TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (pool, volume),
+            FOREIGN KEY (pool, volume) REFERENCES volumes(pool, name) ON DELETE CASCADE
+        )""",
+        """CREATE TABLE chain_snapshots (
+            vm TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            quiesced INTEGER NOT NULL,
+            disks_json TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (vm, name)
+        )""",
+    ),
+    # Intents of multi-step disk changes (store/pending.py), for recovery after a crash.
+    (
+        """CREATE TABLE pending_ops (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            vm TEXT NOT NULL,
+            target TEXT NOT NULL,
+            data_json TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+    ),
 )

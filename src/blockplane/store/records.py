@@ -94,6 +94,10 @@ class Records:
     def delete_pool(self, name: str) -> None:
         self.db.execute("DELETE FROM pools WHERE name = ?", (name,))
 
+    def set_pool_capacity(self, name: str, capacity_bytes: int | None) -> None:
+        self.db.execute("UPDATE pools SET capacity_bytes = ? WHERE name = ?",
+                        (capacity_bytes, name))
+
     # VMs
     def add_vm(self, vm: VMRecord) -> None:
         self.db.execute(

@@ -1,7 +1,9 @@
-"""blockplane.thin: pools with growable volumes and the pure logic of thin provisioning.
+"""blockplane.thin: pools with growable volumes, and thin provisioning on top of them.
 
-Building blocks, no services: names and sizes (``paths``, ``sizes``), pool backends behind the
+Building blocks: names and sizes (``paths``, ``sizes``), pool backends behind the
 ``VolumeBackend`` protocol (``backends``: dir, loop, lvm; ``capacity``; ``commands``), the
-threshold arithmetic (``threshold``) and the monitor state machine (``monitor_state``). Must not
-import libvirt; the extender that wires events to these lives elsewhere.
+threshold arithmetic (``threshold``), the monitor state machine (``monitor_state``), bulk-stats
+parsing (``stats``) and commit sizing (``measure``). The service: ``monitor.ThinMonitor``, with
+its registry and store, extender, pause keeper and reconciler. Must not import libvirt itself:
+domains are reached through ``ports`` (satisfied by ``blockplane.hypervisor``).
 """

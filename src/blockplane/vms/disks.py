@@ -7,6 +7,7 @@ are computed by their own packages and arrive here as fields of the ``DiskDevice
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -15,12 +16,16 @@ from typing import Any, Protocol
 
 from lxml import etree
 
-from blockplane.errors import InvalidInput, NotFound, OperationFailed
+from blockplane.errors import CapabilityMissing, InvalidInput, NotFound, OperationFailed
 from blockplane.eventlog import EventLog
+from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
+from blockplane.qos.disk_limits import DiskLimitsPlan, DiskThrottle
+from blockplane.qos.tiers import CapacityScaling, GroupSpec
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.pending import PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.vms.iothread_apply import AppliedPlan, IOThreadApplier
 from blockplane.vms.iothread_state import iothread_report
@@ -52,6 +57,8 @@ class AttachRequest:
     io_threads: int | None = None
     throttle_groups: tuple[str, ...] = ()
     limits: dict[str, int | str] = field(default_factory=dict)
+    scaling: CapacityScaling | None = None
+    vm_group: GroupSpec | None = None
 
 
 class DiskService:
@@ -63,7 +70,9 @@ class DiskService:
         records: Records,
         events: EventLog,
         iothreads: IOThreadApplier,
+        pending: PendingOperations,
     ) -> None:
+        self.pending = pending
         self._iothreads = iothreads
         self._vms = vms
         self._pools = pools
@@ -71,6 +80,8 @@ class DiskService:
         self._records = records
         self._events = events
         self.observers: list[DiskObserver] = []
+        #: I/O limits (qos.disk_limits); set by the agent. Without it limits are refused.
+        self.throttle: DiskThrottle | None = None
         self._vm_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
 
@@ -104,10 +115,30 @@ class DiskService:
                 request.queues,
                 self._largest_request(request.vm),
             )
-            started = time.monotonic()
-            volume = self._volumes.create(
-                pool, volume_name, request.size_bytes, request.format, request.thin
+            limits_plan = self._prepare_limits(domain, target, request)
+            controller_index = self._next_controller(domain) if bus == "scsi" else None
+            plan_json = {**applied.to_json(), "controller_index": controller_index}
+            intent = self.pending.begin(
+                "disk.attach",
+                request.vm,
+                target,
+                {
+                    "pool": pool.name,
+                    "volume": volume_name,
+                    "bus": request.bus,
+                    "plan": plan_json,
+                    "controller_index": controller_index,
+                },
             )
+            started = time.monotonic()
+            try:
+                volume = self._volumes.create(
+                    pool, volume_name, request.size_bytes, request.format, request.thin
+                )
+            except BaseException:
+                self.pending.finish(intent)
+                raise
+            failpoint("attach.after_volume")
             device = DiskDevice(
                 target=target,
                 bus=bus,
@@ -118,24 +149,25 @@ class DiskService:
                 iothread=applied.single_iothread,
                 queue_mapping=applied.queue_mapping,
                 error_policy="enospace" if request.thin else None,
-                controller_index=self._next_controller(domain) if bus == "scsi" else None,
+                controller_index=controller_index,
             )
+            device = _with_limits(device, limits_plan)
             try:
+                if self.throttle is not None and limits_plan is not None:
+                    self.throttle.apply_disk_plan(domain, limits_plan, live)
                 self._plug(domain, device, applied, live)
+                failpoint("attach.after_device")
                 self._records.add_disk(
-                    DiskRecord(
-                        request.vm,
-                        target,
-                        pool.name,
-                        volume_name,
-                        request.bus,
-                        {**applied.to_json(), "controller_index": device.controller_index},
-                    )
+                    DiskRecord(request.vm, target, pool.name, volume_name, request.bus, plan_json)
                 )
             except BaseException:
                 self._unplug_after_failure(domain, device, applied, live)
+                if self.throttle is not None and limits_plan is not None:
+                    self.throttle.rollback_disk_plan(domain, limits_plan)
                 self._volumes.delete(pool.name, volume_name)
+                self.pending.finish(intent)
                 raise
+            self.pending.finish(intent)
             for observer in self.observers:
                 observer.disk_attached(request.vm, target, volume)
             seconds = round(time.monotonic() - started, 3)
@@ -153,7 +185,8 @@ class DiskService:
             **self._describe(request.vm, device),
             "live": live,
             "seconds": seconds,
-            "notes": [applied.plan.reason],
+            "notes": [applied.plan.reason, *([limits_plan.reason] if limits_plan else [])],
+            "throttle": limits_plan.to_json() if limits_plan else None,
         }
 
     def _plug(
@@ -161,8 +194,10 @@ class DiskService:
     ) -> None:
         """IOThreads first, then the controller (scsi), then the disk."""
         self._iothreads.add_iothreads(domain, applied.plan.iothreads_to_add, live)
+        failpoint("attach.after_iothreads")
         if device.controller_index is not None:
             domain.attach_device(to_xml(scsi_controller_element(device)), live=live, config=True)
+            failpoint("attach.after_controller")
         domain.attach_device(to_xml(disk_element(device)), live=live, config=True)
 
     def _unplug_after_failure(
@@ -223,16 +258,32 @@ class DiskService:
             device = self._find(domain, target, inactive=not live)
             if device is None:
                 device = self._find(domain, target, inactive=True)
-            if device is not None:
-                self._detach_device(domain, device, live)
-                if device.controller_index is not None:
-                    self._detach_controller(domain, device, live)
             orphans = IOThreadApplier.orphans_after_detach(xml_before, target)
+            intent = self.pending.begin(
+                "disk.detach",
+                vm,
+                target,
+                {
+                    "pool": record.pool,
+                    "volume": record.volume,
+                    "orphans": list(orphans),
+                },
+            )
+            try:
+                if device is not None:
+                    self._detach_device(domain, device, live)
+                    if device.controller_index is not None:
+                        self._detach_controller(domain, device, live)
+            except BaseException:
+                self.pending.finish(intent)
+                raise
+            failpoint("detach.after_device")
             self._iothreads.remove_iothreads(domain, orphans, live)
             for observer in self.observers:
                 observer.disk_detached(vm, target)
             self._records.delete_disk(vm, target)
             self._volumes.delete(record.pool, record.volume)
+            self.pending.finish(intent)
             self._events.publish(
                 "disk.detached",
                 vm,
@@ -321,7 +372,40 @@ class DiskService:
             "thin": volume.thin if volume else False,
             "managed": record is not None,
             "plan": record.plan if record else {},
+            "throttle_groups": list(device.throttle_groups),
         }
+
+    def _prepare_limits(
+        self, domain: DomainHandle, target: str, request: AttachRequest
+    ) -> DiskLimitsPlan | None:
+        """Validate the disk's I/O limits before anything is created (qos.disk_limits)."""
+        asks = request.throttle_groups or request.limits or request.scaling or request.vm_group
+        if self.throttle is None:
+            if asks:
+                raise CapabilityMissing(
+                    "this agent has no I/O limit support wired in", code="capability.missing"
+                )
+            return None
+        return self.throttle.prepare_disk(
+            domain,
+            target,
+            request.size_bytes,
+            request.throttle_groups,
+            request.limits,
+            request.scaling,
+            request.vm_group,
+        )
+
+
+def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:
+    if plan is None:
+        return device
+    return dataclasses.replace(
+        device,
+        throttle_groups=plan.throttle_groups,
+        iotune=plan.iotune,
+        iotune_group=plan.iotune_group,
+    )
 
 
 def _has_controller(domain_xml: str, index: int) -> bool:

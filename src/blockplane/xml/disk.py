@@ -10,6 +10,7 @@ from lxml import etree
 
 from blockplane.model.disk import DiskDevice, QueueMapping
 from blockplane.xml.build import el
+from blockplane.xml.throttle import iotune_element, parse_iotune
 
 
 def disk_element(disk: DiskDevice) -> etree._Element:
@@ -32,6 +33,8 @@ def disk_element(disk: DiskDevice) -> etree._Element:
         type=disk.source_kind,
         device="disk",
     )
+    if disk.iotune is not None:
+        element.append(iotune_element(disk.iotune, disk.iotune_group))
     if disk.throttle_groups:
         element.append(
             el("throttlefilters", *[el("throttlefilter", group=g) for g in disk.throttle_groups])
@@ -114,6 +117,7 @@ def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Eleme
         mapping_driver = controller.find("driver") if controller is not None else None
     queues, iothread, mapping = _parse_queue_mapping(mapping_driver)
     alias = node.find("alias")
+    iotune = parse_iotune(node)
     return DiskDevice(
         target=target.get("dev", "") if target is not None else "",
         bus="scsi" if bus == "scsi" else "virtio",
@@ -126,6 +130,8 @@ def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Eleme
         throttle_groups=tuple(
             f.get("group", "") for f in node.findall("throttlefilters/throttlefilter")
         ),
+        iotune=iotune[0] if iotune else None,
+        iotune_group=iotune[1] if iotune else None,
         error_policy=driver.get("error_policy") if driver is not None else None,
         controller_index=controller_index,
         alias=alias.get("name") if alias is not None else None,

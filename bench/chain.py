@@ -1,0 +1,220 @@
+"""Block-job throughput as a ratio to ``qemu-img convert`` of the same data, guest idle and writing.
+
+A throwaway agent boots the bundled Linux guest. For each job a fresh disk is hotplugged from a
+dir pool on the host disk and laid out so the job moves exactly DATA bytes (fio's non-zero
+buffers, written by the guest with O_DIRECT):
+
+- commit: base <- s1 (DATA) <- s2; commit s1 into base;
+- active commit: base <- s1 (DATA); commit with pivot (time to DONE, pivot included);
+- pull: base (DATA) <- s1; pull everything into s1;
+- copy: base (DATA); full copy to a new volume, with pivot;
+- backup: base (DATA); full push backup.
+
+The job's time is the agent's own (``finished_at - created_at``: from the job's record to the
+event that ended it). Right after each job, with the guest stopped writing, ``qemu-img convert``
+copies the same layer(s) into a new qcow2 in the same pool, once with the page cache and once
+with ``-t none -T none`` (O_DIRECT, the cache mode the VM's disks use). "writing": during the job
+the guest writes elsewhere on the same disk with fio at a fixed rate. Results go to
+``bench/out/chain.json``.
+
+    python -m bench.chain [--data-mib 512] [--write-rate 32m] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import bench_agent, guest_run, save, wait_for_block_device
+from blockplane.cli.client import AgentClient, api_path
+
+MIB = 1 << 20
+VM = "chainbench"
+KINDS = ("commit", "active_commit", "pull", "copy", "backup")
+
+
+@dataclass
+class Result:
+    kind: str
+    guest: str
+    data_mib: int
+    job_s: float
+    convert_s: float
+    convert_direct_s: float
+
+    @property
+    def job_mib_s(self) -> float:
+        return self.data_mib / self.job_s
+
+    @property
+    def ratio(self) -> float:
+        return self.convert_s / self.job_s
+
+    @property
+    def ratio_direct(self) -> float:
+        return self.convert_direct_s / self.job_s
+
+
+def request(client: AgentClient, method: str, path: str, body: Any = None) -> Any:
+    return client.request(method, path, body)
+
+
+def chain_paths(client: AgentClient, target: str) -> list[str]:
+    chain = request(client, "GET", api_path("vms", VM, "disks", target, "chain"))
+    return [element["path"] for element in chain["elements"]]
+
+
+def snapshot(client: AgentClient, target: str, name: str) -> None:
+    request(client, "POST", api_path("vms", VM, "snapshots"), {"name": name, "disks": [target]})
+
+
+def fill(client: AgentClient, target: str, data_mib: int) -> None:
+    guest_run(client, VM, f"fio --name=fill --filename=/dev/{target} --rw=write --bs=1M "
+                          f"--direct=1 --size={data_mib}M --iodepth=4 --ioengine=libaio "
+                          "--end_fsync=1 --output=/dev/null")
+
+
+def start_writer(client: AgentClient, target: str, data_mib: int, rate: str) -> None:
+    guest_run(client, VM, f"fio --name=writer --filename=/dev/{target} --rw=randwrite "
+                          f"--bs=64k --direct=1 --offset={data_mib + 64}M --size=256M "
+                          f"--rate={rate} --time_based --runtime=600 --output=/dev/null "
+                          "</dev/null >/dev/null 2>&1 &")
+
+
+def stop_writer(client: AgentClient) -> None:
+    guest_run(client, VM, "killall fio 2>/dev/null; while pidof fio >/dev/null; do "
+                          "sleep 0.1; done; true")
+
+
+def wait_done(client: AgentClient, job_id: str) -> dict[str, Any]:
+    while True:
+        job: dict[str, Any] = request(client, "GET", api_path("jobs", job_id))
+        if job["phase"] in ("done", "failed", "aborted"):
+            if job["phase"] != "done":
+                raise RuntimeError(f"job {job_id} ended {job['phase']}: {job['error']}")
+            return job
+        time.sleep(0.05)
+
+
+def convert_seconds(source: str, scratch: Path, direct: bool) -> float:
+    destination = scratch / "converted.qcow2"
+    destination.unlink(missing_ok=True)
+    caching = ["-t", "none", "-T", "none"] if direct else []
+    started = time.monotonic()
+    subprocess.run(["qemu-img", "convert", "-U", *caching, "-O", "qcow2", source,
+                    str(destination)], check=True, capture_output=True)
+    seconds = time.monotonic() - started
+    destination.unlink()
+    return seconds
+
+
+def layer_only(path: str) -> str:
+    """A qemu-img filename that opens one chain layer without its backing."""
+    return "json:" + json.dumps({"driver": "qcow2", "backing": None,
+                                 "file": {"driver": "file", "filename": path}})
+
+
+def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: str,
+             pool: str, scratch: Path, run: int) -> Result:
+    disk = request(client, "POST", api_path("vms", VM, "disks"),
+                   {"pool": pool, "size": f"{data_mib + 512}M"})
+    target = disk["target"]
+    wait_for_block_device(client, VM, target)
+    if kind in ("commit", "active_commit"):
+        snapshot(client, target, f"{kind}-{guest}-{run}-s1")
+    fill(client, target, data_mib)
+    if kind in ("commit", "pull"):
+        snapshot(client, target, f"{kind}-{guest}-{run}-s2")
+    paths = chain_paths(client, target)
+    # The layer holding the data: s1 for the commits (vda[1] or the top), the base otherwise.
+    if kind == "commit":
+        source = layer_only(paths[1])
+    elif kind in ("active_commit", "pull"):
+        source = layer_only(paths[0] if kind == "active_commit" else paths[-1])
+    else:
+        source = paths[0]
+    # Before the job: a job drops the layers it merged, and the guest must not write meanwhile.
+    convert_s = convert_seconds(source, scratch, False)
+    convert_direct_s = convert_seconds(source, scratch, True)
+    if guest == "writing":
+        start_writer(client, target, data_mib, rate)
+    body: dict[str, Any]
+    if kind == "commit":
+        job = request(client, "POST", api_path("vms", VM, "disks", target, "commit"),
+                      {"top": f"{target}[1]", "base": f"{target}[2]"})
+    elif kind == "active_commit":
+        job = request(client, "POST", api_path("vms", VM, "disks", target, "commit"),
+                      {"pivot": True})
+    elif kind == "pull":
+        job = request(client, "POST", api_path("vms", VM, "disks", target, "pull"), {})
+    elif kind == "copy":
+        body = {"pool": pool, "pivot": True}
+        job = request(client, "POST", api_path("vms", VM, "disks", target, "copy"), body)
+    else:
+        body = {"dest": str(scratch / f"backup-{guest}"), "disks": [target]}
+        job = request(client, "POST", api_path("vms", VM, "backup"), body)
+    ended = wait_done(client, job["id"])
+    if guest == "writing":
+        stop_writer(client)
+    job_s = float(ended["finished_at"]) - float(ended["created_at"])
+    result = Result(kind, guest, data_mib, job_s, convert_s, convert_direct_s)
+    request(client, "DELETE", api_path("vms", VM, "disks", target))
+    if kind == "backup":
+        subprocess.run(["rm", "-rf", str(scratch / f"backup-{guest}")], check=True)
+    return result
+
+
+def report(result: Result) -> None:
+    print(f"{result.kind:14} {result.guest:8} job {result.job_s:6.2f} s "
+          f"({result.job_mib_s:6.0f} MiB/s)  convert {result.convert_s:5.2f} s"
+          f" / -t none {result.convert_direct_s:5.2f} s  ratio "
+          f"{result.ratio:4.2f} / {result.ratio_direct:4.2f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--data-mib", type=int, default=512)
+    parser.add_argument("--write-rate", default="32m", help="fio --rate of the writing guest")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per case; the medians are reported")
+    arguments = parser.parse_args()
+    results: list[Result] = []
+    with bench_agent() as client:
+        request(client, "POST", "/v1/pools", {"name": "bench", "type": "dir"})
+        pool_path = Path(next(p["path"] for p in request(client, "GET", "/v1/pools")))
+        scratch = pool_path / "scratch"
+        scratch.mkdir(mode=0o711)
+        request(client, "POST", "/v1/vms", {"name": VM, "vcpus": 2, "memory": "1G",
+                                             "guest": "linux", "start": True})
+        for run in range(arguments.repeat):
+            for guest in ("idle", "writing"):
+                for kind in KINDS:
+                    result = run_case(client, kind, guest, arguments.data_mib,
+                                      arguments.write_rate, "bench", scratch, run)
+                    results.append(result)
+                    report(result)
+        subprocess.run(["rm", "-rf", str(scratch)], check=True)
+    if arguments.repeat > 1:
+        print("medians:")
+        for guest in ("idle", "writing"):
+            for kind in KINDS:
+                runs = [r for r in results if (r.kind, r.guest) == (kind, guest)]
+                report(Result(kind, guest, arguments.data_mib,
+                              statistics.median(r.job_s for r in runs),
+                              statistics.median(r.convert_s for r in runs),
+                              statistics.median(r.convert_direct_s for r in runs)))
+    path = save("chain", {"data_mib": arguments.data_mib, "write_rate": arguments.write_rate,
+                          "results": [asdict(r) | {"job_mib_s": r.job_mib_s, "ratio": r.ratio,
+                                                   "ratio_direct": r.ratio_direct}
+                                      for r in results]})
+    print(f"raw results: {path}")
+
+
+if __name__ == "__main__":
+    main()

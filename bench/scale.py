@@ -1,0 +1,197 @@
+"""A full host: 100 no-OS VMs x 4 thin disks through the API, and what the agent costs then.
+
+Runs on a throwaway agent (embedded libvirt, TCG) with a loop pool on tmpfs (4 MiB chunks, 50%
+utilization) and measures, printing ratios and goals:
+
+1. creating the VMs (64 MiB, started) and their disks (qcow2, 2 queues over 2 IOThreads, a
+   2-level throttle chain), 2 clients in parallel: throughput, p50/p99 per attach, and the
+   agent's RSS at 0, 25, 50 and 100% of the VMs;
+2. what observing costs at that size: ``GET /v1/top``, ``GET /v1/metrics``, the periodic
+   reconcile pass, and the agent's CPU while idle;
+3. a restart reconcile: SIGKILL, start again, until ``GET /v1/reconcile`` reports every
+   IOThread plan and thin threshold confirmed against libvirt (goal: <= 2 s for 400 volumes);
+4. the API overhead of ``disk attach`` against virsh by hand on ``qemu:///system``
+   (``bench.scale_system``; goal: ratio <= 1.3);
+5. an event burst: all thin thresholds crossed at once (``bench.scale_burst``; goal: handler
+   p99 <= 500 ms, none missed).
+
+Writes ``bench/out/scale.json`` and ``bench/out/scale.png``. About 10 minutes on 2 cores.
+
+    python -m bench.scale [--vms 100] [--workers 2] [--restarts 2] [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.common import OUT, save, tmpfs_dir
+from bench.scale_api import Api
+from bench.scale_burst import agent_in_process, burst
+from bench.scale_phases import (
+    POOL,
+    agent_pid,
+    create_all,
+    create_pool,
+    restart_reconcile,
+)
+from bench.scale_plot import plot
+from bench.scale_system import overhead
+from blockplane.cli.client import agent_pid as pid_on_file
+from blockplane.cli.client import api_path, start_agent, stop_agent
+from blockplane.config import load_settings
+
+MIB = 2**20
+
+
+def observe_costs(api: Api, idle_s: float = 10.0) -> dict[str, Any]:
+    """What looking at a full host costs: top, a scrape, the periodic reconcile, idle CPU."""
+    api.call("GET", "/v1/top", window=0.5)
+    top_s, frame = api.timed("GET", "/v1/top")
+    metrics_s, text = api.timed("GET", "/v1/metrics")
+    series = [line for line in str(text).splitlines() if line and not line.startswith("#")]
+    pid = agent_pid(api)
+    ticks = os.sysconf("SC_CLK_TCK")
+    before = _cpu_ticks(pid)
+    time.sleep(idle_s)
+    cpu = (_cpu_ticks(pid) - before) / ticks / idle_s
+    last = api.call("GET", "/v1/reconcile")["last"]
+    return {
+        "top_frame_s": round(top_s, 4),
+        "top_stats_calls": frame["stats_calls"],
+        "top_stats_call_s": frame["stats_call_s"],
+        "top_rows": len(frame["disks"]),
+        "metrics_scrape_s": round(metrics_s, 4),
+        "metrics_series": len(series),
+        "periodic_reconcile_pass_s": last["duration_s"],
+        "periodic_reconcile_steps": {s["name"]: s["duration_s"] for s in last["steps"]},
+        "agent_cpu_idle_fraction": round(cpu, 3),
+    }
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def teardown(api: Api) -> None:
+    def remove(vm: dict[str, Any]) -> None:
+        if vm["state"] not in ("shutoff", "crashed"):
+            api.call("POST", api_path("vms", vm["name"], "destroy"))
+        api.call("DELETE", api_path("vms", vm["name"]))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(remove, api.call("GET", "/v1/vms")))
+    with contextlib.suppress(Exception):
+        api.call("DELETE", api_path("pools", POOL))
+
+
+def report(results: dict[str, Any]) -> None:
+    create = results["create"]
+    print(f"\nhost: {results['host']}")
+    print(f"create {create['vms']} VMs / {create['disks']} disks, {create['workers']} clients: "
+          f"{create['wall_s']} s, {create['vms_per_s']} VMs/s, {create['disks_per_s']} disks/s")
+    print(f"  attach p50 {create['attach_p50_s'] * 1000:.0f} ms, p99 "
+          f"{create['attach_p99_s'] * 1000:.0f} ms; VM create+start p50 "
+          f"{create['vm_create_p50_s'] * 1000:.0f} ms")
+    print(f"  throttle: {create['chains_note']}")
+    rss = ", ".join(f"{n} VMs {v / MIB:.0f} MiB" for n, v in create["agent_rss_bytes"].items())
+    print(f"  agent RSS: {rss}")
+    observe = results["observe"]
+    print(f"observe at {create['vms']} VMs: top frame {observe['top_frame_s'] * 1000:.0f} ms "
+          f"({observe['top_stats_calls']} bulk stats call, "
+          f"{observe['top_stats_call_s'] * 1000:.0f} ms), /v1/metrics "
+          f"{observe['metrics_scrape_s'] * 1000:.0f} ms ({observe['metrics_series']} series), "
+          f"periodic reconcile {observe['periodic_reconcile_pass_s'] * 1000:.0f} ms, "
+          f"idle agent CPU {observe['agent_cpu_idle_fraction'] * 100:.0f}%")
+    for number, restart in enumerate(results["restarts"], start=1):
+        counts = restart["counts"]
+        print(f"restart {number}: SIGKILL -> API up {restart['spawn_to_api_s']} s (agent built "
+              f"{restart['spawn_to_agent_built_s']} s, first reconcile "
+              f"{restart['first_pass_s']} s, confirmed={restart['confirmed']}: "
+              f"{counts.get('iothread_plans_confirmed')}/{counts.get('iothread_plans')} "
+              f"IOThread plans, {counts.get('thin_volumes_confirmed')}/"
+              f"{counts.get('thin_volumes')} thin volumes); goal: reconcile <= 2 s")
+    if "api_overhead" in results:
+        ovh = results["api_overhead"]
+        print(f"API overhead (qemu:///system, {ovh['rounds']} rounds): agent "
+              f"{ovh['agent_api_median_s'] * 1000:.0f} ms vs by hand "
+              f"{ovh['by_hand_median_s']['total'] * 1000:.0f} ms -> ratio "
+              f"{ovh['ratio_vs_by_hand']} (goal <= 1.3); vs attach-device alone "
+              f"{ovh['by_hand_median_s']['attach_device'] * 1000:.0f} ms -> "
+              f"{ovh['ratio_vs_attach_device_only']}")
+    if "burst" in results:
+        b = results["burst"]
+        print(f"event burst: {b['armed']} thresholds crossed within {b['injection_spread_s']} s; "
+              f"{b['extended_by_event']} extended by event, {b['extended_by_reconcile_only']} "
+              f"by reconcile only, {b['not_extended']} not extended; handler p50 "
+              f"{b['handler_latency_p50_s'] * 1000:.0f} ms p99 "
+              f"{b['handler_latency_p99_s'] * 1000:.0f} ms (goal p99 <= 500 ms); write start "
+              f"-> extended p99 {b['write_start_to_extended_p99_s'] * 1000:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--vms", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--restarts", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10, help="API overhead rounds")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-burst", action="store_true")
+    arguments = parser.parse_args()
+    started = time.perf_counter()
+    home = Path(tempfile.mkdtemp(prefix="bp-scale-", dir="/tmp"))
+    pool_dir = tmpfs_dir("bp-scale-pool")
+    settings = load_settings(home=home)
+    start_agent(settings)
+    api = Api(settings)
+    results: dict[str, Any] = {"vms": arguments.vms}
+    torn_down = False
+    try:
+        facts = api.call("GET", "/v1/facts")
+        results["host"] = {"cpus": facts["cpus"], "accel": facts["accel"]["selected"],
+                           "qemu": facts["qemu"]["version"],
+                           "libvirt": facts["libvirt"]["version"]}
+        create_pool(api, pool_dir)
+        created = create_all(api, arguments.vms, arguments.workers, home, print)
+        results["create"] = created.summary()
+        results["rss_series"] = created.rss_series
+        print("observing ...")
+        results["observe"] = observe_costs(api)
+        print("restart reconcile ...")
+        results["restarts"] = [restart_reconcile(api, settings) for _ in range(arguments.restarts)]
+        if not arguments.skip_overhead:
+            print("API overhead on qemu:///system ...")
+            results["api_overhead"] = overhead(arguments.rounds, str(os.getpid()))
+        if not arguments.skip_burst:
+            print("event burst ...")
+            with agent_in_process(settings, api) as agent:
+                try:
+                    results["burst"] = burst(agent, api)
+                finally:
+                    teardown(api)
+                    torn_down = True
+        results["plot"] = str(plot(created, OUT / "scale.png"))
+    finally:
+        if not torn_down and pid_on_file(settings) not in (None, os.getpid()):
+            with contextlib.suppress(Exception):
+                teardown(api)
+        if pid_on_file(settings) not in (None, os.getpid()):
+            stop_agent(settings)
+        shutil.rmtree(pool_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+    results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    report(results)
+    print(f"bench took {results['bench_wall_s']} s; saved {save('scale', results)}, "
+          f"{results['plot']}")
+
+
+if __name__ == "__main__":
+    main()

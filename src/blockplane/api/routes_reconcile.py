@@ -1,0 +1,30 @@
+"""``GET /v1/reconcile``: the first (start-up) and the latest reconcile pass, step by step.
+
+``confirmed`` is true once a pass has checked every IOThread plan and every thin volume against
+libvirt and found them as the agent recorded them; ``checked_at`` is when that full check last
+ran (at start, then every 30 s).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+
+if TYPE_CHECKING:
+    from blockplane.agent import Agent
+
+
+def reconcile_router(agent: Agent) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/reconcile")
+    def reconcile() -> dict[str, Any]:
+        confirmer = agent.observe.confirmer
+        return {
+            **agent.observe.reconcile.to_json(),
+            "checked_at": confirmer.checked_at,
+            "disagreements": confirmer.last_disagreements,
+        }
+
+    return router

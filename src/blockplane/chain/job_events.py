@@ -1,0 +1,75 @@
+"""BLOCK_JOB_2 events -> the jobs they concern, in arrival order.
+
+The agent's dispatcher hands each event to ``on_block_job``, which only queues it: one worker
+applies them one after another in a thread, so a pivot or a cleanup never holds up other event
+types (thin thresholds) and a job sees its READY before its COMPLETED. libvirt names the disk
+``vda`` (no index) in these events. A backup sends one event per disk once the whole domain job
+ended; its outcome is read from libvirt's completed-job statistics. Must not start jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from blockplane.chain.job_driver import JobDriver
+from blockplane.chain.job_store import JobStore
+from blockplane.chain.jobs import BlockJobStatus, JobKind
+from blockplane.chain.phases import BlockJobEvent
+from blockplane.chain.service import ChainService
+from blockplane.hypervisor.domain import JOB_OPERATION_BACKUP
+from blockplane.hypervisor.events import BlockJobEvent as LibvirtBlockJobEvent
+
+log = logging.getLogger(__name__)
+
+
+class JobEvents:
+    def __init__(self, store: JobStore, chains: ChainService, driver: JobDriver) -> None:
+        self._store = store
+        self._chains = chains
+        self._driver = driver
+        self._queue: asyncio.Queue[LibvirtBlockJobEvent] | None = None
+        self._worker: asyncio.Future[None] | None = None
+
+    async def on_block_job(self, event: LibvirtBlockJobEvent) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.ensure_future(self._drain(self._queue))
+        self._queue.put_nowait(event)
+
+    async def _drain(self, queue: asyncio.Queue[LibvirtBlockJobEvent]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await asyncio.to_thread(self.observe, event)
+            except Exception:
+                log.exception("handling %s failed", event)
+
+    def observe(self, event: LibvirtBlockJobEvent) -> None:
+        target = event.target.split("[", 1)[0]
+        try:
+            status = BlockJobStatus(event.status)
+        except ValueError:
+            return
+        for stored in self._store.live():
+            job = stored.state
+            if job.vm != event.domain or target not in stored.spec.targets:
+                continue
+            seen: BlockJobStatus | None = status
+            if job.kind is JobKind.BACKUP:
+                seen = self._backup_status(job.vm, status, job.abort_requested)
+            if seen is not None:
+                self._driver.apply(job.id, BlockJobEvent(seen, event.job_type))
+
+    def _backup_status(
+        self, vm: str, status: BlockJobStatus, aborting: bool
+    ) -> BlockJobStatus | None:
+        domain = self._chains.domain(vm)
+        if domain.domain_job_active():
+            return None  # other disks of the backup are still being copied
+        stats = domain.completed_job()
+        if stats.get("operation") != JOB_OPERATION_BACKUP or "success" not in stats:
+            return status
+        if stats["success"]:
+            return BlockJobStatus.COMPLETED
+        return BlockJobStatus.CANCELED if aborting else BlockJobStatus.FAILED

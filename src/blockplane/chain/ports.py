@@ -1,0 +1,25 @@
+"""The narrow view of the thin monitor that chain operations use, when one is wired in.
+
+``thin.monitor.ThinMonitor`` satisfies it structurally; without it (no thin support) the chain
+services pass None and skip the hooks. Owns no behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from blockplane.store.records import VolumeRecord
+
+
+class ThinHook(Protocol):
+    def track(self, vm: str, target: str, record: VolumeRecord) -> Any:
+        """Monitor ``record`` as a volume of ``vm``'s disk ``target`` (arms it if running)."""
+        ...
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Stop monitoring the volume ``(pool, volume)``."""
+        ...
+
+    def pre_extend(self, vm: str, target_index_name: str, needed_bytes: int) -> int:
+        """Grow the thin commit base ``vda[N]`` to hold ``needed_bytes`` before a commit."""
+        ...

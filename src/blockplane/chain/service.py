@@ -1,0 +1,103 @@
+"""``ChainService``: a disk's backing chain as users see it, with sizes, and the chain reads the
+snapshot and job services share.
+
+The chain comes from the live domain XML (``parse``), or the inactive XML when the VM is off;
+each element gets its virtual size from ``qemu-img info -U`` and its allocation from the same
+(files) or from libvirt's block stats (block devices, where the host cannot tell). Elements are
+named as ``addressing`` says. Must not start jobs or change any chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from blockplane.chain.addressing import resolve_element
+from blockplane.chain.images import image_facts
+from blockplane.chain.model import Chain, ChainElement
+from blockplane.chain.parse import parse_chain
+from blockplane.errors import BlockplaneError, NotFound
+from blockplane.hypervisor.domain import DomainHandle
+from blockplane.store.chain_records import ChainRecords
+from blockplane.store.records import Records
+from blockplane.thin.stats import chain_elements
+from blockplane.vms.lifecycle import VMService
+
+
+class ChainService:
+    def __init__(self, vms: VMService, records: Records, chain_records: ChainRecords) -> None:
+        self._vms = vms
+        self._records = records
+        self._chain = chain_records
+
+    def domain(self, vm: str) -> DomainHandle:
+        return self._vms.domain(vm)
+
+    def read(self, domain: DomainHandle, target: str) -> Chain:
+        """The chain of ``target`` now: live (numbered by libvirt) if the VM runs."""
+        live = domain.is_active()
+        return parse_chain(domain.xml(inactive=not live), target)
+
+    def element(self, chain: Chain, spec: str | None) -> ChainElement | None:
+        """The element ``spec`` names (``vda``, ``vda[N]`` or a path), None for None."""
+        if spec is None:
+            return None
+        return resolve_element(chain, spec, canonical=os.path.realpath)
+
+    def show(self, vm: str, target: str) -> dict[str, Any]:
+        """``blockplane chain VM TARGET``: every element, top to base, with sizes."""
+        self._vms.record(vm)
+        domain = self.domain(vm)
+        chain = self.read(domain, target)
+        sizes: dict[str, tuple[int | None, int | None]] = {}
+        for element in chain.elements:
+            try:
+                sizes[element.path] = image_facts(element.path)
+            except BlockplaneError:
+                sizes[element.path] = (None, None)
+        if chain.live:
+            sizes = _block_allocations(domain, chain, sizes)
+        chain = chain.with_sizes(sizes)
+        elements = []
+        for element in chain.elements:
+            row = self._chain.volume_at(element.path)
+            elements.append({
+                **element.to_json(),
+                "pool": row.pool if row else None,
+                "volume": row.volume if row else None,
+            })
+        return {"vm": vm, **chain.to_json(), "elements": elements, "running": chain.live}
+
+    def disk_paths(self, vm: str) -> set[str]:
+        """Every image path in the chains of ``vm``'s disks (raises if they cannot be read)."""
+        domain = self.domain(vm)
+        live = domain.is_active()
+        xml = domain.xml(inactive=not live)
+        paths: set[str] = set()
+        for disk in self._records.disks(vm):
+            try:
+                chain = parse_chain(xml, disk.target)
+            except NotFound:
+                continue
+            if not chain.complete:
+                raise BlockplaneError(f"the chain of {vm}/{disk.target} is not fully known")
+            paths.update(chain.paths())
+            if chain.mirror is not None and chain.mirror.path:
+                paths.add(chain.mirror.path)
+        return paths
+
+
+def _block_allocations(
+    domain: DomainHandle, chain: Chain, sizes: dict[str, tuple[int | None, int | None]]
+) -> dict[str, tuple[int | None, int | None]]:
+    """For block devices the host's ``actual-size`` means nothing: use QEMU's allocation."""
+    with contextlib.suppress(BlockplaneError):
+        stats = chain_elements(domain.block_stats())
+        for element in chain.elements:
+            if element.source_kind != "block":
+                continue
+            for seen in stats:
+                if seen.name == chain.target and seen.path == element.path:
+                    sizes[element.path] = (sizes[element.path][0], seen.stats.allocation)
+    return sizes

@@ -1,0 +1,193 @@
+"""``SnapshotService``: external, disk-only, atomic snapshots onto overlays in each disk's pool.
+
+Why NO_METADATA: libvirt's external-snapshot metadata goes stale as soon as a commit or pull
+rewrites the chain, and a domain with such metadata needs extra flags to undefine. blockplane
+keeps its own record per snapshot (``chain_snapshots``), written before the overlays are made,
+and ``snapshot list`` shows whether each overlay is still in its chain or was merged away.
+
+Sequence: validate (VM, disks, name, no job on the disks, guest agent for ``--quiesce``), record
+the snapshot as ``creating``, create one qcow2 overlay volume per disk that records its backing
+and backing format (a thin volume on block pools when the disk's top is thin), take the snapshot
+with REUSE_EXT; then point each disk record at its overlay and hand it to the thin monitor. On
+failure every overlay is deleted and the record removed. ``reconcile`` finishes or undoes a
+snapshot the agent died in. Must not run block jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from blockplane.chain.images import is_block_device, virtual_size
+from blockplane.chain.job_spec import VolumeRef
+from blockplane.chain.job_store import JobStore
+from blockplane.chain.parse import parse_chain
+from blockplane.chain.service import ChainService
+from blockplane.chain.volumes import ChainVolumes
+from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
+from blockplane.eventlog import EventLog
+from blockplane.hypervisor.domain import DomainHandle
+from blockplane.store.chain_records import ChainRecords, SnapshotRecord
+from blockplane.store.records import Records
+from blockplane.thin.paths import validate_name, validate_volume_name
+from blockplane.vms.disks import DiskService
+from blockplane.xml.chain import ImageTarget, snapshot_xml
+from blockplane.xml.disk import parse_disks
+
+
+class SnapshotService:
+    def __init__(
+        self,
+        chains: ChainService,
+        disks: DiskService,
+        records: Records,
+        chain_records: ChainRecords,
+        volumes: ChainVolumes,
+        jobs: JobStore,
+        events: EventLog,
+    ) -> None:
+        self._chains = chains
+        self._disks = disks
+        self._records = records
+        self._chain = chain_records
+        self._volumes = volumes
+        self._jobs = jobs
+        self._events = events
+
+    def create(
+        self, vm: str, targets: list[str], *, quiesce: bool, name: str | None
+    ) -> dict[str, Any]:
+        domain = self._chains.domain(vm)
+        name = validate_name("snapshot", name or time.strftime("snap-%Y%m%d-%H%M%S"))
+        managed = {disk.target: disk for disk in self._records.disks(vm)}
+        chosen = list(dict.fromkeys(targets)) or sorted(managed)
+        if not chosen:
+            raise InvalidInput(f"VM {vm} has no disks managed by blockplane to snapshot",
+                               code="snapshot.invalid")
+        for target in chosen:
+            if target not in managed:
+                raise NotFound(f"VM {vm} has no disk {target} managed by blockplane",
+                               code="disk.not_found")
+        with self._disks.vm_lock(vm):
+            live = domain.is_active()
+            if quiesce:
+                _require_guest_agent(domain, vm, live)
+            if self._chain.snapshot(vm, name) is not None:
+                raise Conflict(f"VM {vm} already has a snapshot named {name}",
+                               code="snapshot.exists")
+            for target in chosen:
+                holder = self._jobs.holding(vm, target)
+                if holder is not None:
+                    raise Conflict(
+                        f"{vm}/{target} is busy with {holder.state.kind.value} job "
+                        f"{holder.id}; snapshot it once that job ends",
+                        code="job.busy", job=holder.id)
+            xml = domain.xml(inactive=not live)
+            plans = [self._plan(vm, name, xml, target, managed[target].pool)
+                     for target in chosen]
+            record = SnapshotRecord(vm, name, "creating", quiesce, plans, time.time())
+            self._chain.save_snapshot(record)
+            made: list[VolumeRef] = []
+            try:
+                overlays = []
+                for plan in plans:
+                    volume = self._volumes.create(
+                        vm, plan["target"], plan["pool"], plan["volume"], plan["virtual_bytes"],
+                        thin=plan["thin"], backing=plan["backing_path"],
+                        backing_format=plan["backing_format"], origin="snapshot")
+                    made.append(VolumeRef(volume.pool, volume.name, volume.path))
+                    plan["path"] = volume.path
+                    overlays.append(ImageTarget(
+                        plan["target"], "block" if is_block_device(volume.path) else "file",
+                        volume.path))
+                self._chain.save_snapshot(record)
+                others = [d.target for d in parse_disks(xml) if d.target not in chosen]
+                started = time.monotonic()
+                domain.snapshot_disks(snapshot_xml(name, overlays, others), quiesce=quiesce)
+            except BaseException:
+                for ref in made:
+                    self._volumes.discard(ref)
+                self._chain.delete_snapshot(vm, name)
+                raise
+            seconds = round(time.monotonic() - started, 3)
+            for plan, ref in zip(plans, made, strict=True):
+                self._volumes.placed_on_top(vm, plan["target"], ref)
+            self._chain.set_snapshot_state(vm, name, "done")
+        self._events.publish("snapshot.created", vm, name=name, disks=chosen, quiesced=quiesce,
+                             seconds=seconds)
+        return {**self._describe(self._chain.snapshot(vm, name) or record, domain),
+                "seconds": seconds}
+
+    def _plan(self, vm: str, name: str, xml: str, target: str, pool: str) -> dict[str, Any]:
+        top = parse_chain(xml, target).top
+        disk = self._records.disk(vm, target)
+        current = self._records.volume(disk.pool, disk.volume) if disk else None
+        volume = validate_volume_name(f"{vm}-{target}-{name}")
+        if self._records.volume(pool, volume) is not None:
+            raise Conflict(f"volume {volume} already exists in pool {pool}",
+                           code="volume.exists")
+        return {
+            "target": target, "pool": pool, "volume": volume, "path": None,
+            "backing_path": top.path, "backing_format": top.format or "qcow2",
+            "virtual_bytes": virtual_size(top.path),
+            "thin": bool(current is not None and current.thin),
+        }
+
+    def list(self, vm: str) -> list[dict[str, Any]]:
+        domain = self._chains.domain(vm)
+        return [self._describe(record, domain) for record in self._chain.snapshots(vm)]
+
+    def _describe(self, record: SnapshotRecord, domain: DomainHandle) -> dict[str, Any]:
+        try:
+            paths: set[str] | None = self._chains.disk_paths(record.vm)
+        except BlockplaneError:
+            paths = None
+        disks = []
+        for disk in record.disks:
+            status = "unknown"
+            if paths is not None and disk.get("path"):
+                status = "in_chain" if os.path.normpath(disk["path"]) in {
+                    os.path.normpath(p) for p in paths} else "merged"
+            disks.append({key: disk.get(key) for key in (
+                "target", "pool", "volume", "path", "backing_path", "backing_format")}
+                | {"status": status})
+        return {**record.to_json(), "disks": disks}
+
+    def reconcile(self) -> None:
+        """Finish (overlay on top) or undo (overlay absent) snapshots left ``creating``."""
+        for record in self._chain.snapshots(state="creating"):
+            try:
+                domain = self._chains.domain(record.vm)
+                xml = domain.xml(inactive=not domain.is_active())
+            except BlockplaneError:
+                continue
+            taken = all(disk.get("path") and parse_chain(xml, disk["target"]).top.path
+                        == disk["path"] for disk in record.disks)
+            for disk in record.disks:
+                if not disk.get("path"):
+                    continue
+                ref = VolumeRef(disk["pool"], disk["volume"], disk["path"])
+                if taken:
+                    self._volumes.placed_on_top(record.vm, disk["target"], ref)
+                else:
+                    self._volumes.discard(ref)
+            if taken:
+                self._chain.set_snapshot_state(record.vm, record.name, "done")
+            else:
+                self._chain.delete_snapshot(record.vm, record.name)
+
+
+def _require_guest_agent(domain: DomainHandle, vm: str, live: bool) -> None:
+    if not live:
+        raise InvalidInput(f"--quiesce needs VM {vm} running with a guest agent",
+                           code="snapshot.quiesce_unavailable")
+    try:
+        domain.agent_command({"execute": "guest-ping"}, timeout_s=5)
+    except OperationFailed as error:
+        raise Conflict(
+            f"--quiesce needs the guest agent of {vm} to freeze its filesystems, and it does not"
+            f" answer ({error.message}); snapshot without --quiesce, or start qemu-guest-agent"
+            " in the guest",
+            code="snapshot.quiesce_unavailable",
+        ) from error

@@ -1,0 +1,173 @@
+"""The volumes behind chain elements: made for overlays and copies, tracked, and deleted only once
+nothing references them.
+
+A ``DiskObserver`` (see ``vms.disks``): a disk attached records its first volume; a disk detached
+(or its VM deleted) deletes every other volume of that disk's chain, while the disk service
+deletes the top named by the disk record. Images a job drops from a chain are marked
+``invalidated`` first (persisted), then deleted when neither a live chain nor a live job names
+them; ``collect`` retries what could not go yet. Must not call block-job APIs or edit domain XML.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+
+from blockplane.chain.images import write_overlay
+from blockplane.chain.job_spec import VolumeRef
+from blockplane.chain.ports import ThinHook
+from blockplane.errors import BlockplaneError, NotFound
+from blockplane.eventlog import EventLog
+from blockplane.storage.pools import PoolService
+from blockplane.storage.volumes import VolumeService
+from blockplane.store.chain_records import ChainRecords, ChainVolumeRecord
+from blockplane.store.records import Records, VolumeRecord
+
+log = logging.getLogger(__name__)
+
+#: Paths still referenced by something other than the chain tables (live jobs, live chains).
+References = Callable[[str], set[str]]
+
+
+class ChainVolumes:
+    def __init__(
+        self,
+        records: Records,
+        chain_records: ChainRecords,
+        pools: PoolService,
+        volumes: VolumeService,
+        events: EventLog,
+        thin: ThinHook | None,
+    ) -> None:
+        self._records = records
+        self._chain = chain_records
+        self._pools = pools
+        self._volumes = volumes
+        self._events = events
+        self.thin = thin
+        #: Set by the jobs service: the paths a VM's live chains and live jobs reference.
+        self.references: References = lambda _vm: set()
+        #: Set by the jobs service: True while a job or snapshot of the VM is being prepared.
+        self.preparing: Callable[[str], bool] = lambda _vm: True
+
+    # DiskObserver
+    def disk_attached(self, vm: str, target: str, volume: VolumeRecord) -> None:
+        self._chain.add_volume(ChainVolumeRecord(volume.pool, volume.name, vm, target,
+                                                 volume.path, "in_chain", "disk"))
+
+    def disk_detached(self, vm: str, target: str) -> None:
+        disk = self._records.disk(vm, target)
+        top = (disk.pool, disk.volume) if disk else None
+        for row in self._chain.volumes(vm=vm, target=target):
+            if (row.pool, row.volume) != top:
+                self._delete(row)
+
+    def adopt_untracked(self) -> None:
+        """Disks attached before chain tracking existed: record their top volume."""
+        for vm in self._records.vms():
+            for disk in self._records.disks(vm.name):
+                volume = self._records.volume(disk.pool, disk.volume)
+                if volume is not None and self._chain.volume_at(volume.path) is None:
+                    self.disk_attached(vm.name, disk.target, volume)
+
+    # making and placing volumes
+    def create(
+        self, vm: str, target: str, pool: str, name: str, virtual_bytes: int, *, thin: bool,
+        backing: str | None, backing_format: str | None, origin: str,
+    ) -> VolumeRecord:
+        """A new qcow2 volume (on ``backing`` if given), recorded as ``creating``."""
+        record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, "qcow2", thin)
+        try:
+            if backing is not None:
+                write_overlay(record.path, virtual_bytes, backing, backing_format)
+            self._chain.add_volume(ChainVolumeRecord(pool, name, vm, target, record.path,
+                                                     "creating", origin))
+        except BaseException:
+            self._volumes.delete(pool, name)
+            raise
+        return record
+
+    def placed_on_top(self, vm: str, target: str, ref: VolumeRef) -> None:
+        """``ref`` is now the active top of ``vm``/``target``: record it and follow it."""
+        self._chain.set_volume_state(ref.pool, ref.volume, "in_chain")
+        self._chain.set_disk_top(vm, target, ref.pool, ref.volume)
+        record = self._records.volume(ref.pool, ref.volume)
+        if record is not None and record.thin and self.thin is not None:
+            try:
+                self.thin.track(vm, target, record)
+            except BlockplaneError:
+                log.exception("the thin monitor could not take %s/%s", ref.pool, ref.volume)
+
+    def top_of(self, vm: str, target: str, path: str) -> None:
+        """After a pivot onto an existing chain element (active commit): repoint the disk."""
+        row = self._chain.volume_at(path)
+        if row is not None:
+            self._chain.set_disk_top(vm, target, row.pool, row.volume)
+
+    def discard(self, ref: VolumeRef) -> None:
+        """Delete a volume a job or snapshot created but that never entered a chain."""
+        row = self._chain.volume_at(ref.path)
+        if row is not None and row.state == "in_chain":
+            return
+        self._forget_thin(ref.pool, ref.volume)
+        try:
+            self._volumes.delete(ref.pool, ref.volume)
+        except NotFound:
+            self._records.delete_volume(ref.pool, ref.volume)
+        self._chain.forget_volume(ref.pool, ref.volume)
+
+    def keep_apart(self, ref: VolumeRef) -> None:
+        """Leave ``ref`` as a standalone volume of its pool (a point-in-time copy)."""
+        self._chain.forget_volume(ref.pool, ref.volume)
+
+    # dropping images from chains
+    def invalidate(self, vm: str, paths: Iterable[str]) -> list[str]:
+        """Mark the volumes at ``paths`` invalidated, then delete those nothing references."""
+        for path in paths:
+            row = self._chain.volume_at(path)
+            if row is not None:
+                self._chain.set_volume_state(row.pool, row.volume, "invalidated")
+        return self.collect(vm)
+
+    def collect(self, vm: str | None = None) -> list[str]:
+        """Delete invalidated volumes no longer referenced, and volumes left ``creating`` by a
+        job or snapshot the agent died preparing; return the deleted names."""
+        deleted = []
+        rows = self._chain.volumes(vm=vm, state="invalidated")
+        rows += [row for row in self._chain.volumes(vm=vm, state="creating")
+                 if not self.preparing(row.vm)]
+        referenced: dict[str, set[str]] = {}
+        for row in rows:
+            if row.vm not in referenced:
+                try:
+                    referenced[row.vm] = {_norm(p) for p in self.references(row.vm)}
+                except BlockplaneError:
+                    continue  # the VM's chain cannot be read now: keep its volumes
+            if _norm(row.path) in referenced[row.vm]:
+                continue
+            self._delete(row)
+            deleted.append(row.volume)
+        return deleted
+
+    def _delete(self, row: ChainVolumeRecord) -> None:
+        self._forget_thin(row.pool, row.volume)
+        try:
+            self._volumes.delete(row.pool, row.volume)
+        except NotFound:
+            self._records.delete_volume(row.pool, row.volume)  # its bytes are already gone
+        except BlockplaneError:
+            log.exception("deleting chain volume %s/%s failed; retried later", row.pool,
+                          row.volume)
+            return
+        self._chain.forget_volume(row.pool, row.volume)
+        self._events.publish("chain.volume_deleted", row.vm, target=row.target, pool=row.pool,
+                             volume=row.volume, path=row.path)
+
+    def _forget_thin(self, pool: str, volume: str) -> None:
+        if self.thin is not None:
+            self.thin.forget((pool, volume))
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(path)

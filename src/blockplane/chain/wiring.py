@@ -1,0 +1,69 @@
+"""Builds the chain services for the agent and hooks them into the disk service.
+
+Owns only the wiring (which service gets which collaborator); the agent calls ``build`` once,
+then routes BLOCK_JOB_2 events to ``events.on_block_job`` and runs ``reconcile``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blockplane.chain.job_cleanup import JobCleanup
+from blockplane.chain.job_driver import JobDriver
+from blockplane.chain.job_events import JobEvents
+from blockplane.chain.job_reconcile import JobReconciler
+from blockplane.chain.job_store import JobStore
+from blockplane.chain.jobs_service import JobsService
+from blockplane.chain.ports import ThinHook
+from blockplane.chain.service import ChainService
+from blockplane.chain.snapshots import SnapshotService
+from blockplane.chain.volumes import ChainVolumes
+from blockplane.eventlog import EventLog
+from blockplane.storage.pools import PoolService
+from blockplane.storage.volumes import VolumeService
+from blockplane.store.chain_records import ChainRecords
+from blockplane.store.database import Database
+from blockplane.store.records import Records
+from blockplane.vms.disks import DiskService
+from blockplane.vms.lifecycle import VMService
+
+
+@dataclass(frozen=True)
+class ChainServices:
+    chains: ChainService
+    snapshots: SnapshotService
+    jobs: JobsService
+    events: JobEvents
+    volumes: ChainVolumes
+
+    @classmethod
+    def build(
+        cls,
+        vms: VMService,
+        disks: DiskService,
+        pools: PoolService,
+        volume_service: VolumeService,
+        records: Records,
+        database: Database,
+        events: EventLog,
+        thin: ThinHook | None,
+    ) -> ChainServices:
+        chain_records = ChainRecords(database)
+        store = JobStore(database)
+        chains = ChainService(vms, records, chain_records)
+        volumes = ChainVolumes(records, chain_records, pools, volume_service, events, thin)
+        driver = JobDriver(store, chains, JobCleanup(volumes), events)
+        reconciler = JobReconciler(store, chains, driver)
+        jobs = JobsService(store, chains, driver, reconciler, volumes, pools, records, disks,
+                           thin)
+        volumes.references = jobs.referenced_paths
+        volumes.preparing = jobs.preparing
+        volumes.adopt_untracked()
+        disks.observers.append(volumes)
+        snapshots = SnapshotService(chains, disks, records, chain_records, volumes, store,
+                                    events)
+        return cls(chains, snapshots, jobs, JobEvents(store, chains, driver), volumes)
+
+    def reconcile(self) -> None:
+        self.snapshots.reconcile()
+        self.jobs.reconcile()

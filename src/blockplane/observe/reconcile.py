@@ -1,0 +1,131 @@
+"""``ReconcileLog``: runs one reconcile pass over the agent's steps and remembers how it went.
+
+Each step is timed and isolated (one failing step does not stop the others); a step that returns
+a mapping of counts (``confirm.Confirmer``) has them recorded. ``GET /v1/reconcile`` and the
+metrics read the first pass (the one at agent start) and the latest. Owns no reconcile logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    duration_s: float
+    ok: bool
+    error: str | None
+    counts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "duration_s": round(self.duration_s, 4),
+            "ok": self.ok,
+            "error": self.error,
+            "counts": self.counts,
+        }
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    number: int
+    started_at: float
+    duration_s: float
+    steps: tuple[StepRecord, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+    def counts(self) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for step in self.steps:
+            merged.update(step.counts)
+        return merged
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "started_at": self.started_at,
+            "finished_at": self.started_at + self.duration_s,
+            "duration_s": round(self.duration_s, 4),
+            "ok": self.ok,
+            "counts": self.counts(),
+            "steps": [step.to_json() for step in self.steps],
+        }
+
+
+class ReconcileLog:
+    def __init__(self) -> None:
+        self.agent_started_at = time.time()
+        self._lock = threading.Lock()
+        self._first: PassRecord | None = None
+        self._last: PassRecord | None = None
+        self._passes = 0
+
+    def run(self, steps: Sequence[Step]) -> PassRecord:
+        started_wall, started = time.time(), time.monotonic()
+        records = tuple(_run_step(step) for step in steps)
+        with self._lock:
+            self._passes += 1
+            record = PassRecord(self._passes, started_wall, time.monotonic() - started, records)
+            self._first = self._first or record
+            self._last = record
+        return record
+
+    @property
+    def last(self) -> PassRecord | None:
+        with self._lock:
+            return self._last
+
+    @property
+    def passes(self) -> int:
+        with self._lock:
+            return self._passes
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            first, last, passes = self._first, self._last, self._passes
+        return {
+            "agent_started_at": self.agent_started_at,
+            "passes": passes,
+            "confirmed": last is not None and last.ok and confirmed(last.counts()),
+            "first": first.to_json() if first else None,
+            "last": last.to_json() if last else None,
+        }
+
+
+def confirmed(counts: Mapping[str, int]) -> bool:
+    """Every IOThread plan and every thin volume was checked against libvirt and agreed."""
+    return (
+        "iothread_plans" in counts
+        and counts["iothread_plans"] == counts.get("iothread_plans_confirmed")
+        and counts.get("thin_volumes", 0) == counts.get("thin_volumes_confirmed", 0)
+    )
+
+
+def _run_step(step: Step) -> StepRecord:
+    name = getattr(step, "__qualname__", None) or repr(step)
+    started = time.monotonic()
+    try:
+        result = step()
+    except Exception as error:
+        log.exception("reconcile step %s failed", name)
+        return StepRecord(name, time.monotonic() - started, False, str(error), {})
+    counts = (
+        {str(key): int(value) for key, value in result.items()}
+        if isinstance(result, Mapping)
+        else {}
+    )
+    return StepRecord(name, time.monotonic() - started, True, None, counts)

@@ -1,0 +1,202 @@
+"""Throttle groups of a VM: set (create or update in place), info, list and delete.
+
+Owns the group lifecycle on running and stopped VMs and its all-or-nothing rule: every request
+is parsed and validated (``current.updated(request)``, per definition) before libvirt is called,
+and a change that fails half-way is undone. It does not decide tiers (``qos.tiers``) and does
+not touch disks (``qos.disk_limits``); it never imports libvirt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, InvalidInput, NotFound
+from blockplane.eventlog import EventLog
+from blockplane.facts.capabilities import Capability
+from blockplane.qos.domain_view import (
+    DefinitionKind,
+    ThrottleDomain,
+    ThrottleView,
+    affected,
+    read_view,
+)
+from blockplane.qos.limits import ThrottleLimits
+from blockplane.qos.tiers import VM_AGGREGATE_GROUP
+from blockplane.qos.validation import validate_group_name, validate_limits
+
+log = logging.getLogger(__name__)
+
+DomainLookup = Callable[[str], ThrottleDomain]
+LockFor = Callable[[str], threading.Lock]
+
+
+class ThrottleService:
+    def __init__(
+        self,
+        domain: DomainLookup,
+        lock_for: LockFor,
+        events: EventLog,
+        capability: Capability,
+    ) -> None:
+        self._domain = domain
+        self._lock_for = lock_for
+        self._events = events
+        self._capability = capability
+
+    def set_group(
+        self,
+        vm: str,
+        group: str,
+        limits: Mapping[str, object],
+        live: bool | None = None,
+        config: bool | None = None,
+    ) -> dict[str, Any]:
+        """Create ``group`` or change the fields in ``limits``; other fields are kept."""
+        validate_group_name(group, generated=group == VM_AGGREGATE_GROUP)
+        if not limits:
+            raise InvalidInput(
+                "give at least one limit, e.g. --total-iops-sec 500", code="throttle.no_limits"
+            )
+        ThrottleLimits.from_mapping(limits)
+        self._require_groups(vm)
+        with self._lock_for(vm):
+            domain = self._domain(vm)
+            view = read_view(domain)
+            kinds = affected(view, vm, live, config)
+            changes = [
+                (kind, view.get(kind).groups.get(group), _checked(view, kind, group, limits))
+                for kind in kinds
+            ]
+            done: list[tuple[DefinitionKind, ThrottleLimits | None]] = []
+            try:
+                for kind, before, after in changes:
+                    _set(domain, group, after, kind)
+                    done.append((kind, before))
+            except BlockplaneError:
+                _restore(domain, group, done)
+                raise
+            created = all(before is None for _, before, _ in changes)
+            result = self._info(vm, group, read_view(domain))
+        self._events.publish(
+            "throttle.group_set",
+            vm,
+            group=group,
+            created=created,
+            definitions=list(kinds),
+            limits=result["limits"],
+        )
+        return {**result, "created": created, "changed": list(kinds)}
+
+    def info(self, vm: str, group: str) -> dict[str, Any]:
+        domain = self._domain(vm)
+        return self._info(vm, group, read_view(domain))
+
+    def list_groups(self, vm: str) -> list[dict[str, Any]]:
+        view = read_view(self._domain(vm))
+        return [self._info(vm, name, view) for name in view.group_names()]
+
+    def delete(self, vm: str, group: str) -> dict[str, Any]:
+        """Delete ``group`` from every definition that has it; refused while a disk uses it."""
+        validate_group_name(group, generated=True)
+        with self._lock_for(vm):
+            domain = self._domain(vm)
+            view = read_view(domain)
+            kinds = [d.kind for d in view.definitions() if group in d.groups]
+            if not kinds:
+                raise _not_found(vm, group)
+            users = view.users(group)
+            if users:
+                names = ", ".join(use.target for use in users)
+                raise Conflict(
+                    f"throttle group {group!r} of VM {vm} is used by disk(s) {names}; "
+                    "detach them (or attach them without it) before deleting the group",
+                    code="group.in_use",
+                    disks=[use.target for use in users],
+                )
+            done: list[tuple[DefinitionKind, ThrottleLimits | None]] = []
+            try:
+                for kind in kinds:
+                    domain.del_throttle_group(
+                        group, live=kind == "live", config=kind == "config"
+                    )
+                    done.append((kind, view.get(kind).groups[group]))
+            except BlockplaneError:
+                _restore(domain, group, done)
+                raise
+        self._events.publish("throttle.group_deleted", vm, group=group, definitions=kinds)
+        return {"vm": vm, "group": group, "deleted": True, "definitions": kinds}
+
+    def _info(self, vm: str, group: str, view: ThrottleView) -> dict[str, Any]:
+        present = [d for d in view.definitions() if group in d.groups]
+        if not present:
+            raise _not_found(vm, group)
+        shown = view.current if group in view.current.groups else present[0]
+        limits = shown.groups[group]
+        result: dict[str, Any] = {
+            "vm": vm,
+            "group": group,
+            "limits": limits.to_dict(nonzero_only=True),
+            "definition": shown.kind,
+            "live": view.live is not None and group in view.live.groups,
+            "config": view.config is not None and group in view.config.groups,
+            "disks": [use.to_json() for use in view.users(group)],
+        }
+        others = {d.kind: d.groups[group] for d in present if d.groups[group] != limits}
+        if others:
+            result["differs"] = {
+                kind: other.to_dict(nonzero_only=True) for kind, other in others.items()
+            }
+        return result
+
+    def _require_groups(self, vm: str) -> None:
+        if not self._capability.supported:
+            raise CapabilityMissing(
+                f"throttle groups are not available on this host ({self._capability.reason}; "
+                f"needs {self._capability.needs}); VM {vm} can only have per-disk limits",
+                code="capability.missing",
+                reason=self._capability.reason,
+            )
+
+
+def _checked(
+    view: ThrottleView, kind: DefinitionKind, group: str, request: Mapping[str, object]
+) -> ThrottleLimits:
+    """The group's limits after the request, validated; nothing has changed yet."""
+    current = view.get(kind).groups.get(group, ThrottleLimits())
+    after = current.updated(request)
+    validate_limits(after)
+    return after
+
+
+def _set(domain: ThrottleDomain, group: str, limits: ThrottleLimits, kind: DefinitionKind) -> None:
+    # Every field, not only the changed ones: libvirt keeps fields a call leaves out.
+    domain.set_throttle_group(
+        group, limits.to_dict(), live=kind == "live", config=kind == "config"
+    )
+
+
+def _restore(
+    domain: ThrottleDomain,
+    group: str,
+    done: list[tuple[DefinitionKind, ThrottleLimits | None]],
+) -> None:
+    """Put back what each definition had before (``None``: the group did not exist)."""
+    for kind, before in reversed(done):
+        try:
+            if before is None:
+                domain.del_throttle_group(group, live=kind == "live", config=kind == "config")
+            else:
+                _set(domain, group, before, kind)
+        except BlockplaneError:
+            log.exception("undoing the change of group %s (%s) failed", group, kind)
+
+
+def _not_found(vm: str, group: str) -> NotFound:
+    return NotFound(
+        f"VM {vm} has no throttle group {group!r}; `blockplane throttle list {vm}` shows them",
+        code="group.not_found",
+        group=group,
+    )

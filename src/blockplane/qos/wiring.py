@@ -1,0 +1,45 @@
+"""Builds the qos services for the agent and hooks them into the disk service.
+
+Owns only the wiring (which service gets which collaborator); the agent calls ``build`` once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blockplane.eventlog import EventLog
+from blockplane.facts.host import HostFacts
+from blockplane.qos.disk_limits import DiskThrottle
+from blockplane.qos.rescale import DiskRescaler
+from blockplane.qos.service import ThrottleService
+from blockplane.store.database import Database
+from blockplane.store.qos_records import QosRecords
+from blockplane.vms.disks import DiskService
+from blockplane.vms.lifecycle import VMService
+
+
+@dataclass(frozen=True)
+class QosServices:
+    groups: ThrottleService
+    disks: DiskThrottle
+    rescaler: DiskRescaler
+
+    @classmethod
+    def build(
+        cls,
+        vms: VMService,
+        disks: DiskService,
+        database: Database,
+        events: EventLog,
+        facts: HostFacts,
+    ) -> QosServices:
+        capability = facts.capabilities["throttle_groups"]
+        records = QosRecords(database)
+        services = cls(
+            groups=ThrottleService(vms.domain, disks.vm_lock, events, capability),
+            disks=DiskThrottle(vms.domain, records, events, capability),
+            rescaler=DiskRescaler(vms.domain, disks.vm_lock, records, events),
+        )
+        disks.throttle = services.disks
+        disks.observers.append(services.disks)
+        return services

@@ -1,0 +1,208 @@
+"""The actions on one thin volume: extend by a chunk, arm the write threshold, disable.
+
+Each action records what it is about to do (``VolumeRegistry.save``) before doing it, then
+publishes what it did as a ``thin.*`` event and in the metrics. Callers hold the volume's lock
+(``VolumeRegistry.lock``); nothing here takes it. Owns the growth policy of a volume (its pool's
+chunk and utilization, capped at ``qcow2_max_physical``) and a cache of pool backends, so the
+hot path forks nothing. Must not decide *whether* to act (``monitor_state`` and the monitor do)
+and must not resume VMs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from blockplane.errors import Conflict
+from blockplane.eventlog import EventLog
+from blockplane.metrics import AgentMetrics
+from blockplane.store.records import PoolRecord, Records
+from blockplane.thin.backend import VolumeBackend, align_up
+from blockplane.thin.monitor_state import (
+    Armed,
+    Extended,
+    GrowthPolicy,
+    MonitorState,
+    ReachedCap,
+    transition,
+)
+from blockplane.thin.monitor_store import MonitoredVolume
+from blockplane.thin.ports import DomainPort, PoolsPort
+from blockplane.thin.registry import VolumeRegistry
+from blockplane.thin.stats import chain_elements, find_element, indexed
+from blockplane.thin.threshold import next_physical, qcow2_max_physical, threshold_for
+
+log = logging.getLogger(__name__)
+
+
+class Extender:
+    def __init__(
+        self,
+        registry: VolumeRegistry,
+        pools: PoolsPort,
+        records: Records,
+        events: EventLog,
+        metrics: AgentMetrics,
+    ) -> None:
+        self._registry = registry
+        self._pools = pools
+        self._records = records
+        self._events = events
+        self._metrics = metrics
+        self._backends: dict[str, tuple[PoolRecord, VolumeBackend]] = {}
+
+    def policy(self, volume: MonitoredVolume) -> GrowthPolicy:
+        pool = self._pools.get(volume.pool)
+        return GrowthPolicy(pool.chunk_bytes, pool.utilization_pct,
+                            qcow2_max_physical(volume.virtual_bytes))
+
+    def backend(self, pool_name: str) -> VolumeBackend:
+        """The pool's backend, rebuilt only when its record (e.g. its capacity) changed."""
+        record = self._pools.get(pool_name)
+        cached = self._backends.get(pool_name)
+        if cached is None or cached[0] != record:
+            cached = (record, self._pools.backend(record))
+            self._backends[pool_name] = cached
+        return cached[1]
+
+    def extend(
+        self,
+        volume: MonitoredVolume,
+        domain: DomainPort | None,
+        *,
+        started: float,
+        cause: str,
+        at_least: int = 0,
+        missed_event: bool = False,
+    ) -> MonitoredVolume:
+        """Grow by one chunk (or to ``at_least``, in whole chunks), then re-arm or disable.
+
+        ``started`` is the ``time.monotonic()`` of the event (or decision) this answers; the
+        latency to the re-armed threshold is measured from it. A pool.full refusal is recorded
+        and published, and returned as ``refused=True``; the state stays EXCEEDED.
+        """
+        policy = self.policy(volume)
+        backend = self.backend(volume.pool)
+        physical = backend.physical_size(volume.volume)
+        if physical >= policy.max_physical_bytes:
+            return self.disable(volume, physical, policy)
+        wanted = next_physical(physical, policy.chunk_bytes, policy.max_physical_bytes)
+        if at_least > wanted:
+            wanted = min(align_up(at_least, policy.chunk_bytes), policy.max_physical_bytes)
+        state = volume.state
+        if state is not MonitorState.EXCEEDED:
+            state = MonitorState.EXCEEDED
+        volume = self._registry.save(volume, state=state, physical=physical,
+                                     pending_physical=wanted)
+        try:
+            grown_to = backend.grow(volume.volume, wanted)
+        except Conflict as error:
+            if error.code != "pool.full":
+                raise
+            return self._refused(volume, error, wanted - physical)
+        self._records.set_volume_physical(volume.pool, volume.volume, grown_to)
+        volume = self._registry.save(
+            volume,
+            state=transition(volume.state, Extended(grown_to)),
+            physical=grown_to,
+            pending_physical=None,
+            extends=volume.extends + 1,
+            refused=False,
+            last_extended_at=time.time(),
+        )
+        if grown_to >= policy.max_physical_bytes:
+            volume = self.disable(volume, grown_to, policy)
+        elif domain is not None:
+            volume = self.arm(volume, domain, policy)
+        latency = time.monotonic() - started
+        volume = self._registry.save(volume, last_extend_latency_s=latency)
+        self._metrics.thin_extend_latency.labels(cause).observe(latency)
+        self._metrics.thin_extends.labels(cause).inc()
+        self.update_gauges(volume)
+        self._events.publish(
+            "thin.extended", volume.vm, target=volume.target, index=volume.index,
+            volume=volume.volume, pool=volume.pool, from_bytes=physical, to_bytes=grown_to,
+            threshold=volume.threshold, latency_s=round(latency, 4), cause=cause,
+            missed_event=missed_event,
+        )
+        return volume
+
+    def arm(
+        self,
+        volume: MonitoredVolume,
+        domain: DomainPort,
+        policy: GrowthPolicy | None = None,
+        *,
+        publish: bool = False,
+    ) -> MonitoredVolume:
+        """Set the threshold where it belongs for the current size (recorded first).
+
+        Leaves the volume as it is when no threshold fits (the caller should extend) or its
+        place in the chain is unknown (not running: reconcile arms it later).
+        """
+        policy = policy or self.policy(volume)
+        threshold = threshold_for(volume.physical, policy.chunk_bytes, policy.utilization_pct)
+        if threshold <= 0 or volume.state in (MonitorState.EXCEEDED, MonitorState.DISABLED):
+            return volume
+        if volume.index is None:
+            volume = self.locate(volume, domain)
+            if volume.index is None:
+                return volume
+        volume = self._registry.save(volume, state=transition(volume.state, Armed(threshold)),
+                                     threshold=threshold)
+        domain.set_block_threshold(indexed(volume.target, volume.index or 0), threshold)
+        self.update_gauges(volume)
+        if publish:
+            self._events.publish("thin.armed", volume.vm, target=volume.target,
+                                 index=volume.index, volume=volume.volume,
+                                 threshold=threshold, physical=volume.physical)
+        return volume
+
+    def locate(self, volume: MonitoredVolume, domain: DomainPort) -> MonitoredVolume:
+        """Find the volume's chain index from the domain's block stats (by its path)."""
+        element = find_element(chain_elements(domain.block_stats()), volume.target, volume.path)
+        if element is None or element.index == volume.index:
+            return volume
+        return self._registry.save(volume, index=element.index)
+
+    def disable(
+        self, volume: MonitoredVolume, physical: int, policy: GrowthPolicy
+    ) -> MonitoredVolume:
+        volume = self._registry.save(volume, state=transition(volume.state, ReachedCap()),
+                                     physical=physical, pending_physical=None, threshold=None)
+        self.update_gauges(volume)
+        self._events.publish("thin.disabled", volume.vm, target=volume.target,
+                             volume=volume.volume, physical=physical,
+                             max_physical=policy.max_physical_bytes)
+        return volume
+
+    def _refused(self, volume: MonitoredVolume, error: Conflict, extra: int) -> MonitoredVolume:
+        first = not volume.refused
+        volume = self._registry.save(volume, pending_physical=None, refused=True,
+                                     refusals=volume.refusals + int(first))
+        if first:
+            log.warning("thin extend of %s/%s refused: %s", volume.pool, volume.volume, error)
+            self._metrics.thin_extend_refusals.inc()
+            self._events.publish(
+                "thin.extend_refused", volume.vm, target=volume.target, volume=volume.volume,
+                pool=volume.pool, code=error.code, message=error.message,
+                requested_bytes=extra,
+            )
+        return volume
+
+    def update_gauges(self, volume: MonitoredVolume, allocation: int | None = None) -> None:
+        labels = (volume.vm, volume.target, volume.volume)
+        self._metrics.thin_physical_bytes.labels(*labels).set(volume.physical)
+        self._metrics.thin_threshold_bytes.labels(*labels).set(
+            volume.threshold if volume.state is MonitorState.SET and volume.threshold else 0
+        )
+        if allocation is not None:
+            self._metrics.thin_allocation_bytes.labels(*labels).set(allocation)
+
+    def drop_gauges(self, volume: MonitoredVolume) -> None:
+        labels = (volume.vm, volume.target, volume.volume)
+        for gauge in (self._metrics.thin_physical_bytes, self._metrics.thin_allocation_bytes,
+                      self._metrics.thin_threshold_bytes):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)

@@ -1,0 +1,247 @@
+"""``ThinMonitor``: grows thin volumes on QEMU write-threshold events, before the guest notices.
+
+The service the agent wires up (``agent.py``):
+- a ``DiskObserver``: a thin disk attached is tracked and its threshold armed on the indexed
+  chain target (``vda[1]``); a disk detached is forgotten;
+- ``on_threshold`` (BlockThresholdEvent): acts on the indexed target only, since libvirt may
+  also report the bare ``vda``; extends by one chunk at once, serialized per volume, re-reads
+  the size, re-arms; at the qcow2 ceiling the volume goes DISABLED;
+- ``on_io_error`` (IOErrorEvent, reason ``enospc``): makes room if the failed write needs it,
+  then resumes the VM;
+- ``reconcile``: the safety net (``reconciler.Reconciler``), run at start and periodically;
+- ``status(vm)``: one dict per volume, for ``blockplane thin status`` and ``GET /v1/thin``;
+- ``pre_extend(vm, target_index_name, needed_bytes) -> int``, the block-job hook: before a
+  commit into ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
+  (``thin.measure``; ``measure_commit(top_path, base_path, *, between=()) -> int`` returns the
+  bytes the base may occupy after the commit). It grows the base to at least that plus one
+  chunk (room for writes after a pivot), capped at the ceiling, re-arms it, and returns the
+  new physical size; raises NotFound ``thin.not_monitored`` or Conflict ``pool.full``.
+  The job code may also ``track``/``forget`` other chain volumes QEMU writes.
+
+Blocking work runs in threads (``asyncio.to_thread``). Must not call libvirt other than
+through the ports (``thin.ports``) and must not edit domain XML. The per-volume work is done
+by the extender, the pause keeper and the reconciler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from blockplane.errors import BlockplaneError, Conflict, NotFound
+from blockplane.eventlog import EventLog
+from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
+from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
+from blockplane.metrics import AgentMetrics
+from blockplane.store.database import Database
+from blockplane.store.records import Records, VolumeRecord
+from blockplane.thin.extender import Extender
+from blockplane.thin.monitor_state import MonitorState
+from blockplane.thin.monitor_store import MonitoredVolume, MonitorStore, VolumeKey
+from blockplane.thin.pauses import PauseResolver
+from blockplane.thin.ports import HypervisorPort, PoolsPort
+from blockplane.thin.reconciler import Reconciler
+from blockplane.thin.registry import VolumeRegistry
+from blockplane.thin.stats import ChainElement, chain_elements, find_element, split_target
+
+log = logging.getLogger(__name__)
+
+
+class ThinMonitor:
+    def __init__(
+        self,
+        hypervisor: HypervisorPort,
+        pools: PoolsPort,
+        records: Records,
+        database: Database,
+        events: EventLog,
+        metrics: AgentMetrics,
+    ) -> None:
+        self._hypervisor = hypervisor
+        self._records = records
+        self._registry = VolumeRegistry(MonitorStore(database))
+        self._extender = Extender(self._registry, pools, records, events, metrics)
+        self._pauses = PauseResolver(self._registry, self._extender, events, metrics)
+        self._reconciler = Reconciler(hypervisor, self._registry, self._extender, self._pauses,
+                                      records, metrics)
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._adopt_untracked()
+
+    # DiskObserver
+    def disk_attached(self, vm: str, target: str, volume: VolumeRecord) -> None:
+        if not volume.thin:
+            return
+        try:
+            self.track(vm, target, volume)
+        except BlockplaneError:
+            log.exception("arming thin volume %s/%s of %s failed; reconcile retries", volume.pool,
+                          volume.name, vm)
+
+    def disk_detached(self, vm: str, target: str) -> None:
+        for volume in self._registry.all(vm):
+            if volume.target == target:
+                self.forget(volume.key)
+
+    def track(self, vm: str, target: str, record: VolumeRecord) -> MonitoredVolume:
+        """Monitor ``record`` as a volume of ``vm``'s disk ``target``; arm it if running."""
+        volume = MonitoredVolume(vm, target, record.pool, record.name, record.path,
+                                 record.virtual_bytes, physical=record.physical_bytes)
+        with self._registry.lock(volume.key):
+            volume = self._registry.save(volume)
+            domain = self._hypervisor.lookup(vm)
+            if domain.state().state in ("running", "paused", "blocked"):
+                volume = self._extender.arm(volume, domain, publish=True)
+            self._extender.update_gauges(volume)
+            return volume
+
+    def forget(self, key: VolumeKey) -> None:
+        with self._registry.lock(key):
+            volume = self._registry.forget(key)
+        if volume is not None:
+            self._extender.drop_gauges(volume)
+
+    # events
+    async def on_threshold(self, event: BlockThresholdEvent) -> None:
+        name, index = split_target(event.target)
+        if index is None:
+            return
+        volume = self._registry.find(event.domain, name, event.path, index)
+        if volume is not None:
+            self._spawn(self._extend_on_threshold, volume.key, index, event)
+
+    async def on_io_error(self, event: IOErrorEvent) -> None:
+        if event.reason != "enospc" or event.action != IO_ERROR_ACTION_PAUSE:
+            return
+        self._pauses.io_error_seen(event.domain, event.received_at)
+        for volume in self._registry.all(event.domain):
+            if volume.path == event.source_path:
+                self._spawn(self._resolve_pause, volume.key, volume.vm, event.received_at)
+                return
+
+    def _extend_on_threshold(self, key: VolumeKey, index: int, event: BlockThresholdEvent) -> None:
+        with self._registry.lock(key):
+            volume = self._registry.get(key)
+            if volume is None or volume.state is MonitorState.DISABLED:
+                return
+            if volume.state is MonitorState.SET and volume.threshold != event.threshold:
+                return  # re-armed since that threshold fired: already handled
+            if volume.index != index:
+                volume = self._registry.save(volume, index=index)
+            domain = self._hypervisor.lookup(volume.vm)
+            self._extender.extend(volume, domain, started=event.received_at, cause="event")
+
+    def _resolve_pause(self, key: VolumeKey, vm: str, received_at: float) -> None:
+        self._pauses.resolve(key, self._hypervisor.lookup(vm), started=received_at)
+
+    # reconcile, status, hooks
+    def reconcile(self) -> None:
+        self._reconciler.run()
+
+    def status(self, vm: str | None = None) -> list[dict[str, Any]]:
+        try:
+            stats = dict(self._hypervisor.bulk_stats())
+        except BlockplaneError:
+            stats = {}
+        rows = []
+        for volume in self._registry.all(vm):
+            element = None
+            if volume.vm in stats:
+                element = find_element(chain_elements(stats[volume.vm]), volume.target,
+                                       volume.path, volume.index)
+            rows.append(self._describe(volume, element, running=volume.vm in stats))
+        return rows
+
+    def pre_extend(self, vm: str, target_index_name: str, needed_bytes: int) -> int:
+        name, index = split_target(target_index_name)
+        domain = self._hypervisor.lookup(vm)
+        candidates = [e for e in chain_elements(domain.block_stats()) if e.name == name
+                      and (index is None or e.index == index)]
+        path = candidates[0].path if candidates else ""
+        volume = self._registry.find(vm, name, path, index)
+        if volume is None:
+            raise NotFound(f"{target_index_name} of VM {vm} is not a monitored thin volume",
+                           code="thin.not_monitored")
+        with self._registry.lock(volume.key):
+            volume = self._registry.get(volume.key) or volume
+            policy = self._extender.policy(volume)
+            wanted = min(needed_bytes + policy.chunk_bytes, policy.max_physical_bytes)
+            physical = self._extender.backend(volume.pool).physical_size(volume.volume)
+            if physical >= wanted or volume.state is MonitorState.DISABLED:
+                return physical
+            before = volume.state
+            volume = self._extender.extend(volume, domain, started=time.monotonic(),
+                                           cause="pre_extend", at_least=wanted)
+            if volume.refused:
+                # Nothing crossed a threshold: leave the volume as it was for the monitor.
+                self._registry.save(volume, state=before, refused=False)
+                raise Conflict(f"cannot grow {volume.volume} to {wanted} bytes before the "
+                               f"commit: pool {volume.pool} would pass its capacity",
+                               code="pool.full", volume=volume.volume, needed_bytes=wanted)
+            return volume.physical
+
+    def _describe(
+        self, volume: MonitoredVolume, element: ChainElement | None, *, running: bool
+    ) -> dict[str, Any]:
+        chunk: int | None = None
+        ceiling: int | None = None
+        try:
+            policy = self._extender.policy(volume)
+            chunk, ceiling = policy.chunk_bytes, policy.max_physical_bytes
+        except NotFound:
+            pass
+        index = element.index if element is not None else volume.index
+        return {
+            "vm": volume.vm,
+            "target": volume.target,
+            "index": index,
+            "disk": volume.target if index is None else f"{volume.target}[{index}]",
+            "pool": volume.pool,
+            "volume": volume.volume,
+            "path": volume.path,
+            "running": running,
+            "virtual": volume.virtual_bytes,
+            "physical": element.stats.physical if element else volume.physical,
+            "allocation": element.stats.allocation if element else None,
+            "threshold": element.stats.threshold if element else None,
+            "armed_threshold": volume.threshold,
+            "chunk": chunk,
+            "max_physical": ceiling,
+            "state": volume.state.value,
+            "extends": volume.extends,
+            "pauses": volume.pauses,
+            "paused": volume.paused,
+            "refusals": volume.refusals,
+            "refused": volume.refused,
+            "last_extend_latency_s": volume.last_extend_latency_s,
+        }
+
+    async def settle(self) -> None:
+        """Wait until the actions started by events so far are done (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spawn(self, work: Callable[..., None], *args: Any) -> None:
+        """Run ``work`` in a thread without holding up the agent's event dispatch."""
+        task = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("thin monitor action failed", exc_info=task.exception())
+
+    def _adopt_untracked(self) -> None:
+        """Thin disks attached while no monitor recorded them (older state, or a crash)."""
+        known = {volume.key for volume in self._registry.all()}
+        for vm in self._records.vms():
+            for disk in self._records.disks(vm.name):
+                record = self._records.volume(disk.pool, disk.volume)
+                if record is None or not record.thin or (record.pool, record.name) in known:
+                    continue
+                self._registry.save(MonitoredVolume(
+                    vm.name, disk.target, record.pool, record.name, record.path,
+                    record.virtual_bytes, physical=record.physical_bytes))

@@ -1,0 +1,161 @@
+"""The thin monitor's safety net: one bulk stats call, then each volume set right.
+
+Runs at agent start and every reconcile period. From ``block.N.allocation``, ``physical`` and
+``threshold`` and the VM state it finds what events missed (agent down, a one-shot threshold that
+already fired, a VM paused on ENOSPC) and acts through the extender and the pause keeper, under
+each volume's lock. Also finishes what a crash interrupted: an extend recorded as pending whose
+volume did grow is completed, not repeated. Owns the ``missed events`` count. Must not decide
+by itself (``monitor_state.reconcile`` does) and must not call libvirt beyond the ports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from blockplane.errors import BlockplaneError
+from blockplane.hypervisor.domain import DISK_ERROR_NO_SPACE, PAUSED_STATE
+from blockplane.metrics import AgentMetrics
+from blockplane.store.records import Records
+from blockplane.thin.extender import Extender
+from blockplane.thin.monitor_state import (
+    Action,
+    Decision,
+    Extended,
+    MonitorState,
+    reconcile,
+    transition,
+)
+from blockplane.thin.monitor_store import MonitoredVolume, VolumeKey
+from blockplane.thin.pauses import ENOSPC_REASONS, PauseResolver
+from blockplane.thin.ports import DomainPort, HypervisorPort
+from blockplane.thin.registry import VolumeRegistry
+from blockplane.thin.stats import ChainElement, chain_elements, domain_state, find_element
+
+log = logging.getLogger(__name__)
+
+_WAIT = Decision(Action.NONE, "a threshold event may still be on its way")
+
+
+class Reconciler:
+    def __init__(
+        self,
+        hypervisor: HypervisorPort,
+        registry: VolumeRegistry,
+        extender: Extender,
+        pauses: PauseResolver,
+        records: Records,
+        metrics: AgentMetrics,
+    ) -> None:
+        self._hypervisor = hypervisor
+        self._registry = registry
+        self._extender = extender
+        self._pauses = pauses
+        self._records = records
+        self._metrics = metrics
+        self._passes = 0
+        # A threshold that vanished may have fired a moment ago with its event still on the
+        # way; after start-up such a volume is acted on only if it still looks so next pass.
+        self._suspects: set[VolumeKey] = set()
+
+    def run(self) -> None:
+        snapshot_at = time.monotonic()
+        stats_by_vm = dict(self._hypervisor.bulk_stats())
+        by_vm: dict[str, list[MonitoredVolume]] = defaultdict(list)
+        for volume in self._registry.all():
+            by_vm[volume.vm].append(volume)
+        for vm, volumes in by_vm.items():
+            try:
+                stats = stats_by_vm.get(vm)
+                if stats is None:
+                    self._not_running(volumes, snapshot_at)
+                else:
+                    self._reconcile_vm(vm, stats, volumes, snapshot_at)
+            except BlockplaneError:
+                log.exception("thin reconcile of VM %s failed", vm)
+        self._passes += 1
+
+    def _not_running(self, volumes: list[MonitoredVolume], snapshot_at: float) -> None:
+        """QEMU is gone, and the thresholds it held with it: they must be armed again."""
+        for volume in volumes:
+            with self._registry.lock(volume.key):
+                current = self._registry.get(volume.key)
+                if current is None or self._registry.changed_since(volume.key, snapshot_at):
+                    continue
+                current = self._pauses.clear(current)
+                if current.state is MonitorState.SET:
+                    self._registry.save(current, state=MonitorState.UNSET)
+
+    def _reconcile_vm(
+        self, vm: str, stats: dict[str, Any], volumes: list[MonitoredVolume], snapshot_at: float
+    ) -> None:
+        elements = chain_elements(stats)
+        domain = self._hypervisor.lookup(vm)
+        state = domain_state(stats)
+        paused = state is not None and state[0] == PAUSED_STATE and state[1] in ENOSPC_REASONS
+        errors = domain.disk_errors() if paused else {}
+        for volume in volumes:
+            element = find_element(elements, volume.target, volume.path, volume.index)
+            if element is None:
+                continue
+            short = paused and errors.get(volume.target) == DISK_ERROR_NO_SPACE
+            with self._registry.lock(volume.key):
+                current = self._registry.get(volume.key)
+                if current is None or self._registry.changed_since(volume.key, snapshot_at):
+                    continue
+                current, decision = self._reconcile_volume(current, element, short, domain)
+            if decision.action in (Action.EXTEND_AND_RESUME, Action.RESUME):
+                self._pauses.resolve(volume.key, domain, started=time.monotonic(),
+                                     missed_event=decision.missed_event)
+            self._extender.update_gauges(current, element.stats.allocation)
+
+    def _reconcile_volume(
+        self, volume: MonitoredVolume, element: ChainElement, short: bool, domain: DomainPort
+    ) -> tuple[MonitoredVolume, Decision]:
+        """Act on everything but an ENOSPC pause, which the caller resolves without the lock."""
+        if volume.index != element.index:
+            volume = self._registry.save(volume, index=element.index)
+        volume = self._finish_interrupted_extend(volume, element)
+        policy = self._extender.policy(volume)
+        decision = reconcile(volume.state, element.stats, short, policy, armed=volume.threshold)
+        if self._wait_for_event(volume.key, decision, element):
+            return volume, _WAIT
+        if decision.missed_event:
+            self._metrics.thin_missed_events.inc()
+            log.info("thin reconcile of %s/%s: %s", volume.vm, volume.target, decision.reason)
+        started = time.monotonic()
+        match decision.action:
+            case Action.ARM:
+                volume = self._extender.arm(volume, domain, policy, publish=True)
+            case Action.EXTEND:
+                volume = self._extender.extend(volume, domain, started=started,
+                                               cause="reconcile",
+                                               missed_event=decision.missed_event)
+            case Action.DISABLE:
+                volume = self._extender.disable(volume, element.stats.physical, policy)
+        return volume, decision
+
+    def _wait_for_event(self, key: VolumeKey, decision: Decision, element: ChainElement) -> bool:
+        fired_unseen = (decision.action is Action.EXTEND and decision.missed_event
+                        and element.stats.threshold is None)
+        if not fired_unseen or self._passes == 0 or key in self._suspects:
+            self._suspects.discard(key)
+            return False
+        self._suspects.add(key)
+        return True
+
+    def _finish_interrupted_extend(
+        self, volume: MonitoredVolume, element: ChainElement
+    ) -> MonitoredVolume:
+        """An extend was recorded as pending; if the volume did grow, only re-arming is left."""
+        pending = volume.pending_physical
+        if pending is None or element.stats.physical < pending:
+            return volume
+        physical = element.stats.physical
+        self._records.set_volume_physical(volume.pool, volume.volume, physical)
+        return self._registry.save(
+            volume, state=transition(volume.state, Extended(physical)), physical=physical,
+            pending_physical=None, extends=volume.extends + 1, last_extended_at=time.time(),
+        )

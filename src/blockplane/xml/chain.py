@@ -1,0 +1,86 @@
+"""The XML documents of chain operations: disk-only snapshots, copy destinations, backups and
+checkpoints.
+
+Builds what it is given and decides nothing: which disks take part, where overlays live and what
+the checkpoint is called are the chain package's business. Must not call libvirt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from lxml import etree
+
+from blockplane.xml.build import el
+
+SourceKind = Literal["file", "block"]
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """A new image for disk ``target``: a file or a block device, and its format."""
+
+    target: str
+    kind: SourceKind
+    path: str
+    format: str = "qcow2"
+
+
+def _source(kind: SourceKind, path: str) -> etree._Element:
+    return el("source", file=path) if kind == "file" else el("source", dev=path)
+
+
+def _text(element: etree._Element) -> str:
+    return etree.tostring(element, encoding="unicode")
+
+
+def snapshot_xml(name: str, overlays: Iterable[ImageTarget], skipped: Iterable[str]) -> str:
+    """``<domainsnapshot>``: an external overlay per snapshotted disk, ``snapshot='no'`` else."""
+    disks = el("disks")
+    for overlay in overlays:
+        disks.append(
+            el("disk", el("driver", type=overlay.format), _source(overlay.kind, overlay.path),
+               name=overlay.target, snapshot="external", type=overlay.kind)
+        )
+    for target in skipped:
+        disks.append(el("disk", name=target, snapshot="no"))
+    return _text(el("domainsnapshot", el("name", name), disks))
+
+
+def copy_destination_xml(destination: ImageTarget) -> str:
+    """The ``<disk>`` that ``virDomainBlockCopy`` mirrors into."""
+    return _text(
+        el("disk", _source(destination.kind, destination.path),
+           el("driver", type=destination.format), type=destination.kind)
+    )
+
+
+def backup_xml(
+    files: Mapping[str, str], skipped: Iterable[str], incremental: str | None
+) -> str:
+    """A push-mode ``<domainbackup>`` writing disk ``target`` to the qcow2 ``files[target]``."""
+    root = el("domainbackup", mode="push")
+    if incremental is not None:
+        root.append(el("incremental", incremental))
+    disks = el("disks")
+    for target, path in files.items():
+        disks.append(
+            el("disk", el("target", file=path), el("driver", type="qcow2"),
+               name=target, backup="yes", type="file")
+        )
+    for target in skipped:
+        disks.append(el("disk", name=target, backup="no"))
+    root.append(disks)
+    return _text(root)
+
+
+def checkpoint_xml(name: str, included: Iterable[str], skipped: Iterable[str]) -> str:
+    """A ``<domaincheckpoint>``: a persistent dirty bitmap on each included disk."""
+    disks = el("disks")
+    for target in included:
+        disks.append(el("disk", name=target, checkpoint="bitmap"))
+    for target in skipped:
+        disks.append(el("disk", name=target, checkpoint="no"))
+    return _text(el("domaincheckpoint", el("name", name), disks))
