@@ -173,3 +173,56 @@ def test_failed_hotplug_leaves_nothing_behind(tmp_path: Path) -> None:
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_define_time_disks_start_with_their_mapping(
+    agent: AgentUnderTest, mapped_vm: dict[str, Any]
+) -> None:
+    vm = agent.json(
+        "vm",
+        "create",
+        "iodef",
+        "--vcpus",
+        "2",
+        "--memory",
+        "256M",
+        "--start",
+        "--disk",
+        "pool=iot,size=64M,queues=2,io_threads=2",
+        "--disk",
+        "pool=iot,size=64M,queues=2,bus=scsi",
+    )
+    assert vm["state"] == "running" and [d["target"] for d in vm["disks"]] == ["vda", "sda"]
+    inactive_ids = parse_iothread_ids(agent.ok("vm", "show", "iodef", "--xml"))
+    assert inactive_ids == (101, 102)
+    report = agent.json("iothreads", "iodef")
+    assert {d["target"]: d["mode"] for d in report["disks"]} == {"vda": "mapped", "sda": "mapped"}
+    (scsi_mapping,) = agent.qmp(
+        "iodef",
+        {
+            "execute": "qom-get",
+            "arguments": {
+                "path": "/machine/peripheral/ua-bp-scsi0",
+                "property": "iothread-vq-mapping",
+            },
+        },
+    )
+    assert sorted(q for entry in scsi_mapping for q in entry["vqs"]) == [0, 1]
+
+
+def test_define_time_failure_leaves_nothing(
+    agent: AgentUnderTest, mapped_vm: dict[str, Any]
+) -> None:
+    before = agent.json("pool", "show", "iot")["volumes"]
+    result = agent.cli(
+        "vm",
+        "create",
+        "iobad",
+        "--disk",
+        "pool=iot,size=64M",
+        "--disk",
+        "pool=no-such-pool,size=64M",
+    )
+    assert result.returncode == 2
+    assert "iobad" not in [vm["name"] for vm in agent.json("vm", "list")]
+    assert agent.json("pool", "show", "iot")["volumes"] == before

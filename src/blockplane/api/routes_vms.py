@@ -14,6 +14,7 @@ from blockplane.api.throttle_bodies import attach_qos
 from blockplane.errors import InvalidInput
 from blockplane.vms.disks import AttachRequest
 from blockplane.vms.migrate_check import migrate_check
+from blockplane.vms.provision import create_with_disks
 
 if TYPE_CHECKING:
     from blockplane.agent import Agent
@@ -31,13 +32,17 @@ def vms_router(agent: Agent) -> APIRouter:
         guest = body.guest
         if guest not in ("none", "linux"):
             raise InvalidInput(f"unknown guest {guest!r}: use none or linux", code="vm.invalid")
-        return agent.vms.create(
+        requests = [_attach_request(body.name, disk) for disk in body.disks]
+        return create_with_disks(
+            agent.vms,
+            agent.disks,
             body.name,
             body.vcpus,
             size(body.memory, "memory"),
             "linux" if guest == "linux" else "none",
             body.start,
-        ).to_json()
+            requests,
+        )
 
     @router.get("/vms/{vm}")
     def show_vm(vm: str) -> dict[str, Any]:
@@ -78,24 +83,7 @@ def vms_router(agent: Agent) -> APIRouter:
 
     @router.post("/vms/{vm}/disks", status_code=201)
     def attach_disk(vm: str, body: DiskAttach) -> dict[str, Any]:
-        groups, scaling, vm_group = attach_qos(body)
-        return agent.disks.attach(
-            AttachRequest(
-                vm=vm,
-                pool=body.pool,
-                size_bytes=size(body.size, "size"),
-                name=body.name,
-                thin=body.thin,
-                format=body.format,
-                bus=body.bus,
-                queues=body.queues,
-                io_threads=body.io_threads,
-                throttle_groups=groups,
-                limits=dict(body.limits),
-                scaling=scaling,
-                vm_group=vm_group,
-            )
-        )
+        return agent.disks.attach(_attach_request(vm, body))
 
     @router.get("/vms/{vm}/iothreads")
     def iothreads(vm: str) -> dict[str, Any]:
@@ -110,3 +98,23 @@ def vms_router(agent: Agent) -> APIRouter:
         return agent.disks.detach(vm, target)
 
     return router
+
+
+def _attach_request(vm: str, body: DiskAttach) -> AttachRequest:
+    """A volume descriptor as the disk service takes it; sizes and QoS are checked here."""
+    groups, scaling, vm_group = attach_qos(body)
+    return AttachRequest(
+        vm=vm,
+        pool=body.pool,
+        size_bytes=size(body.size, "size"),
+        name=body.name,
+        thin=body.thin,
+        format=body.format,
+        bus=body.bus,
+        queues=body.queues,
+        io_threads=body.io_threads,
+        throttle_groups=groups,
+        limits=dict(body.limits),
+        scaling=scaling,
+        vm_group=vm_group,
+    )

@@ -28,14 +28,6 @@ class PoolUpdate(Body):
     capacity: Size | None
 
 
-class VMCreate(Body):
-    name: str = Field(max_length=64)
-    vcpus: int = 2
-    memory: Size = "512M"
-    guest: str = Field(default="none", max_length=16)
-    start: bool = False
-
-
 class ScaledLimitBody(Body):
     """A capacity-scaled limit, like Cinder's ``*_per_gb`` QoS specs."""
 
@@ -75,6 +67,19 @@ class DiskAttach(Body):
     total_iops_sec_per_gb: ScaledLimitBody | None = None
     total_bytes_sec_per_gb: ScaledLimitBody | None = None
     vm_group: VMGroupBody | None = None
+
+
+class VMCreate(Body):
+    name: str = Field(max_length=64)
+    vcpus: int = 2
+    memory: Size = "512M"
+    guest: str = Field(default="none", max_length=16)
+    start: bool = False
+    disks: list[DiskAttach] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Disks attached at define time, before the first start (all or nothing).",
+    )
 
 
 class GuestExec(Body):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from blockplane.cli.client import api_path
+from blockplane.cli.client import EXIT_INVALID, CLIError, api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
 from blockplane.cli.output import console, human_bytes, key_values, print_json, table
 
@@ -38,6 +38,13 @@ def vm_group() -> None:
     show_default=True,
     help="none: no OS (firmware only); linux: the bundled test guest.",
 )
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    metavar="pool=P,size=S[,queues=N,io_threads=K,bus=scsi,format=raw,thin,name=V]",
+    help="A disk attached at define time (repeatable); all or nothing.",
+)
 @click.option("--start", is_flag=True, help="Start it (and wait for the guest agent).")
 @json_option
 @pass_cli
@@ -47,10 +54,11 @@ def vm_create(
     vcpus: int,
     memory: str,
     guest: str,
+    disks: tuple[str, ...],
     start: bool,
     as_json: bool,
 ) -> None:
-    """Create (define) a VM."""
+    """Create (define) a VM, optionally with disks."""
     vm = context.client.request(
         "POST",
         "/v1/vms",
@@ -60,12 +68,38 @@ def vm_create(
             "memory": memory,
             "guest": guest,
             "start": start,
+            "disks": [parse_disk_spec(spec) for spec in disks],
         },
     )
     if as_json:
         print_json(vm)
-    else:
-        console.print(f"VM {vm['name']} created ({vm['state']})")
+        return
+    console.print(f"VM {vm['name']} created ({vm['state']})")
+    for disk in vm.get("disks", []):
+        console.print(f"  {disk['target']}: {disk['source']}; {'; '.join(disk['notes'])}")
+
+
+DISK_SPEC_INTEGERS = ("queues", "io_threads")
+DISK_SPEC_TEXT = ("pool", "size", "bus", "format", "name")
+
+
+def parse_disk_spec(spec: str) -> dict[str, object]:
+    """``pool=P,size=1G,queues=4,thin`` -> a volume descriptor for the API."""
+    disk: dict[str, object] = {}
+    for item in spec.split(","):
+        key, has_value, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key == "thin" and not has_value:
+            disk["thin"] = True
+        elif key in DISK_SPEC_INTEGERS and value.isdigit():
+            disk[key] = int(value)
+        elif key in DISK_SPEC_TEXT and value:
+            disk[key] = value
+        else:
+            raise CLIError(f"--disk {spec!r}: cannot read {item!r}", EXIT_INVALID)
+    if "pool" not in disk or "size" not in disk:
+        raise CLIError(f"--disk {spec!r}: pool= and size= are required", EXIT_INVALID)
+    return disk
 
 
 def _lifecycle(verb: str, help_text: str) -> click.Command:
