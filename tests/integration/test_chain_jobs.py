@@ -161,6 +161,12 @@ def test_busy_speed_and_abort_after_ready(agent: AgentUnderTest, setup: Setup) -
         assert refused.status_code == 409 and refused.json()["code"] == "job.busy"
         snapshot = http.post(f"/v1/vms/{VM}/snapshots", json={"disks": ["vda"]})
         assert snapshot.status_code == 409 and snapshot.json()["code"] == "job.busy"
+    disks_before = agent.json("disk", "list", VM)
+    detach = agent.cli("disk", "detach", VM, "vda")
+    delete = agent.cli("vm", "delete", VM)
+    assert detach.returncode == 2 and "busy" in detach.stderr
+    assert delete.returncode == 2
+    assert agent.json("disk", "list", VM) == disks_before
     assert agent.json("job", "show", job["id"])["phase"] == "running"
 
     sped = agent.json("job", "speed", job["id"], "0")

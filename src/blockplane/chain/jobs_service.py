@@ -270,6 +270,12 @@ class JobsService:
             return True
         return self._disks.vm_lock(vm).locked()
 
+    def refuse_if_busy(self, vm: str, target: str | None) -> None:
+        """Refuse a detach (``target``) or a VM delete (None) while a job holds the disk."""
+        for stored in self._store.live():
+            if stored.state.vm == vm and (target is None or target in stored.spec.targets):
+                raise busy_error(vm, stored)
+
     def referenced_paths(self, vm: str) -> set[str]:
         """Paths ``vm``'s chains and its running jobs still use (for ``ChainVolumes``)."""
         paths = self._chains.disk_paths(vm)

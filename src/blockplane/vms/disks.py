@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,6 +81,9 @@ class DiskService:
         self._records = records
         self._events = events
         self.observers: list[DiskObserver] = []
+        #: Called as guard(vm, target) before a detach, guard(vm, None) before a VM's disks
+        #: are released; a guard raises to refuse (e.g. a block job holds the disk).
+        self.guards: list[Callable[[str, str | None], None]] = []
         #: I/O limits (qos.disk_limits); set by the agent. Without it limits are refused.
         self.throttle: DiskThrottle | None = None
         self._vm_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -252,6 +256,8 @@ class DiskService:
                 raise NotFound(
                     f"VM {vm} has no disk {target} managed by blockplane", code="disk.not_found"
                 )
+            for guard in self.guards:
+                guard(vm, target)
             domain = self._vms.domain(vm)
             live = domain.is_active()
             xml_before = domain.xml(inactive=not live)
@@ -335,6 +341,8 @@ class DiskService:
 
     def release_vm(self, vm: str) -> list[str]:
         """Delete the volumes of a stopped VM's disks; used by ``vm delete``."""
+        for guard in self.guards:
+            guard(vm, None)
         released = []
         for record in self._records.disks(vm):
             for observer in self.observers:
