@@ -120,6 +120,7 @@ class Agent:
             self.thin,
         )
         self.reconcilers.append(self.chain.reconcile)
+        self.disks.guards.append(self.chain.jobs.refuse_if_busy)
         self.on_event(BlockJobEvent, self.chain.events.on_block_job)
         # Last: it reads what every feature above built, and confirms after their reconciles.
         self.observe = ObserveServices.build(
