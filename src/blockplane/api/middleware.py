@@ -57,12 +57,7 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _problem(
-                send,
-                413,
-                "request.too_large",
-                f"Request too large: the body may be at most {self.limit} bytes",
-            )
+            await self._refuse(send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -74,12 +69,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _problem(
-                    send,
-                    413,
-                    "request.too_large",
-                    f"Request too large: the body may be at most {self.limit} bytes",
-                )
+                await self._refuse(send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -94,6 +84,14 @@ class BodySizeLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        await _problem(
+            send,
+            413,
+            "request.too_large",
+            f"Request too large: the body may be at most {self.limit} bytes",
+        )
 
 
 class IdempotencyKeys:
