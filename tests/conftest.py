@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,13 +11,32 @@ import pytest
 
 from tests.harness import AgentUnderTest, cleanup_agent
 
+# libvirt probes QEMU's capabilities once per embed root (seconds under TCG) and caches the
+# result under the root; every test module has a root of its own, so hand each the cache the
+# first one made. libvirt re-validates it (binary, versions) and probes again if it is stale.
+CAPABILITIES = Path("libvirt") / "cache" / "qemu" / "capabilities"
+
+
+@pytest.fixture(scope="session")
+def capabilities_cache() -> Iterator[Path]:
+    cache = Path(tempfile.mkdtemp(prefix="bp-caps-", dir="/tmp"))
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
 
 @pytest.fixture(scope="module")
-def agent() -> Iterator[AgentUnderTest]:
+def agent(capabilities_cache: Path) -> Iterator[AgentUnderTest]:
     # Short path: UNIX socket names are limited to 108 bytes.
     home = Path(tempfile.mkdtemp(prefix="bp-", dir="/tmp"))
+    probed = home / CAPABILITIES
+    if any(capabilities_cache.iterdir()):
+        shutil.copytree(capabilities_cache, probed)
     under_test = AgentUnderTest(home)
     under_test.ok("agent", "start")
+    if not any(capabilities_cache.iterdir()) and probed.is_dir():
+        shutil.copytree(probed, capabilities_cache, dirs_exist_ok=True)
     try:
         yield under_test
     finally:
