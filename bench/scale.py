@@ -38,8 +38,10 @@ from bench.scale_burst import agent_in_process, burst
 from bench.scale_phases import (
     POOL,
     agent_pid,
+    cpu_ticks,
     create_all,
     create_pool,
+    qemu_pids,
     restart_reconcile,
 )
 from bench.scale_plot import plot
@@ -51,17 +53,19 @@ from blockplane.config import load_settings
 MIB = 2**20
 
 
-def observe_costs(api: Api, idle_s: float = 10.0) -> dict[str, Any]:
-    """What looking at a full host costs: top, a scrape, the periodic reconcile, idle CPU."""
+def observe_costs(api: Api, home: Path, idle_s: float = 10.0) -> dict[str, Any]:
+    """What looking at a full host costs: top, a scrape, the periodic reconcile, idle CPU (the
+    agent's, and the idle guests' own, which the host carries whatever the agent does)."""
     api.call("GET", "/v1/top", window=0.5)
     top_s, frame = api.timed("GET", "/v1/top")
     metrics_s, text = api.timed("GET", "/v1/metrics")
     series = [line for line in str(text).splitlines() if line and not line.startswith("#")]
-    pid = agent_pid(api)
+    pid, guests = agent_pid(api), qemu_pids(home)
     ticks = os.sysconf("SC_CLK_TCK")
-    before = _cpu_ticks(pid)
+    before, guests_before = cpu_ticks(pid), sum(map(cpu_ticks, guests))
     time.sleep(idle_s)
-    cpu = (_cpu_ticks(pid) - before) / ticks / idle_s
+    cpu = (cpu_ticks(pid) - before) / ticks / idle_s
+    guests_cpu = (sum(map(cpu_ticks, guests)) - guests_before) / ticks / idle_s
     last = api.call("GET", "/v1/reconcile")["last"]
     return {
         "top_frame_s": round(top_s, 4),
@@ -73,12 +77,8 @@ def observe_costs(api: Api, idle_s: float = 10.0) -> dict[str, Any]:
         "periodic_reconcile_pass_s": last["duration_s"],
         "periodic_reconcile_steps": {s["name"]: s["duration_s"] for s in last["steps"]},
         "agent_cpu_idle_fraction": round(cpu, 3),
+        "guests_cpu_idle_fraction": round(guests_cpu, 3),
     }
-
-
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def teardown(api: Api) -> None:
@@ -95,7 +95,8 @@ def teardown(api: Api) -> None:
 
 def report(results: dict[str, Any]) -> None:
     create = results["create"]
-    print(f"\nhost: {results['host']}")
+    print(f"\nhost: {results['host']}; load average (1, 5, 15 min) at start "
+          f"{results['load_average_start']}, at end {results['load_average_end']}")
     print(f"create {create['vms']} VMs / {create['disks']} disks, {create['workers']} clients: "
           f"{create['wall_s']} s, {create['vms_per_s']} VMs/s, {create['disks_per_s']} disks/s")
     print(f"  attach p50 {create['attach_p50_s'] * 1000:.0f} ms, p99 "
@@ -110,7 +111,8 @@ def report(results: dict[str, Any]) -> None:
           f"{observe['top_stats_call_s'] * 1000:.0f} ms), /v1/metrics "
           f"{observe['metrics_scrape_s'] * 1000:.0f} ms ({observe['metrics_series']} series), "
           f"periodic reconcile {observe['periodic_reconcile_pass_s'] * 1000:.0f} ms, "
-          f"idle agent CPU {observe['agent_cpu_idle_fraction'] * 100:.0f}%")
+          f"idle agent CPU {observe['agent_cpu_idle_fraction'] * 100:.0f}% of a core (the idle "
+          f"guests: {observe['guests_cpu_idle_fraction'] * 100:.0f}%)")
     for number, restart in enumerate(results["restarts"], start=1):
         counts = restart["counts"]
         print(f"restart {number}: SIGKILL -> API up {restart['spawn_to_api_s']} s (agent built "
@@ -152,7 +154,8 @@ def main() -> None:
     settings = load_settings(home=home)
     start_agent(settings)
     api = Api(settings)
-    results: dict[str, Any] = {"vms": arguments.vms}
+    # The host is shared: the load average says how far the figures are from an idle host.
+    results: dict[str, Any] = {"vms": arguments.vms, "load_average_start": os.getloadavg()}
     torn_down = False
     try:
         facts = api.call("GET", "/v1/facts")
@@ -164,7 +167,7 @@ def main() -> None:
         results["create"] = created.summary()
         results["rss_series"] = created.rss_series
         print("observing ...")
-        results["observe"] = observe_costs(api)
+        results["observe"] = observe_costs(api, home)
         print("restart reconcile ...")
         results["restarts"] = [restart_reconcile(api, settings) for _ in range(arguments.restarts)]
         if not arguments.skip_overhead:
@@ -188,6 +191,7 @@ def main() -> None:
         shutil.rmtree(pool_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    results["load_average_end"] = os.getloadavg()
     report(results)
     print(f"bench took {results['bench_wall_s']} s; saved {save('scale', results)}, "
           f"{results['plot']}")

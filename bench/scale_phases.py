@@ -56,19 +56,37 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def qemu_rss_bytes(home: Path) -> int:
-    """Total resident memory of the QEMU processes of VMs under ``home`` (for host planning)."""
-    total = 0
+def qemu_pids(home: Path) -> list[int]:
+    """The QEMU processes of VMs under ``home``."""
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes()
-            if b"qemu-system" in command and str(home).encode() in command:
-                total += rss_bytes(int(entry.name))
-        except (OSError, ValueError):
+        except OSError:
             continue
+        if b"qemu-system" in command and str(home).encode() in command:
+            pids.append(int(entry.name))
+    return pids
+
+
+def qemu_rss_bytes(home: Path) -> int:
+    """Total resident memory of the QEMU processes of VMs under ``home`` (for host planning)."""
+    total = 0
+    for pid in qemu_pids(home):
+        with contextlib.suppress(OSError):
+            total += rss_bytes(pid)
     return total
+
+
+def cpu_ticks(pid: int) -> int:
+    """User plus system CPU time of ``pid`` in clock ticks (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
 
 
 def agent_pid(api: Api) -> int:

@@ -24,7 +24,7 @@ from blockplane.chain.wiring import ChainServices
 from blockplane.config import Settings
 from blockplane.eventlog import EventLog
 from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
-from blockplane.home import prepare_home
+from blockplane.home import ensure_room_to_start, prepare_home
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.events import (
     BlockJobEvent,
@@ -58,6 +58,7 @@ class Agent:
         self.settings = settings
         self.pid = os.getpid()
         self.hypervisor = Hypervisor(settings.libvirt_uri)
+        ensure_room_to_start(settings.paths, self.hypervisor.is_embedded)
         prepare_home(settings.paths, self.hypervisor.is_embedded)
         self.database = Database(settings.paths.database)
         self.records = Records(self.database)
@@ -97,6 +98,7 @@ class Agent:
         )
         self.qos = QosServices.build(self.vms, self.disks, self.database, self.events, self.facts())
         self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
+        self._reconcile_now = asyncio.Event()  # a pass at once, e.g. after a reconnect
         self._handlers: dict[type[HypervisorEvent], Handler] = {
             LifecycleEvent: self._on_lifecycle,
         }
@@ -170,6 +172,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         self.events.bind(loop)
         self.hypervisor.events.attach(loop, self._queue.put_nowait)
+        self.hypervisor.on_lost.append(self._hypervisor_lost)
+        self.hypervisor.on_reconnected.append(
+            lambda attempts: self._hypervisor_reconnected(loop, attempts)
+        )
         token = ensure_token(self.settings.paths.token)
         app = create_app(self, token)
         sockets = [self._unix_socket()]
@@ -179,6 +185,8 @@ class Agent:
         server = uvicorn.Server(config)
         self.settings.paths.pid_file.write_text(f"{self.pid}\n")
         self.events.publish("agent.started", None, pid=self.pid, uri=self.settings.libvirt_uri)
+        # Throttle intents first: the disk recovery drops every kind it does not know.
+        await asyncio.to_thread(self.qos.groups.recover)
         await asyncio.to_thread(self.recovery.recover)
         await asyncio.to_thread(self.reconcile_once)
         background = [
@@ -211,8 +219,23 @@ class Agent:
         unix.listen(128)
         return unix
 
+    def _hypervisor_lost(self, why: str) -> None:
+        self.events.publish("hypervisor.disconnected", None, uri=self.settings.libvirt_uri,
+                            reason=why)
+
+    def _hypervisor_reconnected(self, loop: asyncio.AbstractEventLoop, attempts: int) -> None:
+        """On the reconnect thread: finish what the outage broke, then reconcile at once."""
+        self.events.publish("hypervisor.reconnected", None, uri=self.settings.libvirt_uri,
+                            attempts=attempts)
+        self.qos.groups.recover()
+        self.recovery.recover_orphans(self.disks.vm_lock)
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._reconcile_now.set)
+
     def reconcile_once(self) -> None:
         """One pass of every feature's reconcile: the safety net under the events."""
+        if not self.hypervisor.check_alive():
+            return  # reconnecting; a pass follows as soon as the connection is back
         started = time.monotonic()
         self.observe.reconcile.run(self.reconcilers)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
@@ -223,7 +246,9 @@ class Agent:
             # passes back to back then starve event handling, so idle twice as long as it took.
             last = self.observe.reconcile.last
             pause = max(self.settings.reconcile_interval_s, 2 * last.duration_s if last else 0.0)
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconcile_now.wait(), pause)
+            self._reconcile_now.clear()
             await asyncio.to_thread(self.reconcile_once)
 
     def on_event(self, event_type: type[HypervisorEvent], handler: Handler) -> None:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from blockplane.errors import StateUnavailable
 from blockplane.store.records import EventRecord, Records
+
+log = logging.getLogger(__name__)
 
 LISTENER_QUEUE_SIZE = 1000
 
@@ -26,7 +31,17 @@ class EventLog:
         self._loop = loop
 
     def publish(self, type_: str, vm: str | None = None, **data: Any) -> EventRecord:
-        record = self._records.add_event(type_, vm, data)
+        """Store and fan out one event.
+
+        Events tell of what already happened, so a store that cannot take one (its disk is
+        full) must not turn a done action into a reported failure, nor stop the agent: the
+        event is logged instead, and neither kept nor fanned out (its id is 0).
+        """
+        try:
+            record = self._records.add_event(type_, vm, data)
+        except StateUnavailable as error:
+            log.warning("event %s of %s not stored (%s): %s", type_, vm, error.code, data)
+            return EventRecord(0, time.time(), type_, vm, data)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._fan_out, record)

@@ -1,22 +1,51 @@
 """Failpoints: named spots where a test can make the agent die, to prove it recovers.
 
 ``BLOCKPLANE_FAILPOINTS=attach.after_iothreads,...`` in the agent's environment makes the agent
-SIGKILL itself the first time it reaches each named spot. Nothing is enabled by default; a
-production agent never sets the variable.
+SIGKILL itself the first time it reaches each named spot. ``NAME=sleep:SECONDS`` instead holds
+the agent there for that long (once), so that a test can break something else (restart the
+libvirt daemon, kill QEMU) while an operation is known to be half-way; the agent logs
+``failpoint NAME: sleeping`` when it gets there. Nothing is enabled by default; a production
+agent never sets the variable.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
+import time
 
 ENVIRONMENT_VARIABLE = "BLOCKPLANE_FAILPOINTS"
 
+log = logging.getLogger(__name__)
 
-def _enabled() -> frozenset[str]:
-    return frozenset(name for name in os.environ.get(ENVIRONMENT_VARIABLE, "").split(",") if name)
+_slept: set[str] = set()
+_slept_lock = threading.Lock()
+
+
+def _enabled() -> dict[str, str]:
+    """``{name: action}`` from the environment; the action is ``kill`` or ``sleep:SECONDS``."""
+    enabled: dict[str, str] = {}
+    for entry in os.environ.get(ENVIRONMENT_VARIABLE, "").split(","):
+        name, _, action = entry.strip().partition("=")
+        if name:
+            enabled[name] = action or "kill"
+    return enabled
 
 
 def failpoint(name: str) -> None:
-    if name in _enabled():
-        os.kill(os.getpid(), signal.SIGKILL)
+    action = _enabled().get(name)
+    if action is None:
+        return
+    if action.startswith("sleep:"):
+        with _slept_lock:
+            if name in _slept:
+                return
+            _slept.add(name)
+        seconds = float(action.removeprefix("sleep:"))
+        log.warning("failpoint %s: sleeping %.1f s", name, seconds)
+        time.sleep(seconds)
+        log.warning("failpoint %s: going on", name)
+        return
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -6,7 +6,8 @@ import os
 import stat
 
 from blockplane.config import Paths
-from blockplane.errors import InvalidInput
+from blockplane.errors import InvalidInput, StateUnavailable
+from blockplane.store.database import MIN_FREE_BYTES, free_bytes
 
 EMBED_QEMU_CONF = (
     "# Written by blockplane: embedded libvirt has no virtlogd, so QEMU logs go to files.\n"
@@ -38,3 +39,24 @@ def prepare_home(paths: Paths, embedded: bool) -> None:
         if not conf.exists() or conf.read_text() != EMBED_QEMU_CONF:
             conf.write_text(EMBED_QEMU_CONF)
             os.chmod(conf, 0o600)
+
+
+def ensure_room_to_start(paths: Paths, embedded: bool) -> None:
+    """Refuse to open an embedded libvirt root on a (nearly) full home.
+
+    On open, embedded libvirt reconnects to the VMs still running from that root and saves
+    their status; when it cannot, it powers them off ("shutting down, reason=daemon"). Seen on
+    libvirt 11.3 with a full BLOCKPLANE_HOME: an agent restart killed every running VM. So the
+    agent does not start there until space is freed; the VMs keep running meanwhile.
+    """
+    if not embedded or not paths.home.exists():
+        return
+    free = free_bytes(paths.home)
+    if free < MIN_FREE_BYTES:
+        raise StateUnavailable(
+            f"{paths.home} has {free} bytes free (at least {MIN_FREE_BYTES} needed): the agent "
+            "will not start, because its embedded libvirt would power off the running VMs it "
+            "cannot record. They keep running; free space there, then start the agent again",
+            code="state.disk_full",
+            free_bytes=free,
+        )

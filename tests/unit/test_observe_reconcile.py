@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from blockplane.errors import NotFound
+from blockplane.eventlog import EventLog
 from blockplane.observe.confirm import FULL_EVERY_S, Confirmer, thin_confirmed
 from blockplane.observe.reconcile import ReconcileLog, confirmed
 from blockplane.store.database import Database
@@ -82,34 +85,43 @@ class Thin:
                 {"running": True, "state": "unset", "threshold": None, "armed_threshold": None}]
 
 
-def test_the_confirmer_compares_stored_plans_with_the_live_xml(tmp_path: Path) -> None:
+def records_with(tmp_path: Path, plans: dict[str, dict[str, Any]]) -> Records:
     records = Records(Database(tmp_path / "state.db"))
     records.add_pool(PoolRecord("p", "dir", str(tmp_path), None, 4 << 20, 50))
-    for vm in ("good", "moved", "gone"):
+    for vm, plan in plans.items():
         records.add_vm(VMRecord(vm, vm, 1, 64 << 20, "none"))
         records.add_volume(VolumeRecord("p", vm, f"/p/{vm}", "qcow2", 1 << 20, 1 << 20, False))
-    plan = {"mapping": [[101, [0]], [102, [1]]]}
-    records.add_disk(DiskRecord("good", "vda", "p", "good", "virtio", plan))
-    records.add_disk(DiskRecord("moved", "vda", "p", "moved", "virtio",
-                                {"mapping": [[101, [0, 1]]]}))
-    records.add_disk(DiskRecord("gone", "vda", "p", "gone", "virtio", plan))
+        records.add_disk(DiskRecord(vm, "vda", "p", vm, "virtio", plan))
+    return records
+
+
+GOOD_PLAN = {"mapping": [[101, [0]], [102, [1]]]}
+
+
+class ThinArmed:
+    def status(self, vm: str | None = None) -> list[dict[str, Any]]:
+        return [{"running": True, "state": "set", "threshold": 5, "armed_threshold": 5}]
+
+
+def test_the_confirmer_compares_stored_plans_with_the_live_xml(tmp_path: Path) -> None:
+    records = records_with(tmp_path, {"good": GOOD_PLAN, "moved": {"mapping": [[101, [0, 1]]]},
+                                      "gone": GOOD_PLAN})
 
     def lookup(name: str) -> Domain:
         if name == "gone":
             raise NotFound("no VM named gone")
         return Domain(MAPPED)
 
-    confirmer = Confirmer(lookup, records, Thin())
+    confirmer = Confirmer(lookup, records, EventLog(records), Thin())
     assert confirmer.run() == {"iothread_plans": 3, "iothread_plans_confirmed": 1,
                                "thin_volumes": 2, "thin_volumes_confirmed": 1}
     assert any(line.startswith("moved/vda:") for line in confirmer.last_disagreements)
     assert any(line.startswith("gone:") for line in confirmer.last_disagreements)
 
 
-def test_a_full_check_runs_at_start_then_every_period_reusing_the_pass_stats(
-    tmp_path: Path,
-) -> None:
-    records = Records(Database(tmp_path / "state.db"))
+def test_between_full_checks_only_what_events_named_is_checked_again(tmp_path: Path) -> None:
+    records = records_with(tmp_path, {"a": GOOD_PLAN, "b": GOOD_PLAN})
+    events = EventLog(records)
     lookups: list[str] = []
     scopes: list[float] = []
     now = [0.0]
@@ -118,26 +130,44 @@ def test_a_full_check_runs_at_start_then_every_period_reusing_the_pass_stats(
         lookups.append(name)
         return Domain(MAPPED)
 
-    class Scope:
-        def __init__(self, max_age_s: float) -> None:
-            scopes.append(max_age_s)
+    @contextmanager
+    def scope(max_age_s: float) -> Iterator[None]:
+        scopes.append(max_age_s)
+        yield
 
-        def __enter__(self) -> None:
-            return None
-
-        def __exit__(self, *_exc: object) -> None:
-            return None
-
-    records.add_pool(PoolRecord("p", "dir", str(tmp_path), None, 4 << 20, 50))
-    records.add_vm(VMRecord("good", "good", 1, 64 << 20, "none"))
-    records.add_volume(VolumeRecord("p", "good", "/p/good", "qcow2", 1 << 20, 1 << 20, False))
-    records.add_disk(DiskRecord("good", "vda", "p", "good", "virtio",
-                                {"mapping": [[101, [0]], [102, [1]]]}))
-    confirmer = Confirmer(lookup, records, Thin(), Scope, clock=lambda: now[0])
+    confirmer = Confirmer(lookup, records, events, ThinArmed(), scope, clock=lambda: now[0])
     first = confirmer.run()
-    assert lookups == ["good"] and len(scopes) == 1 and confirmer.checked_at is not None
-    now[0] = FULL_EVERY_S - 1
-    assert confirmer.run() == first and lookups == ["good"]
-    now[0] = FULL_EVERY_S + 1
+    assert sorted(lookups) == ["a", "b"] and len(scopes) == 1 and confirmer.checked_at
+    now[0] = 5.0
+    assert confirmer.run() == first and len(lookups) == 2 and len(scopes) == 1
+    events.publish("thin.extended", "a", target="vda")
+    assert confirmer.run() == first and len(lookups) == 2 and len(scopes) == 2
+    events.publish("disk.attached", "b", target="vdb")
     confirmer.run()
-    assert lookups == ["good", "good"] and len(scopes) == 2
+    assert lookups[2:] == ["b"]
+    now[0] = FULL_EVERY_S + 6
+    confirmer.run()
+    assert sorted(lookups[3:]) == ["a", "b"] and len(scopes) == 4
+
+
+def test_what_was_not_confirmed_is_checked_again_on_every_pass(tmp_path: Path) -> None:
+    records = records_with(tmp_path, {"moved": {"mapping": [[101, [0, 1]]]}})
+    lookups: list[str] = []
+
+    def lookup(name: str) -> Domain:
+        lookups.append(name)
+        return Domain(MAPPED)
+
+    thin = Thin()  # one of its two volumes is not armed
+    calls = []
+    original = thin.status
+
+    def counted(vm: str | None = None) -> list[dict[str, Any]]:
+        calls.append(vm)
+        return original(vm)
+
+    thin.status = counted  # type: ignore[method-assign]
+    confirmer = Confirmer(lookup, records, EventLog(records), thin, clock=lambda: 1.0)
+    for _ in range(3):
+        confirmer.run()
+    assert lookups == ["moved"] * 3 and len(calls) == 3

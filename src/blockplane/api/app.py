@@ -14,7 +14,7 @@ from blockplane import __version__
 from blockplane.api.auth import TokenGuard
 from blockplane.api.latency import RequestLatency
 from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
-from blockplane.api.problems import install_problem_handlers
+from blockplane.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_events import events_router
 from blockplane.api.routes_host import host_router
@@ -24,6 +24,7 @@ from blockplane.api.routes_thin import thin_router
 from blockplane.api.routes_throttle import throttle_router
 from blockplane.api.routes_top import top_router
 from blockplane.api.routes_vms import vms_router
+from blockplane.api.state_room import StateRoomGuard
 from blockplane.store.idempotency import IdempotencyStore
 
 if TYPE_CHECKING:
@@ -38,7 +39,11 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         openapi_url="/v1/openapi.json",
         docs_url=None,
         redoc_url=None,
-        dependencies=[Depends(TokenGuard(token))],
+        # The token first: an unauthenticated caller learns nothing about the disk.
+        dependencies=[
+            Depends(TokenGuard(token)),
+            Depends(StateRoomGuard(agent.database.path.parent)),
+        ],
     )
     app.state.agent = agent
     install_problem_handlers(app)
@@ -53,7 +58,7 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         top_router(agent),
         reconcile_router(agent),
     ):
-        app.include_router(router, prefix="/v1")
+        app.include_router(router, prefix="/v1", responses=PROBLEM_RESPONSES)
     app.add_middleware(IdempotencyKeys, store=IdempotencyStore(agent.database), token=token)
     app.add_middleware(BodySizeLimit)
     # Outermost, so that the time includes every other middleware.

@@ -57,11 +57,13 @@ def bandwidth(value: Size | None) -> int:
     if value is None:
         return 0
     if isinstance(value, bool):
-        raise InvalidInput("bandwidth must be bytes per second or a size such as 8M",
-                           code="job.invalid_request")
+        raise InvalidInput(
+            "bandwidth must be bytes per second or a size such as 8M", code="job.invalid_request"
+        )
     if isinstance(value, int):
         if value < 0:
-            raise InvalidInput(f"bandwidth must not be negative, got {value}",
-                               code="job.invalid_request")
-        return value
+            raise InvalidInput(
+                f"bandwidth must not be negative, got {value}", code="job.invalid_request"
+            )
+        return parse_size(value, minimum=0)  # the upper bound: libvirt takes 64-bit rates
     return parse_size(value, minimum=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,49 @@ from blockplane.errors import BlockplaneError
 
 PROBLEM_JSON = "application/problem+json"
 
+#: The body of every error response, as the OpenAPI document states it.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+_DOCUMENTED = {
+    400: "Invalid input, nothing changed",
+    401: "Missing or wrong bearer token",
+    404: "No such route, VM, pool, disk, group or job",
+    405: "Method not allowed",
+    409: "Conflicts with the current state (exists, in use, busy)",
+    413: "Request body over 1 MiB",
+    422: "A host capability is missing, or an Idempotency-Key was reused elsewhere",
+    500: "The operation failed",
+    502: "The hypervisor refused or failed",
+    503: "The state store is unavailable",
+}
+
+#: ``responses=`` for every route: the problem+json answers the error handlers can give, so the
+#: OpenAPI document matches what the API sends (and FastAPI's unused 422 schema is not shown).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+    for status, text in _DOCUMENTED.items()
+}
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        # ASCII-escaped: a detail may echo input UTF-8 cannot encode (a lone surrogate in a key).
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
 
 def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
     body = {
@@ -23,7 +67,7 @@ def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> JS
         "code": code,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return ProblemResponse(body, status_code=status)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -44,8 +44,9 @@ def chain_router(agent: Agent) -> APIRouter:
 
     @router.post("/vms/{vm}/disks/{target}/commit", status_code=202)
     def commit(vm: str, target: str, body: CommitStart) -> dict[str, Any]:
-        return chain.jobs.commit(vm, target, body.top, body.base, pivot=body.pivot,
-                                 bandwidth=bandwidth(body.bandwidth))
+        return chain.jobs.commit(
+            vm, target, body.top, body.base, pivot=body.pivot, bandwidth=bandwidth(body.bandwidth)
+        )
 
     @router.post("/vms/{vm}/disks/{target}/pull", status_code=202)
     def pull(vm: str, target: str, body: PullStart) -> dict[str, Any]:
@@ -53,9 +54,16 @@ def chain_router(agent: Agent) -> APIRouter:
 
     @router.post("/vms/{vm}/disks/{target}/copy", status_code=202)
     def copy(vm: str, target: str, body: CopyStart) -> dict[str, Any]:
-        return chain.jobs.copy(vm, target, dest_path=body.dest, pool=body.pool,
-                               shallow=body.shallow, synchronous_writes=body.sync_writes,
-                               pivot=body.pivot, bandwidth=bandwidth(body.bandwidth))
+        return chain.jobs.copy(
+            vm,
+            target,
+            dest_path=body.dest,
+            pool=body.pool,
+            shallow=body.shallow,
+            synchronous_writes=body.sync_writes,
+            pivot=body.pivot,
+            bandwidth=bandwidth(body.bandwidth),
+        )
 
     @router.post("/vms/{vm}/backup", status_code=202)
     def backup(vm: str, body: BackupStart) -> dict[str, Any]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from blockplane.agent import Agent
 
 KEEPALIVE_S = 15.0
+MAX_EVENT_ID = (1 << 63) - 1
 
 
 def _matches(record: EventRecord, vm: str | None, type_: str | None) -> bool:
@@ -31,7 +32,11 @@ def _sse(record: EventRecord) -> str:
 def events_router(agent: Agent) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/events", response_model=None)
+    @router.get(
+        "/events",
+        response_model=None,
+        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    )
     async def events(
         request: Request,
         follow: bool = False,
@@ -41,6 +46,7 @@ def events_router(agent: Agent) -> APIRouter:
         limit: int = 100,
     ) -> StreamingResponse | list[dict[str, Any]]:
         limit = max(1, min(limit, 10000))
+        after = max(0, min(after, MAX_EVENT_ID))  # SQLite integers are 64-bit
 
         def history() -> list[EventRecord]:
             return [

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from blockplane.agent import Agent
 
 
+class XMLResponse(PlainTextResponse):
+    """Libvirt XML; its own class so that the OpenAPI document says application/xml."""
+
+    media_type = "application/xml"
+
+
 def vms_router(agent: Agent) -> APIRouter:
     router = APIRouter()
 
@@ -48,9 +54,9 @@ def vms_router(agent: Agent) -> APIRouter:
     def show_vm(vm: str) -> dict[str, Any]:
         return agent.vms.show(vm).to_json()
 
-    @router.get("/vms/{vm}/xml", response_class=PlainTextResponse)
-    def vm_xml(vm: str) -> PlainTextResponse:
-        return PlainTextResponse(agent.vms.live_xml(vm), media_type="application/xml")
+    @router.get("/vms/{vm}/xml", response_class=XMLResponse)
+    def vm_xml(vm: str) -> XMLResponse:
+        return XMLResponse(agent.vms.live_xml(vm))
 
     @router.delete("/vms/{vm}")
     def delete_vm(vm: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ def size(value: int | str, field: str) -> int:
     if isinstance(value, int):
         if value <= 0:
             raise InvalidInput(f"{field} must be positive, got {value}", code="size.invalid")
-        return value
+        return parse_size(value)  # the upper bound: SQLite and libvirt hold 64-bit sizes
     return parse_size(value)
 
 

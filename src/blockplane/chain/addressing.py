@@ -24,6 +24,10 @@ def resolve_element(
     chain: Chain, spec: str, *, canonical: Callable[[str], str] | None = None
 ) -> ChainElement:
     """The element ``spec`` names; InvalidInput if malformed, NotFound if not in this chain."""
+    if "\x00" in spec:  # no path holds one, and os.path.realpath raises ValueError on it
+        raise InvalidInput(
+            f"{spec!r} names no chain element: it contains a NUL byte", code="chain.address_invalid"
+        )
     if spec.startswith("/"):
         return _by_path(chain, spec, canonical)
     match = _NAME.fullmatch(spec)

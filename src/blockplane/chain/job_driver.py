@@ -31,6 +31,7 @@ from blockplane.chain.phases import (
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.eventlog import EventLog
+from blockplane.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,12 @@ class JobDriver:
             job = stored.state
             issued = advance(job, PivotIssued(), self._clock())
             self._save(job, issued)
+            failpoint("job.pivot.after_persist")
             stored = StoredJob(issued, stored.spec)
             domain = self._chains.domain(job.vm)
             try:
                 domain.block_job_abort(job.target, pivot=True)
+                failpoint("job.pivot.after_issue")
             except BlockplaneError as error:
                 confirmed = self.confirm_pivot(stored, wait_s=0)
                 if confirmed.state.phase is not JobPhase.PIVOTING:
@@ -131,6 +134,7 @@ class JobDriver:
             time.sleep(0.1)
 
     def _apply_cleanup(self, stored: StoredJob) -> StoredJob:
+        failpoint("job.cleanup.before")
         try:
             self._cleanup.run(stored)
         except BlockplaneError:

@@ -44,6 +44,7 @@ from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound
+from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
@@ -118,6 +119,7 @@ class JobsService:
             ref = VolumeRef(record.pool, record.name, record.path)
             spec = replace(spec, destination=ref, created=(ref,), new_top_path=ref.path)
             self._store.save_spec(job_id, spec)
+            failpoint("job.copy.after_destination")
             image = ImageTarget(target, "block" if is_block_device(ref.path) else "file",
                                 ref.path)
             domain.block_copy(target, copy_destination_xml(image),
@@ -164,11 +166,13 @@ class JobsService:
                 holder = self._store.insert_if_free(job, spec)
                 if holder is not None:
                     raise busy_error(vm, holder)
+                failpoint("job.after_prepare")
                 try:
                     act(self._driver.get(job.id).spec)
                 except BlockplaneError as error:
                     self._driver.apply(job.id, StartFailed(error.message))
                     raise
+                failpoint("job.after_libvirt_start")
                 self._driver.apply(job.id, Started())
             finally:
                 self._reconciler.starting.discard(job.id)
@@ -235,6 +239,7 @@ class JobsService:
 
     def abort(self, job_id: str) -> dict[str, Any]:
         stored = self._driver.apply(job_id, AbortRequested())
+        failpoint("job.abort.after_persist")
         domain = self._chains.domain(stored.state.vm)
         if stored.state.kind is JobKind.BACKUP:
             domain.abort_job()

@@ -27,6 +27,7 @@ from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
 from blockplane.eventlog import EventLog
+from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.records import Records
@@ -102,9 +103,11 @@ class SnapshotService:
                         plan["target"], "block" if is_block_device(volume.path) else "file",
                         volume.path))
                 self._chain.save_snapshot(record)
+                failpoint("snapshot.after_overlays")
                 others = [d.target for d in parse_disks(xml) if d.target not in chosen]
                 started = time.monotonic()
                 domain.snapshot_disks(snapshot_xml(name, overlays, others), quiesce=quiesce)
+                failpoint("snapshot.after_snapshot")
             except BaseException:
                 for ref in made:
                     self._volumes.discard(ref)

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 
 from blockplane.config import Settings, read_token
+from blockplane.errors import StateUnavailable
+from blockplane.home import ensure_room_to_start
 
 START_TIMEOUT_S = 60.0
 EXIT_FAILED = 1
@@ -131,6 +133,10 @@ def agent_command(settings: Settings) -> list[str]:
 
 def start_agent(settings: Settings) -> int:
     paths = settings.paths
+    try:  # here too: on a full home the agent could not even log why it refused
+        ensure_room_to_start(paths, settings.libvirt_uri.startswith("qemu:///embed"))
+    except StateUnavailable as error:
+        raise CLIError(error.message, EXIT_FAILED, error.code) from None
     paths.home.mkdir(mode=0o711, parents=True, exist_ok=True)
     with open(paths.log_file, "ab") as log:
         process = subprocess.Popen(

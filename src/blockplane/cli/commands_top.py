@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import click
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -19,6 +19,7 @@ from blockplane.cli.context import CLIContext, json_option, pass_cli
 from blockplane.cli.output import console, human_bytes, print_json
 
 BAR_WIDTH = 10
+PIPE_WIDTH = 200
 
 
 @click.command("top")
@@ -60,7 +61,9 @@ def top_command(
         if as_json:
             print_json(frame)
         else:
-            console.print(render(frame, rows))
+            # Into a pipe or a file, like ``top -b``: whole rows, not cut to 80 columns.
+            out = console if console.is_terminal else Console(width=PIPE_WIDTH, highlight=False)
+            out.print(render(frame, rows))
         return
     frame = fetch(min(interval, 1.0))
     try:

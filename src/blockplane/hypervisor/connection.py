@@ -3,6 +3,12 @@
 Opens embedded libvirt (``qemu:///embed?root=...``) by default, or any other URI. It hands out
 ``DomainHandle`` adapters and raw host data (versions, domain capabilities XML); it holds no
 policy.
+
+A daemon connection (``qemu:///system``) can drop: the daemon restarts, or keepalive gives up.
+libvirt's close callback (or ``check_alive``, the poll-side safety net) then starts one
+reconnect thread, which opens a new connection with backoff, registers the event callbacks on it
+again and calls the ``on_reconnected`` hooks (the agent reconciles there). Until then every call
+fails with ``HypervisorError`` (code ``hypervisor.disconnected``) instead of hanging.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +30,11 @@ from blockplane.hypervisor.events import EventBridge
 from blockplane.hypervisor.stats_reuse import StatsReuse, StatsSnapshot
 
 log = logging.getLogger(__name__)
+
+RECONNECT_FIRST_DELAY_S = 0.5
+RECONNECT_MAX_DELAY_S = 10.0
+
+CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -72,22 +84,101 @@ class Hypervisor:
         self.stats_reuse = StatsReuse()
         self._connection: Any = None
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._reconnecting = False
+        self._closing = False
+        #: Called on the reconnect thread: when the connection is lost (with why), and once a
+        #: new one is open (with the number of attempts it took).
+        self.on_lost: list[Callable[[str], None]] = []
+        self.on_reconnected: list[Callable[[int], None]] = []
 
     def open(self) -> None:
         start_event_loop()
         with libvirt_errors(f"opening {self.uri}"):
-            self._connection = libvirt.open(self.uri)
+            connection = libvirt.open(self.uri)
         if not self.is_embedded:
-            self._connection.setKeepAlive(5, 3)
-        self.events.register(self._connection)
+            with libvirt_errors(f"setting up {self.uri}"):
+                connection.setKeepAlive(5, 3)
+                connection.registerCloseCallback(self._on_close, None)
+        self._closing = False
+        self._connection = connection
+        self.events.register(connection)
 
     def close(self) -> None:
+        self._closing = True
+        self._drop()
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if not self.is_embedded:
+            with contextlib.suppress(libvirt.libvirtError):
+                connection.unregisterCloseCallback()
+        self.events.unregister(connection)
+        with contextlib.suppress(libvirt.libvirtError):
+            connection.close()
+
+    def _on_close(self, _connection: Any, reason: int, _opaque: Any) -> None:
+        # libvirt's event thread: no libvirt calls here, only hand over to a thread of our own.
+        self.connection_lost(CLOSE_REASONS.get(reason, str(reason)))
+
+    def connection_lost(self, why: str) -> bool:
+        """Start reconnecting (once; later calls while it runs do nothing). True if started."""
+        with self._state_lock:
+            if self._reconnecting or self._closing or self.is_embedded:
+                return False
+            self._reconnecting = True
+        log.warning("the connection to %s was lost (%s); reconnecting", self.uri, why)
+        threading.Thread(
+            target=self._reconnect_forever, args=(why,), name="libvirt-reconnect", daemon=True
+        ).start()
+        return True
+
+    def check_alive(self) -> bool:
+        """The poll-side safety net: a dead daemon connection starts the reconnect.
+
+        False while there is no usable connection (lost, reconnecting, or closing).
+        """
+        if self.is_embedded:
+            return True
+        if self._reconnecting or self._closing:
+            return False
+        if self.is_alive():
+            return True
+        self.connection_lost("not alive")
+        return False
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._reconnecting
+
+    def _reconnect_forever(self, why: str) -> None:
+        for hook in self.on_lost:
+            _run_hook(hook, why)
+        delay = RECONNECT_FIRST_DELAY_S
+        attempts = 0
+        try:
+            while not self._closing:
+                attempts += 1
+                try:
+                    with self._lock:
+                        self._drop()
+                        self.open()
+                    break
+                except (HypervisorError, libvirt.libvirtError) as error:
+                    log.info("reconnecting to %s (attempt %d) failed: %s", self.uri, attempts,
+                             error)
+                    time.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+        finally:
+            with self._state_lock:
+                self._reconnecting = False
         if self._connection is None:
             return
-        self.events.unregister(self._connection)
-        with contextlib.suppress(libvirt.libvirtError):
-            self._connection.close()
-        self._connection = None
+        log.warning("reconnected to %s after %d attempt(s)", self.uri, attempts)
+        for reconnected in self.on_reconnected:
+            _run_hook(reconnected, attempts)
 
     @property
     def is_embedded(self) -> bool:
@@ -95,9 +186,16 @@ class Hypervisor:
 
     @property
     def connection(self) -> Any:
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
+            if self._reconnecting:
+                raise HypervisorError(
+                    f"the connection to {self.uri} was lost; the agent is reconnecting, "
+                    "retry in a moment",
+                    code="hypervisor.disconnected",
+                )
             raise HypervisorError("the hypervisor connection is not open")
-        return self._connection
+        return connection
 
     def is_alive(self) -> bool:
         try:
@@ -107,7 +205,7 @@ class Hypervisor:
 
     def reconnect(self) -> None:
         with self._lock:
-            self.close()
+            self._drop()
             self.open()
 
     def versions(self) -> RuntimeVersions:
@@ -170,6 +268,13 @@ class Hypervisor:
         )
         self.stats_reuse.keep(snapshot)
         return snapshot
+
+
+def _run_hook(hook: Callable[..., None], *args: Any) -> None:
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("a hypervisor connection hook failed")
 
 
 # Stats groups for ``Hypervisor.bulk_stats(stats=...)``, for callers that must not import libvirt.

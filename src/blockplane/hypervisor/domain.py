@@ -42,6 +42,13 @@ class DomainState:
     def active(self) -> bool:
         return self.state not in ("shutoff", "crashed", "nostate")
 
+    @property
+    def crashed(self) -> bool:
+        """Off because QEMU died under it (killed, or crashed), not because anyone asked."""
+        return self.state == "crashed" or (
+            self.state == "shutoff" and self.reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED
+        )
+
 
 @dataclass(frozen=True)
 class GuestExecResult:

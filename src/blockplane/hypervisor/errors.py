@@ -8,16 +8,31 @@ from typing import TypeVar
 
 import libvirt
 
-from blockplane.errors import HypervisorError, NotFound
+from blockplane.errors import Conflict, HypervisorError, NotFound
 
 T = TypeVar("T")
+#: libvirt's words (qemu_domain_address.c) when a hotplug finds every PCI slot taken.
+NO_FREE_SLOT = "No more available PCI slots"
 
 
-def translate(error: libvirt.libvirtError, action: str) -> HypervisorError | NotFound:
+def translate(error: libvirt.libvirtError, action: str) -> HypervisorError | NotFound | Conflict:
     code = error.get_error_code()
     message = error.get_error_message() or str(error)
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return NotFound(f"{action}: no such VM ({message})", code="vm.not_found")
+    if NO_FREE_SLOT in message:
+        # The VM is full, not the hypervisor broken: refused like any other conflict.
+        return Conflict(
+            f"{action}: the VM has no free PCI slot left ({message}); detach a disk first",
+            code="vm.no_free_slot",
+        )
+    if error.get_error_domain() == libvirt.VIR_FROM_RPC:
+        return HypervisorError(
+            f"{action}: the connection to libvirt was lost ({message}); the agent reconnects "
+            "on its own, then finishes or undoes this change; check, then retry if needed",
+            code="hypervisor.disconnected",
+            libvirt_code=code,
+        )
     return HypervisorError(f"{action}: {message}", libvirt_code=code)
 
 

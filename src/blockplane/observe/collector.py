@@ -63,6 +63,7 @@ class ObserveCollector(Collector):
         families = self._families()
         by_name = {family.name: family for family in families}
         started = time.monotonic()
+        self._top.expire_changed()
         try:
             sample = self._top.sample(max_age_s=SCRAPE_STATS_AGE_S)
         except BlockplaneError:

@@ -7,10 +7,11 @@
   at its ceiling, needs no threshold. The status reuses the bulk stats the thin monitor's own
   reconcile step read moments before in the same pass, instead of a second call.
 
-It checks everything on the first pass (agent start) and then every ``FULL_EVERY_S``; passes in
-between report the last result, since the features' own reconcile steps already repair what they
-find and a full check costs one XML read per VM. Returns counts for ``ReconcileLog``; changes
-nothing.
+Everything is checked on the first pass (agent start) and every ``FULL_EVERY_S``. In between a
+pass checks only what may have changed or was not confirmed last time: the IOThread plans of VMs
+an event named or that disagreed, and the thin volumes if anything happened at all or one was
+unconfirmed; otherwise it reports the last result at the cost of one SQL query. Returns counts
+for ``ReconcileLog``; changes nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from blockplane.errors import BlockplaneError
+from blockplane.eventlog import EventLog
 from blockplane.store.records import Records
 from blockplane.vms.iothread_state import iothread_report
 
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 FULL_EVERY_S = 30.0
 #: Bulk stats this old are accepted for the thin check: the thin step's call of the same pass.
 STATS_REUSE_S = 10.0
+EVENTS_PER_LOOK = 1000
+#: Event types that cannot change a domain definition (an IOThread plan).
+_NOT_DEFINITION = ("thin.", "volume.", "guest.")
 
 ReuseScope = Callable[[float], AbstractContextManager[None]]
 
@@ -42,11 +48,26 @@ class ThinStatus(Protocol):
     def status(self, vm: str | None = None) -> list[dict[str, Any]]: ...
 
 
+@dataclass(frozen=True)
+class PlanCheck:
+    plans: int
+    agreed: int
+    disagreements: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Changes:
+    everything: bool
+    vms: frozenset[str]
+    anything: bool
+
+
 class Confirmer:
     def __init__(
         self,
         lookup: Callable[[str], XmlDomain],
         records: Records,
+        events: EventLog,
         thin: ThinStatus | None,
         reuse_stats: ReuseScope | None = None,
         *,
@@ -54,55 +75,86 @@ class Confirmer:
     ) -> None:
         self._lookup = lookup
         self._records = records
+        self._events = events
         self._thin = thin
         self._reuse_stats = reuse_stats
         self._clock = clock
-        self.last_disagreements: list[str] = []
-        self.last_counts: dict[str, int] = {}
-        #: ``time.time()`` of the last full check, for the report.
+        self._plans: dict[str, PlanCheck] = {}
+        self._thin_counts: dict[str, int] = {}
+        self._event_mark = 0
+        self._full_at: float | None = None
+        #: ``time.time()`` of the last pass that checked anything, for the report.
         self.checked_at: float | None = None
-        self._checked: float | None = None
+
+    @property
+    def last_disagreements(self) -> list[str]:
+        return [line for check in self._plans.values() for line in check.disagreements]
 
     def run(self) -> dict[str, int]:
-        if self._checked is not None and self._clock() - self._checked < FULL_EVERY_S:
-            return self.last_counts
-        self.last_counts = self.check()
-        return self.last_counts
+        changes = self._changes()
+        managed = {vm.name for vm in self._records.vms()}
+        for gone in set(self._plans) - managed:
+            del self._plans[gone]
+        unconfirmed = {vm for vm, check in self._plans.items() if check.agreed < check.plans}
+        stale = managed if changes.everything else (
+            changes.vms | unconfirmed | (managed - set(self._plans)))
+        for vm in sorted(stale & managed):
+            self._plans[vm] = self._check_plans(vm)
+        thin_unconfirmed = self._thin_counts.get("thin_volumes", 0) != self._thin_counts.get(
+            "thin_volumes_confirmed", 0)
+        if self._thin is not None and (changes.anything or thin_unconfirmed):
+            self._thin_counts = self._check_thin(self._thin)
+        if stale or changes.anything:
+            self.checked_at = time.time()
+        if self.last_disagreements:
+            log.warning("IOThread plans differing from libvirt: %s",
+                        "; ".join(self.last_disagreements))
+        return {
+            "iothread_plans": sum(check.plans for check in self._plans.values()),
+            "iothread_plans_confirmed": sum(check.agreed for check in self._plans.values()),
+            **self._thin_counts,
+        }
 
-    def check(self) -> dict[str, int]:
-        plans, agreed, disagreements = self._iothread_plans()
-        counts = {"iothread_plans": plans, "iothread_plans_confirmed": agreed}
-        if self._thin is not None:
-            if self._reuse_stats is None:
-                rows = self._thin.status()
-            else:
-                with self._reuse_stats(STATS_REUSE_S):
-                    rows = self._thin.status()
-            counts["thin_volumes"] = len(rows)
-            counts["thin_volumes_confirmed"] = sum(1 for row in rows if thin_confirmed(row))
-        self.last_disagreements = disagreements
-        self._checked, self.checked_at = self._clock(), time.time()
-        return counts
+    def _changes(self) -> Changes:
+        """What the event log says since the last pass; everything on the first and periodic."""
+        newer = self._events.history(after=self._event_mark, limit=EVENTS_PER_LOOK)
+        if newer:
+            self._event_mark = newer[-1].id
+        now = self._clock()
+        if self._full_at is None or now - self._full_at >= FULL_EVERY_S or len(newer) == (
+            EVENTS_PER_LOOK
+        ):
+            self._full_at = now
+            return Changes(True, frozenset(), True)
+        named = frozenset(
+            event.vm for event in newer
+            if event.vm is not None and not event.type.startswith(_NOT_DEFINITION)
+        )
+        return Changes(False, named, bool(newer))
 
-    def _iothread_plans(self) -> tuple[int, int, list[str]]:
-        plans = agreed = 0
-        disagreements: list[str] = []
-        for vm in self._records.vms():
-            stored = {disk.target: disk.plan for disk in self._records.disks(vm.name)}
-            if not stored:
-                continue
-            plans += len(stored)
-            try:
-                report = iothread_report(self._lookup(vm.name).xml(), stored)
-            except BlockplaneError as error:
-                disagreements.append(f"{vm.name}: {error}")
-                continue
-            wrong = {line.split(":", 1)[0] for line in report["disagreements"]}
-            agreed += sum(1 for target in stored if target not in wrong)
-            disagreements.extend(f"{vm.name}/{line}" for line in report["disagreements"])
-        if disagreements:
-            log.warning("IOThread plans differing from libvirt: %s", "; ".join(disagreements))
-        return plans, agreed, disagreements
+    def _check_plans(self, vm: str) -> PlanCheck:
+        stored = {disk.target: disk.plan for disk in self._records.disks(vm)}
+        if not stored:
+            return PlanCheck(0, 0, ())
+        try:
+            report = iothread_report(self._lookup(vm).xml(), stored)
+        except BlockplaneError as error:
+            return PlanCheck(len(stored), 0, (f"{vm}: {error}",))
+        wrong = {line.split(":", 1)[0] for line in report["disagreements"]}
+        agreed = sum(1 for target in stored if target not in wrong)
+        return PlanCheck(len(stored), agreed,
+                         tuple(f"{vm}/{line}" for line in report["disagreements"]))
+
+    def _check_thin(self, thin: ThinStatus) -> dict[str, int]:
+        if self._reuse_stats is None:
+            rows = thin.status()
+        else:
+            with self._reuse_stats(STATS_REUSE_S):
+                rows = thin.status()
+        return {
+            "thin_volumes": len(rows),
+            "thin_volumes_confirmed": sum(1 for row in rows if thin_confirmed(row)),
+        }
 
 
 def thin_confirmed(row: dict[str, Any]) -> bool:

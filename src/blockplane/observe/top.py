@@ -121,8 +121,7 @@ class TopService:
         return max(fresh, key=lambda s: s.at) if fresh else None
 
     def limits(self, vm: str) -> DomainLimits | None:
-        """``vm``'s effective limits, from its cached parsed live XML."""
-        self._expire_changed()
+        """``vm``'s effective limits, from its cached parsed live XML (``expire_changed`` first)."""
         with self._lock:
             cached = self._limits.get(vm)
         if cached is not None and self._clock() - cached[0] < LIMITS_TTL_S:
@@ -143,6 +142,7 @@ class TopService:
                 f"unknown sort key {sort!r}: use one of {', '.join(SORT_KEYS)}", code="top.invalid"
             )
         calls_before = self.stats_calls
+        self.expire_changed()
         now = self.sample()
         before = self.baseline(now)
         if before is None:
@@ -197,7 +197,7 @@ class TopService:
             })
         return running
 
-    def _expire_changed(self) -> None:
+    def expire_changed(self) -> None:
         """Drop the cached limits of every VM an event named since the last look."""
         with self._lock:
             mark = self._event_mark

@@ -37,7 +37,8 @@ class ObserveServices:
     ) -> ObserveServices:
         services = cls(
             reconcile=ReconcileLog(),
-            confirmer=Confirmer(hypervisor.lookup, records, thin, hypervisor.stats_reuse.scope),
+            confirmer=Confirmer(hypervisor.lookup, records, events, thin,
+                                hypervisor.stats_reuse.scope),
             top=TopService(hypervisor, records, events, jobs),
         )
         metrics.registry.register(ObserveCollector(services.top, services.reconcile))

@@ -4,6 +4,12 @@ Owns the group lifecycle on running and stopped VMs and its all-or-nothing rule:
 is parsed and validated (``current.updated(request)``, per definition) before libvirt is called,
 and a change that fails half-way is undone. It does not decide tiers (``qos.tiers``) and does
 not touch disks (``qos.disk_limits``); it never imports libvirt.
+
+A change that touches two definitions (live, then config) writes an intent first
+(``store/pending.py``, kind ``throttle.set`` or ``throttle.delete``). If the agent dies between
+the two, ``recover`` (run at start, before the API serves) finishes the change in every
+definition that still exists: the request was validated in full before its intent was written,
+so finishing it is always allowed, and live and config agree again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
+from blockplane.failpoints import failpoint
 from blockplane.qos.domain_view import (
     DefinitionKind,
     ThrottleDomain,
@@ -26,11 +33,15 @@ from blockplane.qos.domain_view import (
 from blockplane.qos.limits import ThrottleLimits
 from blockplane.qos.tiers import VM_AGGREGATE_GROUP
 from blockplane.qos.validation import validate_group_name, validate_limits
+from blockplane.store.pending import PendingOperation, PendingOperations
 
 log = logging.getLogger(__name__)
 
 DomainLookup = Callable[[str], ThrottleDomain]
 LockFor = Callable[[str], threading.Lock]
+
+SET_INTENT = "throttle.set"
+DELETE_INTENT = "throttle.delete"
 
 
 class ThrottleService:
@@ -40,11 +51,13 @@ class ThrottleService:
         lock_for: LockFor,
         events: EventLog,
         capability: Capability,
+        pending: PendingOperations | None = None,
     ) -> None:
         self._domain = domain
         self._lock_for = lock_for
         self._events = events
         self._capability = capability
+        self._pending = pending
 
     def set_group(
         self,
@@ -70,14 +83,23 @@ class ThrottleService:
                 (kind, view.get(kind).groups.get(group), _checked(view, kind, group, limits))
                 for kind in kinds
             ]
+            intent = self._begin(
+                SET_INTENT,
+                vm,
+                group,
+                {"changes": [{"kind": k, "limits": after.to_dict()} for k, _, after in changes]},
+            )
             done: list[tuple[DefinitionKind, ThrottleLimits | None]] = []
             try:
                 for kind, before, after in changes:
                     _set(domain, group, after, kind)
                     done.append((kind, before))
+                    failpoint(f"throttle.set.after_{kind}")
             except BlockplaneError:
-                _restore(domain, group, done)
-                raise
+                if _restore(domain, group, done):
+                    self._finish(intent)
+                raise  # not undone (the hypervisor went away): the intent finishes it later
+            self._finish(intent)
             created = all(before is None for _, before, _ in changes)
             result = self._info(vm, group, read_view(domain))
         self._events.publish(
@@ -116,6 +138,7 @@ class ThrottleService:
                     code="group.in_use",
                     disks=[use.target for use in users],
                 )
+            intent = self._begin(DELETE_INTENT, vm, group, {"kinds": list(kinds)})
             done: list[tuple[DefinitionKind, ThrottleLimits | None]] = []
             try:
                 for kind in kinds:
@@ -123,11 +146,83 @@ class ThrottleService:
                         group, live=kind == "live", config=kind == "config"
                     )
                     done.append((kind, view.get(kind).groups[group]))
+                    failpoint(f"throttle.delete.after_{kind}")
             except BlockplaneError:
-                _restore(domain, group, done)
-                raise
+                if _restore(domain, group, done):
+                    self._finish(intent)
+                raise  # not undone (the hypervisor went away): the intent finishes it later
+            self._finish(intent)
         self._events.publish("throttle.group_deleted", vm, group=group, definitions=kinds)
         return {"vm": vm, "group": group, "deleted": True, "definitions": kinds}
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Finish the group changes the agent died in the middle of (at start, before serving).
+
+        Each outcome is published as ``throttle.recovered``: ``completed`` when every definition
+        that still exists now holds the change, or why it could not be finished.
+        """
+        if self._pending is None:
+            return []
+        outcomes = []
+        for operation in self._pending.all():
+            if operation.kind not in (SET_INTENT, DELETE_INTENT):
+                continue
+            # Under the VM's lock: a change still in progress ends first, and finishes its own
+            # intent unless it failed half-way (e.g. the hypervisor connection dropped).
+            with self._lock_for(operation.vm):
+                if operation.id not in {other.id for other in self._pending.all()}:
+                    continue
+                try:
+                    outcome, kinds = self._recover(operation)
+                except BlockplaneError as error:
+                    log.error("recovering %s failed: %s", operation, error)
+                    outcome, kinds = f"failed: {error}", []
+                self._pending.finish(operation.id)
+            summary = {
+                "operation": operation.kind,
+                "group": operation.target,
+                "outcome": outcome,
+                "definitions": kinds,
+            }
+            self._events.publish("throttle.recovered", operation.vm, **summary)
+            outcomes.append({"vm": operation.vm, **summary})
+        return outcomes
+
+    def _recover(self, operation: PendingOperation) -> tuple[str, list[DefinitionKind]]:
+        try:
+            domain = self._domain(operation.vm)
+        except NotFound:
+            return "dropped: the VM no longer exists", []
+        view = read_view(domain)
+        present = [d.kind for d in view.definitions()]
+        group = operation.target
+        kinds: list[DefinitionKind] = []
+        if operation.kind == SET_INTENT:
+            for change in operation.data["changes"]:
+                kind: DefinitionKind = "live" if change["kind"] == "live" else "config"
+                if kind in present:
+                    _set(domain, group, ThrottleLimits.from_mapping(change["limits"]), kind)
+                    kinds.append(kind)
+        else:
+            if view.users(group):
+                return "not deleted: a disk uses the group again; retry the delete", []
+            for name in operation.data["kinds"]:
+                kind = "live" if name == "live" else "config"
+                if kind in present and group in view.get(kind).groups:
+                    domain.del_throttle_group(
+                        group, live=kind == "live", config=kind == "config"
+                    )
+                    kinds.append(kind)
+        return "completed", kinds
+
+    def _begin(self, kind: str, vm: str, group: str, data: dict[str, Any]) -> int | None:
+        if self._pending is None:
+            return None
+        return self._pending.begin(kind, vm, group, data)
+
+    def _finish(self, intent: int | None) -> None:
+        if self._pending is not None and intent is not None:
+            self._pending.finish(intent)
 
     def _info(self, vm: str, group: str, view: ThrottleView) -> dict[str, Any]:
         present = [d for d in view.definitions() if group in d.groups]
@@ -182,8 +277,12 @@ def _restore(
     domain: ThrottleDomain,
     group: str,
     done: list[tuple[DefinitionKind, ThrottleLimits | None]],
-) -> None:
-    """Put back what each definition had before (``None``: the group did not exist)."""
+) -> bool:
+    """Put back what each definition had before (``None``: the group did not exist).
+
+    True if everything was put back.
+    """
+    restored = True
     for kind, before in reversed(done):
         try:
             if before is None:
@@ -192,6 +291,8 @@ def _restore(
                 _set(domain, group, before, kind)
         except BlockplaneError:
             log.exception("undoing the change of group %s (%s) failed", group, kind)
+            restored = False
+    return restored
 
 
 def _not_found(vm: str, group: str) -> NotFound:

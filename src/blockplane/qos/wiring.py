@@ -13,6 +13,7 @@ from blockplane.qos.disk_limits import DiskThrottle
 from blockplane.qos.rescale import DiskRescaler
 from blockplane.qos.service import ThrottleService
 from blockplane.store.database import Database
+from blockplane.store.pending import PendingOperations
 from blockplane.store.qos_records import QosRecords
 from blockplane.vms.disks import DiskService
 from blockplane.vms.lifecycle import VMService
@@ -36,7 +37,9 @@ class QosServices:
         capability = facts.capabilities["throttle_groups"]
         records = QosRecords(database)
         services = cls(
-            groups=ThrottleService(vms.domain, disks.vm_lock, events, capability),
+            groups=ThrottleService(
+                vms.domain, disks.vm_lock, events, capability, PendingOperations(database)
+            ),
             disks=DiskThrottle(vms.domain, records, events, capability),
             rescaler=DiskRescaler(vms.domain, disks.vm_lock, records, events),
         )

@@ -77,10 +77,7 @@ class PoolService:
         location = self._location(name, pool_type, path)
         record = PoolRecord(name, pool_type, location, capacity_bytes, chunk, utilization)
         if pool_type != "lvm":
-            directory = Path(location)
-            if directory.exists() and any(directory.iterdir()):
-                raise Conflict(f"pool directory {location} is not empty", code="pool.exists")
-            directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+            _make_pool_directory(Path(location))
         self._records.add_pool(record)
         self._events.publish("pool.created", None, pool=name, type=pool_type)
         return self._view(record)
@@ -89,7 +86,7 @@ class PoolService:
         if pool_type == "lvm":
             if not path:
                 raise InvalidInput("an lvm pool needs --path VOLUME_GROUP", code="pool.invalid")
-            validate_name("volume group", path)
+            validate_name("volume_group", path)
             return path
         if path is None:
             return str(self._settings.paths.pools / name)
@@ -151,3 +148,25 @@ class PoolService:
     def _view(self, record: PoolRecord) -> PoolView:
         volumes = self._records.volumes(record.name)
         return PoolView(record, len(volumes), sum(v.physical_bytes for v in volumes))
+
+
+def _make_pool_directory(directory: Path) -> None:
+    """Create (or adopt, if empty) the pool's directory; on failure leave nothing behind.
+
+    A path that cannot be a directory (a file, /proc, a name too long, no permission) is the
+    caller's input, so it is refused as such, after removing any parents this call created.
+    """
+    created: list[Path] = []
+    try:
+        if directory.exists() and any(directory.iterdir()):
+            raise Conflict(f"pool directory {directory} is not empty", code="pool.exists")
+        created = [path for path in (directory, *directory.parents) if not path.exists()]
+        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+    except OSError as error:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise InvalidInput(
+            f"--path {directory} cannot be a pool directory: {error.strerror or error}",
+            code="pool.invalid",
+        ) from error

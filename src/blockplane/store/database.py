@@ -90,6 +90,29 @@ class Database:
         return rows[0] if rows else None
 
 
+#: Below this much free space where the store lives, changes are refused before they start:
+#: SQLite (and an embedded libvirt, whose root shares the home) must be able to record them.
+MIN_FREE_BYTES = 1024 * 1024
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on ``path``'s filesystem."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def ensure_room(path: Path, minimum: int = MIN_FREE_BYTES) -> None:
+    """Refuse (``state.disk_full``) when ``path``'s filesystem has less than ``minimum`` free."""
+    free = free_bytes(path)
+    if free < minimum:
+        raise StateUnavailable(
+            f"{path} has {free} bytes free, and the agent needs at least {minimum} to record "
+            "changes; nothing was changed. Free space there and retry",
+            code="state.disk_full",
+            free_bytes=free,
+        )
+
+
 def _state_error(error: sqlite3.OperationalError) -> StateUnavailable:
     text = str(error)
     if "disk is full" in text or "database or disk is full" in text:

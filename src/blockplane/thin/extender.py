@@ -16,6 +16,7 @@ import time
 
 from blockplane.errors import Conflict
 from blockplane.eventlog import EventLog
+from blockplane.failpoints import failpoint
 from blockplane.metrics import AgentMetrics
 from blockplane.store.records import PoolRecord, Records
 from blockplane.thin.backend import VolumeBackend, align_up
@@ -101,6 +102,7 @@ class Extender:
             if error.code != "pool.full":
                 raise
             return self._refused(volume, error, wanted - physical)
+        failpoint("thin.extend.after_grow")  # grown, not recorded: reconcile finishes it
         self._records.set_volume_physical(volume.pool, volume.volume, grown_to)
         volume = self._registry.save(
             volume,
@@ -111,6 +113,7 @@ class Extender:
             refused=False,
             last_extended_at=time.time(),
         )
+        failpoint("thin.extend.after_record")  # recorded, not re-armed: reconcile arms it
         if grown_to >= policy.max_physical_bytes:
             volume = self.disable(volume, grown_to, policy)
         elif domain is not None:

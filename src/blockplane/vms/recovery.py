@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,18 +54,34 @@ class DiskRecovery:
         self._attached_hooks = attached_hooks
 
     def recover(self) -> list[dict[str, Any]]:
+        return [self._recover_one(operation) for operation in self._pending.all()]
+
+    def recover_orphans(self, lock_for: Callable[[str], threading.Lock]) -> list[dict[str, Any]]:
+        """Disk intents left by operations that ended without finishing them, while running.
+
+        An attach or detach whose rollback failed (the hypervisor connection dropped under it)
+        leaves its intent behind. Each is taken under its VM's lock, so an operation still in
+        progress ends first and is not raced; what is still pending then is recovered as at start.
+        """
         outcomes = []
         for operation in self._pending.all():
-            try:
-                outcome = self._recover(operation)
-            except BlockplaneError as error:
-                log.error("recovering %s failed: %s", operation, error)
-                outcome = f"failed: {error}"
-            self._pending.finish(operation.id)
-            summary = {"operation": operation.kind, "target": operation.target, "outcome": outcome}
-            self._events.publish("disk.recovered", operation.vm, **summary)
-            outcomes.append({"vm": operation.vm, **summary})
+            if not operation.kind.startswith("disk."):
+                continue
+            with lock_for(operation.vm):
+                if operation.id in {other.id for other in self._pending.all()}:
+                    outcomes.append(self._recover_one(operation))
         return outcomes
+
+    def _recover_one(self, operation: PendingOperation) -> dict[str, Any]:
+        try:
+            outcome = self._recover(operation)
+        except BlockplaneError as error:
+            log.error("recovering %s failed: %s", operation, error)
+            outcome = f"failed: {error}"
+        self._pending.finish(operation.id)
+        summary = {"operation": operation.kind, "target": operation.target, "outcome": outcome}
+        self._events.publish("disk.recovered", operation.vm, **summary)
+        return {"vm": operation.vm, **summary}
 
     def _recover(self, operation: PendingOperation) -> str:
         try:

@@ -1,0 +1,150 @@
+"""The agent SIGKILLed at each step of a snapshot and in every phase of a block job, restarted.
+
+A copy job with ``--pivot`` passes through every phase a block job has (PREPARING, RUNNING,
+READY, PIVOTING, CLEANUP, DONE; ABORTING with ``job abort``); a failpoint kills the agent at
+the step where each phase is recorded but its action not yet taken (or taken but not yet
+recorded). The restarted agent must finish or undo it: the job ends in an honest outcome
+(never ``done`` for a job whose effect is not in the chain), a snapshot is on top or gone
+entirely, no volume leaks, the store agrees with the live XML, every image checks clean, and
+the disk reads back what was written into it before (``qemu-img compare`` with a raw reference).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chain_helpers import Reference, qemu_io_write, same_content
+from tests.faults.consistency import (
+    agent_dead,
+    api_get,
+    assert_consistent,
+    restart_with_failpoints,
+    run_until_killed,
+    store_rows,
+    wait_for,
+)
+from tests.harness import AgentUnderTest
+
+pytestmark = pytest.mark.faults
+
+MIB = 1 << 20
+VM = "fault-chain"
+
+
+@pytest.fixture(scope="module")
+def reference(agent: AgentUnderTest) -> Reference:
+    """vda on a dir pool, holding two written patterns, and the raw file it must equal."""
+    agent.ok("pool", "create", "cp", "--type", "dir")
+    agent.ok("vm", "create", VM, "--memory", "128M")
+    disk = agent.json("disk", "attach", VM, "--pool", "cp", "--size", "64M")
+    ref = Reference(agent.home / "reference.raw", 64 * MIB)
+    for offset, length, pattern in ((0, 4 * MIB, 0x11), (40 * MIB, 2 * MIB, 0x22)):
+        qemu_io_write(disk["source"], offset, length, pattern)
+        ref.write(offset, length, pattern)
+    agent.ok("vm", "start", VM)
+    return ref
+
+
+def top(agent: AgentUnderTest) -> str:
+    elements = api_get(agent, f"/vms/{VM}/disks/vda/chain")["elements"]
+    return str(elements[0]["path"])
+
+
+def assert_intact(agent: AgentUnderTest, reference: Reference) -> None:
+    """Consistent, and the disk (whatever its chain now is) reads back the reference."""
+    assert_consistent(agent, VM)
+    assert same_content(reference.path, top(agent))
+    assert store_rows(agent, "SELECT id FROM chain_jobs WHERE phase NOT IN "
+                             "('done', 'failed', 'aborted')") == []
+
+
+def job_of(agent: AgentUnderTest) -> dict[str, Any]:
+    """The newest job of the VM."""
+    jobs: list[dict[str, Any]] = api_get(agent, "/jobs", vm=VM)
+    return max(jobs, key=lambda job: job["created_at"])
+
+
+def wait_job(agent: AgentUnderTest, job_id: str, *phases: str) -> dict[str, Any]:
+    wait_for(lambda: api_get(agent, f"/jobs/{job_id}")["phase"] in phases,
+             f"job {job_id} to reach {phases}", 60)
+    job: dict[str, Any] = api_get(agent, f"/jobs/{job_id}")
+    return job
+
+
+def test_killed_before_the_snapshot_is_taken(agent: AgentUnderTest,
+                                              reference: Reference) -> None:
+    before = top(agent)
+    env = restart_with_failpoints(agent, "snapshot.after_overlays")
+    run_until_killed(agent, env, "snapshot", "create", VM, "--name", "early")
+    agent.ok("agent", "start")  # the start-up reconcile undoes the half-made snapshot
+    assert top(agent) == before
+    assert "early" not in {s["name"] for s in api_get(agent, f"/vms/{VM}/snapshots")}
+    assert_intact(agent, reference)
+
+
+def test_killed_after_the_snapshot_is_taken(agent: AgentUnderTest,
+                                             reference: Reference) -> None:
+    before = top(agent)
+    env = restart_with_failpoints(agent, "snapshot.after_snapshot")
+    run_until_killed(agent, env, "snapshot", "create", VM, "--name", "late")
+    agent.ok("agent", "start")  # ... and finishes one libvirt took
+    [late] = [s for s in api_get(agent, f"/vms/{VM}/snapshots") if s["name"] == "late"]
+    assert late["state"] == "done" and late["disks"][0]["status"] == "in_chain"
+    assert top(agent) == late["disks"][0]["path"] != before
+    assert_intact(agent, reference)
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "outcome"),
+    [
+        ("job.copy.after_destination", "failed"),  # PREPARING: nothing started in libvirt
+        ("job.after_libvirt_start", "succeeded"),  # libvirt runs it, recorded PREPARING
+        ("job.pivot.after_persist", "succeeded"),  # PIVOTING recorded, pivot not asked
+        ("job.pivot.after_issue", "succeeded"),  # pivot asked, not seen
+        ("job.cleanup.before", "succeeded"),  # outcome recorded, cleanup not run
+    ],
+)
+def test_killed_in_a_copy_job(agent: AgentUnderTest, reference: Reference, failpoint: str,
+                              outcome: str) -> None:
+    before = top(agent)
+    env = restart_with_failpoints(agent, failpoint)
+    started = subprocess.run(
+        [*agent.command, "--no-autostart", "copy", VM, "vda", "--pool", "cp", "--pivot"],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )
+    # Killed in the request itself, or later on the READY event: either way it dies.
+    wait_for(lambda: agent_dead(agent), f"the agent to die at {failpoint}", 60)
+    assert started.returncode in (0, 1, 3), started.stderr
+    agent.ok("agent", "start")
+    job = wait_job(agent, job_of(agent)["id"], "done", "failed", "aborted")
+    assert job["outcome"] == outcome, job
+    assert (top(agent) != before) is (outcome == "succeeded")
+    assert_intact(agent, reference)
+
+
+def test_killed_while_aborting(agent: AgentUnderTest, reference: Reference) -> None:
+    before = top(agent)
+    env = restart_with_failpoints(agent, "job.abort.after_persist")
+    job = agent.json("copy", VM, "vda", "--pool", "cp")
+    wait_job(agent, job["id"], "ready")
+    run_until_killed(agent, env, "job", "abort", job["id"])
+    agent.ok("agent", "start")  # ABORTING recorded: the reconcile aborts it again
+    ended = wait_job(agent, job["id"], "done", "failed", "aborted")
+    assert (ended["phase"], ended["outcome"]) == ("aborted", "aborted"), ended
+    assert top(agent) == before
+    assert_intact(agent, reference)
+
+
+def test_every_image_in_the_pool_checks_clean(agent: AgentUnderTest,
+                                              reference: Reference) -> None:
+    pool = Path(api_get(agent, "/pools/cp")["path"])
+    images = sorted(pool.iterdir())
+    assert images
+    for image in images:
+        result = subprocess.run(["qemu-img", "check", "-U", str(image)], capture_output=True,
+                                text=True, check=False)
+        assert result.returncode == 0, (image, result.stdout, result.stderr)

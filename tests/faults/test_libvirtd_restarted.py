@@ -1,0 +1,197 @@
+"""The libvirt daemon killed and started again while the agent (on ``qemu:///system``) is in the
+middle of a throttle group update, then of a disk hotplug.
+
+A ``sleep`` failpoint holds each operation half-way (after the live group update; after the
+IOThreads of the hotplug were added) while the test SIGKILLs libvirtd and starts it again. The
+agent must notice on its own (libvirt's close callback), reconnect with backoff, and then
+finish or undo what the outage broke: the group change is completed in the persistent
+definition too, the half-done hotplug is rolled back (no IOThread left serving nothing, no
+volume leaked). Afterwards every API call works again and the store agrees with the live XML.
+
+Starts ``virtlogd`` and ``libvirtd`` if they are not running, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.consistency import (
+    assert_consistent,
+    failpoint_env,
+    restart_with_failpoints,
+    wait_for,
+)
+from tests.harness import AgentUnderTest, cleanup_agent
+
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.skipif(
+        shutil.which("libvirtd") is None or os.geteuid() != 0,
+        reason="needs libvirtd (the system daemon) and root",
+    ),
+]
+
+VM = f"bpfault{os.getpid()}"
+HOLD_S = 5
+
+
+class SystemAgent(AgentUnderTest):
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "BLOCKPLANE_LIBVIRT_URI": "qemu:///system"}
+
+
+def daemon_pid(name: str) -> int | None:
+    """The pid of a running (not zombie) ``name`` daemon, from its pid file."""
+    try:
+        pid = int(Path(f"/run/{name}.pid").read_text().strip())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ValueError):
+        return None
+    comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+    return pid if comm == name and state != "Z" else None
+
+
+def start_daemon(name: str) -> int:
+    subprocess.run([name, "-d"], check=True, timeout=30)
+    wait_for(lambda: daemon_pid(name) is not None, f"{name} to start", 30)
+    if name == "libvirtd":
+        wait_for(lambda: subprocess.run(["virsh", "-c", "qemu:///system", "version"],
+                                        capture_output=True, check=False).returncode == 0,
+                 "libvirtd to answer", 30)
+    pid = daemon_pid(name)
+    assert pid is not None
+    return pid
+
+
+def stop_daemon(name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+    pid = daemon_pid(name)
+    if pid is None:
+        return
+    os.kill(pid, sig)
+    wait_for(lambda: daemon_pid(name) != pid, f"{name} to stop", 30)
+
+
+@pytest.fixture(scope="module")
+def daemons() -> Iterator[None]:
+    started = [name for name in ("virtlogd", "libvirtd") if daemon_pid(name) is None]
+    for name in started:
+        start_daemon(name)
+    try:
+        yield
+    finally:
+        for name in reversed(started):
+            stop_daemon(name)
+
+
+@pytest.fixture(scope="module")
+def system_agent(daemons: None) -> Iterator[SystemAgent]:
+    home = Path(tempfile.mkdtemp(prefix="bp-sys-", dir="/tmp"))
+    agent = SystemAgent(home)
+    agent.ok("agent", "start")
+    try:
+        agent.ok("pool", "create", "sp", "--type", "loop")
+        agent.ok("vm", "create", VM, "--vcpus", "2", "--memory", "128M", "--start")
+        agent.ok("throttle", "set", VM, "gold", "--total-iops-sec", "1000")
+        agent.json("disk", "attach", VM, "--pool", "sp", "--size", "64M",
+                   "--throttle-groups", "gold")
+        yield agent
+    finally:
+        cleanup_agent(agent)
+
+
+def events(agent: AgentUnderTest, kind: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = agent.json("events", "--type", kind)
+    return found
+
+
+def restart_libvirtd_while_held(
+    agent: SystemAgent, failpoint: str, *request: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``request``; once it is held at ``failpoint``, SIGKILL libvirtd and start it again."""
+    log = agent.home / "agent.log"
+    seen = log.read_text().count(f"failpoint {failpoint}: sleeping")
+    reconnects = len(events(agent, "hypervisor.reconnected"))
+    env = failpoint_env(agent, f"{failpoint}=sleep:{HOLD_S}")
+    client = subprocess.Popen(
+        [*agent.command, "--no-autostart", *request],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: log.read_text().count(f"failpoint {failpoint}: sleeping") > seen,
+             f"the request to reach {failpoint}", 60)
+    started = time.monotonic()
+    stop_daemon("libvirtd", signal.SIGKILL)
+    start_daemon("libvirtd")
+    assert time.monotonic() - started < HOLD_S, "libvirtd took longer to restart than the hold"
+    stdout, stderr = client.communicate(timeout=120)
+    wait_for(lambda: len(events(agent, "hypervisor.reconnected")) > reconnects,
+             "the agent to reconnect", 60)
+    return subprocess.CompletedProcess(client.args, client.returncode, stdout, stderr)
+
+
+def test_restart_during_a_throttle_update(system_agent: SystemAgent) -> None:
+    agent = system_agent
+    restart_with_failpoints(
+        agent,
+        f"throttle.set.after_live=sleep:{HOLD_S},attach.after_iothreads=sleep:{HOLD_S}",
+    )
+    result = restart_libvirtd_while_held(
+        agent, "throttle.set.after_live", "throttle", "set", VM, "gold", "--total-iops-sec", "2000"
+    )
+    # The live update landed before the outage; the persistent one met a dead connection.
+    assert result.returncode == 1, result.stderr
+    assert "connection to libvirt was lost" in " ".join(result.stderr.split())
+    lost = events(agent, "hypervisor.disconnected")[-1]
+    assert lost["reason"] == "end of file"
+    wait_for(lambda: bool(events(agent, "throttle.recovered")), "the change to be finished", 30)
+    recovered = events(agent, "throttle.recovered")[-1]
+    assert (recovered["group"], recovered["outcome"]) == ("gold", "completed")
+    info = agent.json("throttle", "info", VM, "gold")
+    assert info["limits"] == {"total_iops_sec": 2000}
+    assert "differs" not in info, info["differs"]
+    assert_consistent(agent, VM)
+
+
+def test_restart_during_a_hotplug(system_agent: SystemAgent) -> None:
+    agent = system_agent
+    before = {disk["target"] for disk in agent.json("disk", "list", VM)}
+    result = restart_libvirtd_while_held(
+        agent, "attach.after_iothreads", "disk", "attach", VM, "--pool", "sp", "--size", "64M",
+        "--queues", "2", "--io-threads", "2",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "connection to libvirt was lost" in " ".join(result.stderr.split())
+    wait_for(lambda: bool(events(agent, "disk.recovered")), "the hotplug to be undone", 30)
+    recovered = events(agent, "disk.recovered")[-1]
+    assert recovered["outcome"] == "rolled back", recovered
+    assert {disk["target"] for disk in agent.json("disk", "list", VM)} == before
+    report = agent.json("iothreads", VM)
+    assert report["disagreements"] == []
+    for thread in report["iothreads"]:
+        assert thread["serves"], f"IOThread {thread['id']} serves nothing"
+    assert_consistent(agent, VM)
+
+
+def test_later_calls_work(system_agent: SystemAgent) -> None:
+    agent = system_agent
+    agent.ok("agent", "stop")  # and the agent started without failpoints also finds it all
+    agent.ok("agent", "start")
+    disk = agent.json("disk", "attach", VM, "--pool", "sp", "--size", "64M", "--queues", "2",
+                      "--io-threads", "2")
+    assert agent.json("throttle", "set", VM, "gold", "--total-iops-sec", "3000")["limits"] == {
+        "total_iops_sec": 3000}
+    assert agent.json("vm", "show", VM)["state"] == "running"
+    agent.ok("vm", "destroy", VM)
+    agent.ok("vm", "start", VM)
+    assert disk["target"] in {d["target"] for d in agent.json("disk", "list", VM)}
+    assert_consistent(agent, VM)
