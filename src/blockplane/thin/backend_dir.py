@@ -93,7 +93,8 @@ class SparseFiles:
         target = align_up(new_size, self.alignment)
         if target == current:
             return current
-        capacity.check_capacity(self.total(), target - current, volume=name)
+        if capacity.limit_bytes is not None:  # summing the pool costs a stat per volume
+            capacity.check_capacity(self.total(), target - current, volume=name)
         path = self.path_of(name)
         try:
             fd = os.open(path, _OPEN_FLAGS)

@@ -17,7 +17,12 @@ from blockplane.thin.backend import Volume, pool_lock, volume_not_found
 from blockplane.thin.backend_dir import SparseFiles
 from blockplane.thin.capacity import PoolCapacity
 from blockplane.thin.commands import CommandRunner, SubprocessRunner
-from blockplane.thin.loop_devices import block_device_size, set_loop_capacity, sysfs_backing_file
+from blockplane.thin.loop_devices import (
+    block_device_size,
+    loop_devices_backed_by,
+    set_loop_capacity,
+    sysfs_backing_file,
+)
 
 # Loop devices expose whole 512-byte sectors; 4 KiB keeps direct I/O aligned as well.
 LOOP_ALIGNMENT = 4096
@@ -143,6 +148,9 @@ class LoopBackend:
         """Loop devices whose backing file is ``backing`` (losetup matches device and inode)."""
         if not backing.is_file():
             return []
+        from_sysfs = loop_devices_backed_by(backing)
+        if from_sysfs is not None:
+            return from_sysfs
         result = self._runner.run(["losetup", "--noheadings", "--output", "NAME",
                                    "--associated", os.fspath(backing)])
         return sorted(Path(line.strip()) for line in result.stdout.splitlines() if line.strip())

@@ -64,3 +64,20 @@ def _open(device: Path) -> int:
 def _failed(action: str, device: Path, error: OSError) -> OperationFailed:
     return OperationFailed(f"cannot {action} {device}: {error.strerror}",
                            code="storage.io_failed", device=str(device))
+
+
+def loop_devices_backed_by(backing: Path) -> list[Path] | None:
+    """Loop devices whose backing file is ``backing``, from sysfs (no fork); None when the
+    kernel exposes no loop devices in sysfs, so the caller must ask ``losetup``."""
+    sysfs = Path("/sys/block")
+    if not sysfs.is_dir():
+        return None
+    wanted = str(backing)
+    found = []
+    for entry in sysfs.glob("loop*"):
+        try:
+            if (entry / "loop" / "backing_file").read_text().rstrip("\n") == wanted:
+                found.append(Path("/dev") / entry.name)
+        except OSError:
+            continue
+    return sorted(found)
