@@ -3,10 +3,11 @@
 A copy job with ``--pivot`` passes through every phase a block job has (PREPARING, RUNNING,
 READY, PIVOTING, CLEANUP, DONE; ABORTING with ``job abort``); a failpoint kills the agent at
 the step where each phase is recorded but its action not yet taken (or taken but not yet
-recorded). The restarted agent must finish or undo it: the job ends in an honest outcome
-(never ``done`` for a job whose effect is not in the chain), a snapshot is on top or gone
-entirely, no volume leaks, the store agrees with the live XML, every image checks clean, and
-the disk reads back what was written into it before (``qemu-img compare`` with a raw reference).
+recorded). RUNNING and READY last until something happens, so a plain SIGKILL lands in them.
+The restarted agent must finish or undo it: the job ends in an honest outcome (never ``done``
+for a job whose effect is not in the chain), a snapshot is on top or gone entirely, no volume
+leaks, the store agrees with the live XML, every image checks clean, and the disk reads back
+what was written into it before (``qemu-img compare`` with a raw reference).
 """
 
 from __future__ import annotations
@@ -123,6 +124,26 @@ def test_killed_in_a_copy_job(agent: AgentUnderTest, reference: Reference, failp
     job = wait_job(agent, job_of(agent)["id"], "done", "failed", "aborted")
     assert job["outcome"] == outcome, job
     assert (top(agent) != before) is (outcome == "succeeded")
+    assert_intact(agent, reference)
+
+
+def test_killed_while_running_then_ready(agent: AgentUnderTest, reference: Reference) -> None:
+    """RUNNING and READY need no failpoint: the job sits there until told otherwise."""
+    before = top(agent)
+    job = agent.json("copy", VM, "vda", "--pool", "cp", "--bandwidth", str(MIB))
+    wait_job(agent, job["id"], "running")
+    agent.kill_9()
+    agent.ok("agent", "start")
+    assert api_get(agent, f"/jobs/{job['id']}")["phase"] in ("running", "ready")
+    agent.ok("job", "speed", job["id"], "0")  # unlimited
+    wait_job(agent, job["id"], "ready")
+    agent.kill_9()
+    agent.ok("agent", "start")
+    assert api_get(agent, f"/jobs/{job['id']}")["phase"] == "ready"  # still tracked
+    agent.ok("job", "pivot", job["id"])
+    ended = wait_job(agent, job["id"], "done", "failed", "aborted")
+    assert (ended["phase"], ended["outcome"]) == ("done", "succeeded"), ended
+    assert top(agent) != before
     assert_intact(agent, reference)
 
 

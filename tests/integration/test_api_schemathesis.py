@@ -20,6 +20,7 @@ baseline. ``GET /v1/events?follow=true`` (an endless stream by design) is not se
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 from collections import Counter
@@ -43,6 +44,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.conftest import CAPABILITIES
 from tests.faults.api_state import differences, observed_state
 from tests.harness import AgentUnderTest, cleanup_agent
 
@@ -115,8 +117,10 @@ class FuzzRun:
 
 
 @pytest.fixture(scope="module")
-def fuzz_run() -> Iterator[FuzzRun]:
+def fuzz_run(capabilities_cache: Path) -> Iterator[FuzzRun]:
     home = Path(tempfile.mkdtemp(prefix="bp-fz-", dir="/tmp"))
+    if any(capabilities_cache.iterdir()):  # as conftest's agent does: skip libvirt's probe
+        shutil.copytree(capabilities_cache, home / CAPABILITIES)
     agent = AgentUnderTest(home)
     port = _free_port()
     agent.ok("agent", "start", "--listen", f"127.0.0.1:{port}")

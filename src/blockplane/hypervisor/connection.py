@@ -97,10 +97,14 @@ class Hypervisor:
         with libvirt_errors(f"opening {self.uri}"):
             connection = libvirt.open(self.uri)
         if not self.is_embedded:
-            with libvirt_errors(f"setting up {self.uri}"):
-                connection.setKeepAlive(5, 3)
-                connection.registerCloseCallback(self._on_close, None)
-        self._closing = False
+            try:
+                with libvirt_errors(f"setting up {self.uri}"):
+                    connection.setKeepAlive(5, 3)
+                    connection.registerCloseCallback(self._on_close, None)
+            except HypervisorError:
+                with contextlib.suppress(libvirt.libvirtError):
+                    connection.close()
+                raise
         self._connection = connection
         self.events.register(connection)
 
@@ -206,6 +210,7 @@ class Hypervisor:
     def reconnect(self) -> None:
         with self._lock:
             self._drop()
+            self._closing = False
             self.open()
 
     def versions(self) -> RuntimeVersions:
