@@ -52,11 +52,12 @@ def attach_thin(agent: AgentUnderTest, vm: str, pool: str, size: str) -> dict[st
     return disk
 
 
-def write_windows(device: str, count: int, done_file: str) -> str:
-    """A guest script writing windows 0..count-1 flat out in the background; the last dd
-    also flushes. ``done_file`` gets dd's exit status, ``done_file.log`` the output."""
+def write_windows(device: str, count: int, done_file: str, delay_s: float = 0) -> str:
+    """A guest script writing windows 0..count-1 flat out in the background, after
+    ``delay_s``; the last dd also flushes. ``done_file`` gets dd's exit status,
+    ``done_file.log`` the output."""
     script = (
-        f"i=0; while [ $i -lt {count} ]; do "
+        f"sleep {delay_s}; i=0; while [ $i -lt {count} ]; do "
         f"dd if=/tmp/seed of={device} bs=1M skip=$i count={WINDOW_MIB} "
         f"seek=$((i*{WINDOW_MIB})) oflag=direct conv=notrunc,fsync 2>/tmp/dd.err "
         "|| { echo failed at $i; cat /tmp/dd.err; exit 1; }; i=$((i+1)); done; echo wrote"
@@ -153,8 +154,10 @@ def test_sigkill_mid_write_pause_is_resumed_after_restart(
     agent: AgentUnderTest, guest: str
 ) -> None:
     disk = attach_thin(agent, guest, "t64", "2G")
-    sh(agent, guest, write_windows(f"/dev/{disk['target']}", 8, done_file="/tmp/k.rc"))
-    agent.kill_9()  # thresholds fire and the guest runs out of space with nobody listening
+    # The writes start only once the agent is gone, so every crossing goes unseen.
+    sh(agent, guest, write_windows(f"/dev/{disk['target']}", 8, done_file="/tmp/k.rc",
+                                   delay_s=3))
+    agent.kill_9()
     deadline = time.monotonic() + 20
     while probe_status(agent, guest) != "io-error":
         assert time.monotonic() < deadline, "the guest never paused on ENOSPC"
