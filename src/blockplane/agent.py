@@ -37,6 +37,7 @@ from blockplane.iothreads import MappingSupport
 from blockplane.metrics import AgentMetrics
 from blockplane.observe.wiring import ObserveServices
 from blockplane.qos.wiring import QosServices
+from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.database import Database
@@ -123,6 +124,8 @@ class Agent:
         )
         self.reconcilers.append(self.chain.reconcile)
         self.disks.guards.append(self.chain.jobs.refuse_if_busy)
+        self.pool_volumes = PoolVolumes(self.pools, self.volumes, self.records, self.events,
+                                        self.chain.volume_references, self.thin.forget)
         self.on_event(BlockJobEvent, self.chain.events.on_block_job)
         # Last: it reads what every feature above built, and confirms after their reconciles.
         self.observe = ObserveServices.build(

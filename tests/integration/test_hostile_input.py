@@ -485,7 +485,8 @@ def test_lone_surrogates_are_refused(target: Target) -> None:
 # Oversized bodies and very long names, on every mutating route
 # ---------------------------------------------------------------------------------------------
 
-PATH_VALUES = {"vm": VM, "name": DIR_POOL, "group": GROUP, "target": "vda", "job_id": "nojob"}
+PATH_VALUES = {"vm": VM, "name": DIR_POOL, "group": GROUP, "target": "vda", "job_id": "nojob",
+               "volume": "novolume", "checkpoint": "nocheckpoint"}
 LONG = "n" * 5000
 
 

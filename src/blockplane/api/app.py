@@ -16,6 +16,7 @@ from blockplane.api.latency import RequestLatency
 from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
 from blockplane.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from blockplane.api.routes_chain import chain_router
+from blockplane.api.routes_checkpoints import checkpoints_router
 from blockplane.api.routes_events import events_router
 from blockplane.api.routes_host import host_router
 from blockplane.api.routes_pools import pools_router
@@ -24,6 +25,7 @@ from blockplane.api.routes_thin import thin_router
 from blockplane.api.routes_throttle import throttle_router
 from blockplane.api.routes_top import top_router
 from blockplane.api.routes_vms import vms_router
+from blockplane.api.routes_volumes import volumes_router
 from blockplane.api.state_room import StateRoomGuard
 from blockplane.store.idempotency import IdempotencyStore
 
@@ -50,11 +52,13 @@ def create_app(agent: Agent, token: str) -> FastAPI:
     for router in (
         host_router(agent),
         pools_router(agent),
+        volumes_router(agent),
         vms_router(agent),
         events_router(agent),
         throttle_router(agent),
         thin_router(agent),
         chain_router(agent),
+        checkpoints_router(agent),
         top_router(agent),
         reconcile_router(agent),
     ):

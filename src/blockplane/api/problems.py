@@ -32,7 +32,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 _DOCUMENTED = {
     400: "Invalid input, nothing changed",
     401: "Missing or wrong bearer token",
-    404: "No such route, VM, pool, disk, group or job",
+    404: "No such route, VM, pool, volume, disk, group, checkpoint or job",
     405: "Method not allowed",
     409: "Conflicts with the current state (exists, in use, busy)",
     413: "Request body over 1 MiB",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from blockplane.chain.checkpoints import CheckpointService
 from blockplane.chain.job_cleanup import JobCleanup
 from blockplane.chain.job_driver import JobDriver
 from blockplane.chain.job_events import JobEvents
@@ -17,6 +18,7 @@ from blockplane.chain.jobs_service import JobsService
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.snapshots import SnapshotService
+from blockplane.chain.volume_references import ChainVolumeReferences
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.eventlog import EventLog
 from blockplane.storage.pools import PoolService
@@ -35,6 +37,8 @@ class ChainServices:
     jobs: JobsService
     events: JobEvents
     volumes: ChainVolumes
+    checkpoints: CheckpointService
+    volume_references: ChainVolumeReferences
 
     @classmethod
     def build(
@@ -62,7 +66,9 @@ class ChainServices:
         disks.observers.append(volumes)
         snapshots = SnapshotService(chains, disks, records, chain_records, volumes, store,
                                     events)
-        return cls(chains, snapshots, jobs, JobEvents(store, chains, driver), volumes)
+        checkpoints = CheckpointService(chains, store, records, events, disks.vm_lock)
+        return cls(chains, snapshots, jobs, JobEvents(store, chains, driver), volumes,
+                   checkpoints, ChainVolumeReferences(records, chain_records, chains, store))
 
     def reconcile(self) -> None:
         self.snapshots.reconcile()

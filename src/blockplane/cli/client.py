@@ -206,7 +206,12 @@ def _tail(path: os.PathLike[str], lines: int = 20) -> str:
 
 
 def api_path(*segments: str) -> str:
-    """Build a /v1 path with every user-given segment percent-encoded (no '/' smuggling)."""
+    """Build a /v1 path with every user-given segment percent-encoded (no '/' smuggling).
+
+    Dots are encoded too: httpx removes a literal ``.`` or ``..`` segment, so ``volume delete
+    POOL ..`` would otherwise become ``DELETE /v1/pools/POOL``.
+    """
     from urllib.parse import quote
 
-    return "/v1/" + "/".join(quote(segment, safe="") for segment in segments)
+    return "/v1/" + "/".join(quote(segment, safe="").replace(".", "%2E")
+                             for segment in segments)

@@ -17,6 +17,7 @@ from blockplane.cli.commands_chain import (
     pull_command,
     snapshot_group,
 )
+from blockplane.cli.commands_checkpoints import checkpoint_group
 from blockplane.cli.commands_demo import demo_command
 from blockplane.cli.commands_host import events_command, facts_command
 from blockplane.cli.commands_iothreads import iothreads_command, migrate_check_command
@@ -26,6 +27,7 @@ from blockplane.cli.commands_thin import thin_group
 from blockplane.cli.commands_throttle import throttle_group
 from blockplane.cli.commands_top import top_command
 from blockplane.cli.commands_vms import disk_group, guest_group, vm_group
+from blockplane.cli.commands_volumes import volume_group
 from blockplane.cli.context import CLIContext
 from blockplane.cli.output import error_console
 from blockplane.config import AccelChoice, load_settings
@@ -71,6 +73,7 @@ for command in (
     facts_command,
     events_command,
     pool_group,
+    volume_group,
     vm_group,
     disk_group,
     guest_group,
@@ -85,6 +88,7 @@ for command in (
     pull_command,
     copy_command,
     backup_command,
+    checkpoint_group,
     job_group,
 ):
     cli.add_command(command)

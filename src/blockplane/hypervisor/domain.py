@@ -344,6 +344,25 @@ class DomainHandle:
         with libvirt_errors(f"listing checkpoints of {self.name}"):
             return [str(checkpoint.getName()) for checkpoint in self._domain.listAllCheckpoints()]
 
+    def checkpoint_documents(self, *, with_sizes: bool) -> list[str]:
+        """Each checkpoint's ``<domaincheckpoint>`` (without its domain copy), parents first.
+
+        ``with_sizes`` asks QEMU how many bytes each bitmap marks dirty; only a running VM can.
+        """
+        flags = libvirt.VIR_DOMAIN_CHECKPOINT_XML_NO_DOMAIN
+        if with_sizes:
+            flags |= libvirt.VIR_DOMAIN_CHECKPOINT_XML_SIZE
+        with libvirt_errors(f"listing checkpoints of {self.name}"):
+            checkpoints = self._domain.listAllCheckpoints(
+                libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)
+            return [str(checkpoint.getXMLDesc(flags)) for checkpoint in checkpoints]
+
+    def delete_checkpoint(self, name: str) -> None:
+        """Delete checkpoint ``name``: libvirt merges its bitmaps into its parent's (or drops
+        them when it has none), so the checkpoints after it stay exact."""
+        with libvirt_errors(f"deleting checkpoint {name} of {self.name}"):
+            self._domain.checkpointLookupByName(name, 0).delete(0)
+
 
 @dataclass(frozen=True)
 class BlockJobInfo:

@@ -1,5 +1,5 @@
 """The XML documents of chain operations: disk-only snapshots, copy destinations, backups and
-checkpoints.
+checkpoints, and the parse of libvirt's ``<domaincheckpoint>``.
 
 Builds what it is given and decides nothing: which disks take part, where overlays live and what
 the checkpoint is called are the chain package's business. Must not call libvirt.
@@ -13,6 +13,7 @@ from typing import Literal
 
 from lxml import etree
 
+from blockplane.errors import InvalidInput
 from blockplane.xml.build import el
 
 SourceKind = Literal["file", "block"]
@@ -84,3 +85,55 @@ def checkpoint_xml(name: str, included: Iterable[str], skipped: Iterable[str]) -
     for target in skipped:
         disks.append(el("disk", name=target, checkpoint="no"))
     return _text(el("domaincheckpoint", el("name", name), disks))
+
+
+@dataclass(frozen=True)
+class CheckpointDisk:
+    """One disk of a checkpoint: ``bitmap`` is None when the disk is not tracked
+    (``checkpoint='no'``); ``dirty_bytes`` is only known when libvirt was asked for sizes."""
+
+    target: str
+    bitmap: str | None
+    dirty_bytes: int | None
+
+
+@dataclass(frozen=True)
+class CheckpointDocument:
+    name: str
+    parent: str | None
+    created_at: int | None
+    disks: tuple[CheckpointDisk, ...]
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+
+def parse_checkpoint(document: str) -> CheckpointDocument:
+    """A ``<domaincheckpoint>`` as libvirt describes it (its ``<domain>`` copy is ignored)."""
+    try:
+        root = etree.fromstring(document.encode(), _PARSER)
+    except etree.XMLSyntaxError as error:
+        raise InvalidInput(f"checkpoint XML does not parse: {error}",
+                           code="xml.invalid") from error
+    disks = tuple(
+        CheckpointDisk(
+            target=str(disk.get("name", "")),
+            bitmap=(disk.get("bitmap") or root.findtext("name") or None)
+            if disk.get("checkpoint", "bitmap") == "bitmap" else None,
+            dirty_bytes=_integer(disk.get("size")),
+        )
+        for disk in root.iterfind("disks/disk")
+    )
+    return CheckpointDocument(
+        name=str(root.findtext("name") or ""),
+        parent=root.findtext("parent/name") or None,
+        created_at=_integer(root.findtext("creationTime")),
+        disks=disks,
+    )
+
+
+def _integer(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None

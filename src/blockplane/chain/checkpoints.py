@@ -1,0 +1,109 @@
+"""``CheckpointService``: ``checkpoint list|delete``, the libvirt checkpoints (persistent dirty
+bitmaps) that every backup creates as the base of the next incremental.
+
+Deleting goes through libvirt, which merges the checkpoint's bitmaps into its parent's, so the
+incrementals against the checkpoints that remain stay exact. A checkpoint is not deleted while a
+job of its VM could be using it (``checkpoint_user``): a live backup that starts from it or is
+creating it, or a live block job on a disk it tracks (the bitmaps move with a commit or pull).
+Must not create checkpoints (backups do) or edit chains.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from blockplane.chain.job_store import JobStore, StoredJob, busy_error
+from blockplane.chain.jobs import JobKind
+from blockplane.chain.service import ChainService
+from blockplane.errors import Conflict, HypervisorError, NotFound
+from blockplane.eventlog import EventLog
+from blockplane.store.records import Records
+from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
+
+VMLock = Callable[[str], threading.Lock]
+
+
+def checkpoint_user(checkpoint: CheckpointDocument, vm: str,
+                    jobs: Iterable[StoredJob]) -> StoredJob | None:
+    """The live job of ``vm`` that keeps ``checkpoint`` from being deleted, if any."""
+    tracked = {disk.target for disk in checkpoint.disks if disk.bitmap is not None}
+    for job in jobs:
+        if job.state.vm != vm or job.state.phase.ended:
+            continue
+        if job.state.kind is JobKind.BACKUP:
+            if checkpoint.name in (job.spec.incremental, job.spec.checkpoint):
+                return job
+        elif tracked & set(job.spec.targets):
+            return job
+    return None
+
+
+def checkpoint_json(checkpoint: CheckpointDocument, vm: str,
+                    jobs: Iterable[StoredJob]) -> dict[str, Any]:
+    user = checkpoint_user(checkpoint, vm, jobs)
+    return {
+        "vm": vm,
+        "name": checkpoint.name,
+        "parent": checkpoint.parent,
+        "created_at": checkpoint.created_at,
+        "disks": [
+            {"target": disk.target, "bitmap": disk.bitmap, "dirty_bytes": disk.dirty_bytes}
+            for disk in checkpoint.disks
+        ],
+        "used_by_job": user.id if user is not None else None,
+    }
+
+
+class CheckpointService:
+    def __init__(self, chains: ChainService, store: JobStore, records: Records,
+                 events: EventLog, vm_lock: VMLock) -> None:
+        self._chains = chains
+        self._store = store
+        self._records = records
+        self._events = events
+        self._vm_lock = vm_lock
+
+    def list(self, vm: str) -> builtins.list[dict[str, Any]]:
+        """Every checkpoint of ``vm``, parents first; dirty sizes when the VM runs."""
+        live = self._store.live()
+        return [checkpoint_json(checkpoint, vm, live) for checkpoint in self._documents(vm)]
+
+    def delete(self, vm: str, name: str) -> dict[str, Any]:
+        with self._vm_lock(vm):
+            checkpoint = self._find(vm, name)
+            user = checkpoint_user(checkpoint, vm, self._store.live())
+            if user is not None:
+                raise busy_error(vm, user)
+            domain = self._chains.domain(vm)
+            if not domain.is_active():
+                raise Conflict(
+                    f"VM {vm} is not running; libvirt merges a checkpoint's bitmaps only in a "
+                    f"running VM; start it to delete checkpoint {name}",
+                    code="vm.not_running")
+            domain.delete_checkpoint(name)
+        self._events.publish("checkpoint.deleted", vm, checkpoint=name,
+                             merged_into=checkpoint.parent)
+        return {"vm": vm, "name": name, "deleted": True, "merged_into": checkpoint.parent}
+
+    def _find(self, vm: str, name: str) -> CheckpointDocument:
+        documents = self._documents(vm)
+        for checkpoint in documents:
+            if checkpoint.name == name:
+                return checkpoint
+        known = ", ".join(checkpoint.name for checkpoint in documents) or "none"
+        raise NotFound(f"VM {vm} has no checkpoint {name!r} (checkpoints: {known})",
+                       code="checkpoint.not_found")
+
+    def _documents(self, vm: str) -> builtins.list[CheckpointDocument]:
+        if self._records.vm(vm) is None:
+            raise NotFound(f"no VM named {vm!r} is managed by blockplane", code="vm.not_found")
+        domain = self._chains.domain(vm)
+        try:
+            documents = domain.checkpoint_documents(with_sizes=domain.is_active())
+        except HypervisorError:
+            # Sizes need QEMU's answer, which a VM stopping under us cannot give.
+            documents = domain.checkpoint_documents(with_sizes=False)
+        return [parse_checkpoint(document) for document in documents]
