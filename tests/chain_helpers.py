@@ -1,10 +1,15 @@
 """Helpers for chain tests: a raw reference image kept in step with the writes, qemu-img compare
-and check, job waiting, and the restore check of a full backup plus incrementals."""
+and check, job waiting, the agent SIGKILLed mid-job, and the restore check of a full backup plus
+incrementals."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import random
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -73,6 +78,40 @@ def wait_phase(agent: AgentUnderTest, job_id: str, phases: tuple[str, ...],
             return job
         assert time.monotonic() < deadline, f"job {job_id} stuck in {job['phase']}: {job}"
         time.sleep(0.3)
+
+
+#: Seeds every random SIGKILL delay; set it to replay a failed run's delays.
+KILL_SEED = int(os.environ.get("BLOCKPLANE_KILL_SEED") or random.SystemRandom().randrange(1 << 32))
+
+
+def kill_delay(label: str, low: float, high: float) -> float:
+    """A random delay in [low, high] for the SIGKILL called ``label``, printed (pytest shows it
+    with a failure) with the seed that gives it again."""
+    delay = random.Random(f"{KILL_SEED}:{label}").uniform(low, high)
+    print(f"{label}: SIGKILL after {delay:.2f} s (BLOCKPLANE_KILL_SEED={KILL_SEED})")
+    return delay
+
+
+def stored_phase(agent: AgentUnderTest, job_id: str) -> str:
+    """The job's phase in the agent's store (read-only: no CLI start-up, no agent call)."""
+    uri = f"file:{agent.home / 'state.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+        row = connection.execute("SELECT phase FROM chain_jobs WHERE id = ?",
+                                 (job_id,)).fetchone()
+    return str(row[0]) if row else "?"
+
+
+def kill_agent(agent: AgentUnderTest, job_id: str, delay: float) -> None:
+    """SIGKILL the agent ``delay`` seconds from now, then start it again."""
+    time.sleep(delay)
+    phase = stored_phase(agent, job_id)
+    agent.kill_9()
+    print(f"job {job_id}: agent killed in {phase}")
+    agent.ok("agent", "start")
+
+
+def wait_ended(agent: AgentUnderTest, job_id: str) -> dict[str, Any]:
+    return wait_phase(agent, job_id, ("done", "failed", "aborted"), timeout=90)
 
 
 def restore(full: str, incrementals: list[str], scratch: Path) -> str:

@@ -5,7 +5,10 @@ right from what libvirt reports now (``phases.restart_action``).
   ``<mirror ready='yes'>`` (never from cur == end);
 - gone: judged by the live chain (``effects``) or, for a backup, by libvirt's completed-job
   statistics, so that nothing vanished is taken for a success. A job must be seen gone on two
-  passes in a row first: its final event may be on the way;
+  passes in a row first: its final event may be on the way. A backup of a running VM whose
+  outcome libvirt does not report yet is given ``BACKUP_OUTCOME_GRACE_S`` more: after the agent
+  (and with it the embedded libvirt) restarts, libvirt reports the backup neither running nor
+  ended until it has reconnected to QEMU, seconds later on a busy host (``verdict_due``);
 - READY with a pivot asked for: pivot; PIVOTING: confirm from the XML, or pivot again;
   ABORTING: abort again; CLEANUP: finish the (idempotent) cleanup.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from blockplane.chain.effects import commit_effect, pivot_confirmed, pivot_effect, pull_effect
@@ -36,6 +40,8 @@ from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.domain import JOB_OPERATION_BACKUP, DomainHandle
 
 log = logging.getLogger(__name__)
+
+BACKUP_OUTCOME_GRACE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -84,17 +90,29 @@ def absent_effect(chains: ChainService, domain: DomainHandle, stored: StoredJob)
     return Effect.UNKNOWN
 
 
+def verdict_due(kind: JobKind, effect: Effect, gone_for_s: float, vm_running: bool) -> bool:
+    """Whether a job that passes saw gone for ``gone_for_s`` is judged now (``JobAbsent``)."""
+    if kind is JobKind.BACKUP and effect is Effect.UNKNOWN and vm_running:
+        return gone_for_s >= BACKUP_OUTCOME_GRACE_S
+    return True
+
+
 class JobReconciler:
     def __init__(self, store: JobStore, chains: ChainService, driver: JobDriver) -> None:
         self._store = store
         self._chains = chains
         self._driver = driver
-        self._gone_once: set[str] = set()
+        #: When a pass first saw each job gone from libvirt (``time.monotonic()``).
+        self._gone_since: dict[str, float] = {}
         #: Jobs this process is starting: PREPARING, and libvirt not called yet.
         self.starting: set[str] = set()
 
     def run(self) -> None:
-        for stored in self._store.live():
+        live = self._store.live()
+        live_ids = {stored.id for stored in live}
+        self._gone_since = {job_id: since for job_id, since in self._gone_since.items()
+                            if job_id in live_ids}
+        for stored in live:
             if stored.id in self.starting:
                 continue
             lock = self._driver.lock(stored.id)
@@ -117,15 +135,11 @@ class JobReconciler:
         seen = probe(self._chains, domain, stored)
         action = restart_action(job, seen.present)
         if seen.present:
-            self._gone_once.discard(job.id)
+            self._gone_since.pop(job.id, None)
         if action is RestartAction.TRACK:
             self._driver.apply(job.id, JobInfoObserved(seen.cur, seen.end, seen.ready))
         elif action is RestartAction.RECORD_OUTCOME:
-            if job.id not in self._gone_once:
-                self._gone_once.add(job.id)
-                return
-            self._gone_once.discard(job.id)
-            self._driver.apply(job.id, JobAbsent(absent_effect(self._chains, domain, stored)))
+            self._judge_absent(domain, stored)
         elif action is RestartAction.PIVOT:
             self._driver.follow(stored)
         elif action is RestartAction.CONFIRM_PIVOT:
@@ -150,8 +164,18 @@ class JobReconciler:
                 with contextlib.suppress(BlockplaneError):
                     domain.block_job_abort(job.target, pivot=True)
                 self._driver.confirm_pivot(stored, wait_s=2.0)
-        elif job.id not in self._gone_once:
-            self._gone_once.add(job.id)
         else:
-            self._gone_once.discard(job.id)
-            self._driver.apply(job.id, JobAbsent(absent_effect(self._chains, domain, stored)))
+            self._judge_absent(domain, stored)
+
+    def _judge_absent(self, domain: DomainHandle, stored: StoredJob) -> None:
+        job = stored.state
+        now = time.monotonic()
+        since = self._gone_since.get(job.id)
+        if since is None:
+            self._gone_since[job.id] = now  # its final event may be on the way
+            return
+        effect = absent_effect(self._chains, domain, stored)
+        if not verdict_due(job.kind, effect, now - since, domain.is_active()):
+            return
+        self._gone_since.pop(job.id, None)
+        self._driver.apply(job.id, JobAbsent(effect))

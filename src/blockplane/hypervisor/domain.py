@@ -334,7 +334,10 @@ class DomainHandle:
     def completed_job(self) -> dict[str, Any]:
         """Statistics of the last domain job that ended (empty after libvirt restarted)."""
         with libvirt_errors(f"reading the completed job of {self.name}"):
-            return dict(self._domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+            # Kept: an agent killed right after reading must find the outcome again.
+            flags = (libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                     | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+            return dict(self._domain.jobStats(flags))
 
     def abort_job(self) -> None:
         with libvirt_errors(f"aborting the job of {self.name}"):
