@@ -206,6 +206,7 @@ class Agent:
                     await task
             self.settings.paths.socket.unlink(missing_ok=True)
             self.settings.paths.pid_file.unlink(missing_ok=True)
+            self.thin.close()
             self.hypervisor.close()
             self.database.close()
 

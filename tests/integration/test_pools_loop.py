@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import Conflict, NotFound, PathEscape
+from blockplane.thin import backend_loop, loop_devices
 from blockplane.thin.backend_loop import LoopBackend
 from blockplane.thin.backend_lvm import LvmBackend
 from blockplane.thin.capacity import PoolCapacity
@@ -175,6 +176,29 @@ def test_a_reused_device_number_is_not_mistaken_for_the_volume(backend: LoopBack
     assert _size(foreign_device) == 32 * MIB
     assert backend.device_of("vdb") is None
     assert backend.activate("vdb").path != foreign_device
+
+
+def test_a_restarted_agent_finds_every_device_in_one_sysfs_pass(
+    backend: LoopBackend, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = {name: backend.create(name, 8 * MIB).path for name in ("a", "b", "c", "d")}
+    passes: list[int] = []
+    real = loop_devices.loop_devices_by_backing_file
+
+    def counted() -> dict[str, list[Path]] | None:
+        passes.append(1)
+        return real()
+
+    monkeypatch.setattr(backend_loop, "loop_devices_by_backing_file", counted)
+    restarted = LoopBackend(scratch / "pool")  # an empty device cache, as after a restart
+    assert {name: restarted.device_of(name) for name in created} == created
+    assert restarted.grow("c", 16 * MIB) == 16 * MIB == _size(created["c"])
+    assert len(passes) == 1
+
+    _run("losetup", "-d", str(created["b"]))
+    assert restarted.device_of("b") is None
+    assert restarted.device_of("a") == created["a"]
+    assert len(passes) == 2
 
 
 def test_direct_io_option_reaches_the_device(scratch: Path) -> None:

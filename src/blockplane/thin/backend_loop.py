@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 from pathlib import Path
 
 from blockplane.errors import OperationFailed
@@ -20,6 +21,7 @@ from blockplane.thin.commands import CommandRunner, SubprocessRunner
 from blockplane.thin.loop_devices import (
     block_device_size,
     loop_devices_backed_by,
+    loop_devices_by_backing_file,
     set_loop_capacity,
     sysfs_backing_file,
 )
@@ -47,6 +49,7 @@ class LoopBackend:
         self._runner: CommandRunner = runner or SubprocessRunner()
         self._lock = pool_lock(f"loop:{self.files.root}")
         self._devices: dict[str, Path] = {}
+        self._learning = threading.Lock()
 
     def create(self, name: str, size_bytes: int) -> Volume:
         with self._lock:
@@ -132,17 +135,45 @@ class LoopBackend:
 
     def _device_for(self, name: str) -> Path | None:
         """The device last seen on ``name``'s backing file, checked against sysfs so the
-        extend path forks nothing; ``losetup -j`` when that check fails."""
+        extend path forks nothing; ``losetup -j`` when sysfs shows no loop devices."""
         backing = self.files.path_of(name)
-        known = self._devices.get(name)
-        if known is not None and sysfs_backing_file(known) == str(backing):
+        known = self._known_device(name, backing)
+        if known is not None:
             return known
+        with self._learning:
+            # Another thread may have learnt every device while this one waited.
+            known = self._known_device(name, backing)
+            if known is not None:
+                return known
+            if self._learn_devices():
+                return self._devices.get(name)
         devices = self._devices_for(backing)
         if not devices:
             self._devices.pop(name, None)
             return None
         self._devices[name] = devices[0]
         return devices[0]
+
+    def _known_device(self, name: str, backing: Path) -> Path | None:
+        known = self._devices.get(name)
+        if known is not None and sysfs_backing_file(known) == str(backing):
+            return known
+        return None
+
+    def _learn_devices(self) -> bool:
+        """Note the device of every volume of this pool from one sysfs pass, so that after a
+        restart the first extend of each volume does not scan every loop device again.
+        False when sysfs shows no loop devices (the caller asks ``losetup``)."""
+        every = loop_devices_by_backing_file()
+        if every is None:
+            return False
+        learnt = {}
+        for name in self.files.names():
+            devices = every.get(str(self.files.path_of(name)))
+            if devices:
+                learnt[name] = devices[0]
+        self._devices = learnt
+        return True
 
     def _devices_for(self, backing: Path) -> builtins.list[Path]:
         """Loop devices whose backing file is ``backing`` (losetup matches device and inode)."""

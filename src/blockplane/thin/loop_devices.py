@@ -66,18 +66,23 @@ def _failed(action: str, device: Path, error: OSError) -> OperationFailed:
                            code="storage.io_failed", device=str(device))
 
 
-def loop_devices_backed_by(backing: Path) -> list[Path] | None:
-    """Loop devices whose backing file is ``backing``, from sysfs (no fork); None when the
-    kernel exposes no loop devices in sysfs, so the caller must ask ``losetup``."""
+def loop_devices_by_backing_file() -> dict[str, list[Path]] | None:
+    """Every attached loop device, by backing file, from one pass over sysfs (no fork); None
+    when the kernel exposes no loop devices in sysfs, so the caller must ask ``losetup``."""
     sysfs = Path("/sys/block")
     if not sysfs.is_dir():
         return None
-    wanted = str(backing)
-    found = []
+    found: dict[str, list[Path]] = {}
     for entry in sysfs.glob("loop*"):
         try:
-            if (entry / "loop" / "backing_file").read_text().rstrip("\n") == wanted:
-                found.append(Path("/dev") / entry.name)
+            backing = (entry / "loop" / "backing_file").read_text().rstrip("\n")
         except OSError:
             continue
-    return sorted(found)
+        found.setdefault(backing, []).append(Path("/dev") / entry.name)
+    return {backing: sorted(devices) for backing, devices in found.items()}
+
+
+def loop_devices_backed_by(backing: Path) -> list[Path] | None:
+    """Loop devices whose backing file is ``backing`` (see ``loop_devices_by_backing_file``)."""
+    every = loop_devices_by_backing_file()
+    return None if every is None else every.get(str(backing), [])

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blockplane.errors import BlockplaneError, Conflict, NotFound
@@ -49,6 +50,8 @@ from blockplane.thin.stats import ChainElement, chain_elements, find_element, sp
 
 log = logging.getLogger(__name__)
 
+EVENT_WORKERS = 16
+
 
 class ThinMonitor:
     def __init__(
@@ -68,6 +71,10 @@ class ThinMonitor:
         self._reconciler = Reconciler(hypervisor, self._registry, self._extender, self._pauses,
                                       records, metrics)
         self._tasks: set[asyncio.Future[None]] = set()
+        # Its own threads: in a burst most of them wait on QEMU (setBlockThreshold), and the
+        # shared default executor (CPUs + 4 threads) would queue the rest behind them.
+        self._workers = ThreadPoolExecutor(max_workers=EVENT_WORKERS,
+                                           thread_name_prefix="thin-event")
         self._adopt_untracked()
 
     # DiskObserver
@@ -223,9 +230,13 @@ class ThinMonitor:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def close(self) -> None:
+        """Stop taking event work; what already runs finishes (each step is recorded first)."""
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
     def _spawn(self, work: Callable[..., None], *args: Any) -> None:
         """Run ``work`` in a thread without holding up the agent's event dispatch."""
-        task = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        task = asyncio.get_running_loop().run_in_executor(self._workers, work, *args)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
