@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from blockplane.cli.client import EXIT_FAILED, AgentClient, api_path
@@ -72,7 +73,8 @@ def _with_bar(client: AgentClient, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label(job: dict[str, Any]) -> str:
-    return f"{job['kind']} {job['vm']}/{job['target']} [{job['phase']}]"
+    # Escaped: rich would take "[running]" for a style tag and print nothing.
+    return escape(f"{job['kind']} {job['vm']}/{job['target']} [{job['phase']}]")
 
 
 def _fraction(job: dict[str, Any]) -> float:
