@@ -11,11 +11,11 @@ buffers, written by the guest with O_DIRECT):
 - backup: base (DATA); full push backup.
 
 The job's time is the agent's own (``finished_at - created_at``: from the job's record to the
-event that ended it). Right after each job, with the guest stopped writing, ``qemu-img convert``
-copies the same layer(s) into a new qcow2 in the same pool, once with the page cache and once
-with ``-t none -T none`` (O_DIRECT, the cache mode the VM's disks use). "writing": during the job
-the guest writes elsewhere on the same disk with fio at a fixed rate. Results go to
-``bench/out/chain.json``.
+event that ended it). Just before each job, ``qemu-img convert`` copies the same layer(s) into a
+new qcow2 in the same pool, once with the page cache and once with ``-t none -T none`` (O_DIRECT,
+the cache mode the VM's disks use). "writing": during the converts and the job alike, the guest
+writes elsewhere on the same disk with fio at a fixed rate, so both copy under the same load.
+Results go to ``bench/out/chain.json``.
 
     python -m bench.chain [--data-mib 512] [--write-rate 32m] [--repeat 3]
 """
@@ -139,11 +139,11 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
         source = layer_only(paths[0] if kind == "active_commit" else paths[-1])
     else:
         source = paths[0]
-    # Before the job: a job drops the layers it merged, and the guest must not write meanwhile.
-    convert_s = convert_seconds(source, scratch, False)
-    convert_direct_s = convert_seconds(source, scratch, True)
+    # Under the same guest load as the job, and before it: a job drops the layers it merged.
     if guest == "writing":
         start_writer(client, target, data_mib, rate)
+    convert_s = convert_seconds(source, scratch, False)
+    convert_direct_s = convert_seconds(source, scratch, True)
     body: dict[str, Any]
     if kind == "commit":
         job = request(client, "POST", api_path("vms", VM, "disks", target, "commit"),

@@ -1,8 +1,8 @@
 """What a user can observe of an agent's state, for "a refused request changed nothing" checks.
 
 One call reads, through the API, every VM (its record, live XML, disks, IOThreads, throttle
-groups and snapshots), every pool, every block job and the files in each pool directory. Two
-reads compare equal when nothing a user can see has changed.
+groups, snapshots and checkpoints), every pool and its volumes, every block job and the files in
+each pool directory. Two reads compare equal when nothing a user can see has changed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ def observed_state(client: httpx.Client, extra_dirs: Iterable[Path] = ()) -> dic
         "vms": vms,
         "pools": pools,
         "jobs": [(job["id"], job["phase"]) for job in _get(client, "/v1/jobs")],
+        "volumes": {
+            pool["name"]: _get(client, f"/v1/pools/{quote(pool['name'], safe='')}/volumes")
+            for pool in pools
+        },
         "files": {
             pool["path"]: _files(pool["path"]) for pool in pools if pool["type"] != "lvm"
         },
@@ -50,8 +54,18 @@ def observed_state(client: httpx.Client, extra_dirs: Iterable[Path] = ()) -> dic
         state[f"vm {vm['name']}"] = {
             "xml": xml.text,
             **{view: _get(client, f"/v1/vms/{name}/{view}") for view in VM_VIEWS},
+            "checkpoints": _checkpoints(client, name),
         }
     return state
+
+
+def _checkpoints(client: httpx.Client, vm: str) -> list[dict[str, Any]]:
+    """Without the dirty byte counts, which a running guest moves on its own."""
+    checkpoints = _get(client, f"/v1/vms/{vm}/checkpoints")
+    for checkpoint in checkpoints:
+        for disk in checkpoint["disks"]:
+            disk.pop("dirty_bytes", None)
+    return list(checkpoints)
 
 
 def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
