@@ -127,6 +127,51 @@ def test_killed_in_a_copy_job(agent: AgentUnderTest, reference: Reference, failp
     assert_intact(agent, reference)
 
 
+def chain_depth(agent: AgentUnderTest) -> int:
+    return len(api_get(agent, f"/vms/{VM}/disks/vda/chain")["elements"])
+
+
+@pytest.mark.parametrize("kind", ["pull", "active commit", "backup"])
+@pytest.mark.parametrize(
+    ("failpoint", "outcome"),
+    [
+        ("job.after_prepare", "failed"),  # PREPARING: libvirt not called
+        ("job.after_libvirt_start", "succeeded"),  # libvirt runs it, recorded PREPARING
+        ("job.cleanup.before", "succeeded"),  # outcome recorded, cleanup not run
+    ],
+)
+def test_killed_in_a_pull_commit_or_backup(agent: AgentUnderTest, reference: Reference,
+                                           kind: str, failpoint: str, outcome: str) -> None:
+    if kind != "backup":
+        agent.json("snapshot", "create", VM)  # something to merge
+    elif "cpb" not in {pool["name"] for pool in api_get(agent, "/pools")}:
+        agent.ok("pool", "create", "cpb", "--type", "dir")  # backups go inside a pool
+    depth = chain_depth(agent)
+    destination = (Path(api_get(agent, "/pools/cpb")["path"]) / f"backup-{failpoint}"
+                   if kind == "backup" else Path())
+    command = {"pull": ("pull", VM, "vda"),
+               "active commit": ("commit", VM, "vda", "--pivot"),
+               "backup": ("backup", VM, "--dest", str(destination))}[kind]
+    env = restart_with_failpoints(agent, failpoint)
+    started = subprocess.run([*agent.command, "--no-autostart", *command], env=env,
+                             capture_output=True, text=True, check=False, timeout=120)
+    wait_for(lambda: agent_dead(agent), f"the agent to die at {failpoint}", 60)
+    assert started.returncode in (0, 1, 3), started.stderr
+    agent.ok("agent", "start")
+    job = wait_job(agent, job_of(agent)["id"], "done", "failed", "aborted")
+    assert job["outcome"] == outcome, job
+    merged = kind != "backup" and outcome == "succeeded"
+    assert chain_depth(agent) == (1 if merged else depth)  # merged all the way down
+    if kind == "backup" and outcome == "succeeded":
+        [backup_file] = job["spec"]["backup_files"].values()
+        assert same_content(reference.path, backup_file)
+    # A stream leaves the qcow2 metadata it wrote in QEMU's cache, where ``qemu-img -U``
+    # cannot see it; stopping QEMU (SIGTERM: it flushes) makes the file tell the whole truth.
+    agent.ok("vm", "destroy", VM)
+    agent.ok("vm", "start", VM)
+    assert_intact(agent, reference)
+
+
 def test_killed_while_running_then_ready(agent: AgentUnderTest, reference: Reference) -> None:
     """RUNNING and READY need no failpoint: the job sits there until told otherwise."""
     before = top(agent)
