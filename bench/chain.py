@@ -17,7 +17,8 @@ the cache mode the VM's disks use). "writing": during the converts and the job a
 writes elsewhere on the same disk with fio at a fixed rate, so both copy under the same load.
 Results go to ``bench/out/chain.json``.
 
-    python -m bench.chain [--data-mib 512] [--write-rate 32m] [--repeat 3]
+    python -m bench.chain [--data-mib 512] [--write-rate 32m] [--repeat 3] [--io-threads N]
+                          [--guest idle|writing]
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ def layer_only(path: str) -> str:
 
 
 def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: str,
-             pool: str, scratch: Path, run: int) -> Result:
-    disk = request(client, "POST", api_path("vms", VM, "disks"),
-                   {"pool": pool, "size": f"{data_mib + 512}M"})
+             pool: str, scratch: Path, run: int, io_threads: int | None) -> Result:
+    wanted: dict[str, Any] = {"pool": pool, "size": f"{data_mib + 512}M"}
+    if io_threads is not None:
+        wanted["io_threads"] = io_threads
+    disk = request(client, "POST", api_path("vms", VM, "disks"), wanted)
     target = disk["target"]
     wait_for_block_device(client, VM, target)
     if kind in ("commit", "active_commit"):
@@ -181,9 +184,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data-mib", type=int, default=512)
     parser.add_argument("--write-rate", default="32m", help="fio --rate of the writing guest")
+    parser.add_argument("--io-threads", type=int, default=None,
+                        help="the disks' io_threads (default: the agent's automatic mapping)")
+    parser.add_argument("--guest", choices=("idle", "writing"), action="append",
+                        help="only these guest loads (default: both)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per case; the medians are reported")
     arguments = parser.parse_args()
+    loads = arguments.guest or ["idle", "writing"]
     results: list[Result] = []
     with bench_agent() as client:
         request(client, "POST", "/v1/pools", {"name": "bench", "type": "dir"})
@@ -193,16 +201,17 @@ def main() -> None:
         request(client, "POST", "/v1/vms", {"name": VM, "vcpus": 2, "memory": "1G",
                                              "guest": "linux", "start": True})
         for run in range(arguments.repeat):
-            for guest in ("idle", "writing"):
+            for guest in loads:
                 for kind in KINDS:
                     result = run_case(client, kind, guest, arguments.data_mib,
-                                      arguments.write_rate, "bench", scratch, run)
+                                      arguments.write_rate, "bench", scratch, run,
+                                      arguments.io_threads)
                     results.append(result)
                     report(result)
         subprocess.run(["rm", "-rf", str(scratch)], check=True)
     if arguments.repeat > 1:
         print("medians:")
-        for guest in ("idle", "writing"):
+        for guest in loads:
             for kind in KINDS:
                 runs = [r for r in results if (r.kind, r.guest) == (kind, guest)]
                 report(Result(kind, guest, arguments.data_mib,
@@ -210,6 +219,7 @@ def main() -> None:
                               statistics.median(r.convert_s for r in runs),
                               statistics.median(r.convert_direct_s for r in runs)))
     path = save("chain", {"data_mib": arguments.data_mib, "write_rate": arguments.write_rate,
+                          "io_threads": arguments.io_threads,
                           "results": [asdict(r) | {"job_mib_s": r.job_mib_s, "ratio": r.ratio,
                                                    "ratio_direct": r.ratio_direct}
                                       for r in results]})
