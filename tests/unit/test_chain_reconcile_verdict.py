@@ -30,3 +30,9 @@ def test_a_backup_with_no_outcome_in_libvirt_yet_waits_for_libvirt_to_reconnect(
 
 def test_a_backup_of_a_vm_that_stopped_is_judged_at_once() -> None:
     assert verdict_due(JobKind.BACKUP, Effect.UNKNOWN, 0.0, vm_running=False)
+
+
+def test_a_backup_whose_targets_were_never_created_is_judged_at_once() -> None:
+    # Killed before libvirt was called: there is nothing libvirt could still report.
+    assert verdict_due(JobKind.BACKUP, Effect.UNKNOWN, 0.0, vm_running=True,
+                       backup_targets_exist=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -90,10 +91,15 @@ def absent_effect(chains: ChainService, domain: DomainHandle, stored: StoredJob)
     return Effect.UNKNOWN
 
 
-def verdict_due(kind: JobKind, effect: Effect, gone_for_s: float, vm_running: bool) -> bool:
-    """Whether a job that passes saw gone for ``gone_for_s`` is judged now (``JobAbsent``)."""
+def verdict_due(kind: JobKind, effect: Effect, gone_for_s: float, vm_running: bool,
+                *, backup_targets_exist: bool = True) -> bool:
+    """Whether a job that passes saw gone for ``gone_for_s`` is judged now (``JobAbsent``).
+
+    ``backup_targets_exist``: libvirt creates a push backup's target images as it begins, so a
+    backup without them never began and waiting for libvirt would tell nothing more.
+    """
     if kind is JobKind.BACKUP and effect is Effect.UNKNOWN and vm_running:
-        return gone_for_s >= BACKUP_OUTCOME_GRACE_S
+        return not backup_targets_exist or gone_for_s >= BACKUP_OUTCOME_GRACE_S
     return True
 
 
@@ -175,7 +181,9 @@ class JobReconciler:
             self._gone_since[job.id] = now  # its final event may be on the way
             return
         effect = absent_effect(self._chains, domain, stored)
-        if not verdict_due(job.kind, effect, now - since, domain.is_active()):
+        targets_exist = any(os.path.exists(path) for path in stored.spec.backup_files.values())
+        if not verdict_due(job.kind, effect, now - since, domain.is_active(),
+                           backup_targets_exist=targets_exist):
             return
         self._gone_since.pop(job.id, None)
         self._driver.apply(job.id, JobAbsent(effect))
