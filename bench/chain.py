@@ -18,7 +18,7 @@ writes elsewhere on the same disk with fio at a fixed rate, so both copy under t
 Results go to ``bench/out/chain.json``.
 
     python -m bench.chain [--data-mib 512] [--write-rate 32m] [--repeat 3] [--io-threads N]
-                          [--guest idle|writing]
+                          [--guest idle|writing] [--kind K]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Result:
     job_s: float
     convert_s: float
     convert_direct_s: float
+    convert_direct_serial_s: float
 
     @property
     def job_mib_s(self) -> float:
@@ -60,6 +61,10 @@ class Result:
     @property
     def ratio_direct(self) -> float:
         return self.convert_direct_s / self.job_s
+
+    @property
+    def ratio_direct_serial(self) -> float:
+        return self.convert_direct_serial_s / self.job_s
 
 
 def request(client: AgentClient, method: str, path: str, body: Any = None) -> Any:
@@ -103,13 +108,14 @@ def wait_done(client: AgentClient, job_id: str) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def convert_seconds(source: str, scratch: Path, direct: bool) -> float:
+def convert_seconds(source: str, scratch: Path, direct: bool, in_flight: int = 8) -> float:
+    """``in_flight`` is convert's ``-m`` (8 is its default); 1 copies like commit and stream."""
     destination = scratch / "converted.qcow2"
     destination.unlink(missing_ok=True)
     caching = ["-t", "none", "-T", "none"] if direct else []
     started = time.monotonic()
-    subprocess.run(["qemu-img", "convert", "-U", *caching, "-O", "qcow2", source,
-                    str(destination)], check=True, capture_output=True)
+    subprocess.run(["qemu-img", "convert", "-U", *caching, "-m", str(in_flight), "-O", "qcow2",
+                    source, str(destination)], check=True, capture_output=True)
     seconds = time.monotonic() - started
     destination.unlink()
     return seconds
@@ -147,6 +153,7 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
         start_writer(client, target, data_mib, rate)
     convert_s = convert_seconds(source, scratch, False)
     convert_direct_s = convert_seconds(source, scratch, True)
+    convert_direct_serial_s = convert_seconds(source, scratch, True, in_flight=1)
     body: dict[str, Any]
     if kind == "commit":
         job = request(client, "POST", api_path("vms", VM, "disks", target, "commit"),
@@ -166,7 +173,8 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
     if guest == "writing":
         stop_writer(client)
     job_s = float(ended["finished_at"]) - float(ended["created_at"])
-    result = Result(kind, guest, data_mib, job_s, convert_s, convert_direct_s)
+    result = Result(kind, guest, data_mib, job_s, convert_s, convert_direct_s,
+                    convert_direct_serial_s)
     request(client, "DELETE", api_path("vms", VM, "disks", target))
     if kind == "backup":
         subprocess.run(["rm", "-rf", str(scratch / f"backup-{guest}")], check=True)
@@ -176,8 +184,9 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
 def report(result: Result) -> None:
     print(f"{result.kind:14} {result.guest:8} job {result.job_s:6.2f} s "
           f"({result.job_mib_s:6.0f} MiB/s)  convert {result.convert_s:5.2f} s"
-          f" / -t none {result.convert_direct_s:5.2f} s  ratio "
-          f"{result.ratio:4.2f} / {result.ratio_direct:4.2f}", flush=True)
+          f" / -t none {result.convert_direct_s:5.2f} s / -t none -m 1 "
+          f"{result.convert_direct_serial_s:5.2f} s  ratio {result.ratio:4.2f} / "
+          f"{result.ratio_direct:4.2f} / {result.ratio_direct_serial:4.2f}", flush=True)
 
 
 def main() -> None:
@@ -188,10 +197,13 @@ def main() -> None:
                         help="the disks' io_threads (default: the agent's automatic mapping)")
     parser.add_argument("--guest", choices=("idle", "writing"), action="append",
                         help="only these guest loads (default: both)")
+    parser.add_argument("--kind", choices=KINDS, action="append",
+                        help="only these jobs (default: all)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per case; the medians are reported")
     arguments = parser.parse_args()
     loads = arguments.guest or ["idle", "writing"]
+    kinds = arguments.kind or list(KINDS)
     results: list[Result] = []
     with bench_agent() as client:
         request(client, "POST", "/v1/pools", {"name": "bench", "type": "dir"})
@@ -202,7 +214,7 @@ def main() -> None:
                                              "guest": "linux", "start": True})
         for run in range(arguments.repeat):
             for guest in loads:
-                for kind in KINDS:
+                for kind in kinds:
                     result = run_case(client, kind, guest, arguments.data_mib,
                                       arguments.write_rate, "bench", scratch, run,
                                       arguments.io_threads)
@@ -212,16 +224,18 @@ def main() -> None:
     if arguments.repeat > 1:
         print("medians:")
         for guest in loads:
-            for kind in KINDS:
+            for kind in kinds:
                 runs = [r for r in results if (r.kind, r.guest) == (kind, guest)]
                 report(Result(kind, guest, arguments.data_mib,
                               statistics.median(r.job_s for r in runs),
                               statistics.median(r.convert_s for r in runs),
-                              statistics.median(r.convert_direct_s for r in runs)))
+                              statistics.median(r.convert_direct_s for r in runs),
+                              statistics.median(r.convert_direct_serial_s for r in runs)))
     path = save("chain", {"data_mib": arguments.data_mib, "write_rate": arguments.write_rate,
                           "io_threads": arguments.io_threads,
                           "results": [asdict(r) | {"job_mib_s": r.job_mib_s, "ratio": r.ratio,
-                                                   "ratio_direct": r.ratio_direct}
+                                                   "ratio_direct": r.ratio_direct,
+                                                   "ratio_direct_serial": r.ratio_direct_serial}
                                       for r in results]})
     print(f"raw results: {path}")
 
