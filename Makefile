@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 IMAGES ?= /var/lib/blockplane/images
 PYTEST_ARGS ?=
+# Two pytest-xdist workers; the Linux-guest modules still run one after another (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 export BLOCKPLANE_IMAGES := $(IMAGES)
 
 .PHONY: setup host venv guest lint unit test demo clean
@@ -34,7 +36,7 @@ unit: venv
 
 test: setup
 	$(MAKE) lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/blockplane demo

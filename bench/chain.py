@@ -86,9 +86,9 @@ def fill(client: AgentClient, target: str, data_mib: int) -> None:
                           "--end_fsync=1 --output=/dev/null")
 
 
-def start_writer(client: AgentClient, target: str, data_mib: int, rate: str) -> None:
+def start_writer(client: AgentClient, target: str, offset_mib: int, rate: str) -> None:
     guest_run(client, VM, f"fio --name=writer --filename=/dev/{target} --rw=randwrite "
-                          f"--bs=64k --direct=1 --offset={data_mib + 64}M --size=256M "
+                          f"--bs=64k --direct=1 --offset={offset_mib}M --size=256M "
                           f"--rate={rate} --time_based --runtime=600 --output=/dev/null "
                           "</dev/null >/dev/null 2>&1 &")
 
@@ -128,7 +128,8 @@ def layer_only(path: str) -> str:
 
 
 def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: str,
-             pool: str, scratch: Path, run: int, io_threads: int | None) -> Result:
+             pool: str, scratch: Path, run: int, io_threads: int | None,
+             other_disk: str | None) -> Result:
     wanted: dict[str, Any] = {"pool": pool, "size": f"{data_mib + 512}M"}
     if io_threads is not None:
         wanted["io_threads"] = io_threads
@@ -150,7 +151,9 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
         source = paths[0]
     # Under the same guest load as the job, and before it: a job drops the layers it merged.
     if guest == "writing":
-        start_writer(client, target, data_mib, rate)
+        start_writer(client, target, data_mib + 64, rate)
+    elif guest == "writing-other-disk" and other_disk is not None:
+        start_writer(client, other_disk, 0, rate)
     convert_s = convert_seconds(source, scratch, False)
     convert_direct_s = convert_seconds(source, scratch, True)
     convert_direct_serial_s = convert_seconds(source, scratch, True, in_flight=1)
@@ -170,7 +173,7 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
         body = {"dest": str(scratch / f"backup-{guest}"), "disks": [target]}
         job = request(client, "POST", api_path("vms", VM, "backup"), body)
     ended = wait_done(client, job["id"])
-    if guest == "writing":
+    if guest != "idle":
         stop_writer(client)
     job_s = float(ended["finished_at"]) - float(ended["created_at"])
     result = Result(kind, guest, data_mib, job_s, convert_s, convert_direct_s,
@@ -195,8 +198,11 @@ def main() -> None:
     parser.add_argument("--write-rate", default="32m", help="fio --rate of the writing guest")
     parser.add_argument("--io-threads", type=int, default=None,
                         help="the disks' io_threads (default: the agent's automatic mapping)")
-    parser.add_argument("--guest", choices=("idle", "writing"), action="append",
-                        help="only these guest loads (default: both)")
+    parser.add_argument("--guest", choices=("idle", "writing", "writing-other-disk"),
+                        action="append",
+                        help="only these guest loads (default: idle and writing; "
+                             "writing-other-disk writes to a second disk instead, to tell "
+                             "contention in the job's own chain from contention elsewhere)")
     parser.add_argument("--kind", choices=KINDS, action="append",
                         help="only these jobs (default: all)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -212,12 +218,18 @@ def main() -> None:
         scratch.mkdir(mode=0o711)
         request(client, "POST", "/v1/vms", {"name": VM, "vcpus": 2, "memory": "1G",
                                              "guest": "linux", "start": True})
+        other_disk = None
+        if "writing-other-disk" in loads:
+            other = request(client, "POST", api_path("vms", VM, "disks"),
+                            {"pool": "bench", "size": "512M"})
+            other_disk = other["target"]
+            wait_for_block_device(client, VM, other_disk)
         for run in range(arguments.repeat):
             for guest in loads:
                 for kind in kinds:
                     result = run_case(client, kind, guest, arguments.data_mib,
                                       arguments.write_rate, "bench", scratch, run,
-                                      arguments.io_threads)
+                                      arguments.io_threads, other_disk)
                     results.append(result)
                     report(result)
         subprocess.run(["rm", "-rf", str(scratch)], check=True)

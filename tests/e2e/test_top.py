@@ -70,10 +70,13 @@ def test_top_shows_the_busy_disk_against_its_limit(
     agent: AgentUnderTest, busy_disk: str, tmux: list[str]
 ) -> None:
     command = shlex.join([*BLOCKPLANE, "top", "--interval", "1", "--sort", "iops"])
+    # The pane's size must come from the pane: rich prefers COLUMNS and LINES, which pytest-xdist
+    # workers have set to 80x24.
+    env = {name: value for name, value in agent.env.items() if name not in ("COLUMNS", "LINES")}
     subprocess.run(
         [*tmux, "new-session", "-d", "-s", "top", "-x", "200", "-y", "40",
          "-e", f"BLOCKPLANE_HOME={agent.home}", command],
-        check=True, env=agent.env,
+        check=True, env=env,
     )
     deadline = time.monotonic() + 60
     while True:

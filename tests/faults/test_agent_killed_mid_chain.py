@@ -13,6 +13,7 @@ what was written into it before (``qemu-img compare`` with a raw reference).
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tests.faults.consistency import (
     agent_dead,
     api_get,
     assert_consistent,
+    events_of,
     restart_with_failpoints,
     run_until_killed,
     store_rows,
@@ -202,6 +204,49 @@ def test_killed_while_aborting(agent: AgentUnderTest, reference: Reference) -> N
     ended = wait_job(agent, job["id"], "done", "failed", "aborted")
     assert (ended["phase"], ended["outcome"]) == ("aborted", "aborted"), ended
     assert top(agent) == before
+    assert_intact(agent, reference)
+
+
+def persistent_definition(agent: AgentUnderTest, replacement: str | None = None) -> str:
+    """The VM's persistent XML, read (or replaced) with the agent down."""
+    extra = [] if replacement is None else [replacement]
+    probe = subprocess.run([sys.executable, "-m", "tests.persistent_definition",
+                            str(agent.home / "libvirt"), VM, *extra], capture_output=True,
+                           text=True, timeout=60, check=False, env=agent.env)
+    assert probe.returncode == 0, probe.stderr
+    return probe.stdout
+
+
+def test_a_config_libvirt_did_not_save_before_the_kill_is_brought_in_step(
+        agent: AgentUnderTest, reference: Reference) -> None:
+    """libvirt announces a job's end before it saves the persistent definition: a kill in
+    between leaves the next cold start on the pre-job chain, here an overlay the active commit
+    merged away. The restarted agent writes the live chain into it before any cleanup."""
+    agent.json("snapshot", "create", VM)
+    overlay = top(agent)
+    agent.ok("agent", "stop")
+    before_commit = persistent_definition(agent)
+    assert overlay in before_commit
+    env = restart_with_failpoints(agent, "job.cleanup.before")
+    started = subprocess.run([*agent.command, "--no-autostart", "commit", VM, "vda", "--pivot"],
+                             env=env, capture_output=True, text=True, check=False, timeout=120)
+    wait_for(lambda: agent_dead(agent), "the agent to die at job.cleanup.before", 60)
+    assert started.returncode in (0, 1, 3), started.stderr
+    stale = agent.home / "stale-definition.xml"
+    stale.write_text(before_commit)
+    persistent_definition(agent, str(stale))  # as if libvirt had died before saving it
+    agent.ok("agent", "start")
+    job = wait_job(agent, job_of(agent)["id"], "done", "failed", "aborted")
+    assert job["outcome"] == "succeeded", job
+    [repaired] = [e for e in events_of(agent, "chain.persistent_repaired", VM)
+                  if overlay in e["was"]]
+    assert repaired["now"] == [top(agent)]
+    wait_for(lambda: not Path(overlay).exists(), "the merged overlay to be deleted", 30)
+    agent.ok("agent", "stop")
+    assert overlay not in persistent_definition(agent)
+    agent.ok("agent", "start")
+    agent.ok("vm", "destroy", VM)
+    agent.ok("vm", "start", VM)  # the cold start opens the live chain
     assert_intact(agent, reference)
 
 

@@ -74,6 +74,9 @@ class ChainService:
         domain = self.domain(vm)
         live = domain.is_active()
         xml = domain.xml(inactive=not live)
+        # A running VM's next cold start needs what its persistent definition names, which can
+        # differ from the live chains until ``PersistentChains`` has brought them in step.
+        persistent = domain.xml(inactive=True) if live and domain.is_persistent() else None
         paths: set[str] = set()
         for disk in self._records.disks(vm):
             try:
@@ -85,6 +88,9 @@ class ChainService:
             paths.update(chain.paths())
             if chain.mirror is not None and chain.mirror.path:
                 paths.add(chain.mirror.path)
+            if persistent is not None:
+                with contextlib.suppress(NotFound):
+                    paths.update(parse_chain(persistent, disk.target).paths())
         return paths
 
 

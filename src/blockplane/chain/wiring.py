@@ -15,6 +15,7 @@ from blockplane.chain.job_events import JobEvents
 from blockplane.chain.job_reconcile import JobReconciler
 from blockplane.chain.job_store import JobStore
 from blockplane.chain.jobs_service import JobsService
+from blockplane.chain.persistent_chains import PersistentChains
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.snapshots import SnapshotService
@@ -30,7 +31,7 @@ from blockplane.vms.disks import DiskService
 from blockplane.vms.lifecycle import VMService
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChainServices:
     chains: ChainService
     snapshots: SnapshotService
@@ -39,6 +40,8 @@ class ChainServices:
     volumes: ChainVolumes
     checkpoints: CheckpointService
     volume_references: ChainVolumeReferences
+    persistent: PersistentChains
+    persistent_checked: bool = False
 
     @classmethod
     def build(
@@ -68,8 +71,14 @@ class ChainServices:
                                     events)
         checkpoints = CheckpointService(chains, store, records, events, disks.vm_lock)
         return cls(chains, snapshots, jobs, JobEvents(store, chains, driver), volumes,
-                   checkpoints, ChainVolumeReferences(records, chain_records, chains, store))
+                   checkpoints, ChainVolumeReferences(records, chain_records, chains, store),
+                   PersistentChains(chains, records, chain_records, store, vms.redefine,
+                                    events))
 
     def reconcile(self) -> None:
+        if not self.persistent_checked:
+            # Only a restart can leave the persistent definitions behind (persistent_chains).
+            self.persistent.repair_all()
+            self.persistent_checked = True
         self.snapshots.reconcile()
         self.jobs.reconcile()

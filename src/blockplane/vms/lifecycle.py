@@ -206,6 +206,10 @@ class VMService:
     def domain(self, name: str) -> DomainHandle:
         return self._managed(name)
 
+    def redefine(self, domain_xml: str) -> None:
+        """Replace a managed VM's persistent definition; a running VM is not touched."""
+        self._hypervisor.define(domain_xml)
+
     def record(self, name: str) -> VMRecord:
         record = self._records.vm(name)
         if record is None:
