@@ -4,12 +4,20 @@ The agent's dispatcher hands each event to ``on_block_job``, which only queues i
 applies them one after another in a thread, so a pivot or a cleanup never holds up other event
 types (thin thresholds) and a job sees its READY before its COMPLETED. libvirt names the disk
 ``vda`` (no index) in these events. A backup sends one event per disk once the whole domain job
-ended; its outcome is read from libvirt's completed-job statistics. Must not start jobs.
+ended; its outcome is read from libvirt's completed-job statistics.
+
+libvirt queues a job's end event while it still holds the domain's job in which it applies the
+end to the live definition and then saves the status and the persistent config. Acting on the
+event at once (recording the outcome, deleting merged images) and then dying with the embedded
+libvirt could leave libvirt, after the restart, on the chain from before the job while QEMU runs
+the new one. So each end is first settled: asking for the disk's block job takes a domain job
+too, and returns only once libvirt has written its change down. Must not start jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from blockplane.chain.job_driver import JobDriver
@@ -17,6 +25,7 @@ from blockplane.chain.job_store import JobStore
 from blockplane.chain.jobs import BlockJobStatus, JobKind
 from blockplane.chain.phases import BlockJobEvent
 from blockplane.chain.service import ChainService
+from blockplane.errors import BlockplaneError
 from blockplane.hypervisor.domain import JOB_OPERATION_BACKUP
 from blockplane.hypervisor.events import BlockJobEvent as LibvirtBlockJobEvent
 
@@ -51,6 +60,8 @@ class JobEvents:
             status = BlockJobStatus(event.status)
         except ValueError:
             return
+        if status is not BlockJobStatus.READY:
+            self._settle(event.domain, target)
         for stored in self._store.live():
             job = stored.state
             if job.vm != event.domain or target not in stored.spec.targets:
@@ -60,6 +71,10 @@ class JobEvents:
                 seen = self._backup_status(job.vm, status, job.abort_requested)
             if seen is not None:
                 self._driver.apply(job.id, BlockJobEvent(seen, event.job_type))
+
+    def _settle(self, vm: str, target: str) -> None:
+        with contextlib.suppress(BlockplaneError):
+            self._chains.domain(vm).block_job_info(target)
 
     def _backup_status(
         self, vm: str, status: BlockJobStatus, aborting: bool
