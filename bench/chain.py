@@ -18,7 +18,7 @@ writes elsewhere on the same disk with fio at a fixed rate, so both copy under t
 Results go to ``bench/out/chain.json``.
 
     python -m bench.chain [--data-mib 512] [--write-rate 32m] [--repeat 3] [--io-threads N]
-                          [--guest idle|writing] [--kind K]
+                          [--guest idle|writing|writing-other-disk] [--kind K]
 """
 
 from __future__ import annotations
