@@ -67,7 +67,7 @@ class PersistentChains:
         domain = self._chains.domain(vm)
         if not domain.is_active() or not domain.is_persistent():
             return []
-        live_xml, persistent_xml = domain.xml(), domain.xml(inactive=True)
+        live_xml, persistent_xml = domain.xml(), domain.xml(inactive=True, secure=True)
         stale = []
         for disk in self._records.disks(vm):
             try:

@@ -78,8 +78,11 @@ class DomainHandle:
         with libvirt_errors(f"checking {self.name}"):
             return bool(self._domain.isActive())
 
-    def xml(self, *, inactive: bool = False) -> str:
+    def xml(self, *, inactive: bool = False, secure: bool = False) -> str:
+        """``secure``: with passwords and the like, for an XML that will be defined again."""
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        if secure:
+            flags |= libvirt.VIR_DOMAIN_XML_SECURE
         with libvirt_errors(f"reading the XML of {self.name}"):
             return str(self._domain.XMLDesc(flags))
 
