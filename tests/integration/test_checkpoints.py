@@ -200,3 +200,54 @@ def test_refused_while_a_job_holds_the_disk_or_the_vm_is_off(agent: AgentUnderTe
     finally:
         agent.ok("vm", "start", VM)
     assert names(agent) == checkpoints
+
+
+def test_a_running_backup_holds_the_checkpoint_it_creates_and_the_one_it_starts_from(
+        agent: AgentUnderTest, setup: Setup) -> None:
+    """1 GiB of changed data keeps each backup running for about 3 s here, while the deletes and
+    the listing right after the start take milliseconds."""
+    vm, size = "ckheld", 1024 * MIB
+    agent.json("vm", "create", vm, "--vcpus", "1", "--memory", "256M")
+    try:
+        agent.json("disk", "attach", vm, "--pool", "kf", "--size", "1G")
+        qemu_io_write(chain_paths(agent, vm, "vda")[0], 0, size, 0x21)
+        agent.ok("vm", "start", vm)
+        with agent.http() as http:
+            def start_backup(name: str, incremental: str | None = None) -> dict[str, Any]:
+                started = http.post(f"/v1/vms/{vm}/backup",
+                                    json={"dest": str(setup.backups / name),
+                                          "incremental": incremental})
+                assert started.status_code == 202, started.text
+                job: dict[str, Any] = started.json()
+                return job
+
+            def refused_as_busy(name: str) -> bool:
+                response = http.delete(f"/v1/vms/{vm}/checkpoints/{name}")
+                return response.status_code == 409 and response.json()["code"] == "job.busy"
+
+            def holders() -> dict[str, str | None]:
+                listed = http.get(f"/v1/vms/{vm}/checkpoints").json()
+                return {c["name"]: c["used_by_job"] for c in listed}
+
+            full = start_backup("held-full")
+            created = full["spec"]["checkpoint"]
+            assert refused_as_busy(created)
+            assert holders() == {created: full["id"]}
+            assert wait_phase(agent, full["id"], ("done", "failed"))["phase"] == "done"
+            assert holders() == {created: None}
+
+            agent.ok("vm", "destroy", vm)
+            qemu_io_write(chain_paths(agent, vm, "vda")[0], 0, size, 0x22)
+            agent.ok("vm", "start", vm)
+            incremental = start_backup("held-incremental", incremental=created)
+            second = incremental["spec"]["checkpoint"]
+            assert refused_as_busy(created) and refused_as_busy(second)
+            assert holders() == {created: incremental["id"], second: incremental["id"]}
+            ended = wait_phase(agent, incremental["id"], ("done", "failed"))
+            assert ended["phase"] == "done", ended
+            assert holders() == {created: None, second: None}
+            assert http.delete(f"/v1/vms/{vm}/checkpoints/{created}").status_code == 200
+            assert list(holders()) == [second]
+    finally:
+        agent.cli("vm", "destroy", vm)
+        agent.ok("vm", "delete", vm)
