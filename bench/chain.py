@@ -18,7 +18,7 @@ writes elsewhere on the same disk with fio at a fixed rate, so both copy under t
 Results go to ``bench/out/chain.json``.
 
     python -m bench.chain [--data-mib 512] [--write-rate 32m] [--repeat 3] [--io-threads N]
-                          [--guest idle|writing|writing-other-disk] [--kind K]
+                          [--guest LOAD] [--kind K]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from blockplane.cli.client import AgentClient, api_path
 MIB = 1 << 20
 VM = "chainbench"
 KINDS = ("commit", "active_commit", "pull", "copy", "backup")
+LOADS = ("idle", "writing", "writing-other-disk", "reading", "busy-cpu", "host-writing")
 
 
 @dataclass
@@ -93,7 +94,28 @@ def start_writer(client: AgentClient, target: str, offset_mib: int, rate: str) -
                           "</dev/null >/dev/null 2>&1 &")
 
 
-def stop_writer(client: AgentClient) -> None:
+def start_reader(client: AgentClient, target: str, rate: str) -> None:
+    guest_run(client, VM, f"fio --name=reader --filename=/dev/{target} --rw=randread "
+                          f"--bs=64k --direct=1 --size=256M --rate={rate} --time_based "
+                          "--runtime=600 --output=/dev/null </dev/null >/dev/null 2>&1 &")
+
+
+def start_spinners(client: AgentClient) -> None:
+    """Both vCPUs busy, no I/O."""
+    guest_run(client, VM, "for vcpu in 1 2; do fio --name=spin --ioengine=cpuio --cpuload=100 "
+                          "--time_based --runtime=600 --output=/dev/null "
+                          "</dev/null >/dev/null 2>&1 & done")
+
+
+def start_host_writer(scratch: Path, rate: str) -> subprocess.Popen[bytes]:
+    """The guest's write load, from a process on the host instead, into the same pool."""
+    return subprocess.Popen(["fio", "--name=host-writer", f"--filename={scratch}/host-load.raw",
+                             "--rw=randwrite", "--bs=64k", "--direct=1", "--size=256M",
+                             f"--rate={rate}", "--time_based", "--runtime=600",
+                             "--output=/dev/null"])
+
+
+def stop_guest_load(client: AgentClient) -> None:
     guest_run(client, VM, "killall fio 2>/dev/null; while pidof fio >/dev/null; do "
                           "sleep 0.1; done; true")
 
@@ -149,11 +171,18 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
         source = layer_only(paths[0] if kind == "active_commit" else paths[-1])
     else:
         source = paths[0]
-    # Under the same guest load as the job, and before it: a job drops the layers it merged.
+    # Under the same load as the job, and before it: a job drops the layers it merged.
+    host_writer = None
     if guest == "writing":
         start_writer(client, target, data_mib + 64, rate)
     elif guest == "writing-other-disk" and other_disk is not None:
         start_writer(client, other_disk, 0, rate)
+    elif guest == "reading":
+        start_reader(client, target, rate)
+    elif guest == "busy-cpu":
+        start_spinners(client)
+    elif guest == "host-writing":
+        host_writer = start_host_writer(scratch, rate)
     convert_s = convert_seconds(source, scratch, False)
     convert_direct_s = convert_seconds(source, scratch, True)
     convert_direct_serial_s = convert_seconds(source, scratch, True, in_flight=1)
@@ -173,8 +202,12 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
         body = {"dest": str(scratch / f"backup-{guest}"), "disks": [target]}
         job = request(client, "POST", api_path("vms", VM, "backup"), body)
     ended = wait_done(client, job["id"])
-    if guest != "idle":
-        stop_writer(client)
+    if host_writer is not None:
+        host_writer.terminate()
+        host_writer.wait()
+        (scratch / "host-load.raw").unlink()
+    elif guest != "idle":
+        stop_guest_load(client)
     job_s = float(ended["finished_at"]) - float(ended["created_at"])
     result = Result(kind, guest, data_mib, job_s, convert_s, convert_direct_s,
                     convert_direct_serial_s)
@@ -195,14 +228,16 @@ def report(result: Result) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data-mib", type=int, default=512)
-    parser.add_argument("--write-rate", default="32m", help="fio --rate of the writing guest")
+    parser.add_argument("--write-rate", default="32m",
+                        help="fio --rate of the writing and reading loads")
     parser.add_argument("--io-threads", type=int, default=None,
                         help="the disks' io_threads (default: the agent's automatic mapping)")
-    parser.add_argument("--guest", choices=("idle", "writing", "writing-other-disk"),
-                        action="append",
-                        help="only these guest loads (default: idle and writing; "
-                             "writing-other-disk writes to a second disk instead, to tell "
-                             "contention in the job's own chain from contention elsewhere)")
+    parser.add_argument("--guest", choices=LOADS, action="append",
+                        help="only these loads (default: idle and writing). Diagnostics: "
+                             "writing-other-disk writes to a second disk of the VM, reading "
+                             "reads the job's disk at the same rate, busy-cpu spins both vCPUs "
+                             "without I/O, host-writing runs the same writes from fio on the "
+                             "host into the pool instead of from the guest")
     parser.add_argument("--kind", choices=KINDS, action="append",
                         help="only these jobs (default: all)")
     parser.add_argument("--repeat", type=int, default=1,
