@@ -27,6 +27,9 @@ def bench_agent() -> Iterator[AgentClient]:
     client = AgentClient(settings, autostart=False)
     try:
         yield client
+    except BaseException:
+        keep_logs(home, settings.paths.libvirt_root)
+        raise
     finally:
         for vm in client.request("GET", "/v1/vms"):
             if vm["state"] not in ("shutoff", "crashed"):
@@ -36,6 +39,16 @@ def bench_agent() -> Iterator[AgentClient]:
             client.request("DELETE", api_path("pools", pool["name"]))
         stop_agent(settings)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def keep_logs(home: Path, libvirt_root: Path) -> None:
+    """A failed run's agent log and QEMU logs, kept under bench/out before the home goes."""
+    kept = OUT / f"failed-{home.name}"
+    kept.mkdir(parents=True, exist_ok=True)
+    for log in [home / "agent.log", *(libvirt_root / "log" / "qemu").glob("*.log")]:
+        if log.is_file():
+            shutil.copy(log, kept / log.name)
+    print(f"logs of the failed run: {kept}")
 
 
 def guest_run(client: AgentClient, vm: str, script: str, timeout: float = 600) -> str:
