@@ -207,6 +207,32 @@ def test_killed_while_aborting(agent: AgentUnderTest, reference: Reference) -> N
     assert_intact(agent, reference)
 
 
+def test_a_point_in_time_copy_outlives_the_reconciles_during_its_cleanup(
+        agent: AgentUnderTest, reference: Reference) -> None:
+    """Every reconcile pass collects the volumes a job left ``creating``; an aborted copy's
+    destination is one until its cleanup keeps it apart. With the cleanup held for longer than
+    two passes, no pass may take it."""
+    before = top(agent)
+    restart_with_failpoints(agent, "job.cleanup.before=sleep:6")
+    try:
+        job = agent.json("copy", VM, "vda", "--pool", "cp")
+        wait_job(agent, job["id"], "ready")
+        agent.json("job", "abort", job["id"])
+        ended = wait_job(agent, job["id"], "done", "failed", "aborted")
+    finally:
+        agent.ok("agent", "stop")
+        agent.ok("agent", "start")
+    assert "failpoint job.cleanup.before: sleeping" in (agent.home / "agent.log").read_text()
+    assert (ended["phase"], ended["point_in_time_copy"]) == ("aborted", True), ended
+    copy = ended["spec"]["destination"]
+    deleted = events_of(agent, "chain.volume_deleted")
+    assert [event for event in deleted if event["volume"] == copy["volume"]] == []
+    assert same_content(reference.path, copy["path"])
+    assert top(agent) == before
+    agent.ok("volume", "delete", "cp", copy["volume"])
+    assert_intact(agent, reference)
+
+
 def persistent_definition(agent: AgentUnderTest, replacement: str | None = None) -> str:
     """The VM's persistent XML, read (or replaced) with the agent down."""
     extra = [] if replacement is None else [replacement]

@@ -282,10 +282,12 @@ class JobsService:
                 raise busy_error(vm, stored)
 
     def referenced_paths(self, vm: str) -> set[str]:
-        """Paths ``vm``'s chains and its running jobs still use (for ``ChainVolumes``)."""
+        """Paths ``vm``'s chains and its live jobs still use (for ``ChainVolumes``). A job in
+        CLEANUP still holds its images: its cleanup decides what becomes of them (an aborted
+        copy's destination is kept as a point-in-time copy), not a reconcile pass beside it."""
         paths = self._chains.disk_paths(vm)
         for stored in self._store.live():
-            if stored.state.vm == vm and not stored.state.phase.ended:
+            if stored.state.vm == vm:
                 paths |= stored.spec.paths() - set(stored.spec.invalidated)
         return paths
 

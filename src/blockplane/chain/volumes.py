@@ -5,13 +5,17 @@ A ``DiskObserver`` (see ``vms.disks``): a disk attached records its first volume
 (or its VM deleted) deletes every other volume of that disk's chain, while the disk service
 deletes the top named by the disk record. Images a job drops from a chain are marked
 ``invalidated`` first (persisted), then deleted when neither a live chain nor a live job names
-them; ``collect`` retries what could not go yet. Must not call block-job APIs or edit domain XML.
+them; ``collect`` retries what could not go yet. ``collect`` runs on the reconcile thread while
+a job's cleanup runs on the event thread: one lock keeps a cleanup's change of a volume's state
+from landing between collect's reading of the rows and its deleting of them. Must not call
+block-job APIs or edit domain XML.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 
 from blockplane.chain.images import write_overlay
@@ -46,6 +50,7 @@ class ChainVolumes:
         self._volumes = volumes
         self._events = events
         self.thin = thin
+        self._lock = threading.RLock()
         #: Set by the jobs service: the paths a VM's live chains and live jobs reference.
         self.references: References = lambda _vm: set()
         #: Set by the jobs service: True while a job or snapshot of the VM is being prepared.
@@ -59,9 +64,10 @@ class ChainVolumes:
     def disk_detached(self, vm: str, target: str) -> None:
         disk = self._records.disk(vm, target)
         top = (disk.pool, disk.volume) if disk else None
-        for row in self._chain.volumes(vm=vm, target=target):
-            if (row.pool, row.volume) != top:
-                self._delete(row)
+        with self._lock:
+            for row in self._chain.volumes(vm=vm, target=target):
+                if (row.pool, row.volume) != top:
+                    self._delete(row)
 
     def adopt_untracked(self) -> None:
         """Disks attached before chain tracking existed: record their top volume."""
@@ -90,8 +96,9 @@ class ChainVolumes:
 
     def placed_on_top(self, vm: str, target: str, ref: VolumeRef) -> None:
         """``ref`` is now the active top of ``vm``/``target``: record it and follow it."""
-        self._chain.set_volume_state(ref.pool, ref.volume, "in_chain")
-        self._chain.set_disk_top(vm, target, ref.pool, ref.volume)
+        with self._lock:
+            self._chain.set_volume_state(ref.pool, ref.volume, "in_chain")
+            self._chain.set_disk_top(vm, target, ref.pool, ref.volume)
         record = self._records.volume(ref.pool, ref.volume)
         if record is not None and record.thin and self.thin is not None:
             try:
@@ -107,48 +114,52 @@ class ChainVolumes:
 
     def discard(self, ref: VolumeRef) -> None:
         """Delete a volume a job or snapshot created but that never entered a chain."""
-        row = self._chain.volume_at(ref.path)
-        if row is not None and row.state == "in_chain":
-            return
-        self._forget_thin(ref.pool, ref.volume)
-        try:
-            self._volumes.delete(ref.pool, ref.volume)
-        except NotFound:
-            self._records.delete_volume(ref.pool, ref.volume)
-        self._chain.forget_volume(ref.pool, ref.volume)
+        with self._lock:
+            row = self._chain.volume_at(ref.path)
+            if row is not None and row.state == "in_chain":
+                return
+            self._forget_thin(ref.pool, ref.volume)
+            try:
+                self._volumes.delete(ref.pool, ref.volume)
+            except NotFound:
+                self._records.delete_volume(ref.pool, ref.volume)
+            self._chain.forget_volume(ref.pool, ref.volume)
 
     def keep_apart(self, ref: VolumeRef) -> None:
         """Leave ``ref`` as a standalone volume of its pool (a point-in-time copy)."""
-        self._chain.forget_volume(ref.pool, ref.volume)
+        with self._lock:
+            self._chain.forget_volume(ref.pool, ref.volume)
 
     # dropping images from chains
     def invalidate(self, vm: str, paths: Iterable[str]) -> list[str]:
         """Mark the volumes at ``paths`` invalidated, then delete those nothing references."""
-        for path in paths:
-            row = self._chain.volume_at(path)
-            if row is not None:
-                self._chain.set_volume_state(row.pool, row.volume, "invalidated")
-        return self.collect(vm)
+        with self._lock:
+            for path in paths:
+                row = self._chain.volume_at(path)
+                if row is not None:
+                    self._chain.set_volume_state(row.pool, row.volume, "invalidated")
+            return self.collect(vm)
 
     def collect(self, vm: str | None = None) -> list[str]:
         """Delete invalidated volumes no longer referenced, and volumes left ``creating`` by a
         job or snapshot the agent died preparing; return the deleted names."""
-        deleted = []
-        rows = self._chain.volumes(vm=vm, state="invalidated")
-        rows += [row for row in self._chain.volumes(vm=vm, state="creating")
-                 if not self.preparing(row.vm)]
-        referenced: dict[str, set[str]] = {}
-        for row in rows:
-            if row.vm not in referenced:
-                try:
-                    referenced[row.vm] = {_norm(p) for p in self.references(row.vm)}
-                except BlockplaneError:
-                    continue  # the VM's chain cannot be read now: keep its volumes
-            if _norm(row.path) in referenced[row.vm]:
-                continue
-            self._delete(row)
-            deleted.append(row.volume)
-        return deleted
+        with self._lock:
+            deleted = []
+            rows = self._chain.volumes(vm=vm, state="invalidated")
+            rows += [row for row in self._chain.volumes(vm=vm, state="creating")
+                     if not self.preparing(row.vm)]
+            referenced: dict[str, set[str]] = {}
+            for row in rows:
+                if row.vm not in referenced:
+                    try:
+                        referenced[row.vm] = {_norm(p) for p in self.references(row.vm)}
+                    except BlockplaneError:
+                        continue  # the VM's chain cannot be read now: keep its volumes
+                if _norm(row.path) in referenced[row.vm]:
+                    continue
+                self._delete(row)
+                deleted.append(row.volume)
+            return deleted
 
     def _delete(self, row: ChainVolumeRecord) -> None:
         self._forget_thin(row.pool, row.volume)
