@@ -69,7 +69,8 @@ class CheckpointService:
     def list(self, vm: str) -> builtins.list[dict[str, Any]]:
         """Every checkpoint of ``vm``, parents first; dirty sizes when the VM runs."""
         live = self._store.live()
-        return [checkpoint_json(checkpoint, vm, live) for checkpoint in self._documents(vm)]
+        return [checkpoint_json(checkpoint, vm, live)
+                for checkpoint in self._documents(vm, with_sizes=True)]
 
     def delete(self, vm: str, name: str) -> dict[str, Any]:
         with self._vm_lock(vm):
@@ -89,7 +90,7 @@ class CheckpointService:
         return {"vm": vm, "name": name, "deleted": True, "merged_into": checkpoint.parent}
 
     def _find(self, vm: str, name: str) -> CheckpointDocument:
-        documents = self._documents(vm)
+        documents = self._documents(vm, with_sizes=False)  # a delete needs no dirty sizes
         for checkpoint in documents:
             if checkpoint.name == name:
                 return checkpoint
@@ -97,12 +98,13 @@ class CheckpointService:
         raise NotFound(f"VM {vm} has no checkpoint {name!r} (checkpoints: {known})",
                        code="checkpoint.not_found")
 
-    def _documents(self, vm: str) -> builtins.list[CheckpointDocument]:
+    def _documents(self, vm: str, *, with_sizes: bool) -> builtins.list[CheckpointDocument]:
+        """``with_sizes``: the dirty sizes too, if the VM runs (they need QEMU's answer)."""
         if self._records.vm(vm) is None:
             raise NotFound(f"no VM named {vm!r} is managed by blockplane", code="vm.not_found")
         domain = self._chains.domain(vm)
         try:
-            documents = domain.checkpoint_documents(with_sizes=domain.is_active())
+            documents = domain.checkpoint_documents(with_sizes=with_sizes and domain.is_active())
         except HypervisorError:
             # Sizes need QEMU's answer, which a VM stopping under us cannot give.
             documents = domain.checkpoint_documents(with_sizes=False)
