@@ -195,6 +195,20 @@ def test_progress_and_timestamps() -> None:
     assert Progress(0, 0).fraction == 0.0
 
 
+def test_ready_and_success_report_the_whole_job_done() -> None:
+    # A reading taken just before the READY event must not be shown after it (a bar would go
+    # back from 100% to it); a failure keeps the last reading as it was.
+    ready_copy = run(job(COPY, pivot=True), [Started(), JobInfoObserved(2, 3), ready(COPY)])
+    assert ready_copy.progress == Progress(3, 3)
+    pivoting = run(ready_copy, [PivotIssued(), completed(COPY)])
+    assert pivoting.phase is P.PIVOTING and pivoting.progress == Progress(3, 3)
+    pulled = run(job(PULL), [Started(), JobInfoObserved(5, 8), completed(PULL)])
+    assert pulled.outcome is Outcome.SUCCEEDED and pulled.progress == Progress(8, 8)
+    broken = run(job(PULL), [Started(), JobInfoObserved(5, 8), failed(PULL)])
+    assert broken.outcome is Outcome.FAILED and broken.progress == Progress(5, 8)
+    assert run(job(PULL), [Started(), completed(PULL)]).progress is None
+
+
 def test_json_round_trip() -> None:
     state = run(job(COPY, pivot=True), [Started(), JobInfoObserved(1, 2), ready(COPY),
                                         AbortRequested(), canceled(COPY)])
@@ -371,6 +385,8 @@ def test_properties_of_any_sequence(scenario: tuple[JobState, list[JobSignal]]) 
         assert state.kind.mirrors and saw_ready
     if state.point_in_time_copy:
         assert state.kind is JobKind.COPY and state.ready and state.outcome is Outcome.ABORTED
+    if state.progress is not None and state.outcome is Outcome.SUCCEEDED:
+        assert state.progress.cur == state.progress.end
 
 
 @settings(max_examples=150, deadline=None)

@@ -205,9 +205,15 @@ def _event(job: JobState, status: BlockJobStatus) -> JobState:
 
 
 def _became_ready(job: JobState) -> JobState:
+    # READY means in step with the source, so a reading taken before the event is stale.
+    job = replace(job, ready=True, progress=_complete(job.progress))
     if job.phase in (JobPhase.PREPARING, JobPhase.RUNNING):
-        return replace(job, phase=JobPhase.READY, ready=True)
-    return replace(job, ready=True)
+        return replace(job, phase=JobPhase.READY)
+    return job
+
+
+def _complete(progress: Progress | None) -> Progress | None:
+    return Progress(progress.end, progress.end) if progress else None
 
 
 def _absent(job: JobState, effect: Effect) -> JobState:
@@ -228,8 +234,9 @@ def _absent(job: JobState, effect: Effect) -> JobState:
 def _end(
     job: JobState, outcome: Outcome, error: str | None = None, *, point_in_time_copy: bool = False
 ) -> JobState:
+    progress = _complete(job.progress) if outcome is Outcome.SUCCEEDED else job.progress
     return replace(job, phase=JobPhase.CLEANUP, outcome=outcome, error=error,
-                   point_in_time_copy=point_in_time_copy)
+                   point_in_time_copy=point_in_time_copy, progress=progress)
 
 
 def _request(job: JobState, signal: Request) -> JobState:
