@@ -101,6 +101,27 @@ def test_killed_after_the_snapshot_is_taken(agent: AgentUnderTest,
     assert_intact(agent, reference)
 
 
+def test_a_snapshot_outlives_the_reconciles_while_it_is_taken(agent: AgentUnderTest,
+                                                               reference: Reference) -> None:
+    """Every reconcile pass finishes or undoes the snapshots a dead agent left ``creating``; one
+    being taken now is ``creating`` too, with its overlays made but not yet on top. With the
+    taking held for longer than two passes, no pass may undo it."""
+    before = top(agent)
+    restart_with_failpoints(agent, "snapshot.after_overlays=sleep:5")
+    try:
+        taken = agent.json("snapshot", "create", VM, "--name", "slow")
+    finally:
+        agent.ok("agent", "stop")
+        agent.ok("agent", "start")
+    assert "failpoint snapshot.after_overlays: sleeping" in (agent.home / "agent.log").read_text()
+    [disk] = taken["disks"]
+    assert taken["state"] == "done" and disk["status"] == "in_chain"
+    assert top(agent) == disk["path"] != before
+    deleted = events_of(agent, "chain.volume_deleted")
+    assert [event for event in deleted if event["volume"] == disk["volume"]] == []
+    assert_intact(agent, reference)
+
+
 @pytest.mark.parametrize(
     ("failpoint", "outcome"),
     [

@@ -158,27 +158,39 @@ class SnapshotService:
         return {**record.to_json(), "disks": disks}
 
     def reconcile(self) -> None:
-        """Finish (overlay on top) or undo (overlay absent) snapshots left ``creating``."""
-        for record in self._chain.snapshots(state="creating"):
-            try:
-                domain = self._chains.domain(record.vm)
-                xml = domain.xml(inactive=not domain.is_active())
-            except BlockplaneError:
+        """Finish (overlay on top) or undo (overlay absent) snapshots a dead agent left
+        ``creating``. A snapshot being taken now holds its VM's lock, and is skipped: its
+        overlays are not on top yet, and undoing it would delete them under libvirt."""
+        for vm in {record.vm for record in self._chain.snapshots(state="creating")}:
+            lock = self._disks.vm_lock(vm)
+            if not lock.acquire(blocking=False):
                 continue
-            taken = all(disk.get("path") and parse_chain(xml, disk["target"]).top.path
-                        == disk["path"] for disk in record.disks)
-            for disk in record.disks:
-                if not disk.get("path"):
-                    continue
-                ref = VolumeRef(disk["pool"], disk["volume"], disk["path"])
-                if taken:
-                    self._volumes.placed_on_top(record.vm, disk["target"], ref)
-                else:
-                    self._volumes.discard(ref)
+            try:
+                for record in self._chain.snapshots(vm, state="creating"):
+                    self._settle(record)
+            finally:
+                lock.release()
+
+    def _settle(self, record: SnapshotRecord) -> None:
+        try:
+            domain = self._chains.domain(record.vm)
+            xml = domain.xml(inactive=not domain.is_active())
+        except BlockplaneError:
+            return
+        taken = all(disk.get("path") and parse_chain(xml, disk["target"]).top.path
+                    == disk["path"] for disk in record.disks)
+        for disk in record.disks:
+            if not disk.get("path"):
+                continue
+            ref = VolumeRef(disk["pool"], disk["volume"], disk["path"])
             if taken:
-                self._chain.set_snapshot_state(record.vm, record.name, "done")
+                self._volumes.placed_on_top(record.vm, disk["target"], ref)
             else:
-                self._chain.delete_snapshot(record.vm, record.name)
+                self._volumes.discard(ref)
+        if taken:
+            self._chain.set_snapshot_state(record.vm, record.name, "done")
+        else:
+            self._chain.delete_snapshot(record.vm, record.name)
 
 
 def _require_guest_agent(domain: DomainHandle, vm: str, live: bool) -> None:
