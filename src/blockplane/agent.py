@@ -24,6 +24,7 @@ from blockplane.chain.wiring import ChainServices
 from blockplane.config import Settings
 from blockplane.eventlog import EventLog
 from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
+from blockplane.facts.kernel_probe import ProbeKernel
 from blockplane.home import ensure_room_to_start, prepare_home
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.events import (
@@ -153,6 +154,7 @@ class Agent:
                 ),
                 domain_caps,
                 requested_accel=self.settings.accel,
+                linux=ProbeKernel.in_images(self.settings.paths.images),
             )
         return self._facts
 

@@ -16,6 +16,7 @@ from blockplane.facts import probe
 from blockplane.facts.accel import AccelChoice, KvmProbe, choose_accel
 from blockplane.facts.capabilities import Capability, capability_matrix
 from blockplane.facts.domain_caps import DomainCapsFlags, parse_domain_caps
+from blockplane.facts.kernel_probe import ProbeKernel
 from blockplane.facts.versions import Version, parse_version, version_from_libvirt_int
 
 
@@ -144,11 +145,12 @@ def gather_host_facts(
     *,
     requested_accel: str = "auto",
     kvm_timeout: float = probe.KVM_PROBE_TIMEOUT,
+    linux: ProbeKernel | None = None,
 ) -> HostFacts:
     """Probe this host (QEMU binary, packages, CPUs, memory, KVM) and assemble ``HostFacts``.
 
     The QEMU binary is the domain capabilities' ``<path>`` when given, so the version matches the
-    emulator libvirt will run.
+    emulator libvirt will run. ``linux``: a kernel that KVM must also boot to count as usable.
     """
     domain_caps = parse_domain_caps(domain_caps_xml) if domain_caps_xml is not None else None
     binary = probe.find_qemu_binary(domain_caps.emulator if domain_caps is not None else None)
@@ -160,7 +162,7 @@ def gather_host_facts(
     return build_host_facts(
         qemu=qemu,
         libvirt=libvirt_facts(libvirt_runtime, probe.probe_libvirt_package_version()),
-        kvm=probe.probe_kvm(binary, timeout=kvm_timeout),
+        kvm=probe.probe_kvm(binary, timeout=kvm_timeout, linux=linux),
         cpus=probe.probe_cpu_count(),
         memory_bytes=probe.probe_memory_bytes(),
         domain_caps=domain_caps,

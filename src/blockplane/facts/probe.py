@@ -20,6 +20,7 @@ from pathlib import Path
 
 from blockplane.errors import InvalidInput
 from blockplane.facts.accel import KvmProbe, resolve_accel
+from blockplane.facts.kernel_probe import ProbeKernel, probe_kernel_boots
 from blockplane.facts.versions import Version, parse_version
 
 __all__ = [
@@ -142,8 +143,10 @@ def probe_kvm(
     *,
     device: str = KVM_DEVICE,
     timeout: float = KVM_PROBE_TIMEOUT,
+    linux: ProbeKernel | None = None,
 ) -> KvmProbe:
-    """Can KVM run a vCPU here? Checks ``device``, then boots a test guest with -cpu host."""
+    """Can KVM run a guest here? Checks ``device``, boots a test vCPU with -cpu host, then,
+    given a ``linux`` kernel, boots that too (``facts.kernel_probe``)."""
     if not os.path.exists(device):
         return KvmProbe(
             False, f"{device} does not exist (KVM module not loaded, or not passed to this host)"
@@ -156,7 +159,10 @@ def probe_kvm(
     qemu = binary or find_qemu_binary()
     if qemu is None:
         return KvmProbe(False, "no QEMU binary found to try KVM with")
-    return probe_guest_runs(qemu, ("-accel", "kvm", "-cpu", "host"), timeout=timeout)
+    vcpu = probe_guest_runs(qemu, ("-accel", "kvm", "-cpu", "host"), timeout=timeout)
+    if not vcpu.usable or linux is None:
+        return vcpu
+    return probe_kernel_boots(qemu, linux)
 
 
 def probe_guest_runs(
