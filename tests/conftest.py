@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
 
+from tests.failure_logs import keep_logs
 from tests.harness import AgentUnderTest, cleanup_agent
 
 # libvirt probes QEMU's capabilities once per embed root (seconds under TCG) and caches the
@@ -67,3 +68,13 @@ class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist has 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> ModuleScheduling:
     return ModuleScheduling(config, log)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        keep_logs(item, report)
+    return report
