@@ -158,6 +158,9 @@ class FakeHypervisor:
             raise NotFound(f"no VM named {name!r}", code="vm.not_found")
         return self.domains[name]
 
+    def unresponsive_domains(self) -> set[str]:
+        return set()
+
     def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]:
         self.bulk_calls += 1
         result = []

@@ -26,6 +26,7 @@ from blockplane.eventlog import EventLog
 from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
 from blockplane.facts.kernel_probe import ProbeKernel
 from blockplane.home import ensure_room_to_start, prepare_home
+from blockplane.hypervisor.calls import ALL_DOMAINS, LateResult
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.events import (
     BlockJobEvent,
@@ -163,11 +164,13 @@ class Agent:
         capabilities = facts.capabilities
         blk = capabilities["iothread_vq_mapping"]
         scsi = capabilities["scsi_iothread_vq_mapping"]
+        throttled = capabilities["throttle_multi_iothread"]
         return HostIOThreadLimits(
             host_cpus=facts.cpus or 1,
             host_cap=self.settings.iothread_cap,
             support_blk=MappingSupport(blk.supported, blk.reason),
             support_scsi=MappingSupport(scsi.supported, scsi.reason),
+            support_throttled=MappingSupport(throttled.supported, throttled.reason),
         )
 
     def facts_json(self) -> dict[str, Any]:
@@ -181,6 +184,7 @@ class Agent:
         self.hypervisor.on_reconnected.append(
             lambda attempts: self._hypervisor_reconnected(loop, attempts)
         )
+        self.hypervisor.gate.on_late_result.append(lambda late: self._late_result(loop, late))
         token = ensure_token(self.settings.paths.token)
         app = create_app(self, token)
         sockets = [self._unix_socket()]
@@ -233,6 +237,20 @@ class Agent:
         """On the reconnect thread: finish what the outage broke, then reconcile at once."""
         self.events.publish("hypervisor.reconnected", None, uri=self.settings.libvirt_uri,
                             attempts=attempts)
+        self.qos.groups.recover()
+        self.recovery.recover_orphans(self.disks.vm_lock)
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._reconcile_now.set)
+
+    def _late_result(self, loop: asyncio.AbstractEventLoop, late: LateResult) -> None:
+        """A call abandoned past its deadline returned: finish or undo what its request left
+        (the request failed with a timeout, so its intent is still recorded), then reconcile."""
+        call = late.call
+        self.events.publish(
+            "hypervisor.late_result", None if call.domain == ALL_DOMAINS else call.domain,
+            call=call.what, waited_on=call.kind.value, seconds=round(late.finished_after_s, 3),
+            outcome="failed" if late.error else "ok",
+        )
         self.qos.groups.recover()
         self.recovery.recover_orphans(self.disks.vm_lock)
         if not loop.is_closed():

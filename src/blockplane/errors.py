@@ -12,7 +12,8 @@ codes (4xx: 2, bad input with nothing changed; 5xx: 1, the operation failed).
     ├── CapabilityMissing           422  capability.missing
     ├── Unauthorized                401  auth.required
     ├── OperationFailed             500  operation.failed, or a narrower code
-    │   └── HypervisorError         502  hypervisor.error
+    │   ├── HypervisorError         502  hypervisor.error
+    │   └── DeadlineExceeded        504  timeout.<what it waited for>
     └── StateUnavailable            503  state.unavailable
 """
 
@@ -86,6 +87,14 @@ class HypervisorError(OperationFailed):
     code = "hypervisor.error"
     http_status = 502
     title = "Hypervisor error"
+
+
+class DeadlineExceeded(OperationFailed):
+    """A request ran out of time waiting on something outside the agent (code names it)."""
+
+    code = "timeout"
+    http_status = 504
+    title = "Timed out"
 
 
 class StateUnavailable(BlockplaneError):

@@ -32,8 +32,16 @@ def test_names_and_order_are_stable() -> None:
         "throttle_groups",
         "block_threshold",
         "incremental_backup",
+        "throttle_multi_iothread",
     )
     assert tuple(matrix_for("10.0.2", "11.3.0")) == CAPABILITY_NAMES
+
+
+def test_no_qemu_is_trusted_with_a_throttled_disk_on_several_iothreads() -> None:
+    for qemu in ("9.0.0", "10.0.2", "10.2.0", "99.0.0"):
+        verdict = matrix_for(qemu, "11.3.0")["throttle_multi_iothread"]
+        assert not verdict.supported
+        assert "deadlocks a throttled disk" in verdict.reason
 
 
 @pytest.mark.parametrize(
@@ -86,10 +94,14 @@ GATES = [
 ]
 
 
+# The gates above are version minimums; throttle_multi_iothread is a known defect, tested apart.
+VERSION_GATED = tuple(name for name in CAPABILITY_NAMES if name != "throttle_multi_iothread")
+
+
 @pytest.mark.parametrize(("qemu", "libvirt", "expected"), GATES)
 def test_version_gates(qemu: str, libvirt: str, expected: tuple[bool, ...]) -> None:
     matrix = matrix_for(qemu, libvirt)
-    assert tuple(matrix[name].supported for name in CAPABILITY_NAMES) == expected
+    assert tuple(matrix[name].supported for name in VERSION_GATED) == expected
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ def test_to_json_shape() -> None:
         "throttle_groups",
         "block_threshold",
         "incremental_backup",
+        "throttle_multi_iothread",
     }
     assert json.loads(json.dumps(doc)) == doc
 

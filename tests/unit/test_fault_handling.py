@@ -3,7 +3,6 @@ or an outage, the free-space guard, events that cannot be stored, "crashed" as a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +11,7 @@ import libvirt
 import pytest
 
 from blockplane import failpoints
+from blockplane.deadlines import BoundedLock
 from blockplane.errors import HypervisorError, StateUnavailable
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
@@ -43,7 +43,7 @@ def database(tmp_path: Path) -> Database:
 
 
 def service(domain: FakeDomain, database: Database) -> ThrottleService:
-    locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+    locks: defaultdict[str, BoundedLock] = defaultdict(lambda: BoundedLock("vm", "timeout.vm_lock"))
     return ThrottleService(lambda _vm: domain, locks.__getitem__, EventLog(Records(database)),
                            SUPPORTED, PendingOperations(database))
 

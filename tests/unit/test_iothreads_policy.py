@@ -195,3 +195,30 @@ def test_invalid_input_is_rejected_with_iothreads_invalid(
 def test_invalid_input_is_rejected_even_when_mapping_is_unsupported() -> None:
     with pytest.raises(InvalidInput):
         decide(IOThreadRequest(0, 0, "virtio"), 4, 4, 4, BLK_OLD_QEMU, SCSI_OLD_QEMU)
+
+
+THROTTLE_DEADLOCK = MappingSupport(False, "QEMU 10.0.2 deadlocks a throttled disk on 2+ IOThreads")
+
+
+@pytest.mark.parametrize("bus", ["virtio", "scsi"])
+@pytest.mark.parametrize("io_threads", [None, 2, 4])
+def test_a_throttled_disk_gets_one_iothread_for_all_its_queues(
+    bus: Bus, io_threads: int | None
+) -> None:
+    request = IOThreadRequest(io_threads, 4, bus, throttled=True)
+    decision = decide(request, 4, 8, 8, BLK_OK, SCSI_OK, support_throttled=THROTTLE_DEADLOCK)
+    assert (decision.mode, decision.queues, decision.thread_budget) == ("single", 4, 1)
+    assert THROTTLE_DEADLOCK.reason in decision.reason
+    assert "all 4 queues on one dedicated IOThread" in decision.reason
+
+
+def test_an_unthrottled_disk_is_still_mapped_where_throttled_ones_are_not() -> None:
+    request = IOThreadRequest(None, 4, "virtio")
+    decision = decide(request, 4, 8, 8, BLK_OK, SCSI_OK, support_throttled=THROTTLE_DEADLOCK)
+    assert (decision.mode, decision.thread_budget) == ("mapped", 4)
+
+
+def test_io_threads_zero_wins_over_the_throttle_gate() -> None:
+    request = IOThreadRequest(0, 4, "virtio", throttled=True)
+    decision = decide(request, 4, 8, 8, BLK_OK, SCSI_OK, support_throttled=THROTTLE_DEADLOCK)
+    assert decision.mode == "none"

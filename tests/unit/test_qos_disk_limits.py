@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
+from blockplane.deadlines import BoundedLock
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
@@ -165,7 +165,7 @@ def test_capacity_scaled_limits_follow_the_disk_size(stores: Stores) -> None:
     throttle.apply_disk_plan(domain, plan, live=True)
     domain.add_disk("vdb", plan.throttle_groups)
 
-    lock = threading.Lock()
+    lock = BoundedLock("vm", "timeout.vm_lock")
     rescaler = DiskRescaler(lambda _vm: domain, lambda _vm: lock, stores.qos, stores.events)
     domain.capacity["vdb"] = 10 * GIB
     rescaler.reconcile()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from blockplane.deadlines import BoundedLock
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
@@ -29,7 +29,7 @@ def events(tmp_path: Path) -> EventLog:
 def service(
     domain: FakeDomain, events: EventLog, capability: Capability = SUPPORTED
 ) -> ThrottleService:
-    locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+    locks: defaultdict[str, BoundedLock] = defaultdict(lambda: BoundedLock("vm", "timeout.vm_lock"))
     return ThrottleService(lambda _vm: domain, locks.__getitem__, events, capability)
 
 

@@ -15,6 +15,8 @@ from blockplane.api.auth import TokenGuard
 from blockplane.api.latency import RequestLatency
 from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
 from blockplane.api.problems import PROBLEM_RESPONSES, install_problem_handlers
+from blockplane.api.request_deadlines import RequestDeadlines
+from blockplane.api.routes_agent import agent_router
 from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_checkpoints import checkpoints_router
 from blockplane.api.routes_events import events_router
@@ -50,6 +52,7 @@ def create_app(agent: Agent, token: str) -> FastAPI:
     app.state.agent = agent
     install_problem_handlers(app)
     for router in (
+        agent_router(agent.hypervisor.gate),
         host_router(agent),
         pools_router(agent),
         volumes_router(agent),
@@ -65,6 +68,7 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         app.include_router(router, prefix="/v1", responses=PROBLEM_RESPONSES)
     app.add_middleware(IdempotencyKeys, store=IdempotencyStore(agent.database), token=token)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestDeadlines)
     # Outermost, so that the time includes every other middleware.
     app.add_middleware(RequestLatency, histogram=agent.metrics.api_latency)
     return app

@@ -21,7 +21,8 @@ MAX_KEY_LENGTH = 200
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-async def _problem(send: Send, status: int, code: str, detail: str) -> None:
+def problem_response(status: int, code: str, detail: str) -> tuple[Message, Message]:
+    """The two ASGI messages of a problem+json answer (``detail`` starts with its title)."""
     body = json.dumps(
         {
             "type": f"https://blockplane.dev/problems/{code}",
@@ -31,17 +32,21 @@ async def _problem(send: Send, status: int, code: str, detail: str) -> None:
             "code": code,
         }
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+async def send_problem(send: Send, status: int, code: str, detail: str) -> None:
+    start, body = problem_response(status, code, detail)
+    await send(start)
+    await send(body)
 
 
 class BodySizeLimit:
@@ -86,7 +91,7 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        await _problem(
+        await send_problem(
             send,
             413,
             "request.too_large",
@@ -116,7 +121,7 @@ class IdempotencyKeys:
             return
         key = raw.decode(errors="replace")
         if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            await _problem(
+            await send_problem(
                 send,
                 400,
                 "idempotency.invalid",
@@ -151,7 +156,7 @@ class IdempotencyKeys:
     @staticmethod
     async def _replay(stored: StoredResponse, scope: Scope, send: Send) -> None:
         if (stored.method, stored.path) != (scope["method"], scope["path"]):
-            await _problem(
+            await send_problem(
                 send,
                 422,
                 "idempotency.mismatch",

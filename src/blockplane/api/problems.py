@@ -40,6 +40,7 @@ _DOCUMENTED = {
     500: "The operation failed",
     502: "The hypervisor refused or failed",
     503: "The state store is unavailable",
+    504: "Timed out waiting on the hypervisor, the guest agent or a VM's lock (code names it)",
 }
 
 #: ``responses=`` for every route: the problem+json answers the error handlers can give, so the

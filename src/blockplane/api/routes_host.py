@@ -17,7 +17,7 @@ def host_router(agent: Agent) -> APIRouter:
     router = APIRouter()
 
     @router.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: answers even if threads are busy
         return {"status": "ok", "version": __version__, "pid": agent.pid}
 
     @router.get("/facts")

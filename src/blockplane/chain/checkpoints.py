@@ -11,19 +11,19 @@ Must not create checkpoints (backups do) or edit chains.
 from __future__ import annotations
 
 import builtins
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from blockplane.chain.job_store import JobStore, StoredJob, busy_error
 from blockplane.chain.jobs import JobKind
 from blockplane.chain.service import ChainService
+from blockplane.deadlines import BoundedLock
 from blockplane.errors import Conflict, HypervisorError, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.store.records import Records
 from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
 
-VMLock = Callable[[str], threading.Lock]
+VMLock = Callable[[str], BoundedLock]
 
 
 def checkpoint_user(checkpoint: CheckpointDocument, vm: str,

@@ -31,23 +31,34 @@ class CLIError(Exception):
         self.code = code
 
 
+#: How much longer than the request's deadline the CLI waits for the agent's answer (the agent
+#: answers by its deadline plus a few seconds, whatever the request waits on).
+ANSWER_GRACE_S = 15.0
+#: The longest default deadline the agent gives a request (see api/request_deadlines.py).
+LONGEST_DEFAULT_DEADLINE_S = 130.0
+
+
 @dataclass
 class AgentClient:
     settings: Settings
     autostart: bool = True
-    timeout_s: float = 600.0
+    #: ``--timeout``: the deadline asked of the agent for each request (None: its defaults).
+    request_timeout_s: float | None = None
 
-    def _client(self) -> httpx.Client:
+    def _client(self, request_timeout_s: float | None = None) -> httpx.Client:
         transport = httpx.HTTPTransport(uds=str(self.settings.paths.socket))
         headers = {}
         token = read_token(self.settings.paths.token)
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        deadline = request_timeout_s or self.request_timeout_s
+        if deadline is not None:
+            headers["Request-Timeout"] = f"{deadline:g}"
         return httpx.Client(
             transport=transport,
             base_url="http://blockplane",
             headers=headers,
-            timeout=self.timeout_s,
+            timeout=(deadline or LONGEST_DEFAULT_DEADLINE_S) + ANSWER_GRACE_S,
         )
 
     def is_up(self) -> bool:
@@ -68,12 +79,20 @@ class AgentClient:
             )
         start_agent(self.settings)
 
-    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None,
+        **params: Any,
+    ) -> Any:
+        """``timeout_s``: this request's deadline when the command knows better than the
+        default (``--timeout`` still wins)."""
         self.ensure_running()
         query = {key: value for key, value in params.items() if value is not None}
         try:
-            with self._client() as client:
+            with self._client(self.request_timeout_s or timeout_s) as client:
                 response = client.request(method, path, json=body, params=query)
+        except httpx.TimeoutException as error:
+            raise CLIError(f"the agent did not answer in time: {error}", EXIT_FAILED,
+                           "timeout.agent") from error
         except httpx.TransportError as error:
             raise CLIError(f"the agent did not answer: {error}", EXIT_UNREACHABLE) from error
         return _decode(response)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
 from blockplane.cli.client import EXIT_UNREACHABLE, CLIError, agent_pid, start_agent, stop_agent
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, print_json
+from blockplane.cli.output import console, print_json, table
 
 
 @click.group("agent")
@@ -73,13 +74,17 @@ def agent_stop(context: CLIContext, as_json: bool) -> None:
 @json_option
 @pass_cli
 def agent_status(context: CLIContext, as_json: bool) -> None:
-    """Is the agent running and answering?"""
+    """Is the agent running and answering? Lists the requests in flight and what each waits on."""
     up = context.client.is_up()
-    result = {
+    result: dict[str, Any] = {
         "running": up,
         "pid": agent_pid(context.settings),
         "socket": str(context.settings.paths.socket),
     }
+    if up:
+        detail = context.client.request("GET", "/v1/agent", timeout_s=10)
+        result.update(requests=detail["requests"], abandoned_calls=detail["abandoned_calls"],
+                      uptime_s=detail["uptime_s"])
     if as_json:
         print_json(result)
     else:
@@ -87,5 +92,22 @@ def agent_status(context: CLIContext, as_json: bool) -> None:
             f"agent {'running' if up else 'not running'}"
             + (f" (pid {result['pid']})" if up else "")
         )
+        _print_in_flight(result)
     if not up:
         raise click.exceptions.Exit(EXIT_UNREACHABLE)
+
+
+def _print_in_flight(result: dict[str, Any]) -> None:
+    requests = [
+        {**item, "age": f"{item['age_s']:.1f} s", "deadline": f"{item['deadline_in_s']:.1f} s"}
+        for item in result.get("requests") or []
+    ]
+    if requests:
+        table(requests, [("label", "request"), ("age", "age"), ("deadline", "deadline in"),
+                         ("waiting_on", "waiting on")], title="requests in flight")
+    calls = [
+        {**call, "age": f"{call['age_s']:.0f} s"} for call in result.get("abandoned_calls") or []
+    ]
+    if calls:
+        table(calls, [("vm", "VM"), ("what", "call"), ("waits_on", "waits on"), ("age", "for")],
+              title="calls past their deadline, not returned yet")

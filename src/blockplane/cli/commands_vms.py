@@ -80,6 +80,8 @@ def vm_create(
 
 
 DISK_SPEC_INTEGERS = ("queues", "io_threads")
+#: The guest exec request's deadline: the command's own timeout plus time to collect its output.
+GUEST_EXEC_GRACE_S = 10.0
 DISK_SPEC_TEXT = ("pool", "size", "bus", "format", "name")
 
 
@@ -302,7 +304,13 @@ def guest_group() -> None:
 @guest_group.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("vm")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=120.0,
+    show_default=True,
+    help="How long CMD may run; past it: exit 1, code timeout.guest_exec (CMD keeps running).",
+)
 @json_option
 @pass_cli
 def guest_exec(
@@ -310,7 +318,8 @@ def guest_exec(
 ) -> None:
     """Run CMD in the guest; print its output and exit with its status."""
     result = context.client.request(
-        "POST", api_path("vms", vm, "exec"), {"argv": list(argv), "timeout": timeout}
+        "POST", api_path("vms", vm, "exec"), {"argv": list(argv), "timeout": timeout},
+        timeout_s=timeout + GUEST_EXEC_GRACE_S,
     )
     stdout = base64.b64decode(result["stdout_base64"])
     stderr = base64.b64decode(result["stderr_base64"])

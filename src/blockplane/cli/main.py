@@ -52,6 +52,16 @@ from blockplane.config import AccelChoice, load_settings
     help="Acceleration for new VMs (default auto: KVM only if it works).",
 )
 @click.option("--no-autostart", is_flag=True, help="Fail instead of starting the agent.")
+@click.option(
+    "--timeout",
+    "request_timeout",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    envvar="BLOCKPLANE_TIMEOUT",
+    default=None,
+    metavar="SECONDS",
+    help="Deadline of each request to the agent (default: 30 s for reads, 90 s for changes, "
+    "120 s for VM lifecycle; past it: exit 1, code timeout.<what it waited for>).",
+)
 @click.pass_context
 def cli(
     context: click.Context,
@@ -59,13 +69,17 @@ def cli(
     libvirt_uri: str | None,
     accel: str | None,
     no_autostart: bool,
+    request_timeout: float | None,
 ) -> None:
     """blockplane: the block-storage control plane for this KVM host."""
     chosen: AccelChoice | None = "kvm" if accel == "kvm" else "tcg" if accel == "tcg" else None
     if accel == "auto":
         chosen = "auto"
     settings = load_settings(home=home, libvirt_uri=libvirt_uri, accel=chosen)
-    context.obj = CLIContext(settings, AgentClient(settings, autostart=not no_autostart))
+    context.obj = CLIContext(
+        settings,
+        AgentClient(settings, autostart=not no_autostart, request_timeout_s=request_timeout),
+    )
 
 
 for command in (

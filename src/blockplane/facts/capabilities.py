@@ -148,7 +148,22 @@ REQUIREMENTS: tuple[tuple[Requirement, _DomcapsCheck], ...] = (
     ),
 )
 
-CAPABILITY_NAMES: tuple[str, ...] = tuple(requirement.name for requirement, _ in REQUIREMENTS)
+# One disk's queues in several IOThreads (iothread-vq-mapping) while QEMU throttles that disk.
+# QEMU's block/throttle-groups.c (10.0.2, and unchanged upstream as far as checked, 2026-12):
+# schedule_next_request() runs with the group's QemuMutex tg->lock held and calls
+# throttle_group_co_restart_queue(), which takes the member's CoMutex throttled_reqs_lock. With
+# the member's requests coming from two IOThreads that CoMutex can be held by the other thread,
+# so the coroutine yields still holding tg->lock, and every later request of the group (and the
+# main loop, on any change of the group's limits) blocks on tg->lock for ever. Reproduced here:
+# fio on two throttled 2-queue disks, deadlocked after ~6 minutes (gdb: both IOThreads in
+# qemu_mutex_lock <- throttle_group_co_io_limits_intercept). No QEMU release is known to fix it.
+THROTTLE_MULTI_IOTHREAD = "throttle_multi_iothread"
+THROTTLE_MULTI_IOTHREAD_FIXED_QEMU: Version | None = None
+
+CAPABILITY_NAMES: tuple[str, ...] = (
+    *(requirement.name for requirement, _ in REQUIREMENTS),
+    THROTTLE_MULTI_IOTHREAD,
+)
 
 
 def capability_matrix(
@@ -166,7 +181,23 @@ def capability_matrix(
     for requirement, check in REQUIREMENTS:
         verdicts = check(domain_caps) if domain_caps is not None else []
         matrix[requirement.name] = _evaluate(requirement, qemu, libvirt, verdicts)
+    matrix[THROTTLE_MULTI_IOTHREAD] = _throttle_multi_iothread(qemu)
     return matrix
+
+
+def _throttle_multi_iothread(qemu: Version | None) -> Capability:
+    fixed = THROTTLE_MULTI_IOTHREAD_FIXED_QEMU
+    needs = (
+        f"QEMU >= {fixed.short()}" if fixed else "a QEMU whose throttle groups are multiqueue-safe"
+    )
+    if fixed is not None and qemu is not None and qemu >= fixed:
+        return Capability(True, f"QEMU {qemu} has the throttle-group multiqueue fix", needs)
+    return Capability(
+        False,
+        f"QEMU {qemu or '(unknown version)'} deadlocks a throttled disk whose queues run in "
+        "several IOThreads (block/throttle-groups.c yields holding the group's lock)",
+        needs,
+    )
 
 
 def _evaluate(

@@ -23,7 +23,8 @@ from typing import Any
 
 import libvirt
 
-from blockplane.errors import HypervisorError, NotFound
+from blockplane.errors import DeadlineExceeded, HypervisorError, NotFound
+from blockplane.hypervisor.calls import ALL_DOMAINS, CallGate, CallKind
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.hypervisor.errors import libvirt_errors
 from blockplane.hypervisor.events import EventBridge
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 RECONNECT_FIRST_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 10.0
+#: Bulk stats answer in well under a second even at 100 VMs; past this a domain is not answering.
+BULK_STATS_TIMEOUT_S = 10.0
 
 CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}
 
@@ -82,6 +85,7 @@ class Hypervisor:
         self.uri = uri
         self.events = EventBridge()
         self.stats_reuse = StatsReuse()
+        self.gate = CallGate()
         self._connection: Any = None
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -226,11 +230,11 @@ class Hypervisor:
 
     def define(self, domain_xml: str) -> DomainHandle:
         with libvirt_errors("defining a VM"):
-            return DomainHandle(self.connection.defineXML(domain_xml))
+            return DomainHandle(self.connection.defineXML(domain_xml), self.gate)
 
     def lookup(self, name: str) -> DomainHandle:
         try:
-            return DomainHandle(self.connection.lookupByName(name))
+            return DomainHandle(self.connection.lookupByName(name), self.gate)
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise NotFound(f"no VM named {name!r}", code="vm.not_found") from error
@@ -245,7 +249,9 @@ class Hypervisor:
 
     def domains(self) -> list[DomainHandle]:
         with libvirt_errors("listing VMs"):
-            return [DomainHandle(domain) for domain in self.connection.listAllDomains(0)]
+            return [
+                DomainHandle(domain, self.gate) for domain in self.connection.listAllDomains(0)
+            ]
 
     def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]:
         """One ``domainListGetStats`` round trip for every active domain.
@@ -261,18 +267,58 @@ class Hypervisor:
         kept = self.stats_reuse.reusable(wanted, max_age_s)
         if kept is not None:
             return kept
-        flags = (
-            libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
-            | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
-        )
         started = time.monotonic()
         with libvirt_errors("reading bulk stats"):
-            records = self.connection.getAllDomainStats(wanted, flags)
-        snapshot = StatsSnapshot(
-            started, wanted, [(domain.name(), dict(values)) for domain, values in records]
-        )
+            records = self._bounded_stats(wanted)
+        snapshot = StatsSnapshot(started, wanted, records)
         self.stats_reuse.keep(snapshot)
         return snapshot
+
+    def unresponsive_domains(self) -> set[str]:
+        """Domains with a libvirt call abandoned past its deadline that has not returned:
+        left out of bulk stats (their QEMU does not answer) until it does."""
+        return self.gate.wedged_domains(CallKind.MONITOR)
+
+    def _bounded_stats(self, wanted: int) -> list[tuple[str, dict[str, Any]]]:
+        """Stats of every running domain that answers, within ``BULK_STATS_TIMEOUT_S``.
+
+        One round trip for all while every domain answers. When one does not (a stopped or
+        deadlocked QEMU keeps libvirt waiting on its monitor), each domain is asked on its own,
+        so the one that hangs is found, left out, and no longer holds up the others.
+        """
+        flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
+        connection = self.connection
+        if not self.unresponsive_domains() and not self.gate.stuck(ALL_DOMAINS, CallKind.MONITOR):
+            try:
+                records = self.gate.run(
+                    ALL_DOMAINS, "reading bulk stats", CallKind.MONITOR,
+                    lambda: connection.getAllDomainStats(
+                        wanted, flags | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+                    ),
+                    timeout_s=BULK_STATS_TIMEOUT_S,
+                )
+                return [(domain.name(), dict(values)) for domain, values in records]
+            except DeadlineExceeded:
+                log.warning("bulk stats did not answer in %.0f s; asking each domain on its own",
+                            BULK_STATS_TIMEOUT_S)
+        active = connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        answers = self.gate.run_each(
+            [(str(domain.name()), "reading stats",
+              _stats_of(connection, domain, wanted, flags)) for domain in active],
+            CallKind.MONITOR,
+            timeout_s=BULK_STATS_TIMEOUT_S,
+        )
+        return [(name, values) for name, values in answers.items() if values is not None]
+
+
+def _stats_of(
+    connection: Any, domain: Any, wanted: int, flags: int
+) -> Callable[[], dict[str, Any] | None]:
+    def read() -> dict[str, Any] | None:
+        records = connection.domainListGetStats([domain], wanted, flags)
+        return dict(records[0][1]) if records else None
+
+    return read
 
 
 def _run_hook(hook: Callable[..., None], *args: Any) -> None:

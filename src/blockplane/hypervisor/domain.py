@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 import libvirt_qemu
 
-from blockplane.errors import HypervisorError, OperationFailed
+from blockplane import deadlines
+from blockplane.errors import DeadlineExceeded, OperationFailed
+from blockplane.hypervisor.calls import CallGate, CallKind
 from blockplane.hypervisor.errors import libvirt_errors
 
 STATE_NAMES = {
@@ -57,9 +60,28 @@ class GuestExecResult:
     stderr: bytes
 
 
+T = TypeVar("T")
+
+#: The guest agent's own wait per command, in libvirt (seconds), and how much longer the
+#: caller waits for libvirt to report that it gave up.
+AGENT_COMMAND_TIMEOUT_S = 10.0
+AGENT_REPLY_GRACE_S = 5.0
+
+
 class DomainHandle:
-    def __init__(self, domain: Any) -> None:
+    """Calls that may block go through the ``CallGate`` (bounded by the caller's deadline);
+    the ones that only read libvirt's own copy (state, XML) are made directly."""
+
+    def __init__(self, domain: Any, gate: CallGate) -> None:
         self._domain = domain
+        self._gate = gate
+
+    def _call(
+        self, what: str, call: Callable[[], T], *, kind: CallKind = CallKind.MONITOR,
+        timeout_s: float | None = None,
+    ) -> T:
+        with libvirt_errors(what):
+            return self._gate.run(self.name, what, kind, call, timeout_s=timeout_s)
 
     @property
     def name(self) -> str:
@@ -87,21 +109,29 @@ class DomainHandle:
             return str(self._domain.XMLDesc(flags))
 
     def start(self) -> None:
-        with libvirt_errors(f"starting {self.name}"):
-            self._domain.create()
+        self._call(f"starting {self.name}", lambda: self._domain.create())
+        self.bound_guest_agent()
+
+    def bound_guest_agent(self) -> None:
+        """Make libvirt give up on the guest agent after ``AGENT_COMMAND_TIMEOUT_S`` in every
+        command it sends on its own (a quiesce's freeze and thaw, a shutdown through the agent),
+        not only in ours: a hung agent must not hold the domain's agent job for long."""
+        self._call(
+            f"bounding the guest agent of {self.name}",
+            lambda: self._domain.agentSetResponseTimeout(int(AGENT_COMMAND_TIMEOUT_S), 0),
+        )
 
     def shutdown(self, *, through_guest_agent: bool = False) -> None:
         flags = libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT if through_guest_agent else 0
-        with libvirt_errors(f"shutting down {self.name}"):
-            self._domain.shutdownFlags(flags)
+        kind = CallKind.AGENT if through_guest_agent else CallKind.MONITOR
+        self._call(f"shutting down {self.name}", lambda: self._domain.shutdownFlags(flags),
+                   kind=kind)
 
     def destroy(self) -> None:
-        with libvirt_errors(f"destroying {self.name}"):
-            self._domain.destroy()
+        self._call(f"destroying {self.name}", lambda: self._domain.destroy())
 
     def resume(self) -> None:
-        with libvirt_errors(f"resuming {self.name}"):
-            self._domain.resume()
+        self._call(f"resuming {self.name}", lambda: self._domain.resume())
 
     def undefine(self) -> None:
         flags = (
@@ -109,60 +139,82 @@ class DomainHandle:
             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
             | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
         )
-        with libvirt_errors(f"undefining {self.name}"):
-            self._domain.undefineFlags(flags)
+        self._call(f"undefining {self.name}", lambda: self._domain.undefineFlags(flags))
 
     def attach_device(self, device_xml: str, *, live: bool, config: bool) -> None:
-        with libvirt_errors(f"attaching a device to {self.name}"):
-            self._domain.attachDeviceFlags(device_xml, _affect(live, config))
+        self._call(
+            f"attaching a device to {self.name}",
+            lambda: self._domain.attachDeviceFlags(device_xml, _affect(live, config)),
+        )
 
     def detach_device(self, device_xml: str, *, live: bool, config: bool) -> None:
-        with libvirt_errors(f"detaching a device from {self.name}"):
-            self._domain.detachDeviceFlags(device_xml, _affect(live, config))
+        self._call(
+            f"detaching a device from {self.name}",
+            lambda: self._domain.detachDeviceFlags(device_xml, _affect(live, config)),
+        )
 
     def add_iothread(self, iothread_id: int, *, live: bool, config: bool) -> None:
-        with libvirt_errors(f"adding IOThread {iothread_id} to {self.name}"):
-            self._domain.addIOThread(iothread_id, _affect(live, config))
+        self._call(
+            f"adding IOThread {iothread_id} to {self.name}",
+            lambda: self._domain.addIOThread(iothread_id, _affect(live, config)),
+        )
 
     def del_iothread(self, iothread_id: int, *, live: bool, config: bool) -> None:
-        with libvirt_errors(f"removing IOThread {iothread_id} from {self.name}"):
-            self._domain.delIOThread(iothread_id, _affect(live, config))
+        self._call(
+            f"removing IOThread {iothread_id} from {self.name}",
+            lambda: self._domain.delIOThread(iothread_id, _affect(live, config)),
+        )
 
     def set_block_threshold(self, target: str, threshold_bytes: int) -> None:
         """Arm QEMU's one-shot write threshold on ``target`` (``vda`` or ``vda[N]``)."""
-        with libvirt_errors(f"setting the write threshold of {self.name}/{target}"):
-            self._domain.setBlockThreshold(target, threshold_bytes, 0)
+        self._call(
+            f"setting the write threshold of {self.name}/{target}",
+            lambda: self._domain.setBlockThreshold(target, threshold_bytes, 0),
+        )
 
     def block_info(self, target: str) -> tuple[int, int, int]:
         """(capacity, allocation, physical) of ``target``, as libvirt reports them."""
-        with libvirt_errors(f"reading block info of {self.name}/{target}"):
-            capacity, allocation, physical = self._domain.blockInfo(target, 0)
+        capacity, allocation, physical = self._call(
+            f"reading block info of {self.name}/{target}", lambda: self._domain.blockInfo(target, 0)
+        )
         return int(capacity), int(allocation), int(physical)
 
     def block_stats(self) -> dict[str, Any]:
         """This domain's bulk block stats (``block.N.*``), with backing chain elements."""
-        with libvirt_errors(f"reading block stats of {self.name}"):
-            records = self._domain.connect().domainListGetStats(
+        records = self._call(
+            f"reading block stats of {self.name}",
+            lambda: self._domain.connect().domainListGetStats(
                 [self._domain],
                 libvirt.VIR_DOMAIN_STATS_BLOCK,
                 libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING,
-            )
+            ),
+        )
         return dict(records[0][1]) if records else {}
 
     def disk_errors(self) -> dict[str, int]:
-        with libvirt_errors(f"reading disk errors of {self.name}"):
-            return dict(self._domain.diskErrors())
+        return dict(self._call(f"reading disk errors of {self.name}", self._domain.diskErrors))
 
     def monitor_command(self, command: dict[str, Any]) -> dict[str, Any]:
         """QMP passthrough. Tests use it to read QEMU's own view; features must not."""
-        with libvirt_errors(f"QMP on {self.name}"):
-            reply = libvirt_qemu.qemuMonitorCommand(self._domain, json.dumps(command), 0)
+        reply = self._call(
+            f"QMP on {self.name}",
+            lambda: libvirt_qemu.qemuMonitorCommand(self._domain, json.dumps(command), 0),
+        )
         result: dict[str, Any] = json.loads(reply)
         return result
 
-    def agent_command(self, command: dict[str, Any], timeout_s: int = 10) -> Any:
+    def agent_command(self, command: dict[str, Any], timeout_s: float = AGENT_COMMAND_TIMEOUT_S
+                      ) -> Any:
+        """One guest agent command; libvirt waits ``timeout_s`` at most (less if the caller's
+        deadline is nearer), and the caller a little longer, for libvirt to say so."""
+        what = f"guest agent command {command.get('execute')} on {self.name}"
+        wait = max(1, int(deadlines.bounded(timeout_s, CallKind.AGENT.code, what)))
         try:
-            reply = libvirt_qemu.qemuAgentCommand(self._domain, json.dumps(command), timeout_s, 0)
+            reply = self._gate.run(
+                self.name, what, CallKind.AGENT,
+                lambda: libvirt_qemu.qemuAgentCommand(self._domain, json.dumps(command), wait, 0),
+                timeout_s=wait + AGENT_REPLY_GRACE_S,
+            )
         except libvirt.libvirtError as error:
             raise OperationFailed(
                 f"the guest agent of {self.name} did not answer: {error.get_error_message()}",
@@ -171,6 +223,8 @@ class DomainHandle:
         return json.loads(reply).get("return")
 
     def guest_exec(self, argv: list[str], timeout_s: float = 120.0) -> GuestExecResult:
+        """Run ``argv`` in the guest; ``timeout.guest_exec`` once it outlives ``timeout_s`` (or
+        the caller's deadline). The command is then left running in the guest."""
         started = self.agent_command(
             {
                 "execute": "guest-exec",
@@ -178,23 +232,28 @@ class DomainHandle:
             }
         )
         pid = int(started["pid"])
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + deadlines.remaining(timeout_s)
         delay = 0.02
-        while True:
-            status = self.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}})
-            if status.get("exited"):
-                return GuestExecResult(
-                    exit_code=int(status.get("exitcode", 255 if status.get("signal") else 0)),
-                    stdout=_decode(status.get("out-data")),
-                    stderr=_decode(status.get("err-data")),
+        with deadlines.waiting_on(f"guest command {argv[0]} (pid {pid}) in {self.name}"):
+            while True:
+                status = self.agent_command(
+                    {"execute": "guest-exec-status", "arguments": {"pid": pid}}
                 )
-            if time.monotonic() > deadline:
-                raise HypervisorError(
-                    f"guest command {argv[0]} still running after {timeout_s:.0f} s",
-                    code="guest.exec_timeout",
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
+                if status.get("exited"):
+                    return GuestExecResult(
+                        exit_code=int(status.get("exitcode", 255 if status.get("signal") else 0)),
+                        stdout=_decode(status.get("out-data")),
+                        stderr=_decode(status.get("err-data")),
+                    )
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(
+                        f"guest command {argv[0]} (pid {pid}) still running in {self.name} "
+                        f"after {timeout_s:.0f} s; it was left running in the guest",
+                        code="timeout.guest_exec",
+                        vm=self.name,
+                    )
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 0.25)
 
     def is_persistent(self) -> bool:
         with libvirt_errors(f"checking {self.name}"):
@@ -211,13 +270,17 @@ class DomainHandle:
         the process. The name is therefore always added here, equal to ``group``.
         """
         typed: dict[str, int | str] = {**params, "group_name": group}
-        with libvirt_errors(f"setting throttle group {group} of {self.name}"):
-            self._domain.setThrottleGroup(group, typed, _affect(live, config))
+        self._call(
+            f"setting throttle group {group} of {self.name}",
+            lambda: self._domain.setThrottleGroup(group, typed, _affect(live, config)),
+        )
 
     def del_throttle_group(self, group: str, *, live: bool, config: bool) -> None:
         """Delete throttle group ``group``; libvirt refuses while a disk's filter uses it."""
-        with libvirt_errors(f"deleting throttle group {group} of {self.name}"):
-            self._domain.delThrottleGroup(group, _affect(live, config))
+        self._call(
+            f"deleting throttle group {group} of {self.name}",
+            lambda: self._domain.delThrottleGroup(group, _affect(live, config)),
+        )
 
     def set_block_iotune(
         self,
@@ -232,8 +295,10 @@ class DomainHandle:
         typed: dict[str, int | str] = dict(params)
         if group_name:
             typed["group_name"] = group_name
-        with libvirt_errors(f"setting the I/O limits of {self.name}/{target}"):
-            self._domain.setBlockIoTune(target, typed, _affect(live, config))
+        self._call(
+            f"setting the I/O limits of {self.name}/{target}",
+            lambda: self._domain.setBlockIoTune(target, typed, _affect(live, config)),
+        )
 
 
     # Backing chains and block jobs (blockplane.chain). Names passed as ``disk`` are ``vda`` or
@@ -253,8 +318,10 @@ class DomainHandle:
         )
         if quiesce:
             flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
-        with libvirt_errors(f"snapshotting disks of {self.name}"):
-            self._domain.snapshotCreateXML(snapshot_xml, flags)
+        if quiesce:  # libvirt freezes the guest's filesystems through the guest agent first
+            self._gate.refuse_if_wedged(self.name, CallKind.AGENT, "a quiesced snapshot")
+        self._call(f"snapshotting disks of {self.name}",
+                   lambda: self._domain.snapshotCreateXML(snapshot_xml, flags))
 
     def block_commit(
         self, disk: str, base: str, top: str, bandwidth: int, *, active: bool
@@ -262,15 +329,19 @@ class DomainHandle:
         flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES
         if active:
             flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
-        with libvirt_errors(f"committing {top} into {base} on {self.name}"):
-            self._domain.blockCommit(disk, base, top, bandwidth, flags)
+        self._call(
+            f"committing {top} into {base} on {self.name}",
+            lambda: self._domain.blockCommit(disk, base, top, bandwidth, flags),
+        )
 
     def block_pull(self, disk: str, base: str | None, bandwidth: int) -> None:
         """Stream the data above ``base`` (None: all of it) into the active top."""
-        with libvirt_errors(f"pulling into {disk} of {self.name}"):
-            self._domain.blockRebase(
+        self._call(
+            f"pulling into {disk} of {self.name}",
+            lambda: self._domain.blockRebase(
                 disk, base, bandwidth, libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
-            )
+            ),
+        )
 
     def block_copy(
         self, disk: str, destination_xml: str, bandwidth: int, *, shallow: bool,
@@ -289,27 +360,32 @@ class DomainHandle:
         if synchronous_writes:
             flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES
         params = {libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: bandwidth} if bandwidth else {}
-        with libvirt_errors(f"copying {disk} of {self.name}"):
-            self._domain.blockCopy(disk, destination_xml, params, flags)
+        self._call(
+            f"copying {disk} of {self.name}",
+            lambda: self._domain.blockCopy(disk, destination_xml, params, flags),
+        )
 
     def block_job_abort(self, disk: str, *, pivot: bool = False) -> None:
         flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
         action = "pivoting" if pivot else "aborting the job of"
-        with libvirt_errors(f"{action} {self.name}/{disk}"):
-            self._domain.blockJobAbort(disk, flags)
+        self._call(f"{action} {self.name}/{disk}", lambda: self._domain.blockJobAbort(disk, flags))
 
     def block_job_set_speed(self, disk: str, bandwidth: int) -> None:
-        with libvirt_errors(f"setting the job speed of {self.name}/{disk}"):
-            self._domain.blockJobSetSpeed(
+        self._call(
+            f"setting the job speed of {self.name}/{disk}",
+            lambda: self._domain.blockJobSetSpeed(
                 disk, bandwidth, libvirt.VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES
-            )
+            ),
+        )
 
     def block_job_info(self, disk: str) -> BlockJobInfo | None:
         """The block job on ``disk``, or None when libvirt reports none."""
-        with libvirt_errors(f"reading the block job of {self.name}/{disk}"):
-            info = self._domain.blockJobInfo(
+        info = self._call(
+            f"reading the block job of {self.name}/{disk}",
+            lambda: self._domain.blockJobInfo(
                 disk, libvirt.VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES
-            )
+            ),
+        )
         if not info:
             return None
         return BlockJobInfo(
@@ -317,38 +393,39 @@ class DomainHandle:
         )
 
     def backup_begin(self, backup_xml: str, checkpoint_xml: str | None) -> None:
-        with libvirt_errors(f"starting a backup of {self.name}"):
-            self._domain.backupBegin(backup_xml, checkpoint_xml, 0)
+        self._call(
+            f"starting a backup of {self.name}",
+            lambda: self._domain.backupBegin(backup_xml, checkpoint_xml, 0),
+        )
 
     def domain_job(self) -> tuple[int, int]:
         """The running domain job (a backup) as (processed, total) bytes; (0, 0) if none.
 
         Raises nothing when no job runs: callers test ``domain_job_active``.
         """
-        with libvirt_errors(f"reading the job of {self.name}"):
-            stats = self._domain.jobStats(0)
+        stats = self._call(f"reading the job of {self.name}", lambda: self._domain.jobStats(0))
         return int(stats.get("disk_processed", 0)), int(stats.get("disk_total", 0))
 
     def domain_job_active(self) -> bool:
-        with libvirt_errors(f"reading the job of {self.name}"):
-            job_type = self._domain.jobInfo()[0]
+        job_type = self._call(f"reading the job of {self.name}", self._domain.jobInfo)[0]
         return bool(job_type != libvirt.VIR_DOMAIN_JOB_NONE)
 
     def completed_job(self) -> dict[str, Any]:
         """Statistics of the last domain job that ended (empty after libvirt restarted)."""
-        with libvirt_errors(f"reading the completed job of {self.name}"):
-            # Kept: an agent killed right after reading must find the outcome again.
-            flags = (libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
-                     | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
-            return dict(self._domain.jobStats(flags))
+        # Kept: an agent killed right after reading must find the outcome again.
+        flags = (libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                 | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+        return dict(self._call(f"reading the completed job of {self.name}",
+                               lambda: self._domain.jobStats(flags)))
 
     def abort_job(self) -> None:
-        with libvirt_errors(f"aborting the job of {self.name}"):
-            self._domain.abortJob()
+        self._call(f"aborting the job of {self.name}", lambda: self._domain.abortJob())
 
     def checkpoint_names(self) -> list[str]:
-        with libvirt_errors(f"listing checkpoints of {self.name}"):
-            return [str(checkpoint.getName()) for checkpoint in self._domain.listAllCheckpoints()]
+        return self._call(
+            f"listing checkpoints of {self.name}",
+            lambda: [str(checkpoint.getName()) for checkpoint in self._domain.listAllCheckpoints()],
+        )
 
     def checkpoint_documents(self, *, with_sizes: bool) -> list[str]:
         """Each checkpoint's ``<domaincheckpoint>`` (without its domain copy), parents first.
@@ -358,16 +435,21 @@ class DomainHandle:
         flags = libvirt.VIR_DOMAIN_CHECKPOINT_XML_NO_DOMAIN
         if with_sizes:
             flags |= libvirt.VIR_DOMAIN_CHECKPOINT_XML_SIZE
-        with libvirt_errors(f"listing checkpoints of {self.name}"):
+
+        def documents() -> list[str]:
             checkpoints = self._domain.listAllCheckpoints(
                 libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)
             return [str(checkpoint.getXMLDesc(flags)) for checkpoint in checkpoints]
 
+        return self._call(f"listing checkpoints of {self.name}", documents)
+
     def delete_checkpoint(self, name: str) -> None:
         """Delete checkpoint ``name``: libvirt merges its bitmaps into its parent's (or drops
         them when it has none), so the checkpoints after it stay exact."""
-        with libvirt_errors(f"deleting checkpoint {name} of {self.name}"):
-            self._domain.checkpointLookupByName(name, 0).delete(0)
+        self._call(
+            f"deleting checkpoint {name} of {self.name}",
+            lambda: self._domain.checkpointLookupByName(name, 0).delete(0),
+        )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ class MappingSupport:
     reason: str
 
 
+#: For hosts (and tests) where nothing keeps a throttled disk off several IOThreads.
+NO_KNOWN_DEFECT = MappingSupport(True, "no known defect")
+
+
 @dataclass(frozen=True)
 class IOThreadRequest:
     """What a volume descriptor asks for.
@@ -43,6 +47,8 @@ class IOThreadRequest:
     io_threads: int | None
     queues: int | None
     bus: Bus = "virtio"
+    #: The disk has I/O limits (throttle filters or <iotune>): see ``decide``.
+    throttled: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from blockplane.errors import InvalidInput
 from blockplane.iothreads.model import (
     ERROR_CODE,
+    NO_KNOWN_DEFECT,
     Bus,
     Decision,
     IOThreadRequest,
@@ -67,12 +68,15 @@ def decide(
     support_scsi: MappingSupport,
     *,
     vm_largest_request: int = 0,
+    support_throttled: MappingSupport = NO_KNOWN_DEFECT,
 ) -> Decision:
     """Decide how one disk is served.
 
     ``host_cap``: the agent config's most IOThreads per VM. ``vm_largest_request``: the largest
     ``io_threads`` already requested on this VM (0 if none), so a smaller request on a later disk
-    does not shrink what the VM may grow to.
+    does not shrink what the VM may grow to. ``support_throttled``: whether this host's QEMU may
+    run a throttled disk's queues in several IOThreads; where it may not, a throttled disk gets
+    one dedicated IOThread for all its queues (the guest still sees every queue).
     """
     validate_request(request)
     _check_count(vcpus, "vcpus", 1)
@@ -89,6 +93,12 @@ def decide(
         reason = (
             f"{_requested(request)}, mapping not supported: {support.reason}: "
             "fell back to one dedicated IOThread"
+        )
+        return Decision("single", queues, 1, reason, request.bus)
+    if request.throttled and not support_throttled.supported:
+        reason = (
+            f"{_requested(request)}, {queues_note}, with I/O limits: "
+            f"{support_throttled.reason}: all {queues} queues on one dedicated IOThread"
         )
         return Decision("single", queues, 1, reason, request.bus)
     largest = max(request.io_threads or 0, vm_largest_request)

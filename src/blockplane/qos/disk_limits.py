@@ -64,6 +64,11 @@ class DiskLimitsPlan:
         return tuple(tier.group for tier in self.plan.chain)
 
     @property
+    def throttles(self) -> bool:
+        """Whether QEMU will throttle this disk at all (a filter chain or ``<iotune>``)."""
+        return bool(self.throttle_groups) or self.iotune is not None
+
+    @property
     def iotune(self) -> ThrottleLimits | None:
         return self.plan.per_disk_limits if self.plan.mode == "iotune" else None
 

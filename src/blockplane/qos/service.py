@@ -15,10 +15,10 @@ so finishing it is always allowed, and live and config agree again.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from blockplane.deadlines import BoundedLock
 from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
@@ -38,7 +38,7 @@ from blockplane.store.pending import PendingOperation, PendingOperations
 log = logging.getLogger(__name__)
 
 DomainLookup = Callable[[str], ThrottleDomain]
-LockFor = Callable[[str], threading.Lock]
+LockFor = Callable[[str], BoundedLock]
 
 SET_INTENT = "throttle.set"
 DELETE_INTENT = "throttle.delete"

@@ -152,13 +152,15 @@ class ThinMonitor:
             stats = dict(self._hypervisor.bulk_stats())
         except BlockplaneError:
             stats = {}
+        unresponsive = self._hypervisor.unresponsive_domains()
         rows = []
         for volume in self._registry.all(vm):
             element = None
             if volume.vm in stats:
                 element = find_element(chain_elements(stats[volume.vm]), volume.target,
                                        volume.path, volume.index)
-            rows.append(self._describe(volume, element, running=volume.vm in stats))
+            rows.append(self._describe(volume, element, running=volume.vm in stats,
+                                       unresponsive=volume.vm in unresponsive))
         return rows
 
     def pre_extend(self, vm: str, target_index_name: str, needed_bytes: int) -> int:
@@ -190,7 +192,8 @@ class ThinMonitor:
             return volume.physical
 
     def _describe(
-        self, volume: MonitoredVolume, element: ChainElement | None, *, running: bool
+        self, volume: MonitoredVolume, element: ChainElement | None, *, running: bool,
+        unresponsive: bool = False,
     ) -> dict[str, Any]:
         chunk: int | None = None
         ceiling: int | None = None
@@ -208,7 +211,9 @@ class ThinMonitor:
             "pool": volume.pool,
             "volume": volume.volume,
             "path": volume.path,
-            "running": running,
+            "running": running or unresponsive,
+            # Its QEMU does not answer: the figures are the last ones recorded.
+            "unresponsive": unresponsive,
             "virtual": volume.virtual_bytes,
             "physical": element.stats.physical if element else volume.physical,
             "allocation": element.stats.allocation if element else None,

@@ -63,13 +63,17 @@ class Reconciler:
     def run(self) -> None:
         snapshot_at = time.monotonic()
         stats_by_vm = dict(self._hypervisor.bulk_stats())
+        # Left out of the stats because their QEMU does not answer, not because it is gone.
+        unresponsive = self._hypervisor.unresponsive_domains()
         by_vm: dict[str, list[MonitoredVolume]] = defaultdict(list)
         for volume in self._registry.all():
             by_vm[volume.vm].append(volume)
         for vm, volumes in by_vm.items():
             try:
                 stats = stats_by_vm.get(vm)
-                if stats is None:
+                if stats is None and vm in unresponsive:
+                    log.warning("thin reconcile skips VM %s: its QEMU does not answer", vm)
+                elif stats is None:
                     self._not_running(volumes, snapshot_at)
                 else:
                     self._reconcile_vm(vm, stats, volumes, snapshot_at)

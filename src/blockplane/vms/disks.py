@@ -10,13 +10,13 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lxml import etree
 
+from blockplane.deadlines import BoundedLock
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound, OperationFailed
 from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
@@ -86,12 +86,16 @@ class DiskService:
         self.guards: list[Callable[[str, str | None], None]] = []
         #: I/O limits (qos.disk_limits); set by the agent. Without it limits are refused.
         self.throttle: DiskThrottle | None = None
-        self._vm_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._vm_locks: dict[str, BoundedLock] = {}
         self._locks_guard = threading.Lock()
 
-    def vm_lock(self, vm: str) -> threading.Lock:
+    def vm_lock(self, vm: str) -> BoundedLock:
+        """The lock every multi-step change of ``vm`` holds; waited for within the deadline."""
         with self._locks_guard:
-            return self._vm_locks[vm]
+            lock = self._vm_locks.get(vm)
+            if lock is None:
+                lock = self._vm_locks[vm] = BoundedLock(f"the lock of VM {vm}", "timeout.vm_lock")
+            return lock
 
     def attach(self, request: AttachRequest) -> dict[str, Any]:
         vm_record = self._vms.record(request.vm)
@@ -110,6 +114,7 @@ class DiskService:
             self._volumes.validate(
                 pool, volume_name, request.size_bytes, request.format, request.thin
             )
+            limits_plan = self._prepare_limits(domain, target, request)
             applied = self._iothreads.plan(
                 current_xml,
                 target,
@@ -118,8 +123,8 @@ class DiskService:
                 request.io_threads,
                 request.queues,
                 self._largest_request(request.vm),
+                throttled=limits_plan is not None and limits_plan.throttles,
             )
-            limits_plan = self._prepare_limits(domain, target, request)
             controller_index = self._next_controller(domain) if bus == "scsi" else None
             plan_json = {**applied.to_json(), "controller_index": controller_index}
             intent = self.pending.begin(

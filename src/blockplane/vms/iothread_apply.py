@@ -22,6 +22,7 @@ from blockplane.iothreads import (
     plan_attach,
     plan_detach,
 )
+from blockplane.iothreads.model import NO_KNOWN_DEFECT
 from blockplane.model.disk import Bus, QueueMapping
 from blockplane.vms.iothread_state import vm_iothreads
 
@@ -32,6 +33,8 @@ class HostIOThreadLimits:
     host_cap: int
     support_blk: MappingSupport
     support_scsi: MappingSupport
+    #: Several IOThreads for one throttled disk (facts: ``throttle_multi_iothread``).
+    support_throttled: MappingSupport = NO_KNOWN_DEFECT
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,18 @@ class IOThreadApplier:
         io_threads: int | None,
         queues: int | None,
         largest_request: int,
+        *,
+        throttled: bool = False,
     ) -> AppliedPlan:
         decision = decide(
-            IOThreadRequest(io_threads, queues, bus),
+            IOThreadRequest(io_threads, queues, bus, throttled=throttled),
             vcpus,
             self.limits.host_cpus,
             self.limits.host_cap,
             self.limits.support_blk,
             self.limits.support_scsi,
             vm_largest_request=largest_request,
+            support_throttled=self.limits.support_throttled,
         )
         plan = plan_attach(vm_iothreads(domain_xml), target, decision)
         return AppliedPlan(decision, plan, io_threads)

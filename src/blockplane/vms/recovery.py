@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from lxml import etree
 
+from blockplane.deadlines import BoundedLock
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
@@ -56,7 +56,7 @@ class DiskRecovery:
     def recover(self) -> list[dict[str, Any]]:
         return [self._recover_one(operation) for operation in self._pending.all()]
 
-    def recover_orphans(self, lock_for: Callable[[str], threading.Lock]) -> list[dict[str, Any]]:
+    def recover_orphans(self, lock_for: Callable[[str], BoundedLock]) -> list[dict[str, Any]]:
         """Disk intents left by operations that ended without finishing them, while running.
 
         An attach or detach whose rollback failed (the hypervisor connection dropped under it)
