@@ -56,6 +56,7 @@ LINUX_GUEST_MODULES = (
     "tests/e2e/",
     "tests/faults/test_guest_under_faults.py",
     "tests/faults/test_concurrency.py",
+    "tests/faults/test_hung_vm.py",
     "tests/integration/test_thin_monitor.py",
 )
 

@@ -41,6 +41,8 @@ class FakeDomain:
     calls: list[tuple[str, ...]] = field(default_factory=list)
     #: ``(method, definition)`` pairs that raise, to test rollbacks.
     fail_on: set[tuple[str, str]] = field(default_factory=set)
+    #: A call to this domain left running past its deadline (the recovery waits for it).
+    unresponsive: bool = False
 
     @property
     def name(self) -> str:

@@ -97,6 +97,12 @@ class DeadlineExceeded(OperationFailed):
     title = "Timed out"
 
 
+def outcome_unknown(error: BaseException) -> bool:
+    """True for a timeout whose call was left running: it may still take effect, so the caller
+    must undo nothing and leave its intent for the reconcile that follows the call's return."""
+    return isinstance(error, DeadlineExceeded) and bool(error.details.get("outcome_unknown"))
+
+
 class StateUnavailable(BlockplaneError):
     code = "state.unavailable"
     http_status = 503

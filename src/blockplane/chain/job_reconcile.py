@@ -138,6 +138,8 @@ class JobReconciler:
         except NotFound:
             self._driver.apply(job.id, JobAbsent(Effect.UNKNOWN))
             return
+        if domain.unresponsive:
+            return  # its QEMU does not answer: judged once the call left running returns
         seen = probe(self._chains, domain, stored)
         action = restart_action(job, seen.present)
         if seen.present:

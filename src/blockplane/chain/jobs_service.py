@@ -43,7 +43,7 @@ from blockplane.chain.phases import (
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
-from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound
+from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, outcome_unknown
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.storage.pools import PoolService
@@ -170,7 +170,8 @@ class JobsService:
                 try:
                     act(self._driver.get(job.id).spec)
                 except BlockplaneError as error:
-                    self._driver.apply(job.id, StartFailed(error.message))
+                    if not outcome_unknown(error):  # else PREPARING: the reconcile settles it
+                        self._driver.apply(job.id, StartFailed(error.message))
                     raise
                 failpoint("job.after_libvirt_start")
                 self._driver.apply(job.id, Started())

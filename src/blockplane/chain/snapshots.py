@@ -25,7 +25,15 @@ from blockplane.chain.job_store import JobStore
 from blockplane.chain.parse import parse_chain
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
-from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
+from blockplane.errors import (
+    BlockplaneError,
+    Conflict,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    outcome_unknown,
+)
 from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
@@ -108,7 +116,9 @@ class SnapshotService:
                 started = time.monotonic()
                 domain.snapshot_disks(snapshot_xml(name, overlays, others), quiesce=quiesce)
                 failpoint("snapshot.after_snapshot")
-            except BaseException:
+            except BaseException as error:
+                if outcome_unknown(error):
+                    raise  # libvirt may still put the overlays on top: the reconcile settles it
                 for ref in made:
                     self._volumes.discard(ref)
                 self._chain.delete_snapshot(vm, name)
@@ -174,6 +184,8 @@ class SnapshotService:
     def _settle(self, record: SnapshotRecord) -> None:
         try:
             domain = self._chains.domain(record.vm)
+            if domain.unresponsive:
+                return  # the snapshot call may still be under way in libvirt
             xml = domain.xml(inactive=not domain.is_active())
         except BlockplaneError:
             return
@@ -199,6 +211,14 @@ def _require_guest_agent(domain: DomainHandle, vm: str, live: bool) -> None:
                            code="snapshot.quiesce_unavailable")
     try:
         domain.agent_command({"execute": "guest-ping"}, timeout_s=5)
+    except DeadlineExceeded as error:
+        raise DeadlineExceeded(
+            f"--quiesce needs the guest agent of {vm} to freeze its filesystems, and it did not"
+            f" answer ({error.message}); nothing was changed. Retry once it answers, or snapshot"
+            " without --quiesce",
+            code=error.code,
+            vm=vm,
+        ) from error
     except OperationFailed as error:
         raise Conflict(
             f"--quiesce needs the guest agent of {vm} to freeze its filesystems, and it does not"

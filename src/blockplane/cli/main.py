@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from blockplane.cli.client import EXIT_FAILED, AgentClient, CLIError
 from blockplane.cli.commands_agent import agent_group
@@ -114,7 +115,8 @@ def main() -> None:
         # Without standalone mode click returns (not raises) the code of a Exit it caught.
         status = cli.main(standalone_mode=False)
     except CLIError as error:
-        error_console.print(f"[red]error:[/red] {error.message}")
+        code = f" [dim]({error.code})[/dim]" if error.code else ""
+        error_console.print(f"[red]error:[/red] {escape(error.message)}{code}")
         sys.exit(error.exit_code)
     except click.exceptions.Abort:
         sys.exit(EXIT_FAILED)

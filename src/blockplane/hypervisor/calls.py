@@ -215,4 +215,5 @@ class CallGate:
             f"{kind.noun} did not answer {what} on {domain} within {budget:.1f} s{tail}",
             code=kind.code,
             vm=domain,
+            outcome_unknown=abandoned,
         )

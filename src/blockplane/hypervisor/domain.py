@@ -19,7 +19,7 @@ import libvirt_qemu
 from blockplane import deadlines
 from blockplane.errors import DeadlineExceeded, OperationFailed
 from blockplane.hypervisor.calls import CallGate, CallKind
-from blockplane.hypervisor.errors import libvirt_errors
+from blockplane.hypervisor.errors import AGENT_TIMEOUTS, libvirt_errors, translate
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -86,6 +86,12 @@ class DomainHandle:
     @property
     def name(self) -> str:
         return str(self._domain.name())
+
+    @property
+    def unresponsive(self) -> bool:
+        """A call to this domain was abandoned past its deadline and has not returned: what
+        it changes is unknown until it does, so reconcilers leave the domain alone."""
+        return self._gate.stuck(self.name, CallKind.MONITOR) is not None
 
     @property
     def uuid(self) -> str:
@@ -216,6 +222,8 @@ class DomainHandle:
                 timeout_s=wait + AGENT_REPLY_GRACE_S,
             )
         except libvirt.libvirtError as error:
+            if error.get_error_code() in AGENT_TIMEOUTS:
+                raise translate(error, what) from error
             raise OperationFailed(
                 f"the guest agent of {self.name} did not answer: {error.get_error_message()}",
                 code="guest.agent_unavailable",

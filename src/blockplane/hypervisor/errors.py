@@ -8,16 +8,35 @@ from typing import TypeVar
 
 import libvirt
 
-from blockplane.errors import Conflict, HypervisorError, NotFound
+from blockplane.errors import Conflict, DeadlineExceeded, HypervisorError, NotFound
 
 T = TypeVar("T")
 #: libvirt's words (qemu_domain_address.c) when a hotplug finds every PCI slot taken.
 NO_FREE_SLOT = "No more available PCI slots"
 
 
-def translate(error: libvirt.libvirtError, action: str) -> HypervisorError | NotFound | Conflict:
+#: libvirt gave up waiting on the guest agent, or on the domain's job another call holds.
+AGENT_TIMEOUTS = frozenset({
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_COMMAND_TIMEOUT,
+    libvirt.VIR_ERR_AGENT_UNSYNCED,
+})
+
+
+def translate(
+    error: libvirt.libvirtError, action: str
+) -> HypervisorError | NotFound | Conflict | DeadlineExceeded:
     code = error.get_error_code()
     message = error.get_error_message() or str(error)
+    if code in AGENT_TIMEOUTS:
+        return DeadlineExceeded(
+            f"{action}: the guest agent did not answer in time ({message})",
+            code="timeout.guest_agent", libvirt_code=code,
+        )
+    if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+        return DeadlineExceeded(
+            f"{action}: libvirt timed out waiting for the VM's job ({message})",
+            code="timeout.hypervisor", libvirt_code=code,
+        )
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return NotFound(f"{action}: no such VM ({message})", code="vm.not_found")
     if NO_FREE_SLOT in message:

@@ -19,7 +19,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from blockplane.deadlines import BoundedLock
-from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, InvalidInput, NotFound
+from blockplane.errors import (
+    BlockplaneError,
+    CapabilityMissing,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    outcome_unknown,
+)
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
@@ -95,7 +102,9 @@ class ThrottleService:
                     _set(domain, group, after, kind)
                     done.append((kind, before))
                     failpoint(f"throttle.set.after_{kind}")
-            except BlockplaneError:
+            except BlockplaneError as error:
+                if outcome_unknown(error):
+                    raise  # the call may still land: the intent finishes it once it returns
                 if _restore(domain, group, done):
                     self._finish(intent)
                 raise  # not undone (the hypervisor went away): the intent finishes it later
@@ -147,7 +156,9 @@ class ThrottleService:
                     )
                     done.append((kind, view.get(kind).groups[group]))
                     failpoint(f"throttle.delete.after_{kind}")
-            except BlockplaneError:
+            except BlockplaneError as error:
+                if outcome_unknown(error):
+                    raise
                 if _restore(domain, group, done):
                     self._finish(intent)
                 raise  # not undone (the hypervisor went away): the intent finishes it later
@@ -172,6 +183,8 @@ class ThrottleService:
             with self._lock_for(operation.vm):
                 if operation.id not in {other.id for other in self._pending.all()}:
                     continue
+                if self._call_in_flight(operation.vm):
+                    continue  # finished once the call left running returns
                 try:
                     outcome, kinds = self._recover(operation)
                 except BlockplaneError as error:
@@ -187,6 +200,12 @@ class ThrottleService:
             self._events.publish("throttle.recovered", operation.vm, **summary)
             outcomes.append({"vm": operation.vm, **summary})
         return outcomes
+
+    def _call_in_flight(self, vm: str) -> bool:
+        try:
+            return self._domain(vm).unresponsive
+        except NotFound:
+            return False
 
     def _recover(self, operation: PendingOperation) -> tuple[str, list[DefinitionKind]]:
         try:

@@ -17,7 +17,13 @@ from typing import Any, Protocol
 from lxml import etree
 
 from blockplane.deadlines import BoundedLock
-from blockplane.errors import CapabilityMissing, InvalidInput, NotFound, OperationFailed
+from blockplane.errors import (
+    CapabilityMissing,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    outcome_unknown,
+)
 from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
@@ -169,7 +175,9 @@ class DiskService:
                 self._records.add_disk(
                     DiskRecord(request.vm, target, pool.name, volume_name, request.bus, plan_json)
                 )
-            except BaseException:
+            except BaseException as error:
+                if outcome_unknown(error):
+                    raise  # the call may still land: the intent is recovered once it returns
                 self._unplug_after_failure(domain, device, applied, live)
                 if self.throttle is not None and limits_plan is not None:
                     self.throttle.rollback_disk_plan(domain, limits_plan)
@@ -285,8 +293,9 @@ class DiskService:
                     self._detach_device(domain, device, live)
                     if device.controller_index is not None:
                         self._detach_controller(domain, device, live)
-            except BaseException:
-                self.pending.finish(intent)
+            except BaseException as error:
+                if not outcome_unknown(error):
+                    self.pending.finish(intent)
                 raise
             failpoint("detach.after_device")
             self._iothreads.remove_iothreads(domain, orphans, live)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from blockplane.config import Settings
-from blockplane.errors import Conflict, InvalidInput, NotFound, OperationFailed
+from blockplane.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, OperationFailed
 from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
@@ -146,7 +146,16 @@ class VMService:
         if not domain.is_active():
             raise Conflict(f"VM {name} is not running", code="vm.not_running")
         # The test guest has no ACPI daemon; its guest agent powers it off instead.
-        domain.shutdown(through_guest_agent=self.record(name).guest == "linux")
+        try:
+            domain.shutdown(through_guest_agent=self.record(name).guest == "linux")
+        except DeadlineExceeded as error:
+            raise DeadlineExceeded(
+                f"VM {name} was asked to shut down, but {error.message}. The guest may still "
+                f"shut down once it reads the request; `blockplane vm destroy {name}` powers it "
+                "off now",
+                code=error.code,
+                vm=name,
+            ) from error
         deadline = time.monotonic() + timeout_s
         while domain.is_active():
             if time.monotonic() > deadline:

@@ -68,6 +68,8 @@ class DiskRecovery:
             if not operation.kind.startswith("disk."):
                 continue
             with lock_for(operation.vm):
+                if operation.vm in self._hypervisor.unresponsive_domains():
+                    continue  # a call left running may still change the disk: after it returns
                 if operation.id in {other.id for other in self._pending.all()}:
                     outcomes.append(self._recover_one(operation))
         return outcomes
