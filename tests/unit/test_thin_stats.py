@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import OperationFailed
-from blockplane.thin.commands import CommandResult
-from blockplane.thin.measure import measure_commit
+from blockplane.storage.commands import CommandResult
+from blockplane.storage.measure import measure_commit
 from blockplane.thin.monitor_state import BlockStats
 from blockplane.thin.stats import chain_elements, domain_state, find_element, split_target
 

@@ -15,8 +15,8 @@ from blockplane.chain.job_spec import JobSpec
 from blockplane.chain.jobs import JobKind
 from blockplane.chain.model import Chain, ChainElement
 from blockplane.errors import Conflict, InvalidInput, PathEscape
+from blockplane.storage.names import confine, validate_volume_name
 from blockplane.store.records import PoolRecord
-from blockplane.thin.paths import confine, validate_volume_name
 
 
 @dataclass(frozen=True)

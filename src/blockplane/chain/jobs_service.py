@@ -46,9 +46,9 @@ from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.storage.measure import measure_commit
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
-from blockplane.thin.measure import measure_commit
 from blockplane.vms.disks import DiskService
 from blockplane.xml.chain import ImageTarget, copy_destination_xml
 

@@ -29,9 +29,9 @@ from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound,
 from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.records import Records
-from blockplane.thin.paths import validate_name, validate_volume_name
 from blockplane.vms.disks import DiskService
 from blockplane.xml.chain import ImageTarget, snapshot_xml
 from blockplane.xml.disk import parse_disks

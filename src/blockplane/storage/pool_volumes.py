@@ -17,6 +17,8 @@ from typing import Any
 
 from blockplane.errors import Conflict, NotFound
 from blockplane.eventlog import EventLog
+from blockplane.storage.backends.loop import BACKING_SUFFIX, LoopBackend
+from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volume_usage import (
     ReferenceSource,
@@ -26,8 +28,6 @@ from blockplane.storage.volume_usage import (
 )
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
-from blockplane.thin.backend_loop import BACKING_SUFFIX, LoopBackend
-from blockplane.thin.paths import confine, validate_volume_name
 
 #: Stops the thin monitor following a volume (``ThinMonitor.forget``), when one is wired in.
 ForgetThin = Callable[[tuple[str, str]], None]

@@ -12,9 +12,9 @@ from pathlib import Path
 from blockplane.errors import Conflict, InvalidInput
 from blockplane.eventlog import EventLog
 from blockplane.storage.images import create_qcow2
+from blockplane.storage.names import confine
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
-from blockplane.thin.paths import confine
 from blockplane.thin.threshold import qcow2_max_physical
 
 FORMATS = ("qcow2", "raw")

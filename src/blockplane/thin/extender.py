@@ -18,8 +18,8 @@ from blockplane.errors import Conflict
 from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.metrics import AgentMetrics
+from blockplane.storage.backends.base import VolumeBackend, align_up
 from blockplane.store.records import PoolRecord, Records
-from blockplane.thin.backend import VolumeBackend, align_up
 from blockplane.thin.monitor_state import (
     Armed,
     Extended,

@@ -19,8 +19,8 @@ from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
 from blockplane.model.vm import DomainDefinition, GuestKind, VMSpec
+from blockplane.storage.names import validate_name
 from blockplane.store.records import Records, VMRecord
-from blockplane.thin.paths import validate_name
 from blockplane.vms.guest_image import guest_boot
 from blockplane.xml.domain import build_domain_xml
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.errors import InvalidInput, PathEscape
-from blockplane.thin.paths import confine, validate_name, validate_volume_name
+from blockplane.storage.names import confine, validate_name, validate_volume_name
 
 
 @pytest.fixture

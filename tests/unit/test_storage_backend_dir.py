@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import Conflict, InvalidInput, NotFound, OperationFailed, PathEscape
-from blockplane.thin.backend_dir import DirBackend
-from blockplane.thin.backends import open_backend
-from blockplane.thin.capacity import PoolCapacity
-from blockplane.thin.commands import SubprocessRunner
+from blockplane.storage.backends.dir import DirBackend
+from blockplane.storage.backends.factory import open_backend
+from blockplane.storage.capacity import PoolCapacity
+from blockplane.storage.commands import SubprocessRunner
 
 MIB, GIB = 1 << 20, 1 << 30
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from blockplane.errors import OperationFailed
-from blockplane.thin.commands import CommandRunner, SubprocessRunner
+from blockplane.storage.commands import CommandRunner, SubprocessRunner
 
 # qemu-img check exits 2 (corruption) or 3 (leaked clusters) with a full JSON report; leaks are
 # normal for an image a running QEMU holds open.

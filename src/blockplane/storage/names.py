@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from blockplane.errors import InvalidInput, PathEscape
-from blockplane.thin.sizes import parse_size
+from blockplane.storage.sizes import parse_size
 
 __all__ = ["OBJECT_NAME", "VOLUME_NAME", "confine", "parse_size", "validate_name",
            "validate_volume_name"]

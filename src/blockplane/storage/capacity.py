@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blockplane.errors import Conflict
-from blockplane.thin.sizes import format_size
+from blockplane.storage.sizes import format_size
 
 Operation = Literal["create", "extend"]
 

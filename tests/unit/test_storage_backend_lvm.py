@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import Conflict, InvalidInput, NotFound, OperationFailed, PathEscape
-from blockplane.thin.backend_lvm import LvmBackend
-from blockplane.thin.backends import open_backend
-from blockplane.thin.capacity import PoolCapacity
-from blockplane.thin.commands import CommandResult, check_result
+from blockplane.storage.backends.factory import open_backend
+from blockplane.storage.backends.lvm import LvmBackend
+from blockplane.storage.capacity import PoolCapacity
+from blockplane.storage.commands import CommandResult, check_result
 
 MIB, GIB = 1 << 20, 1 << 30
 EXTENT = 4 * MIB

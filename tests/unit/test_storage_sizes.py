@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.errors import InvalidInput
-from blockplane.thin.paths import parse_size
-from blockplane.thin.sizes import MAX_SIZE, format_size
+from blockplane.storage.names import parse_size
+from blockplane.storage.sizes import MAX_SIZE, format_size
 
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 

@@ -14,17 +14,17 @@ import threading
 from pathlib import Path
 
 from blockplane.errors import OperationFailed
-from blockplane.thin.backend import Volume, pool_lock, volume_not_found
-from blockplane.thin.backend_dir import SparseFiles
-from blockplane.thin.capacity import PoolCapacity
-from blockplane.thin.commands import CommandRunner, SubprocessRunner
-from blockplane.thin.loop_devices import (
+from blockplane.storage.backends.base import Volume, pool_lock, volume_not_found
+from blockplane.storage.backends.dir import SparseFiles
+from blockplane.storage.backends.loop_devices import (
     block_device_size,
     loop_devices_backed_by,
     loop_devices_by_backing_file,
     set_loop_capacity,
     sysfs_backing_file,
 )
+from blockplane.storage.capacity import PoolCapacity
+from blockplane.storage.commands import CommandRunner, SubprocessRunner
 
 # Loop devices expose whole 512-byte sectors; 4 KiB keeps direct I/O aligned as well.
 LOOP_ALIGNMENT = 4096

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from blockplane.errors import Conflict, InvalidInput, NotFound, OperationFailed
-from blockplane.thin.backend import (
+from blockplane.storage.backends.base import (
     Volume,
     check_requested_size,
     pool_lock,
@@ -20,9 +20,9 @@ from blockplane.thin.backend import (
     volume_exists,
     volume_not_found,
 )
-from blockplane.thin.capacity import PoolCapacity
-from blockplane.thin.commands import CommandRunner, SubprocessRunner, check_result
-from blockplane.thin.paths import validate_volume_name
+from blockplane.storage.capacity import PoolCapacity
+from blockplane.storage.commands import CommandRunner, SubprocessRunner, check_result
+from blockplane.storage.names import validate_volume_name
 
 DEFAULT_TAG = "blockplane"
 _VG_NAME = re.compile(r"[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,126}")

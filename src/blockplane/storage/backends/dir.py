@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from blockplane.errors import NotFound, OperationFailed
-from blockplane.thin.backend import (
+from blockplane.storage.backends.base import (
     Volume,
     align_up,
     check_requested_size,
@@ -22,8 +22,8 @@ from blockplane.thin.backend import (
     volume_exists,
     volume_not_found,
 )
-from blockplane.thin.capacity import PoolCapacity
-from blockplane.thin.paths import VOLUME_NAME, confine
+from blockplane.storage.capacity import PoolCapacity
+from blockplane.storage.names import VOLUME_NAME, confine
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 

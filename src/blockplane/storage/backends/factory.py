@@ -1,7 +1,8 @@
 """Choosing a pool backend by its type: the one entry point the pool service needs.
 
-Owns the mapping from a pool's type and location to a ``VolumeBackend``. Must not hold state or
-validate pool names (``paths.validate_name`` does), and must not create pools on disk.
+Owns the mapping from a pool's type and location (or its record) to a ``VolumeBackend``. Must not
+hold state or validate pool names (``storage.names.validate_name`` does), and must not create
+pools on disk.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from blockplane.errors import InvalidInput
-from blockplane.thin.backend import Volume, VolumeBackend
-from blockplane.thin.backend_dir import DirBackend
-from blockplane.thin.backend_loop import LoopBackend
-from blockplane.thin.backend_lvm import LvmBackend
-from blockplane.thin.capacity import PoolCapacity
-from blockplane.thin.commands import CommandRunner
+from blockplane.storage.backends.base import Volume, VolumeBackend
+from blockplane.storage.backends.dir import DirBackend
+from blockplane.storage.backends.loop import LoopBackend
+from blockplane.storage.backends.lvm import LvmBackend
+from blockplane.storage.capacity import PoolCapacity
+from blockplane.storage.commands import CommandRunner
+from blockplane.store.records import PoolRecord
 
 __all__ = ["POOL_TYPES", "DirBackend", "LoopBackend", "LvmBackend", "PoolCapacity", "PoolType",
-           "Volume", "VolumeBackend", "open_backend"]
+           "Volume", "VolumeBackend", "backend_of", "open_backend"]
 
 PoolType = Literal["dir", "loop", "lvm"]
 POOL_TYPES: tuple[str, ...] = get_args(PoolType)
@@ -45,3 +47,8 @@ def open_backend(
         f"pool type {pool_type!r} is not known: use one of {', '.join(POOL_TYPES)}",
         code="pool.type_invalid",
     )
+
+
+def backend_of(record: PoolRecord) -> VolumeBackend:
+    """The backend of a pool record, with the record's capacity limit."""
+    return open_backend(record.type, record.path, capacity=PoolCapacity(record.capacity_bytes))

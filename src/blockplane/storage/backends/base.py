@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from blockplane.errors import Conflict, InvalidInput, NotFound
-from blockplane.thin.capacity import PoolCapacity
-from blockplane.thin.sizes import format_size
+from blockplane.storage.capacity import PoolCapacity
+from blockplane.storage.sizes import format_size
 
 
 @dataclass(frozen=True)
