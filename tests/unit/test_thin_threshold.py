@@ -11,13 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blockplane.thin.threshold import (
-    next_physical,
-    qcow2_fully_allocated_size,
-    qcow2_max_physical,
-    should_disable,
-    threshold_for,
-)
+from blockplane.storage.qcow2 import qcow2_fully_allocated_size, qcow2_max_physical
+from blockplane.thin.threshold import next_physical, should_disable, threshold_for
 
 MIB, GIB = 1 << 20, 1 << 30
 CHUNK = 5 * GIB // 2

@@ -14,8 +14,8 @@ from blockplane.eventlog import EventLog
 from blockplane.storage.images import create_qcow2
 from blockplane.storage.names import confine
 from blockplane.storage.pools import PoolService
+from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
-from blockplane.thin.threshold import qcow2_max_physical
 
 FORMATS = ("qcow2", "raw")
 MAX_VIRTUAL_BYTES = 64 * 1024**4

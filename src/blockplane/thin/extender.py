@@ -19,6 +19,7 @@ from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.metrics import AgentMetrics
 from blockplane.storage.backends.base import VolumeBackend, align_up
+from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.records import PoolRecord, Records
 from blockplane.thin.monitor_state import (
     Armed,
@@ -32,7 +33,7 @@ from blockplane.thin.monitor_store import MonitoredVolume
 from blockplane.thin.ports import DomainPort, PoolsPort
 from blockplane.thin.registry import VolumeRegistry
 from blockplane.thin.stats import chain_elements, find_element, indexed
-from blockplane.thin.threshold import next_physical, qcow2_max_physical, threshold_for
+from blockplane.thin.threshold import next_physical, threshold_for
 
 log = logging.getLogger(__name__)
 

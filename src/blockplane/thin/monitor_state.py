@@ -128,7 +128,7 @@ class Action(Enum):
 
 @dataclass(frozen=True)
 class GrowthPolicy:
-    """A volume's growth step, trigger and ceiling (``threshold.qcow2_max_physical``)."""
+    """A volume's growth step, trigger and ceiling (``storage.qcow2.qcow2_max_physical``)."""
 
     chunk_bytes: int
     utilization_pct: int
