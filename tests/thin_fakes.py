@@ -52,6 +52,9 @@ class FakeBackend:
     def activate(self, name: str) -> Volume:
         return Volume(name, Path(f"/dev/fake-{name}"), self.sizes[name])
 
+    def device_of(self, name: str) -> Path | None:
+        return None
+
     def list(self) -> list[str]:
         return sorted(self.sizes)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from blockplane.errors import Conflict, NotFound
 from blockplane.eventlog import EventLog
-from blockplane.storage.backends.loop import BACKING_SUFFIX, LoopBackend
+from blockplane.storage.backends.loop import BACKING_SUFFIX
 from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volume_usage import (
@@ -89,7 +89,7 @@ class PoolVolumes:
     def _users(self, pool: PoolRecord, record: VolumeRecord,
                references: VolumeReferences) -> builtins.list[str]:
         backend = self._pools.backend(pool)
-        device = backend.device_of(record.name) if isinstance(backend, LoopBackend) else None
+        device = backend.device_of(record.name)
         aliases = volume_aliases(record, str(device) if device is not None else None)
         return volume_users(aliases, self._records.disks_on_volume(pool.name, record.name),
                             references)

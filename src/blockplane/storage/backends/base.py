@@ -52,6 +52,11 @@ class VolumeBackend(Protocol):
         """Make an existing volume usable again (after a reboot or restart); idempotent."""
         ...
 
+    def device_of(self, name: str) -> Path | None:
+        """A second path QEMU may know the volume under (the loop device attached to its
+        backing file), or None where the volume has only its own path; changes nothing."""
+        ...
+
     def list(self) -> builtins.list[str]: ...
 
     def used_bytes(self) -> int:

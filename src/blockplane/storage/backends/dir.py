@@ -157,6 +157,10 @@ class DirBackend:
     def activate(self, name: str) -> Volume:
         return Volume(name, self.files.path_of(name), self.files.size_of(name))
 
+    def device_of(self, name: str) -> Path | None:
+        """QEMU opens the file itself: no other path."""
+        return None
+
     def list(self) -> builtins.list[str]:
         return self.files.names()
 

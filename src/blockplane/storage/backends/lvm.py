@@ -102,6 +102,10 @@ class LvmBackend:
         self._runner.run(["lvchange", "-ay", self._target(lv)])
         return Volume(name, self.path_of(name), size)
 
+    def device_of(self, name: str) -> Path | None:
+        """An LV is opened by its own path (``path_of``): no other path."""
+        return None
+
     def list(self) -> builtins.list[str]:
         return sorted(self._managed())
 
