@@ -37,7 +37,6 @@ from blockplane.hypervisor.events import (
 from blockplane.iothreads import MappingSupport
 from blockplane.metrics import AgentMetrics
 from blockplane.observe.wiring import ObserveServices
-from blockplane.qos.wiring import QosServices
 from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
@@ -45,6 +44,7 @@ from blockplane.store.database import Database
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records
 from blockplane.thin.monitor import ThinMonitor
+from blockplane.throttle.wiring import ThrottleServices
 from blockplane.vms.disks import DiskService
 from blockplane.vms.iothread_apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.vms.lifecycle import VMService, emulator_path
@@ -98,14 +98,15 @@ class Agent:
             self.events,
             lambda: [observer.disk_attached for observer in self.disks.observers],
         )
-        self.qos = QosServices.build(self.vms, self.disks, self.database, self.events, self.facts())
+        self.throttle = ThrottleServices.build(self.vms, self.disks, self.database, self.events,
+                                               self.facts())
         self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
         self._reconcile_now = asyncio.Event()  # a pass at once, e.g. after a reconnect
         self._handlers: dict[type[HypervisorEvent], Handler] = {
             LifecycleEvent: self._on_lifecycle,
         }
         self.reconcilers: list[Callable[[], object]] = []
-        self.reconcilers.append(self.qos.rescaler.reconcile)
+        self.reconcilers.append(self.throttle.rescaler.reconcile)
         self.thin = ThinMonitor(
             self.hypervisor, self.pools, self.records, self.database, self.events, self.metrics
         )
@@ -191,7 +192,7 @@ class Agent:
         self.settings.paths.pid_file.write_text(f"{self.pid}\n")
         self.events.publish("agent.started", None, pid=self.pid, uri=self.settings.libvirt_uri)
         # Throttle intents first: the disk recovery drops every kind it does not know.
-        await asyncio.to_thread(self.qos.groups.recover)
+        await asyncio.to_thread(self.throttle.groups.recover)
         await asyncio.to_thread(self.recovery.recover)
         await asyncio.to_thread(self.reconcile_once)
         background = [
@@ -233,7 +234,7 @@ class Agent:
         """On the reconnect thread: finish what the outage broke, then reconcile at once."""
         self.events.publish("hypervisor.reconnected", None, uri=self.settings.libvirt_uri,
                             attempts=attempts)
-        self.qos.groups.recover()
+        self.throttle.groups.recover()
         self.recovery.recover_orphans(self.disks.vm_lock)
         if not loop.is_closed():
             loop.call_soon_threadsafe(self._reconcile_now.set)

@@ -22,12 +22,12 @@ from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
-from blockplane.qos.disk_limits import DiskLimitsPlan, DiskThrottle
-from blockplane.qos.tiers import CapacityScaling, GroupSpec
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
+from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
+from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.iothread_apply import AppliedPlan, IOThreadApplier
 from blockplane.vms.iothread_state import iothread_report
 from blockplane.vms.lifecycle import VMService
@@ -84,7 +84,7 @@ class DiskService:
         #: Called as guard(vm, target) before a detach, guard(vm, None) before a VM's disks
         #: are released; a guard raises to refuse (e.g. a block job holds the disk).
         self.guards: list[Callable[[str, str | None], None]] = []
-        #: I/O limits (qos.disk_limits); set by the agent. Without it limits are refused.
+        #: I/O limits (throttle.disk_limits); set by the agent. Without it limits are refused.
         self.throttle: DiskThrottle | None = None
         self._vm_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
@@ -386,7 +386,7 @@ class DiskService:
     def _prepare_limits(
         self, domain: DomainHandle, target: str, request: AttachRequest
     ) -> DiskLimitsPlan | None:
-        """Validate the disk's I/O limits before anything is created (qos.disk_limits)."""
+        """Validate the disk's I/O limits before anything is created (throttle.disk_limits)."""
         asks = request.throttle_groups or request.limits or request.scaling or request.vm_group
         if self.throttle is None:
             if asks:

@@ -2,7 +2,7 @@
 
 Owns the mapping between libvirt's elements and ``ThrottleGroup`` / ``ThrottleLimits``, field
 by field, in the order libvirt 11.3 formats them. Decides nothing: which limits are valid or
-which groups a disk should use is ``blockplane.qos``'s business. Elements it does not map (a
+which groups a disk should use is ``blockplane.throttle``'s business. Elements it does not map (a
 field a later libvirt adds) are ignored when reading and never written.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from lxml import etree
 
 from blockplane.model.throttle import ThrottleGroup
-from blockplane.qos.limits import FIELD_NAMES, MAX_LENGTH_FIELDS, ThrottleLimits
+from blockplane.throttle.limits import FIELD_NAMES, MAX_LENGTH_FIELDS, ThrottleLimits
 from blockplane.xml.build import el
 
 #: libvirt's ``<iotune>`` writes ``<group_name>`` before the burst lengths; a group after them.

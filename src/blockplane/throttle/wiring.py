@@ -1,4 +1,4 @@
-"""Builds the qos services for the agent and hooks them into the disk service.
+"""Builds the throttle services for the agent and hooks them into the disk service.
 
 Owns only the wiring (which service gets which collaborator); the agent calls ``build`` once.
 """
@@ -9,18 +9,18 @@ from dataclasses import dataclass
 
 from blockplane.eventlog import EventLog
 from blockplane.facts.host import HostFacts
-from blockplane.qos.disk_limits import DiskThrottle
-from blockplane.qos.rescale import DiskRescaler
-from blockplane.qos.service import ThrottleService
 from blockplane.store.database import Database
 from blockplane.store.pending import PendingOperations
-from blockplane.store.qos_records import QosRecords
+from blockplane.store.throttle_records import ThrottleRecords
+from blockplane.throttle.disk_limits import DiskThrottle
+from blockplane.throttle.rescale import DiskRescaler
+from blockplane.throttle.service import ThrottleService
 from blockplane.vms.disks import DiskService
 from blockplane.vms.lifecycle import VMService
 
 
 @dataclass(frozen=True)
-class QosServices:
+class ThrottleServices:
     groups: ThrottleService
     disks: DiskThrottle
     rescaler: DiskRescaler
@@ -33,9 +33,9 @@ class QosServices:
         database: Database,
         events: EventLog,
         facts: HostFacts,
-    ) -> QosServices:
+    ) -> ThrottleServices:
         capability = facts.capabilities["throttle_groups"]
-        records = QosRecords(database)
+        records = ThrottleRecords(database)
         services = cls(
             groups=ThrottleService(
                 vms.domain, disks.vm_lock, events, capability, PendingOperations(database)

@@ -7,7 +7,7 @@ fio with direct I/O in the guest (4k for IOPS, 64k for bytes/s, iodepth 16, the 
 not counted) and prints the achieved rate, the tightest limit in the chain and the relative
 error. The goal is within 5% of the tightest limit.
 
-    python -m bench.qos [--runtime 5]
+    python -m bench.throttle [--runtime 5]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import bench_agent, fio_json, save, tmpfs_dir, wait_for_block_device
 from blockplane.cli.client import AgentClient, api_path
-from blockplane.qos.limits import AVG_FIELDS
+from blockplane.throttle.limits import AVG_FIELDS
 
 MIB = 1024 * 1024
 VM = "qosbench"

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.validation import (
+from blockplane.throttle.limits import ThrottleLimits
+from blockplane.throttle.validation import (
     GENERATED_GROUP_PREFIX,
     validate_group_name,
     validate_limits,

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.api.schemas import DiskAttach
-from blockplane.api.throttle_bodies import attach_qos
+from blockplane.api.throttle_bodies import attach_throttle
 from blockplane.errors import InvalidInput
-from blockplane.qos.disk_spec import (
+from blockplane.throttle.disk_spec import (
     build_spec,
     is_scaled,
     scaled_limit,
@@ -17,8 +17,8 @@ from blockplane.qos.disk_spec import (
     spec_to_json,
     vm_group_spec,
 )
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.tiers import CapacityScaling, GroupSpec, ScaledLimit
+from blockplane.throttle.limits import ThrottleLimits
+from blockplane.throttle.tiers import CapacityScaling, GroupSpec, ScaledLimit
 
 small = st.integers(min_value=0, max_value=10**6)
 
@@ -62,7 +62,7 @@ def test_descriptor_fields_become_qos_values() -> None:
             "vm_group": {"name": "agg", "limits": {"total_iops_sec": 400}},
         }
     )
-    groups, scaling, vm_group = attach_qos(body)
+    groups, scaling, vm_group = attach_throttle(body)
     assert groups == ("gold",)
     assert scaling == CapacityScaling(total_iops_sec_per_gb=ScaledLimit(50, 100, 0))
     assert vm_group == GroupSpec("agg", ThrottleLimits(total_iops_sec=400))
@@ -72,8 +72,8 @@ def test_a_vm_group_without_limits_joins_it_last() -> None:
     body = DiskAttach.model_validate(
         {"pool": "p", "size": "1G", "throttle_groups": ["gold"], "vm_group": {"name": "agg"}}
     )
-    assert attach_qos(body) == (("gold", "agg"), None, None)
+    assert attach_throttle(body) == (("gold", "agg"), None, None)
     empty = DiskAttach.model_validate({"pool": "p", "size": "1G", "vm_group": {}})
     with pytest.raises(InvalidInput) as caught:
-        attach_qos(empty)
+        attach_throttle(empty)
     assert caught.value.code == "tier.vm_group_invalid"

@@ -1,4 +1,4 @@
-"""blockplane.qos: I/O limits for disks, as throttle groups and throttle-filter chains.
+"""blockplane.throttle: I/O limits for disks, as throttle groups and throttle-filter chains.
 
 Pure (no libvirt, no XML, no I/O):
 
@@ -16,8 +16,8 @@ Services (libvirt only through the ``domain_view.ThrottleDomain`` protocol):
 - ``wiring``: builds them for the agent (import it directly; it imports ``vms``).
 """
 
-from blockplane.qos.limits import FIELD_NAMES, ThrottleLimits
-from blockplane.qos.tiers import (
+from blockplane.throttle.limits import FIELD_NAMES, ThrottleLimits
+from blockplane.throttle.tiers import (
     CapacityScaling,
     EffectiveTiers,
     GroupSpec,
@@ -29,7 +29,7 @@ from blockplane.qos.tiers import (
     plan_limits,
     recompute_for_size,
 )
-from blockplane.qos.validation import RULE_ORDER, validate_group_name, validate_limits
+from blockplane.throttle.validation import RULE_ORDER, validate_group_name, validate_limits
 
 __all__ = [
     "FIELD_NAMES",

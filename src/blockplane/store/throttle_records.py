@@ -15,10 +15,10 @@ from blockplane.store.database import Database, Row
 
 
 @dataclass(frozen=True)
-class DiskQosRecord:
+class DiskThrottleRecord:
     vm: str
     target: str
-    #: ``filters`` or ``iotune`` (qos.tiers.PlanMode; ``none`` is never stored).
+    #: ``filters`` or ``iotune`` (throttle.tiers.PlanMode; ``none`` is never stored).
     mode: str
     spec: dict[str, Any]
     chain: list[str]
@@ -27,11 +27,11 @@ class DiskQosRecord:
     per_disk: dict[str, int]
 
 
-class QosRecords:
+class ThrottleRecords:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def put_disk(self, record: DiskQosRecord) -> None:
+    def put_disk(self, record: DiskThrottleRecord) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO disk_qos VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -46,13 +46,13 @@ class QosRecords:
             ),
         )
 
-    def disk(self, vm: str, target: str) -> DiskQosRecord | None:
+    def disk(self, vm: str, target: str) -> DiskThrottleRecord | None:
         row = self.db.query_one(
             "SELECT * FROM disk_qos WHERE vm = ? AND target = ?", (vm, target)
         )
         return _record(row) if row else None
 
-    def disks(self, vm: str | None = None) -> list[DiskQosRecord]:
+    def disks(self, vm: str | None = None) -> list[DiskThrottleRecord]:
         if vm is None:
             rows = self.db.query("SELECT * FROM disk_qos ORDER BY vm, target")
         else:
@@ -63,8 +63,8 @@ class QosRecords:
         self.db.execute("DELETE FROM disk_qos WHERE vm = ? AND target = ?", (vm, target))
 
 
-def _record(row: Row) -> DiskQosRecord:
-    return DiskQosRecord(
+def _record(row: Row) -> DiskThrottleRecord:
+    return DiskThrottleRecord(
         row["vm"],
         row["target"],
         row["mode"],

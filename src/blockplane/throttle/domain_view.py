@@ -2,7 +2,7 @@
 
 Owns reading the live and the persistent definition of one domain into one view, and which
 definitions a change touches (``affected``, virsh's defaults). It changes nothing; the narrow
-``ThrottleDomain`` protocol is the part of ``DomainHandle`` the qos services use, so that tests
+``ThrottleDomain`` protocol is the part of ``DomainHandle`` the throttle services use, so that tests
 can fake it.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from blockplane.errors import Conflict, InvalidInput
-from blockplane.qos.limits import ThrottleLimits
+from blockplane.throttle.limits import ThrottleLimits
 from blockplane.xml.disk import parse_disks
 from blockplane.xml.throttle import parse_throttle_groups
 

@@ -10,15 +10,15 @@ import pytest
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
-from blockplane.qos.disk_limits import DiskThrottle
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.rescale import DiskRescaler
-from blockplane.qos.tiers import GIB, CapacityScaling, GroupSpec, ScaledLimit
 from blockplane.store.database import Database
-from blockplane.store.qos_records import QosRecords
 from blockplane.store.records import Records, VMRecord
-from tests.qos_fakes import FakeDomain
-from tests.unit.test_qos_service import SUPPORTED, UNSUPPORTED
+from blockplane.store.throttle_records import ThrottleRecords
+from blockplane.throttle.disk_limits import DiskThrottle
+from blockplane.throttle.limits import ThrottleLimits
+from blockplane.throttle.rescale import DiskRescaler
+from blockplane.throttle.tiers import GIB, CapacityScaling, GroupSpec, ScaledLimit
+from tests.throttle_fakes import FakeDomain
+from tests.unit.test_throttle_service import SUPPORTED, UNSUPPORTED
 
 
 class Stores:
@@ -26,7 +26,7 @@ class Stores:
         database = Database(path / "state.db")
         records = Records(database)
         records.add_vm(VMRecord("web", "u-1", 2, 2**28, "none"))
-        self.qos = QosRecords(database)
+        self.qos = ThrottleRecords(database)
         self.events = EventLog(records)
 
 

@@ -5,7 +5,7 @@ names, that named groups exist in every definition the attach touches, the VM ag
 the fallback) before anything changes and returns a ``DiskLimitsPlan``; the disk service puts its
 chain into the ``DiskDevice``, calls ``apply_disk_plan`` (store row, then the generated groups)
 before plugging the disk and ``rollback_disk_plan`` if anything fails. On detach the generated
-per-disk group goes too. Policy comes from ``qos.tiers``; libvirt only through the
+per-disk group goes too. Policy comes from ``throttle.tiers``; libvirt only through the
 ``ThrottleDomain`` protocol.
 """
 
@@ -19,11 +19,12 @@ from typing import Any
 from blockplane.errors import BlockplaneError, Conflict, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
-from blockplane.qos.disk_spec import build_spec, spec_to_json
-from blockplane.qos.domain_view import DefinitionKind, ThrottleDomain, ThrottleView, read_view
-from blockplane.qos.limits import AVG_FIELDS, ThrottleLimits
-from blockplane.qos.service import DomainLookup
-from blockplane.qos.tiers import (
+from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecords
+from blockplane.throttle.disk_spec import build_spec, spec_to_json
+from blockplane.throttle.domain_view import DefinitionKind, ThrottleDomain, ThrottleView, read_view
+from blockplane.throttle.limits import AVG_FIELDS, ThrottleLimits
+from blockplane.throttle.service import DomainLookup
+from blockplane.throttle.tiers import (
     PER_DISK_GROUP_PREFIX,
     VM_AGGREGATE_GROUP,
     CapacityScaling,
@@ -34,7 +35,6 @@ from blockplane.qos.tiers import (
     compute_tiers,
     plan_limits,
 )
-from blockplane.store.qos_records import DiskQosRecord, QosRecords
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class DiskThrottle:
     def __init__(
         self,
         domain: DomainLookup,
-        records: QosRecords,
+        records: ThrottleRecords,
         events: EventLog,
         capability: Capability,
     ) -> None:
@@ -156,7 +156,7 @@ class DiskThrottle:
         if plan.plan.mode == "none":
             return
         self._records.put_disk(
-            DiskQosRecord(
+            DiskThrottleRecord(
                 vm=plan.spec.vm,
                 target=plan.spec.target,
                 mode=plan.plan.mode,

@@ -1,7 +1,7 @@
 """Capacity-scaled limits follow the disk: recompute them when its size changes.
 
 Owns ``DiskRescaler``: given a disk's new virtual size it recomputes the per-disk limits from
-the stored spec (``qos.tiers.recompute_for_size``) and updates the generated per-disk group (or
+the stored spec (``throttle.tiers.recompute_for_size``) and updates the generated per-disk group (or
 ``<iotune>`` in the fallback) in place, live and in the persistent definition, without detaching
 anything. ``reconcile`` is the hook: it compares each scaled disk's capacity as libvirt reports
 it with the size its limits were computed for, so a resize made by anyone is caught on the
@@ -17,17 +17,17 @@ from typing import Any
 
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.eventlog import EventLog
-from blockplane.qos.disk_spec import is_scaled, spec_from_json
-from blockplane.qos.service import DomainLookup, LockFor
-from blockplane.qos.tiers import per_disk_group_name, recompute_for_size
-from blockplane.store.qos_records import DiskQosRecord, QosRecords
+from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecords
+from blockplane.throttle.disk_spec import is_scaled, spec_from_json
+from blockplane.throttle.service import DomainLookup, LockFor
+from blockplane.throttle.tiers import per_disk_group_name, recompute_for_size
 
 log = logging.getLogger(__name__)
 
 
 class DiskRescaler:
     def __init__(
-        self, domain: DomainLookup, lock_for: LockFor, records: QosRecords, events: EventLog
+        self, domain: DomainLookup, lock_for: LockFor, records: ThrottleRecords, events: EventLog
     ) -> None:
         self._domain = domain
         self._lock_for = lock_for
@@ -50,7 +50,7 @@ class DiskRescaler:
             if changed:
                 self._apply(vm, target, record, limits.to_dict())
             self._records.put_disk(
-                DiskQosRecord(
+                DiskThrottleRecord(
                     vm,
                     target,
                     record.mode,
@@ -88,7 +88,9 @@ class DiskRescaler:
                 except BlockplaneError:
                     log.exception("rescaling the limits of %s/%s failed", record.vm, record.target)
 
-    def _apply(self, vm: str, target: str, record: DiskQosRecord, params: dict[str, int]) -> None:
+    def _apply(
+        self, vm: str, target: str, record: DiskThrottleRecord, params: dict[str, int]
+    ) -> None:
         domain = self._domain(vm)
         live = domain.is_active()
         if record.mode == "filters":

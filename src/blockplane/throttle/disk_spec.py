@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from blockplane.errors import InvalidInput
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.tiers import (
+from blockplane.throttle.limits import ThrottleLimits
+from blockplane.throttle.tiers import (
     VM_AGGREGATE_GROUP,
     CapacityScaling,
     GroupSpec,

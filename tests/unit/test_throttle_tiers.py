@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.tiers import (
+from blockplane.throttle.limits import ThrottleLimits
+from blockplane.throttle.tiers import (
     GIB,
     VM_AGGREGATE_GROUP,
     CapacityScaling,
@@ -22,7 +22,7 @@ from blockplane.qos.tiers import (
     recompute_for_size,
     scaled_value,
 )
-from blockplane.qos.validation import validate_group_name
+from blockplane.throttle.validation import validate_group_name
 
 PER_DISK_300 = ThrottleLimits(total_iops_sec=300)
 VM_400 = GroupSpec("vm-total", ThrottleLimits(total_iops_sec=400))

@@ -2,8 +2,8 @@
 
 Owns the group lifecycle on running and stopped VMs and its all-or-nothing rule: every request
 is parsed and validated (``current.updated(request)``, per definition) before libvirt is called,
-and a change that fails half-way is undone. It does not decide tiers (``qos.tiers``) and does
-not touch disks (``qos.disk_limits``); it never imports libvirt.
+and a change that fails half-way is undone. It does not decide tiers (``throttle.tiers``) and does
+not touch disks (``throttle.disk_limits``); it never imports libvirt.
 
 A change that touches two definitions (live, then config) writes an intent first
 (``store/pending.py``, kind ``throttle.set`` or ``throttle.delete``). If the agent dies between
@@ -23,17 +23,17 @@ from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, Inva
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
-from blockplane.qos.domain_view import (
+from blockplane.store.pending import PendingOperation, PendingOperations
+from blockplane.throttle.domain_view import (
     DefinitionKind,
     ThrottleDomain,
     ThrottleView,
     affected,
     read_view,
 )
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.tiers import VM_AGGREGATE_GROUP
-from blockplane.qos.validation import validate_group_name, validate_limits
-from blockplane.store.pending import PendingOperation, PendingOperations
+from blockplane.throttle.limits import ThrottleLimits
+from blockplane.throttle.tiers import VM_AGGREGATE_GROUP
+from blockplane.throttle.validation import validate_group_name, validate_limits
 
 log = logging.getLogger(__name__)
 

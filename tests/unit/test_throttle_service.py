@@ -11,11 +11,11 @@ import pytest
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.service import ThrottleService
 from blockplane.store.database import Database
 from blockplane.store.records import Records
-from tests.qos_fakes import FakeDomain
+from blockplane.throttle.limits import ThrottleLimits
+from blockplane.throttle.service import ThrottleService
+from tests.throttle_fakes import FakeDomain
 
 SUPPORTED = Capability(True, "QEMU 10.0.2 and libvirt 11.3.0 support it", "libvirt >= 11.2")
 UNSUPPORTED = Capability(False, "libvirt 10.0.0 is older than 11.2", "libvirt >= 11.2")

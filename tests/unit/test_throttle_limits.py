@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.errors import InvalidInput
-from blockplane.qos.limits import FIELD_NAMES, ThrottleLimits, field_name
-from blockplane.qos.validation import validate_limits
+from blockplane.throttle.limits import FIELD_NAMES, ThrottleLimits, field_name
+from blockplane.throttle.validation import validate_limits
 
 
 def test_field_names_are_the_dataclass_fields_in_libvirt_order() -> None:

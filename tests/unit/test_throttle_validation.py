@@ -9,8 +9,8 @@ from hypothesis import Phase, example, find, given, settings
 from hypothesis import strategies as st
 
 from blockplane.errors import InvalidInput
-from blockplane.qos.limits import FIELD_NAMES, ThrottleLimits
-from blockplane.qos.validation import (
+from blockplane.throttle.limits import FIELD_NAMES, ThrottleLimits
+from blockplane.throttle.validation import (
     RULE_ORDER,
     Bucket,
     buckets_of,
