@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import bench_agent, fio_json, save, tmpfs_dir, wait_for_block_device
 from blockplane.cli.client import AgentClient, api_path
-from blockplane.throttle.limits import AVG_FIELDS
+from blockplane.model.throttle_limits import AVG_FIELDS
 
 MIB = 1024 * 1024
 VM = "qosbench"

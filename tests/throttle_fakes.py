@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from blockplane.errors import HypervisorError
 from blockplane.model.disk import DiskDevice
 from blockplane.model.throttle import ThrottleGroup
-from blockplane.throttle.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.xml.disk import disk_element, to_xml
 from blockplane.xml.throttle import throttle_groups_element
 

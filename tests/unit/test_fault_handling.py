@@ -17,10 +17,10 @@ from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.hypervisor.domain import DomainState
 from blockplane.hypervisor.errors import translate
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.store.database import Database, ensure_room
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records
-from blockplane.throttle.limits import ThrottleLimits
 from blockplane.throttle.service import ThrottleService
 from tests.throttle_fakes import FakeDomain
 

@@ -10,11 +10,11 @@ import pytest
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.store.database import Database
 from blockplane.store.records import Records, VMRecord
 from blockplane.store.throttle_records import ThrottleRecords
 from blockplane.throttle.disk_limits import DiskThrottle
-from blockplane.throttle.limits import ThrottleLimits
 from blockplane.throttle.rescale import DiskRescaler
 from blockplane.throttle.tiers import GIB, CapacityScaling, GroupSpec, ScaledLimit
 from tests.throttle_fakes import FakeDomain

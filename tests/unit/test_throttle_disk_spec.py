@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from blockplane.api.schemas import DiskAttach
 from blockplane.api.throttle_bodies import attach_throttle
 from blockplane.errors import InvalidInput
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.throttle.disk_spec import (
     build_spec,
     is_scaled,
@@ -17,7 +18,6 @@ from blockplane.throttle.disk_spec import (
     spec_to_json,
     vm_group_spec,
 )
-from blockplane.throttle.limits import ThrottleLimits
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec, ScaledLimit
 
 small = st.integers(min_value=0, max_value=10**6)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.errors import InvalidInput
-from blockplane.throttle.limits import FIELD_NAMES, ThrottleLimits, field_name
+from blockplane.model.throttle_limits import FIELD_NAMES, ThrottleLimits, field_name
 from blockplane.throttle.validation import validate_limits
 
 

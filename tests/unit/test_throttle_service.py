@@ -11,9 +11,9 @@ import pytest
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.store.database import Database
 from blockplane.store.records import Records
-from blockplane.throttle.limits import ThrottleLimits
 from blockplane.throttle.service import ThrottleService
 from tests.throttle_fakes import FakeDomain
 

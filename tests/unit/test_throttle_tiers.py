@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound
-from blockplane.throttle.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.throttle.tiers import (
     GIB,
     VM_AGGREGATE_GROUP,

@@ -9,7 +9,7 @@ from hypothesis import Phase, example, find, given, settings
 from hypothesis import strategies as st
 
 from blockplane.errors import InvalidInput
-from blockplane.throttle.limits import FIELD_NAMES, ThrottleLimits
+from blockplane.model.throttle_limits import FIELD_NAMES, ThrottleLimits
 from blockplane.throttle.validation import (
     RULE_ORDER,
     Bucket,

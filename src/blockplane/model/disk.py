@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from blockplane.throttle.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 
 Bus = Literal["virtio", "scsi"]
 ImageFormat = Literal["qcow2", "raw"]

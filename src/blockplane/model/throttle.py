@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockplane.throttle.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 
 
 @dataclass(frozen=True)

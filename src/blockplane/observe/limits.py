@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from blockplane.throttle.limits import AVG_FIELDS, ThrottleLimits
+from blockplane.model.throttle_limits import AVG_FIELDS, ThrottleLimits
 from blockplane.xml.throttle import parse_iotune, parse_throttle_group
 
 

@@ -2,7 +2,7 @@
 
 Pure (no libvirt, no XML, no I/O):
 
-- ``limits``: the ``ThrottleLimits`` value object and parsing it from user input;
+- ``ThrottleLimits`` itself, the value object and its parsing, is ``model.throttle_limits``;
 - ``validation``: the rules libvirt and QEMU enforce, checked before any side effect;
 - ``tiers``: the tier policy (per-disk, named and VM-level groups, capacity scaling) and the
   fallback to ``<iotune>`` where throttle groups are unavailable;
@@ -16,7 +16,7 @@ Services (libvirt only through the ``domain_view.ThrottleDomain`` protocol):
 - ``wiring``: builds them for the agent (import it directly; it imports ``vms``).
 """
 
-from blockplane.throttle.limits import FIELD_NAMES, ThrottleLimits
+from blockplane.model.throttle_limits import FIELD_NAMES, ThrottleLimits
 from blockplane.throttle.tiers import (
     CapacityScaling,
     EffectiveTiers,

@@ -19,10 +19,10 @@ from typing import Any
 from blockplane.errors import BlockplaneError, Conflict, NotFound
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
+from blockplane.model.throttle_limits import AVG_FIELDS, ThrottleLimits
 from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecords
 from blockplane.throttle.disk_spec import build_spec, spec_to_json
 from blockplane.throttle.domain_view import DefinitionKind, ThrottleDomain, ThrottleView, read_view
-from blockplane.throttle.limits import AVG_FIELDS, ThrottleLimits
 from blockplane.throttle.service import DomainLookup
 from blockplane.throttle.tiers import (
     PER_DISK_GROUP_PREFIX,

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from blockplane.errors import InvalidInput
-from blockplane.throttle.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.throttle.tiers import (
     VM_AGGREGATE_GROUP,
     CapacityScaling,

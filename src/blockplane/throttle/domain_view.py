@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from blockplane.errors import Conflict, InvalidInput
-from blockplane.throttle.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.xml.disk import parse_disks
 from blockplane.xml.throttle import parse_throttle_groups
 

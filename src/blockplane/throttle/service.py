@@ -23,6 +23,7 @@ from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, Inva
 from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.throttle.domain_view import (
     DefinitionKind,
@@ -31,7 +32,6 @@ from blockplane.throttle.domain_view import (
     affected,
     read_view,
 )
-from blockplane.throttle.limits import ThrottleLimits
 from blockplane.throttle.tiers import VM_AGGREGATE_GROUP
 from blockplane.throttle.validation import validate_group_name, validate_limits
 

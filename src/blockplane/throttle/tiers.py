@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound
-from blockplane.throttle.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.throttle.validation import (
     GENERATED_GROUP_PREFIX,
     validate_group_name,

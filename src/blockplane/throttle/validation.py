@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from blockplane.errors import InvalidInput
-from blockplane.throttle.limits import (
+from blockplane.model.throttle_limits import (
     BUCKET_NAMES,
     MAX_LENGTH_FIELDS,
     SIZE_FIELD,

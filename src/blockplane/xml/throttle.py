@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from lxml import etree
 
 from blockplane.model.throttle import ThrottleGroup
-from blockplane.throttle.limits import FIELD_NAMES, MAX_LENGTH_FIELDS, ThrottleLimits
+from blockplane.model.throttle_limits import FIELD_NAMES, MAX_LENGTH_FIELDS, ThrottleLimits
 from blockplane.xml.build import el
 
 #: libvirt's ``<iotune>`` writes ``<group_name>`` before the burst lengths; a group after them.

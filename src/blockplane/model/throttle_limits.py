@@ -3,7 +3,7 @@
 Owns ``ThrottleLimits`` (libvirt's ``<iotune>`` field names, all integers, 0 = unset) and turning a
 mapping from the CLI, the API or a volume descriptor into one. Parsing refuses what cannot be a
 limit at all (unknown names, non-integers, negatives); the rules that relate limits to each other
-live in ``validation``. Nothing here talks to libvirt, writes XML or does I/O.
+live in ``throttle.validation``. Nothing here talks to libvirt, writes XML or does I/O.
 
 Burst lengths (``*_max_length``) follow libvirt: 0 means "not set", which QEMU runs as its default
 burst length of 1 second (libvirt 11.3 turned an explicit 0 into 1 on a live group).
@@ -74,7 +74,7 @@ class ThrottleLimits:
         (``total-iops-sec-max-length``). Values must be ints or, as the CLI passes them, strings
         of ASCII digits. Refuses with ``throttle.unknown_field``, ``throttle.duplicate_field``,
         ``throttle.not_integer`` or ``throttle.negative`` (and ``throttle.value_too_large`` for a
-        string of thousands of digits); ``validation`` checks the rest.
+        string of thousands of digits); ``throttle.validation`` checks the rest.
         """
         parsed: dict[str, int] = {}
         for key, value in values.items():
