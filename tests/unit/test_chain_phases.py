@@ -10,16 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockplane.chain.jobs import (
-    BlockJobStatus,
-    JobKind,
-    JobPhase,
-    JobState,
-    Outcome,
-    Progress,
-    new_job,
-)
-from blockplane.chain.phases import (
+from blockplane.chain.jobs.phases import (
     AbortRequested,
     BlockJobEvent,
     CleanupDone,
@@ -37,6 +28,15 @@ from blockplane.chain.phases import (
     StartFailed,
     advance,
     restart_action,
+)
+from blockplane.chain.jobs.state import (
+    BlockJobStatus,
+    JobKind,
+    JobPhase,
+    JobState,
+    Outcome,
+    Progress,
+    new_job,
 )
 from blockplane.errors import Conflict, InvalidInput
 

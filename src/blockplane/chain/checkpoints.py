@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from blockplane.chain.job_store import JobStore, StoredJob, busy_error
-from blockplane.chain.jobs import JobKind
+from blockplane.chain.jobs.state import JobKind
+from blockplane.chain.jobs.store import JobStore, StoredJob, busy_error
 from blockplane.chain.service import ChainService
 from blockplane.errors import Conflict, HypervisorError, NotFound
 from blockplane.eventlog import EventLog

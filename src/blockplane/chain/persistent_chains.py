@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from blockplane.chain.job_store import JobStore
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.model import Chain
 from blockplane.chain.parse import parse_chain
 from blockplane.chain.service import ChainService

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from blockplane.chain.images import is_block_device, virtual_size
-from blockplane.chain.job_spec import VolumeRef
-from blockplane.chain.job_store import JobStore
+from blockplane.chain.jobs.spec import VolumeRef
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.parse import parse_chain
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes

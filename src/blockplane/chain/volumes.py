@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from blockplane.chain.images import write_overlay
-from blockplane.chain.job_spec import VolumeRef
+from blockplane.chain.jobs.spec import VolumeRef
 from blockplane.chain.ports import ThinHook
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.eventlog import EventLog

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blockplane.chain.checkpoints import CheckpointService
-from blockplane.chain.job_cleanup import JobCleanup
-from blockplane.chain.job_driver import JobDriver
-from blockplane.chain.job_events import JobEvents
-from blockplane.chain.job_reconcile import JobReconciler
-from blockplane.chain.job_store import JobStore
-from blockplane.chain.jobs_service import JobsService
+from blockplane.chain.jobs.cleanup import JobCleanup
+from blockplane.chain.jobs.driver import JobDriver
+from blockplane.chain.jobs.events import JobEvents
+from blockplane.chain.jobs.reconcile import JobReconciler
+from blockplane.chain.jobs.service import JobsService
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.persistent_chains import PersistentChains
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService

@@ -24,11 +24,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from blockplane.chain.effects import commit_effect, pivot_confirmed, pivot_effect, pull_effect
-from blockplane.chain.job_driver import JobDriver
-from blockplane.chain.job_store import JobStore, StoredJob
-from blockplane.chain.jobs import JobKind
-from blockplane.chain.phases import (
+from blockplane.chain.jobs.driver import JobDriver
+from blockplane.chain.jobs.effects import commit_effect, pivot_confirmed, pivot_effect, pull_effect
+from blockplane.chain.jobs.phases import (
     Effect,
     JobAbsent,
     JobInfoObserved,
@@ -36,6 +34,8 @@ from blockplane.chain.phases import (
     RestartAction,
     restart_action,
 )
+from blockplane.chain.jobs.state import JobKind
+from blockplane.chain.jobs.store import JobStore, StoredJob
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.domain import JOB_OPERATION_BACKUP, DomainHandle

@@ -1,6 +1,6 @@
 """What a block job was asked to do, frozen when it is created: paths, names, options.
 
-``JobState`` (``jobs``) says where a job is; ``JobSpec`` says what it acts on, so that a restarted
+``JobState`` (``state``) says where a job is; ``JobSpec`` says what it acts on, so that a restarted
 agent can judge the live chain (``effects``) and clean up without the request that started it.
 Paths are recorded as libvirt reported them. Must not call libvirt, persist or decide anything.
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from blockplane.chain.job_spec import JobSpec
+from blockplane.chain.jobs.spec import JobSpec
 from blockplane.errors import Conflict, InvalidInput, NotFound, PathEscape
 from blockplane.store.records import PoolRecord
 from blockplane.xml.chain import backup_xml, checkpoint_xml

@@ -20,10 +20,10 @@ import asyncio
 import contextlib
 import logging
 
-from blockplane.chain.job_driver import JobDriver
-from blockplane.chain.job_store import JobStore
-from blockplane.chain.jobs import BlockJobStatus, JobKind
-from blockplane.chain.phases import BlockJobEvent
+from blockplane.chain.jobs.driver import JobDriver
+from blockplane.chain.jobs.phases import BlockJobEvent
+from blockplane.chain.jobs.state import BlockJobStatus, JobKind
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError
 from blockplane.hypervisor.domain import JOB_OPERATION_BACKUP

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from blockplane.chain.job_store import StoredJob
-from blockplane.chain.jobs import JobKind, Outcome
+from blockplane.chain.jobs.state import JobKind, Outcome
+from blockplane.chain.jobs.store import StoredJob
 from blockplane.chain.volumes import ChainVolumes
 
 

@@ -16,11 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from blockplane.chain.effects import pivot_confirmed
-from blockplane.chain.job_cleanup import JobCleanup
-from blockplane.chain.job_store import JobStore, StoredJob
-from blockplane.chain.jobs import JobPhase, JobState
-from blockplane.chain.phases import (
+from blockplane.chain.jobs.cleanup import JobCleanup
+from blockplane.chain.jobs.effects import pivot_confirmed
+from blockplane.chain.jobs.phases import (
     CleanupDone,
     JobSignal,
     PivotFailed,
@@ -28,6 +26,8 @@ from blockplane.chain.phases import (
     PivotObserved,
     advance,
 )
+from blockplane.chain.jobs.state import JobPhase, JobState
+from blockplane.chain.jobs.store import JobStore, StoredJob
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.eventlog import EventLog

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
+from blockplane.chain.jobs.phases import Effect
 from blockplane.chain.model import Chain
-from blockplane.chain.phases import Effect
 
 
 def pivot_confirmed(chain: Chain, new_top_path: str) -> bool:

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from blockplane.chain.job_spec import JobSpec
-from blockplane.chain.jobs import JobPhase, JobState
+from blockplane.chain.jobs.spec import JobSpec
+from blockplane.chain.jobs.state import JobPhase, JobState
 from blockplane.errors import Conflict
 from blockplane.store.database import Database, Row
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from blockplane.chain.jobs import (
+from blockplane.chain.jobs.state import (
     LIBVIRT_JOB_TYPES,
     BlockJobStatus,
     JobKind,

@@ -5,7 +5,7 @@ Starting a job: validate against the live chain (nothing written yet), insert th
 unless a live job holds one of its disks (Conflict ``job.busy``), create what it needs (a copy's
 destination volume; room in a thin commit base), call libvirt, record RUNNING. A failure records
 the job FAILED and cleans up. From then on ``JobDriver`` moves it, on BLOCK_JOB_2 events
-(``on_block_job``, kept in order by one worker) and on the reconcile (``job_reconcile``). Must
+(``on_block_job``, kept in order by one worker) and on the reconcile (``jobs.reconcile``). Must
 not edit chains itself or decide phases.
 """
 
@@ -19,27 +19,27 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from blockplane.chain.backup_plan import plan_backup
 from blockplane.chain.images import is_block_device, virtual_size
-from blockplane.chain.job_driver import JobDriver
-from blockplane.chain.job_plans import (
+from blockplane.chain.jobs.backup_plan import plan_backup
+from blockplane.chain.jobs.driver import JobDriver
+from blockplane.chain.jobs.phases import (
+    AbortRequested,
+    PivotRequested,
+    Started,
+    StartFailed,
+)
+from blockplane.chain.jobs.plans import (
     BlockJobPlan,
     copy_destination,
     plan_commit,
     plan_copy,
     plan_pull,
 )
-from blockplane.chain.job_reconcile import JobReconciler, probe
-from blockplane.chain.job_spec import JobSpec, VolumeRef
-from blockplane.chain.job_store import JobStore, busy_error
-from blockplane.chain.jobs import BlockJobStatus, JobKind, JobPhase, new_job
+from blockplane.chain.jobs.reconcile import JobReconciler, probe
+from blockplane.chain.jobs.spec import JobSpec, VolumeRef
+from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
+from blockplane.chain.jobs.store import JobStore, busy_error
 from blockplane.chain.model import Chain
-from blockplane.chain.phases import (
-    AbortRequested,
-    PivotRequested,
-    Started,
-    StartFailed,
-)
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
