@@ -35,6 +35,7 @@ from blockplane.hypervisor.events import (
     LifecycleEvent,
 )
 from blockplane.iothreads import MappingSupport
+from blockplane.iothreads.apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.metrics import AgentMetrics
 from blockplane.observe.wiring import ObserveServices
 from blockplane.storage.pool_volumes import PoolVolumes
@@ -46,7 +47,6 @@ from blockplane.store.records import Records
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.wiring import ThrottleServices
 from blockplane.vms.disks import DiskService
-from blockplane.vms.iothread_apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.vms.lifecycle import VMService, emulator_path
 from blockplane.vms.recovery import DiskRecovery
 

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from blockplane.errors import BlockplaneError
 from blockplane.eventlog import EventLog
+from blockplane.iothreads.state import iothread_report
 from blockplane.store.records import Records
-from blockplane.vms.iothread_state import iothread_report
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ from blockplane.errors import CapabilityMissing, InvalidInput, NotFound, Operati
 from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
+from blockplane.iothreads.state import iothread_report
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
@@ -28,8 +30,6 @@ from blockplane.store.pending import PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
-from blockplane.vms.iothread_apply import AppliedPlan, IOThreadApplier
-from blockplane.vms.iothread_state import iothread_report
 from blockplane.vms.lifecycle import VMService
 from blockplane.xml.disk import disk_element, parse_disks, scsi_controller_element, to_xml
 

@@ -2,7 +2,7 @@
 
 Owns the translation from parsed XML (``DiskDevice``) into ``iothreads.VMIOThreads`` and the
 per-IOThread view that ``blockplane iothreads`` prints, including disagreements with the store.
-It decides nothing: planning is ``iothreads/``.
+It decides nothing: planning is ``iothreads.planner``'s.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Applying IOThread plans to a domain: which IOThreads to add or remove, and the device fields.
 
-Owns the glue between the pure planner (``iothreads/``) and the domain adapter. The policy
-(how many threads, which queues) stays in ``iothreads/``; this module only asks it and applies
-the answer, undoing what it added when asked to roll back.
+Owns the glue between the pure planner (``planner``, ``policy``) and the domain adapter. The
+policy (how many threads, which queues) stays there; this module only asks it and applies the
+answer, undoing what it added when asked to roll back.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from blockplane.iothreads import (
     plan_attach,
     plan_detach,
 )
+from blockplane.iothreads.state import vm_iothreads
 from blockplane.model.disk import Bus, QueueMapping
-from blockplane.vms.iothread_state import vm_iothreads
 
 
 @dataclass(frozen=True)
