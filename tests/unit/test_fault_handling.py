@@ -13,11 +13,11 @@ import pytest
 
 from blockplane import failpoints
 from blockplane.errors import HypervisorError, StateUnavailable
-from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.hypervisor.domain import DomainState
 from blockplane.hypervisor.errors import translate
 from blockplane.model.throttle_limits import ThrottleLimits
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database, ensure_room
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records

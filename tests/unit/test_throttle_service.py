@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.model.throttle_limits import ThrottleLimits
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.records import Records
 from blockplane.throttle.service import ThrottleService

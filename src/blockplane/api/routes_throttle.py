@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from blockplane.api.schemas import ThrottleSet
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 def throttle_router(agent: Agent) -> APIRouter:

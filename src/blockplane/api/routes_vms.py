@@ -17,7 +17,7 @@ from blockplane.vms.migrate_check import migrate_check
 from blockplane.vms.provision import create_with_disks
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 class XMLResponse(PlainTextResponse):

@@ -19,7 +19,7 @@ from blockplane.chain.jobs.state import JobKind
 from blockplane.chain.jobs.store import JobStore, StoredJob, busy_error
 from blockplane.chain.service import ChainService
 from blockplane.errors import Conflict, HypervisorError, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.records import Records
 from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
 

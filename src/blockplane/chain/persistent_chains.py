@@ -23,7 +23,7 @@ from blockplane.chain.model import Chain
 from blockplane.chain.parse import parse_chain
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
 from blockplane.xml.persistent_chain import with_live_chains

@@ -26,9 +26,9 @@ from blockplane.chain.parse import parse_chain
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
-from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.records import Records

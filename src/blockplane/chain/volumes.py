@@ -22,7 +22,7 @@ from blockplane.chain.images import write_overlay
 from blockplane.chain.jobs.spec import VolumeRef
 from blockplane.chain.ports import ThinHook
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.chain_records import ChainRecords, ChainVolumeRecord

@@ -21,7 +21,7 @@ from blockplane.chain.service import ChainService
 from blockplane.chain.snapshots import SnapshotService
 from blockplane.chain.volume_references import ChainVolumeReferences
 from blockplane.chain.volumes import ChainVolumes
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.chain_records import ChainRecords

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from blockplane.errors import BlockplaneError
-from blockplane.eventlog import EventLog
 from blockplane.iothreads.state import iothread_report
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.records import Records
 
 log = logging.getLogger(__name__)

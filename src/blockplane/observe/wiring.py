@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.metrics import AgentMetrics
 from blockplane.observe.collector import ObserveCollector
 from blockplane.observe.confirm import Confirmer, ThinStatus
 from blockplane.observe.reconcile import ReconcileLog
 from blockplane.observe.top import JobsView, TopService
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.records import Records
 
 

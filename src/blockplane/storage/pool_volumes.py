@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from blockplane.errors import Conflict, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.loop import BACKING_SUFFIX
 from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService

@@ -13,7 +13,7 @@ from typing import Any
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.factory import POOL_TYPES, VolumeBackend, backend_of
 from blockplane.storage.names import validate_name
 from blockplane.store.records import PoolRecord, Records

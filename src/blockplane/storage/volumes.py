@@ -10,7 +10,7 @@ import contextlib
 from pathlib import Path
 
 from blockplane.errors import Conflict, InvalidInput
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.images import create_qcow2
 from blockplane.storage.names import confine
 from blockplane.storage.pools import PoolService

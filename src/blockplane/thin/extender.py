@@ -15,9 +15,9 @@ import logging
 import time
 
 from blockplane.errors import Conflict
-from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.metrics import AgentMetrics
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.base import VolumeBackend, align_up
 from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.records import PoolRecord, Records

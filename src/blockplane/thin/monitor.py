@@ -1,6 +1,6 @@
 """``ThinMonitor``: grows thin volumes on QEMU write-threshold events, before the guest notices.
 
-The service the agent wires up (``agent.py``):
+The service the agent wires up (``runtime.agent``):
 - a ``DiskObserver``: a thin disk attached is tracked and its threshold armed on the indexed
   chain target (``vda[1]``); a disk detached is forgotten;
 - ``on_threshold`` (BlockThresholdEvent): acts on the indexed target only, since libvirt may
@@ -33,10 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blockplane.errors import BlockplaneError, Conflict, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.records import Records, VolumeRecord
 from blockplane.thin.extender import Extender

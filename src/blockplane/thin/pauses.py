@@ -23,9 +23,9 @@ import logging
 import time
 
 from blockplane.errors import HypervisorError
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.domain import PAUSED_IOERROR_REASON, PAUSED_UNKNOWN_REASON
 from blockplane.metrics import AgentMetrics
+from blockplane.runtime.eventlog import EventLog
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, VolumeKey

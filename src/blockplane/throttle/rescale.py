@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecords
 from blockplane.throttle.disk_spec import is_scaled, spec_from_json
 from blockplane.throttle.service import DomainLookup, LockFor

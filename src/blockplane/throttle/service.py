@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, InvalidInput, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
 from blockplane.model.throttle_limits import ThrottleLimits
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.throttle.domain_view import (
     DefinitionKind,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockplane.eventlog import EventLog
 from blockplane.facts.host import HostFacts
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.pending import PendingOperations
 from blockplane.store.throttle_records import ThrottleRecords

@@ -18,12 +18,12 @@ from typing import Any, Protocol
 from lxml import etree
 
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound, OperationFailed
-from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
 from blockplane.iothreads.state import iothread_report
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.pending import PendingOperations

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound, OperationFailed
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
 from blockplane.model.vm import DomainDefinition, GuestKind, VMSpec
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.names import validate_name
 from blockplane.store.records import Records, VMRecord
 from blockplane.vms.guest_image import guest_boot

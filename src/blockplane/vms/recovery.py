@@ -20,9 +20,9 @@ from typing import Any
 from lxml import etree
 
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.pending import PendingOperation, PendingOperations

@@ -30,8 +30,8 @@ from blockplane.chain.jobs.state import JobPhase, JobState
 from blockplane.chain.jobs.store import JobStore, StoredJob
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
+from blockplane.runtime.eventlog import EventLog
 
 log = logging.getLogger(__name__)
 

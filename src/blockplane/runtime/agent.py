@@ -22,7 +22,6 @@ from blockplane.api.app import create_app
 from blockplane.api.auth import ensure_token
 from blockplane.chain.wiring import ChainServices
 from blockplane.config import Settings
-from blockplane.eventlog import EventLog
 from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
 from blockplane.facts.kernel_probe import ProbeKernel
 from blockplane.home import ensure_room_to_start, prepare_home
@@ -38,6 +37,7 @@ from blockplane.iothreads import MappingSupport
 from blockplane.iothreads.apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.metrics import AgentMetrics
 from blockplane.observe.wiring import ObserveServices
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
