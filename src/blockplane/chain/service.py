@@ -18,10 +18,10 @@ from blockplane.chain.images import image_facts
 from blockplane.chain.model import Chain, ChainElement
 from blockplane.chain.parse import parse_chain
 from blockplane.errors import BlockplaneError, NotFound
+from blockplane.hypervisor.bulk_stats import chain_elements
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
-from blockplane.thin.stats import chain_elements
 from blockplane.vms.lifecycle import VMService
 
 

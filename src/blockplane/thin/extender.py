@@ -16,6 +16,7 @@ import time
 
 from blockplane.errors import Conflict
 from blockplane.failpoints import failpoint
+from blockplane.hypervisor.bulk_stats import chain_elements, find_element, indexed
 from blockplane.metrics import AgentMetrics
 from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.base import VolumeBackend, align_up
@@ -32,7 +33,6 @@ from blockplane.thin.monitor_state import (
 from blockplane.thin.monitor_store import MonitoredVolume
 from blockplane.thin.ports import DomainPort, PoolsPort
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import chain_elements, find_element, indexed
 from blockplane.thin.threshold import next_physical, threshold_for
 
 log = logging.getLogger(__name__)

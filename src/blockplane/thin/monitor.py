@@ -33,6 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blockplane.errors import BlockplaneError, Conflict, NotFound
+from blockplane.hypervisor.bulk_stats import (
+    ChainElement,
+    chain_elements,
+    find_element,
+    split_target,
+)
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
@@ -46,7 +52,6 @@ from blockplane.thin.pauses import PauseResolver
 from blockplane.thin.ports import HypervisorPort, PoolsPort
 from blockplane.thin.reconciler import Reconciler
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import ChainElement, chain_elements, find_element, split_target
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from blockplane.hypervisor.bulk_stats import BlockStats
 from blockplane.thin.threshold import should_disable, threshold_for
 
 
@@ -20,16 +21,6 @@ class MonitorState(Enum):
     SET = "set"
     EXCEEDED = "exceeded"
     DISABLED = "disabled"
-
-
-@dataclass(frozen=True)
-class BlockStats:
-    """One volume's ``block.N.allocation``, ``block.N.physical`` and ``block.N.threshold``
-    (None when absent: never armed, or already fired)."""
-
-    allocation: int
-    physical: int
-    threshold: int | None = None
 
 
 @dataclass(frozen=True)

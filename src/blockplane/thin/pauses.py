@@ -23,6 +23,7 @@ import logging
 import time
 
 from blockplane.errors import HypervisorError
+from blockplane.hypervisor.bulk_stats import chain_elements, find_element
 from blockplane.hypervisor.domain import PAUSED_IOERROR_REASON, PAUSED_UNKNOWN_REASON
 from blockplane.metrics import AgentMetrics
 from blockplane.runtime.eventlog import EventLog
@@ -31,7 +32,6 @@ from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, VolumeKey
 from blockplane.thin.ports import DomainPort, DomainStateView
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import chain_elements, find_element
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,12 @@ from collections import defaultdict
 from typing import Any
 
 from blockplane.errors import BlockplaneError
+from blockplane.hypervisor.bulk_stats import (
+    ChainElement,
+    chain_elements,
+    domain_state,
+    find_element,
+)
 from blockplane.hypervisor.domain import DISK_ERROR_NO_SPACE, PAUSED_STATE
 from blockplane.metrics import AgentMetrics
 from blockplane.store.records import Records
@@ -32,7 +38,6 @@ from blockplane.thin.monitor_store import MonitoredVolume, VolumeKey
 from blockplane.thin.pauses import ENOSPC_REASONS, PauseResolver
 from blockplane.thin.ports import DomainPort, HypervisorPort
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import ChainElement, chain_elements, domain_state, find_element
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import OperationFailed
+from blockplane.hypervisor.bulk_stats import (
+    BlockStats,
+    chain_elements,
+    domain_state,
+    find_element,
+    split_target,
+)
 from blockplane.storage.commands import CommandResult
 from blockplane.storage.measure import measure_commit
-from blockplane.thin.monitor_state import BlockStats
-from blockplane.thin.stats import chain_elements, domain_state, find_element, split_target
 
 # What libvirt 11.3 returned for a VM with a thin vda (armed) and a snapshot overlay on vdb.
 STATS = {

@@ -3,7 +3,7 @@
 Pure parsing of the dict that ``virConnectGetAllDomainStats`` returns for one domain, with
 backing chain elements included: each ``block.N`` is one element, named by its disk target
 (``block.N.name``) and its chain index (``block.N.backingIndex``). Owns ``vda[3]`` parsing too.
-Must not call libvirt or decide anything about growth.
+Must not call libvirt (``Hypervisor.bulk_stats`` makes the call) or decide anything.
 """
 
 from __future__ import annotations
@@ -13,7 +13,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from blockplane.thin.monitor_state import BlockStats
+
+@dataclass(frozen=True)
+class BlockStats:
+    """One volume's ``block.N.allocation``, ``block.N.physical`` and ``block.N.threshold``
+    (None when absent: never armed, or already fired)."""
+
+    allocation: int
+    physical: int
+    threshold: int | None = None
+
 
 _INDEXED = re.compile(r"(?P<name>[a-z]+)\[(?P<index>[0-9]+)\]")
 
