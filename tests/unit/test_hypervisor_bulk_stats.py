@@ -1,4 +1,4 @@
-"""Bulk block stats as chain elements, ``vda[N]`` names, and commit sizing from qemu-img."""
+"""Bulk block stats as chain nodes, libvirt's ``vda[N]`` names, and commit sizing from qemu-img."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from blockplane.errors import OperationFailed
 from blockplane.hypervisor.bulk_stats import (
     BlockStats,
-    chain_elements,
+    chain_nodes,
     domain_state,
-    find_element,
-    split_target,
+    find_node,
+    parse_libvirt_name,
 )
 from blockplane.storage.commands import CommandResult
 from blockplane.storage.measure import measure_commit
@@ -32,29 +32,29 @@ STATS = {
 }
 
 
-def test_elements_carry_name_index_path_and_sizes() -> None:
-    vda, top, base = chain_elements(STATS)
-    assert (vda.indexed_name, vda.path) == ("vda[1]", "/dev/loop6")
+def test_nodes_carry_target_libvirt_index_path_and_sizes() -> None:
+    vda, top, base = chain_nodes(STATS)
+    assert (vda.libvirt_name, vda.path) == ("vda[1]", "/dev/loop6")
     assert vda.stats == BlockStats(84213760, 201326592, 104857600)
     assert base.stats == BlockStats(0, 67108864, None)
-    assert (top.index, base.index) == (3, 2)
+    assert (top.libvirt_index, base.libvirt_index) == (3, 2)
 
 
-def test_elements_are_found_by_path_then_index() -> None:
-    elements = chain_elements(STATS)
-    assert find_element(elements, "vdb", "/dev/loop7") is elements[2]
-    assert find_element(elements, "vdb", "/gone", 3) is elements[1]
-    assert find_element(elements, "vdb", "/gone") is None
-    assert find_element(elements, "vdc", "/dev/loop7", 2) is None
+def test_nodes_are_found_by_path_then_libvirt_index() -> None:
+    nodes = chain_nodes(STATS)
+    assert find_node(nodes, "vdb", "/dev/loop7") is nodes[2]
+    assert find_node(nodes, "vdb", "/gone", 3) is nodes[1]
+    assert find_node(nodes, "vdb", "/gone") is None
+    assert find_node(nodes, "vdc", "/dev/loop7", 2) is None
 
 
 def test_broken_or_missing_fields_do_not_raise() -> None:
-    assert chain_elements({}) == []
+    assert chain_nodes({}) == []
     odd = {"block.count": 2, "block.0.name": 7, "block.1.name": "vda",
            "block.1.threshold": 0, "block.1.physical": True}
-    [only] = chain_elements(odd)
-    assert (only.index, only.stats) == (None, BlockStats(0, 0, None))
-    assert only.indexed_name == "vda"
+    [only] = chain_nodes(odd)
+    assert (only.libvirt_index, only.stats) == (None, BlockStats(0, 0, None))
+    assert only.libvirt_name == "vda"
 
 
 def test_domain_state_is_read_when_present() -> None:
@@ -66,8 +66,8 @@ def test_domain_state_is_read_when_present() -> None:
     ("vda[1]", ("vda", 1)), ("sdb[12]", ("sdb", 12)), ("vda", ("vda", None)),
     ("vda[x]", ("vda[x]", None)), ("/dev/loop1", ("/dev/loop1", None)),
 ])
-def test_split_target(target: str, expected: tuple[str, int | None]) -> None:
-    assert split_target(target) == expected
+def test_parse_libvirt_name(target: str, expected: tuple[str, int | None]) -> None:
+    assert parse_libvirt_name(target) == expected
 
 
 class ScriptedRunner:

@@ -18,7 +18,7 @@ from blockplane.chain.images import image_facts
 from blockplane.chain.model import Chain, ChainElement
 from blockplane.chain.parse import parse_chain
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.hypervisor.bulk_stats import chain_elements
+from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
@@ -99,11 +99,11 @@ def _block_allocations(
 ) -> dict[str, tuple[int | None, int | None]]:
     """For block devices the host's ``actual-size`` means nothing: use QEMU's allocation."""
     with contextlib.suppress(BlockplaneError):
-        stats = chain_elements(domain.block_stats())
+        nodes = chain_nodes(domain.block_stats())
         for element in chain.elements:
             if element.source_kind != "block":
                 continue
-            for seen in stats:
-                if seen.name == chain.target and seen.path == element.path:
+            for seen in nodes:
+                if seen.target == chain.target and seen.path == element.path:
                     sizes[element.path] = (sizes[element.path][0], seen.stats.allocation)
     return sizes

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from blockplane.errors import BlockplaneError, InvalidInput
+from blockplane.hypervisor.bulk_stats import DiskSample, DomainSample, domain_sample
 from blockplane.hypervisor.connection import STATS_BLOCK, STATS_STATE
 from blockplane.hypervisor.domain import STATE_NAMES
 from blockplane.hypervisor.stats_reuse import StatsSnapshot
-from blockplane.observe.disk_stats import DiskSample, DomainSample, domain_sample
 from blockplane.observe.limits import DomainLimits, domain_limits
 from blockplane.observe.rates import DiskRates, disk_rates
 from blockplane.runtime.eventlog import EventLog
