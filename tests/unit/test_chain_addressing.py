@@ -14,9 +14,9 @@ from blockplane.chain.addressing import (
     validate_commit,
     validate_pull,
 )
-from blockplane.chain.model import Chain, ChainElement
-from blockplane.chain.parse import parse_chain
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.chain import Chain, ChainElement
+from blockplane.xml.backing_chain import parse_chain
 
 DATA = Path(__file__).parent / "data"
 IMG = "/tmp/chainfix/img"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from blockplane.chain.jobs.effects import commit_effect, pivot_confirmed, pivot_effect, pull_effect
 from blockplane.chain.jobs.phases import Effect
-from blockplane.chain.model import Chain
-from blockplane.chain.parse import parse_chain
+from blockplane.model.chain import Chain
+from blockplane.xml.backing_chain import parse_chain
 
 DATA = Path(__file__).parent / "data"
 IMG = "/tmp/chainfix/img"

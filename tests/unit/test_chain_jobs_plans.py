@@ -13,8 +13,8 @@ from blockplane.chain.jobs.plans import copy_destination, plan_commit, plan_copy
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
 from blockplane.chain.jobs.state import JobKind, JobPhase, new_job
 from blockplane.chain.jobs.store import JobStore
-from blockplane.chain.model import Chain, ChainElement, Mirror, element_name
 from blockplane.errors import Conflict, InvalidInput, NotFound, PathEscape
+from blockplane.model.chain import Chain, ChainElement, Mirror, element_name
 from blockplane.store.database import Database
 from blockplane.store.records import PoolRecord
 from blockplane.xml.chain import (

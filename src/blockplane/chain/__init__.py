@@ -2,9 +2,9 @@
 
 The pure core (no libvirt, no commands, no I/O):
 
-- ``model``: ``Chain`` and ``ChainElement``, and the naming convention (positional ``vda[N]`` for
-  users, libvirt's node index for libvirt);
-- ``parse``: live domain XML -> ``Chain``;
+- ``Chain`` and ``ChainElement`` with the naming convention (positional ``vda[N]`` for users,
+  libvirt's node index for libvirt) are ``model.chain``; live domain XML -> ``Chain`` is
+  ``xml.backing_chain``;
 - ``addressing``: user names and paths -> elements, libvirt names, commit and pull validation;
 - ``jobs.state`` and ``jobs.phases``: the persisted job record and its phase machine, restart
   decisions;

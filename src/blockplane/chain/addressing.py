@@ -1,10 +1,11 @@
 """Which chain element a user means, what libvirt calls it, and whether a commit or pull fits.
 
-Users write ``vda`` (the active top), ``vda[N]`` (N = position, 0 at the top, see ``model``) or an
-absolute path. libvirt is always handed ``target[libvirt_index]`` from ``libvirt_name``, because
-libvirt's ``vda[N]`` is its node index, which is not the depth. Input is validated here, before any
-side effect. Must not call libvirt; paths are compared as strings unless the caller passes a
-``canonical`` function (the service passes ``os.path.realpath``), so this module does no I/O.
+Users write ``vda`` (the active top), ``vda[N]`` (N = position, 0 at the top, see ``model.chain``)
+or an absolute path. libvirt is always handed ``target[libvirt_index]`` from ``libvirt_name``,
+because libvirt's ``vda[N]`` is its node index, which is not the depth. Input is validated here,
+before any side effect. Must not call libvirt; paths are compared as strings unless the caller
+passes a ``canonical`` function (the service passes ``os.path.realpath``), so this module does no
+I/O.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from blockplane.chain.model import Chain, ChainElement
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.chain import Chain, ChainElement
 
 _NAME = re.compile(r"(?P<target>[a-z]+)(?:\[(?P<position>0|[1-9][0-9]*)\])?")
 

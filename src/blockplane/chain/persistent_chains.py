@@ -19,13 +19,13 @@ import logging
 from collections.abc import Callable
 
 from blockplane.chain.jobs.store import JobStore
-from blockplane.chain.model import Chain
-from blockplane.chain.parse import parse_chain
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
+from blockplane.model.chain import Chain
 from blockplane.runtime.eventlog import EventLog
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
+from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.persistent_chain import with_live_chains
 
 log = logging.getLogger(__name__)

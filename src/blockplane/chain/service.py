@@ -1,10 +1,10 @@
 """``ChainService``: a disk's backing chain as users see it, with sizes, and the chain reads the
 snapshot and job services share.
 
-The chain comes from the live domain XML (``parse``), or the inactive XML when the VM is off;
-each element gets its virtual size from ``qemu-img info -U`` and its allocation from the same
-(files) or from libvirt's block stats (block devices, where the host cannot tell). Elements are
-named as ``addressing`` says. Must not start jobs or change any chain.
+The chain comes from the live domain XML (``xml.backing_chain``), or the inactive XML when the VM
+is off; each element gets its virtual size from ``qemu-img info -U`` and its allocation from the
+same (files) or from libvirt's block stats (block devices, where the host cannot tell). Elements
+are named as ``addressing`` says. Must not start jobs or change any chain.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 
 from blockplane.chain.addressing import resolve_element
 from blockplane.chain.images import image_facts
-from blockplane.chain.model import Chain, ChainElement
-from blockplane.chain.parse import parse_chain
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.model.chain import Chain, ChainElement
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
 from blockplane.vms.lifecycle import VMService
+from blockplane.xml.backing_chain import parse_chain
 
 
 class ChainService:

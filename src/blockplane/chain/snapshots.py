@@ -22,7 +22,6 @@ from typing import Any
 from blockplane.chain.images import is_block_device, virtual_size
 from blockplane.chain.jobs.spec import VolumeRef
 from blockplane.chain.jobs.store import JobStore
-from blockplane.chain.parse import parse_chain
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
@@ -33,6 +32,7 @@ from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.records import Records
 from blockplane.vms.disks import DiskService
+from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.chain import ImageTarget, snapshot_xml
 from blockplane.xml.disk import parse_disks
 

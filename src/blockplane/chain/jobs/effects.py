@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from blockplane.chain.jobs.phases import Effect
-from blockplane.chain.model import Chain
+from blockplane.model.chain import Chain
 
 
 def pivot_confirmed(chain: Chain, new_top_path: str) -> bool:

@@ -13,8 +13,8 @@ from pathlib import Path
 from blockplane.chain.addressing import libvirt_name, validate_commit, validate_pull
 from blockplane.chain.jobs.spec import JobSpec
 from blockplane.chain.jobs.state import JobKind
-from blockplane.chain.model import Chain, ChainElement
 from blockplane.errors import Conflict, InvalidInput, PathEscape
+from blockplane.model.chain import Chain, ChainElement
 from blockplane.storage.names import confine, validate_volume_name
 from blockplane.store.records import PoolRecord
 

@@ -39,13 +39,13 @@ from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
 from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
 from blockplane.chain.jobs.store import JobStore, busy_error
-from blockplane.chain.model import Chain
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.model.chain import Chain
 from blockplane.storage.measure import measure_commit
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord

@@ -1,18 +1,17 @@
 """Domain XML -> ``Chain``: one disk's ``<source>``, its nested ``<backingStore>`` and ``<mirror>``.
 
-Reads what libvirt wrote and decides nothing: which element a user means, or whether a job may
-run, is ``addressing``'s business. The top's format comes from ``<driver type>``, every backing
+Reads what libvirt wrote and decides nothing: which element a user means, or whether a job may run,
+is ``chain.addressing``'s business. The top's format comes from ``<driver type>``, every backing
 element's from its own ``<format type>``; an empty ``<backingStore/>`` ends the chain, and a chain
-that stops without one (inactive XML) is marked incomplete.
-Must not call libvirt or read files.
+that stops without one (inactive XML) is marked incomplete. Must not call libvirt or read files.
 """
 
 from __future__ import annotations
 
 from lxml import etree
 
-from blockplane.chain.model import Chain, ChainElement, ChainSourceKind, Mirror, element_name
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.chain import Chain, ChainElement, ChainSourceKind, Mirror, element_name
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 

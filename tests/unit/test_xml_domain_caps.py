@@ -8,8 +8,8 @@ import pytest
 
 from blockplane.errors import InvalidInput
 from blockplane.facts.capabilities import capability_matrix
-from blockplane.facts.domain_caps import DomainCapsFlags, parse_domain_caps
 from blockplane.facts.versions import Version
+from blockplane.xml.domain_caps import DomainCapsFlags, parse_domain_caps
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "domcaps_qemu_x86_64_pc.xml"
