@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lxml import etree
-
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound, OperationFailed
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
@@ -31,7 +29,13 @@ from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.lifecycle import VMService
-from blockplane.xml.disk import disk_element, parse_disks, scsi_controller_element, to_xml
+from blockplane.xml.disk import (
+    disk_element,
+    parse_disks,
+    scsi_controller_element,
+    scsi_controller_indexes,
+    to_xml,
+)
 
 DETACH_TIMEOUT_S = 15.0
 BUSES = ("virtio", "scsi")
@@ -234,11 +238,7 @@ class DiskService:
     def _next_controller(self, domain: DomainHandle) -> int:
         used: set[int] = set()
         for inactive in (True, False):
-            root = etree.fromstring(domain.xml(inactive=inactive).encode())
-            used |= {
-                int(node.get("index", "0"))
-                for node in root.findall("devices/controller[@type='scsi']")
-            }
+            used |= scsi_controller_indexes(domain.xml(inactive=inactive))
         return next(index for index in range(len(used) + 1) if index not in used)
 
     def iothreads(self, vm: str) -> dict[str, Any]:
@@ -417,8 +417,7 @@ def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:
 
 
 def _has_controller(domain_xml: str, index: int) -> bool:
-    root = etree.fromstring(domain_xml.encode())
-    return bool(root.findall(f"devices/controller[@type='scsi'][@index='{index}']"))
+    return index in scsi_controller_indexes(domain_xml)
 
 
 def _bus(value: str) -> Bus:

@@ -17,8 +17,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lxml import etree
-
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle
@@ -27,7 +25,7 @@ from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
-from blockplane.xml.disk import parse_disks
+from blockplane.xml.disk import parse_disks, scsi_controller_indexes, scsi_controller_xml
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +147,9 @@ class DiskRecovery:
 
     @staticmethod
     def _remove_controller(domain: DomainHandle, index: int, live: bool) -> None:
-        xml = f"<controller type='scsi' index='{index}' model='virtio-scsi'/>"
+        xml = scsi_controller_xml(index)
         for inactive in (True, False) if live else (True,):
-            root = etree.fromstring(domain.xml(inactive=inactive).encode())
-            if root.findall(f"devices/controller[@type='scsi'][@index='{index}']"):
+            if index in scsi_controller_indexes(domain.xml(inactive=inactive)):
                 with contextlib.suppress(BlockplaneError):
                     domain.detach_device(xml, live=not inactive, config=inactive)
 

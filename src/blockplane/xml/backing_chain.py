@@ -10,19 +10,14 @@ from __future__ import annotations
 
 from lxml import etree
 
-from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.errors import Conflict, NotFound
 from blockplane.model.chain import Chain, ChainElement, ChainSourceKind, Mirror, element_name
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+from blockplane.xml.parser import parse_xml
 
 
 def parse_chain(domain_xml: str, target: str) -> Chain:
     """The backing chain of the disk whose ``<target dev>`` is ``target``."""
-    try:
-        root = etree.fromstring(domain_xml.encode(), _PARSER)
-    except etree.XMLSyntaxError as error:
-        raise InvalidInput(f"domain XML does not parse: {error}", code="xml.invalid") from error
-    disk = _find_disk(root, target)
+    disk = _find_disk(parse_xml(domain_xml), target)
     layers = _layers(disk, target)
     elements = tuple(
         ChainElement(

@@ -13,8 +13,8 @@ from typing import Literal
 
 from lxml import etree
 
-from blockplane.errors import InvalidInput
 from blockplane.xml.build import el
+from blockplane.xml.parser import parse_xml
 
 SourceKind = Literal["file", "block"]
 
@@ -105,16 +105,9 @@ class CheckpointDocument:
     disks: tuple[CheckpointDisk, ...]
 
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
-
-
 def parse_checkpoint(document: str) -> CheckpointDocument:
     """A ``<domaincheckpoint>`` as libvirt describes it (its ``<domain>`` copy is ignored)."""
-    try:
-        root = etree.fromstring(document.encode(), _PARSER)
-    except etree.XMLSyntaxError as error:
-        raise InvalidInput(f"checkpoint XML does not parse: {error}",
-                           code="xml.invalid") from error
+    root = parse_xml(document, "checkpoint")
     disks = tuple(
         CheckpointDisk(
             target=str(disk.get("name", "")),

@@ -10,6 +10,7 @@ from lxml import etree
 
 from blockplane.model.disk import DiskDevice, QueueMapping
 from blockplane.xml.build import el
+from blockplane.xml.parser import parse_xml
 from blockplane.xml.throttle import iotune_element, parse_iotune
 
 
@@ -71,6 +72,17 @@ def to_xml(element: etree._Element) -> str:
     return etree.tostring(element, encoding="unicode")
 
 
+def scsi_controller_xml(index: int) -> str:
+    """A bare virtio-scsi controller ``index``: what libvirt needs to find it to detach it."""
+    return to_xml(el("controller", type="scsi", index=str(index), model="virtio-scsi"))
+
+
+def scsi_controller_indexes(domain_xml: str) -> set[int]:
+    """The indexes of the domain's virtio-scsi controllers."""
+    controllers = parse_xml(domain_xml).findall("devices/controller[@type='scsi']")
+    return {int(node.get("index", "0")) for node in controllers}
+
+
 def _apply_queue_mapping(
     driver: etree._Element, queues: int | None, iothread: int | None, mapping: QueueMapping
 ) -> None:
@@ -89,7 +101,7 @@ def _apply_queue_mapping(
 
 
 def parse_disks(domain_xml: str) -> list[DiskDevice]:
-    root = etree.fromstring(domain_xml.encode())
+    root = parse_xml(domain_xml)
     controllers = {
         node.get("index"): node for node in root.findall("devices/controller[@type='scsi']")
     }

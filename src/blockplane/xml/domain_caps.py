@@ -15,6 +15,7 @@ from typing import Any
 from lxml import etree
 
 from blockplane.errors import InvalidInput
+from blockplane.xml.parser import parse_xml
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,7 @@ class DomainCapsFlags:
 
 def parse_domain_caps(xml: str | bytes) -> DomainCapsFlags:
     """Parse a ``<domainCapabilities>`` document; malformed XML raises ``InvalidInput``."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
-    data = xml.encode() if isinstance(xml, str) else xml
-    if b"<!doctype" in data.lower():
-        raise InvalidInput("domain capabilities XML must not carry a DOCTYPE")
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as error:
-        raise InvalidInput(f"domain capabilities XML is not well-formed: {error}") from error
+    root = parse_xml(xml, "domain capabilities")
     if root.tag != "domainCapabilities":
         raise InvalidInput(f"expected a <domainCapabilities> document, got <{root.tag}>")
     disk = root.find("devices/disk")

@@ -15,6 +15,7 @@ from lxml import etree
 from blockplane.model.throttle import ThrottleGroup
 from blockplane.model.throttle_limits import FIELD_NAMES, MAX_LENGTH_FIELDS, ThrottleLimits
 from blockplane.xml.build import el
+from blockplane.xml.parser import parse_xml
 
 #: libvirt's ``<iotune>`` writes ``<group_name>`` before the burst lengths; a group after them.
 _IOTUNE_HEAD = tuple(name for name in FIELD_NAMES if name not in MAX_LENGTH_FIELDS)
@@ -22,7 +23,7 @@ _IOTUNE_HEAD = tuple(name for name in FIELD_NAMES if name not in MAX_LENGTH_FIEL
 
 def parse_throttle_groups(domain_xml: str) -> tuple[ThrottleGroup, ...]:
     """The domain's throttle groups, in document order."""
-    root = etree.fromstring(domain_xml.encode())
+    root = parse_xml(domain_xml)
     return tuple(
         parse_throttle_group(node) for node in root.findall("throttlegroups/throttlegroup")
     )
