@@ -159,7 +159,7 @@ class DiskService:
                 error_policy="enospace" if request.thin else None,
                 controller_index=controller_index,
             )
-            device = _with_limits(device, limits_plan)
+            device = _with_limits(with_io_policy(device), limits_plan)
             try:
                 if self.throttle is not None and limits_plan is not None:
                     self.throttle.apply_disk_plan(domain, limits_plan, live)
@@ -403,6 +403,16 @@ class DiskService:
             request.scaling,
             request.vm_group,
         )
+
+
+def with_io_policy(device: DiskDevice) -> DiskDevice:
+    """How QEMU serves every disk blockplane attaches: without the host page cache
+    (``cache='none'``: a host crash loses no write the guest saw completed, and native AIO needs
+    it), with the guest's discards passed down so a thin volume's pool gets space back
+    (``discard='unmap'``), and with Linux native AIO on block devices (``io='native'``), the
+    thread pool on files (``io='threads'``)."""
+    io = "native" if device.source_kind == "block" else "threads"
+    return dataclasses.replace(device, cache="none", discard="unmap", io=io)
 
 
 def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:

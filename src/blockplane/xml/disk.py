@@ -1,7 +1,7 @@
 """Disk (and per-disk virtio-scsi controller) XML <-> ``DiskDevice``.
 
 Keeps the parsed element around in ``DiskDevice.extra`` only as text fields it does not
-model; decides nothing about mappings or limits.
+model; decides nothing: mappings, limits, cache, discard and I/O mode arrive in the device.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from blockplane.xml.throttle import iotune_element, parse_iotune
 
 
 def disk_element(disk: DiskDevice) -> etree._Element:
-    driver = el("driver", name="qemu", type=disk.format, cache="none", discard="unmap")
-    driver.set("io", "native" if disk.source_kind == "block" else "threads")
+    driver = el("driver", name="qemu", type=disk.format)
+    for name, value in (("cache", disk.cache), ("discard", disk.discard), ("io", disk.io)):
+        if value:
+            driver.set(name, value)
     if disk.error_policy:
         driver.set("error_policy", disk.error_policy)
     if disk.bus == "virtio":
@@ -145,6 +147,9 @@ def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Eleme
         iotune=iotune[0] if iotune else None,
         iotune_group=iotune[1] if iotune else None,
         error_policy=driver.get("error_policy") if driver is not None else None,
+        cache=driver.get("cache") if driver is not None else None,
+        discard=driver.get("discard") if driver is not None else None,
+        io=driver.get("io") if driver is not None else None,
         controller_index=controller_index,
         alias=alias.get("name") if alias is not None else None,
     )
