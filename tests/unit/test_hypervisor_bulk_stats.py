@@ -17,7 +17,7 @@ from blockplane.hypervisor.bulk_stats import (
     parse_libvirt_name,
 )
 from blockplane.storage.commands import CommandResult
-from blockplane.storage.measure import measure_commit
+from blockplane.storage.images import measure_commit
 
 # What libvirt 11.3 returned for a VM with a thin vda (armed) and a snapshot overlay on vdb.
 STATS = {

@@ -14,11 +14,11 @@ import os
 from typing import Any
 
 from blockplane.chain.addressing import resolve_element
-from blockplane.chain.images import image_facts
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.chain import Chain, ChainElement
+from blockplane.storage.images import image_facts
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
 from blockplane.vms.lifecycle import VMService

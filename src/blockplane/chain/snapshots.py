@@ -19,7 +19,6 @@ import os
 import time
 from typing import Any
 
-from blockplane.chain.images import is_block_device, virtual_size
 from blockplane.chain.jobs.spec import VolumeRef
 from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
@@ -28,6 +27,7 @@ from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound,
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.runtime.eventlog import EventLog
+from blockplane.storage.images import is_block_device, virtual_size
 from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.records import Records

@@ -12,7 +12,7 @@ The service the agent wires up (``runtime.agent``):
 - ``status(vm)``: one dict per volume, for ``blockplane thin status`` and ``GET /v1/thin``;
 - ``pre_extend(vm, libvirt_name, needed_bytes) -> int``, the block-job hook: before a commit
   into libvirt's ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
-  (``storage.measure``; ``measure_commit(top_path, base_path, *, between=()) -> int`` returns the
+  (``storage.images``; ``measure_commit(top_path, base_path, *, between=()) -> int`` returns the
   bytes the base may occupy after the commit). It grows the base to at least that plus one
   chunk (room for writes after a pivot), capped at the ceiling, re-arms it, and returns the
   new physical size; raises NotFound ``thin.not_monitored`` or Conflict ``pool.full``.

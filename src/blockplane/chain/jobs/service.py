@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from blockplane.chain.images import is_block_device, virtual_size
 from blockplane.chain.jobs.backup_plan import plan_backup
 from blockplane.chain.jobs.driver import JobDriver
 from blockplane.chain.jobs.phases import (
@@ -46,7 +45,7 @@ from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.chain import Chain
-from blockplane.storage.measure import measure_commit
+from blockplane.storage.images import is_block_device, measure_commit, virtual_size
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
 from blockplane.vms.disks import DiskService
