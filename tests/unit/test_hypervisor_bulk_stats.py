@@ -14,8 +14,8 @@ from blockplane.hypervisor.bulk_stats import (
     chain_nodes,
     domain_state,
     find_node,
-    parse_libvirt_name,
 )
+from blockplane.model.chain import parse_libvirt_name
 from blockplane.storage.commands import CommandResult
 from blockplane.storage.images import measure_commit
 

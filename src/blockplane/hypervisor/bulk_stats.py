@@ -13,12 +13,11 @@ call) or decide anything.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_LIBVIRT_NAME = re.compile(r"(?P<target>[a-z]+)\[(?P<index>[0-9]+)\]")
+from blockplane.model.chain import libvirt_name
 
 
 @dataclass(frozen=True)
@@ -47,19 +46,6 @@ class BlockNode:
         if self.libvirt_index is None:
             return self.target
         return libvirt_name(self.target, self.libvirt_index)
-
-
-def libvirt_name(target: str, libvirt_index: int) -> str:
-    """``("vda", 3)`` -> ``"vda[3]"``: libvirt's name of the node it numbered 3 on disk vda."""
-    return f"{target}[{libvirt_index}]"
-
-
-def parse_libvirt_name(name: str) -> tuple[str, int | None]:
-    """``"vda[3]"`` -> ``("vda", 3)``; ``"vda"`` -> ``("vda", None)``."""
-    match = _LIBVIRT_NAME.fullmatch(name)
-    if match is None:
-        return name, None
-    return match["target"], int(match["index"])
 
 
 def chain_nodes(stats: Mapping[str, Any]) -> list[BlockNode]:

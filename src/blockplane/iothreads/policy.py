@@ -12,13 +12,8 @@ are spread over the whole pool so that the load stays even (see ``planner``).
 from __future__ import annotations
 
 from blockplane.errors import InvalidInput
-from blockplane.iothreads.model import (
-    ERROR_CODE,
-    Bus,
-    Decision,
-    IOThreadRequest,
-    MappingSupport,
-)
+from blockplane.iothreads.model import ERROR_CODE, Decision, IOThreadRequest, MappingSupport
+from blockplane.model.disk import Bus
 
 # QEMU's VIRTIO_QUEUE_MAX (include/hw/virtio/virtio.h). virtio-blk adds every queue with
 # virtio_add_queue(), which aborts past it; virtio-scsi also needs its control and event queues

@@ -10,9 +10,10 @@ Naming convention (the one users see, from SPEC "vda[0] top ... vda[n] base"):
   disk (vdb may hold 1 and vda's top 2), numbers afresh at each VM start, keeps an element's number
   while it stays in the chain, and gives each new overlay or copy target a fresh, larger number. So
   it does not tell depth: a snapshot of the chain 2, 3, 4 gives 5, 2, 3, 4. It is what libvirt's
-  ``vda[N]`` means, so every libvirt call is given ``target[libvirt_index]`` (see
-  ``addressing.libvirt_name``), never the positional name, and a chain read before a restart must
-  not be used to address libvirt after it.
+  ``vda[N]`` means (``libvirt_name``, ``parse_libvirt_name``; bulk stats number their nodes the
+  same way), so every libvirt call is given ``target[libvirt_index]`` (see
+  ``chain.addressing.libvirt_name_of``), never the positional name (``element_name``), and a chain
+  read before a restart must not be used to address libvirt after it.
 - Inactive XML carries no ``index`` attributes (``libvirt_index`` is None) and may show only part
   of the chain (``complete`` is False).
 
@@ -23,11 +24,14 @@ Must not parse XML, call libvirt or touch the filesystem.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
-ChainSourceKind = Literal["file", "block"]
+from blockplane.model.disk import SourceKind
+
+_LIBVIRT_NAME = re.compile(r"(?P<target>[a-z]+)\[(?P<index>[0-9]+)\]")
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class ChainElement:
     path: str
     format: str | None
     backing_format: str | None
-    source_kind: ChainSourceKind
+    source_kind: SourceKind
     virtual_bytes: int | None = None
     allocation_bytes: int | None = None
 
@@ -137,3 +141,16 @@ class Chain:
 def element_name(target: str, position: int) -> str:
     """The user-facing name: the bare target for the top, ``target[position]`` below it."""
     return target if position == 0 else f"{target}[{position}]"
+
+
+def libvirt_name(target: str, libvirt_index: int) -> str:
+    """libvirt's name of a chain node: ``target[libvirt_index]``, never a position."""
+    return f"{target}[{libvirt_index}]"
+
+
+def parse_libvirt_name(name: str) -> tuple[str, int | None]:
+    """libvirt's ``"vda[3]"`` -> ``("vda", 3)``; ``"vda"`` -> ``("vda", None)``."""
+    match = _LIBVIRT_NAME.fullmatch(name)
+    if match is None:
+        return name, None
+    return match["target"], int(match["index"])

@@ -19,14 +19,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from blockplane.errors import BlockplaneError, InvalidInput
 from blockplane.hypervisor.bulk_stats import DiskSample, DomainSample, domain_sample
 from blockplane.hypervisor.connection import STATS_BLOCK, STATS_STATE
 from blockplane.hypervisor.domain import STATE_NAMES
-from blockplane.hypervisor.stats_reuse import StatsSnapshot
 from blockplane.observe.limits import DomainLimits, domain_limits
+from blockplane.observe.ports import JobsView, StatsSource
 from blockplane.observe.rates import DiskRates, disk_rates
 from blockplane.runtime.eventlog import EventLog
 from blockplane.store.records import Records, VolumeRecord
@@ -40,22 +40,6 @@ ENDED_PHASES = ("cleanup", "done", "failed", "aborted")
 STATS_GROUPS = STATS_STATE | STATS_BLOCK
 #: Event types that never change a domain's definition; every other event naming a VM does.
 _DEFINITION_NEUTRAL = ("thin.", "volume.", "guest.")
-
-
-class XmlDomain(Protocol):
-    def xml(self, *, inactive: bool = False) -> str: ...
-
-
-class StatsSource(Protocol):
-    def bulk_snapshot(self, stats: int = 0, max_age_s: float | None = None) -> StatsSnapshot: ...
-
-    def lookup(self, name: str) -> XmlDomain: ...
-
-
-class JobsView(Protocol):
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]: ...
-
-    def show(self, job_id: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.metrics import AgentMetrics
 from blockplane.observe.collector import ObserveCollector
-from blockplane.observe.confirm import Confirmer, ThinStatus
+from blockplane.observe.confirm import Confirmer
+from blockplane.observe.ports import JobsView, ThinStatus
 from blockplane.observe.reconcile import ReconcileLog
-from blockplane.observe.top import JobsView, TopService
+from blockplane.observe.top import TopService
 from blockplane.runtime.eventlog import EventLog
 from blockplane.store.records import Records
 

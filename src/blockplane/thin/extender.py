@@ -16,8 +16,9 @@ import time
 
 from blockplane.errors import Conflict
 from blockplane.failpoints import failpoint
-from blockplane.hypervisor.bulk_stats import chain_nodes, find_node, libvirt_name
+from blockplane.hypervisor.bulk_stats import chain_nodes, find_node
 from blockplane.metrics import AgentMetrics
+from blockplane.model.chain import libvirt_name
 from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.base import VolumeBackend, align_up
 from blockplane.storage.qcow2 import qcow2_max_physical

@@ -37,11 +37,11 @@ from blockplane.hypervisor.bulk_stats import (
     BlockNode,
     chain_nodes,
     find_node,
-    parse_libvirt_name,
 )
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
+from blockplane.model.chain import parse_libvirt_name
 from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.records import Records, VolumeRecord

@@ -28,9 +28,9 @@ from blockplane.store.records import Records
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import (
     Action,
-    Decision,
     Extended,
     MonitorState,
+    ReconcileDecision,
     reconcile,
     transition,
 )
@@ -41,7 +41,7 @@ from blockplane.thin.registry import VolumeRegistry
 
 log = logging.getLogger(__name__)
 
-_WAIT = Decision(Action.NONE, "a threshold event may still be on its way")
+_WAIT = ReconcileDecision(Action.NONE, "a threshold event may still be on its way")
 
 
 class Reconciler:
@@ -118,7 +118,7 @@ class Reconciler:
 
     def _reconcile_volume(
         self, volume: MonitoredVolume, node: BlockNode, short: bool, domain: DomainPort
-    ) -> tuple[MonitoredVolume, Decision]:
+    ) -> tuple[MonitoredVolume, ReconcileDecision]:
         """Act on everything but an ENOSPC pause, which the caller resolves without the lock."""
         if volume.libvirt_index != node.libvirt_index:
             volume = self._registry.save(volume, libvirt_index=node.libvirt_index)
@@ -142,7 +142,7 @@ class Reconciler:
                 volume = self._extender.disable(volume, node.stats.physical, policy)
         return volume, decision
 
-    def _wait_for_event(self, key: VolumeKey, decision: Decision, node: BlockNode) -> bool:
+    def _wait_for_event(self, key: VolumeKey, decision: ReconcileDecision, node: BlockNode) -> bool:
         fired_unseen = (decision.action is Action.EXTEND and decision.missed_event
                         and node.stats.threshold is None)
         if not fired_unseen or self._passes == 0 or key in self._suspects:

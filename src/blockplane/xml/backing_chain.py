@@ -11,7 +11,8 @@ from __future__ import annotations
 from lxml import etree
 
 from blockplane.errors import Conflict, NotFound
-from blockplane.model.chain import Chain, ChainElement, ChainSourceKind, Mirror, element_name
+from blockplane.model.chain import Chain, ChainElement, Mirror, element_name
+from blockplane.model.disk import SourceKind
 from blockplane.xml.parser import parse_xml
 
 
@@ -42,7 +43,7 @@ def _find_disk(root: etree._Element, target: str) -> etree._Element:
     raise NotFound(f"the VM has no disk {target}", code="disk.not_found")
 
 
-_Layer = tuple[ChainSourceKind, str, int | None, str | None]
+_Layer = tuple[SourceKind, str, int | None, str | None]
 
 
 def _layers(disk: etree._Element, target: str) -> list[_Layer]:
@@ -65,7 +66,7 @@ def _layers(disk: etree._Element, target: str) -> list[_Layer]:
 def _layer(
     node: etree._Element, source: etree._Element, fmt: str | None, target: str
 ) -> _Layer:
-    kind: ChainSourceKind
+    kind: SourceKind
     if node.get("type") == "file":
         kind, path = "file", source.get("file")
     elif node.get("type") == "block":

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from lxml import etree
 
+from blockplane.model.disk import SourceKind
 from blockplane.xml.build import el
 from blockplane.xml.parser import parse_xml
-
-SourceKind = Literal["file", "block"]
 
 
 @dataclass(frozen=True)

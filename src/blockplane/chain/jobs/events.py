@@ -21,13 +21,13 @@ import contextlib
 import logging
 
 from blockplane.chain.jobs.driver import JobDriver
-from blockplane.chain.jobs.phases import BlockJobEvent
+from blockplane.chain.jobs.phases import JobEventObserved
 from blockplane.chain.jobs.state import BlockJobStatus, JobKind
 from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError
 from blockplane.hypervisor.domain import JOB_OPERATION_BACKUP
-from blockplane.hypervisor.events import BlockJobEvent as LibvirtBlockJobEvent
+from blockplane.hypervisor.events import BlockJobEvent
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,16 @@ class JobEvents:
         self._store = store
         self._chains = chains
         self._driver = driver
-        self._queue: asyncio.Queue[LibvirtBlockJobEvent] | None = None
+        self._queue: asyncio.Queue[BlockJobEvent] | None = None
         self._worker: asyncio.Future[None] | None = None
 
-    async def on_block_job(self, event: LibvirtBlockJobEvent) -> None:
+    async def on_block_job(self, event: BlockJobEvent) -> None:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.ensure_future(self._drain(self._queue))
         self._queue.put_nowait(event)
 
-    async def _drain(self, queue: asyncio.Queue[LibvirtBlockJobEvent]) -> None:
+    async def _drain(self, queue: asyncio.Queue[BlockJobEvent]) -> None:
         while True:
             event = await queue.get()
             try:
@@ -54,7 +54,7 @@ class JobEvents:
             except Exception:
                 log.exception("handling %s failed", event)
 
-    def observe(self, event: LibvirtBlockJobEvent) -> None:
+    def observe(self, event: BlockJobEvent) -> None:
         target = event.target.split("[", 1)[0]
         try:
             status = BlockJobStatus(event.status)
@@ -70,7 +70,7 @@ class JobEvents:
             if job.kind is JobKind.BACKUP:
                 seen = self._backup_status(job.vm, status, job.abort_requested)
             if seen is not None:
-                self._driver.apply(job.id, BlockJobEvent(seen, event.job_type))
+                self._driver.apply(job.id, JobEventObserved(seen, event.job_type))
 
     def _settle(self, vm: str, target: str) -> None:
         with contextlib.suppress(BlockplaneError):

@@ -40,10 +40,10 @@ from blockplane.errors import Conflict
 
 __all__ = [
     "AbortRequested",
-    "BlockJobEvent",
     "CleanupDone",
     "Effect",
     "JobAbsent",
+    "JobEventObserved",
     "JobInfoObserved",
     "JobKind",
     "JobPhase",
@@ -72,7 +72,7 @@ class Effect(Enum):
 
 
 @dataclass(frozen=True)
-class BlockJobEvent:
+class JobEventObserved:
     """A BLOCK_JOB_2 event for this job's disk; ``job_type`` is libvirt's number, if known."""
 
     status: BlockJobStatus
@@ -139,7 +139,7 @@ class CleanupDone:
     pass
 
 
-Observation = BlockJobEvent | JobInfoObserved | JobAbsent | PivotObserved
+Observation = JobEventObserved | JobInfoObserved | JobAbsent | PivotObserved
 Request = (
     Started | StartFailed | PivotRequested | AbortRequested | PivotIssued | PivotFailed
     | CleanupDone
@@ -165,7 +165,7 @@ def advance(job: JobState, signal: JobSignal, now: float | None = None) -> JobSt
 
 def _observe(job: JobState, signal: Observation) -> JobState:
     match signal:
-        case BlockJobEvent(status, job_type):
+        case JobEventObserved(status, job_type):
             if job_type is not None and LIBVIRT_JOB_TYPES.get(job_type) is not job.kind:
                 return job
             return _event(job, status)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from blockplane.chain.addressing import libvirt_name, validate_commit, validate_pull
+from blockplane.chain.addressing import libvirt_name_of, validate_commit, validate_pull
 from blockplane.chain.jobs.spec import JobSpec
 from blockplane.chain.jobs.state import JobKind
 from blockplane.errors import Conflict, InvalidInput, PathEscape
@@ -48,7 +48,7 @@ def plan_commit(
     )
     return BlockJobPlan(
         JobKind.ACTIVE_COMMIT if plan.active else JobKind.COMMIT, spec, pivot,
-        libvirt_name(chain, plan.top), libvirt_name(chain, plan.base),
+        libvirt_name_of(chain, plan.top), libvirt_name_of(chain, plan.base),
     )
 
 
@@ -62,8 +62,8 @@ def plan_pull(chain: Chain, base: ChainElement | None, *, bandwidth: int) -> Blo
         base_path=plan.base.path if plan.base else None,
         invalidated=tuple(e.path for e in plan.invalidated),
     )
-    return BlockJobPlan(JobKind.PULL, spec, False, libvirt_name(chain, chain.top),
-                        libvirt_name(chain, plan.base) if plan.base else None)
+    return BlockJobPlan(JobKind.PULL, spec, False, libvirt_name_of(chain, chain.top),
+                        libvirt_name_of(chain, plan.base) if plan.base else None)
 
 
 def plan_copy(
@@ -71,7 +71,7 @@ def plan_copy(
 ) -> BlockJobPlan:
     """The destination is added by the service once its volume exists (``spec.destination``)."""
     _require_idle(chain)
-    libvirt_name(chain, chain.top)
+    libvirt_name_of(chain, chain.top)
     kept_below = shallow and len(chain.elements) > 1
     invalidated = chain.elements[:1] if kept_below else chain.elements
     spec = JobSpec(
