@@ -19,7 +19,7 @@ from blockplane.chain.jobs.state import JobKind
 from blockplane.chain.jobs.store import JobStore, StoredJob, busy_error
 from blockplane.chain.service import ChainService
 from blockplane.errors import Conflict, HypervisorError, NotFound
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
 
@@ -59,7 +59,7 @@ def checkpoint_json(checkpoint: CheckpointDocument, vm: str,
 
 class CheckpointService:
     def __init__(self, chains: ChainService, store: JobStore, records: Records,
-                 events: EventLog, vm_lock: VMLock) -> None:
+                 events: EventPublisher, vm_lock: VMLock) -> None:
         self._chains = chains
         self._store = store
         self._records = records

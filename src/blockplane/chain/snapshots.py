@@ -26,10 +26,10 @@ from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.images import is_block_device, virtual_size
 from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 from blockplane.vms.disks import DiskService
 from blockplane.xml.backing_chain import parse_chain
@@ -46,7 +46,7 @@ class SnapshotService:
         chain_records: ChainRecords,
         volumes: ChainVolumes,
         jobs: JobStore,
-        events: EventLog,
+        events: EventPublisher,
     ) -> None:
         self._chains = chains
         self._disks = disks

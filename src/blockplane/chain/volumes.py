@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable
 from blockplane.chain.jobs.spec import VolumeRef
 from blockplane.chain.ports import ThinHook
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.images import create_qcow2
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.chain_records import ChainRecords, ChainVolumeRecord
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ChainVolumes:
         chain_records: ChainRecords,
         pools: PoolService,
         volumes: VolumeService,
-        events: EventLog,
+        events: EventPublisher,
         thin: ThinHook | None,
     ) -> None:
         self._records = records

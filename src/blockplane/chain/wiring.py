@@ -21,11 +21,11 @@ from blockplane.chain.service import ChainService
 from blockplane.chain.snapshots import SnapshotService
 from blockplane.chain.volume_references import ChainVolumeReferences
 from blockplane.chain.volumes import ChainVolumes
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.database import Database
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 from blockplane.vms.disks import DiskService
 from blockplane.vms.lifecycle import VMService
@@ -52,7 +52,7 @@ class ChainServices:
         volume_service: VolumeService,
         records: Records,
         database: Database,
-        events: EventLog,
+        events: EventPublisher,
         thin: ThinHook | None,
     ) -> ChainServices:
         chain_records = ChainRecords(database)

@@ -26,7 +26,7 @@ from typing import Any
 from blockplane.errors import BlockplaneError
 from blockplane.iothreads.state import iothread_report
 from blockplane.observe.ports import ThinStatus, XmlDomain
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Confirmer:
         self,
         lookup: Callable[[str], XmlDomain],
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         thin: ThinStatus | None,
         reuse_stats: ReuseScope | None = None,
         *,

@@ -28,7 +28,7 @@ from blockplane.hypervisor.domain import STATE_NAMES
 from blockplane.observe.limits import DomainLimits, domain_limits
 from blockplane.observe.ports import JobsView, StatsSource
 from blockplane.observe.rates import DiskRates, disk_rates
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 
 MIN_WINDOW_S = 0.2
@@ -56,7 +56,7 @@ class TopService:
         self,
         hypervisor: StatsSource,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         jobs: JobsView | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,

@@ -15,7 +15,7 @@ from blockplane.observe.confirm import Confirmer
 from blockplane.observe.ports import JobsView, ThinStatus
 from blockplane.observe.reconcile import ReconcileLog
 from blockplane.observe.top import TopService
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 
 
@@ -30,7 +30,7 @@ class ObserveServices:
         cls,
         hypervisor: Hypervisor,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
         *,
         thin: ThinStatus | None = None,

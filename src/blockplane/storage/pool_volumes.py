@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from blockplane.errors import Conflict, NotFound
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.loop import BACKING_SUFFIX
 from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
@@ -27,6 +26,7 @@ from blockplane.storage.volume_usage import (
     volume_users,
 )
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
 
 #: Stops the thin monitor following a volume (``ThinMonitor.forget``), when one is wired in.
@@ -35,7 +35,7 @@ ForgetThin = Callable[[tuple[str, str]], None]
 
 class PoolVolumes:
     def __init__(self, pools: PoolService, volumes: VolumeService, records: Records,
-                 events: EventLog, references: ReferenceSource,
+                 events: EventPublisher, references: ReferenceSource,
                  forget_thin: ForgetThin | None = None) -> None:
         self._pools = pools
         self._volumes = volumes

@@ -13,9 +13,9 @@ from typing import Any
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.factory import POOL_TYPES, VolumeBackend, backend_of
 from blockplane.storage.names import validate_name
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
 
 DEFAULT_CHUNK_BYTES = 2560 * 1024 * 1024
@@ -43,7 +43,7 @@ class PoolView:
 
 
 class PoolService:
-    def __init__(self, settings: Settings, records: Records, events: EventLog) -> None:
+    def __init__(self, settings: Settings, records: Records, events: EventPublisher) -> None:
         self._settings = settings
         self._records = records
         self._events = events

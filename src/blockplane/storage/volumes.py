@@ -10,11 +10,11 @@ import contextlib
 from pathlib import Path
 
 from blockplane.errors import Conflict, InvalidInput
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.images import create_qcow2
 from blockplane.storage.names import confine
 from blockplane.storage.pools import PoolService
 from blockplane.storage.qcow2 import qcow2_max_physical
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
 
 FORMATS = ("qcow2", "raw")
@@ -22,7 +22,7 @@ MAX_VIRTUAL_BYTES = 64 * 1024**4
 
 
 class VolumeService:
-    def __init__(self, pools: PoolService, records: Records, events: EventLog) -> None:
+    def __init__(self, pools: PoolService, records: Records, events: EventPublisher) -> None:
         self._pools = pools
         self._records = records
         self._events = events

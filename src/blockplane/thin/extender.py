@@ -19,9 +19,9 @@ from blockplane.failpoints import failpoint
 from blockplane.hypervisor.bulk_stats import chain_nodes, find_node
 from blockplane.metrics import AgentMetrics
 from blockplane.model.chain import libvirt_name
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.backends.base import VolumeBackend, align_up
 from blockplane.storage.qcow2 import qcow2_max_physical
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
 from blockplane.thin.monitor_state import (
     Armed,
@@ -45,7 +45,7 @@ class Extender:
         registry: VolumeRegistry,
         pools: PoolsPort,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
     ) -> None:
         self._registry = registry

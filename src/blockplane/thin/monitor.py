@@ -42,8 +42,8 @@ from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
 from blockplane.model.chain import parse_libvirt_name
-from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
@@ -65,7 +65,7 @@ class ThinMonitor:
         pools: PoolsPort,
         records: Records,
         database: Database,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
     ) -> None:
         self._hypervisor = hypervisor

@@ -26,7 +26,7 @@ from blockplane.errors import HypervisorError
 from blockplane.hypervisor.bulk_stats import chain_nodes, find_node
 from blockplane.hypervisor.domain import PAUSED_IOERROR_REASON, PAUSED_UNKNOWN_REASON
 from blockplane.metrics import AgentMetrics
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, VolumeKey
@@ -66,7 +66,7 @@ class PauseResolver:
         self,
         registry: VolumeRegistry,
         extender: Extender,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
     ) -> None:
         self._registry = registry

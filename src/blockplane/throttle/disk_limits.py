@@ -19,7 +19,7 @@ from typing import Any
 from blockplane.errors import BlockplaneError, Conflict, NotFound
 from blockplane.facts.capabilities import Capability
 from blockplane.model.throttle_limits import AVG_FIELDS, ThrottleLimits
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecords
 from blockplane.throttle.disk_spec import build_spec, spec_to_json
 from blockplane.throttle.domain_view import DefinitionKind, ThrottleDomain, ThrottleView, read_view
@@ -108,7 +108,7 @@ class DiskThrottle:
         self,
         domain: DomainLookup,
         records: ThrottleRecords,
-        events: EventLog,
+        events: EventPublisher,
         capability: Capability,
     ) -> None:
         self._domain = domain

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecords
 from blockplane.throttle.disk_spec import is_scaled, spec_from_json
 from blockplane.throttle.service import DomainLookup, LockFor
@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 class DiskRescaler:
     def __init__(
-        self, domain: DomainLookup, lock_for: LockFor, records: ThrottleRecords, events: EventLog
+        self,
+        domain: DomainLookup,
+        lock_for: LockFor,
+        records: ThrottleRecords,
+        events: EventPublisher,
     ) -> None:
         self._domain = domain
         self._lock_for = lock_for

@@ -23,7 +23,7 @@ from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, Inva
 from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
 from blockplane.model.throttle_limits import ThrottleLimits
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.throttle.domain_view import (
     DefinitionKind,
@@ -49,7 +49,7 @@ class ThrottleService:
         self,
         domain: DomainLookup,
         lock_for: LockFor,
-        events: EventLog,
+        events: EventPublisher,
         capability: Capability,
         pending: PendingOperations | None = None,
     ) -> None:

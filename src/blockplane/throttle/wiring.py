@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blockplane.facts.host import HostFacts
-from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
+from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
 from blockplane.store.throttle_records import ThrottleRecords
 from blockplane.throttle.disk_limits import DiskThrottle
@@ -31,7 +31,7 @@ class ThrottleServices:
         vms: VMService,
         disks: DiskService,
         database: Database,
-        events: EventLog,
+        events: EventPublisher,
         facts: HostFacts,
     ) -> ThrottleServices:
         capability = facts.capabilities["throttle_groups"]

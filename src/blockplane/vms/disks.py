@@ -21,9 +21,9 @@ from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
 from blockplane.iothreads.state import iothread_report
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
@@ -73,7 +73,7 @@ class DiskService:
         pools: PoolService,
         volumes: VolumeService,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         iothreads: IOThreadApplier,
         pending: PendingOperations,
     ) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle
-from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.xml.disk import parse_disks, scsi_controller_indexes, scsi_controller_xml
@@ -40,7 +40,7 @@ class DiskRecovery:
         pending: PendingOperations,
         pools: PoolService,
         volumes: VolumeService,
-        events: EventLog,
+        events: EventPublisher,
         attached_hooks: Callable[[], Sequence[AttachedHook]],
     ) -> None:
         self._hypervisor = hypervisor

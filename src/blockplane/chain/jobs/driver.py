@@ -31,7 +31,7 @@ from blockplane.chain.jobs.store import JobStore, StoredJob
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.failpoints import failpoint
-from blockplane.runtime.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class JobDriver:
         store: JobStore,
         chains: ChainService,
         cleanup: JobCleanup,
-        events: EventLog,
+        events: EventPublisher,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
