@@ -26,9 +26,9 @@ from typing import Any
 
 from bench.scale_api import Api
 from bench.scale_phases import percentile
-from blockplane.agent import Agent
 from blockplane.cli.client import stop_agent
 from blockplane.config import Settings
+from blockplane.runtime.agent import Agent
 
 WRITERS = 8
 SETTLE_TIMEOUT_S = 60.0

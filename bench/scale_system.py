@@ -27,6 +27,7 @@ from bench.scale_api import Api
 from blockplane.cli.client import api_path, start_agent, stop_agent
 from blockplane.config import load_settings
 from blockplane.model.disk import DiskDevice
+from blockplane.vms.disks import with_io_policy
 from blockplane.xml.disk import disk_element, to_xml
 
 URI = "qemu:///system"
@@ -86,7 +87,7 @@ def _device_xml(target: str, path: Path, mapping: list[list[Any]]) -> str:
         queue_mapping=tuple((int(iothread), tuple(queues)) for iothread, queues in mapping),
         throttle_groups=(f"bench-disk-{target}", GROUP),
     )
-    return to_xml(disk_element(device))
+    return to_xml(disk_element(with_io_policy(device)))
 
 
 def _agent_attach(api: Api, vm: str) -> tuple[float, dict[str, Any]]:

@@ -16,9 +16,9 @@ from typing import Any
 
 from blockplane.errors import HypervisorError, NotFound
 from blockplane.hypervisor.domain import PAUSED_IOERROR_REASON, PAUSED_STATE, DomainState
+from blockplane.storage.backends.base import Volume
+from blockplane.storage.capacity import PoolCapacity
 from blockplane.store.records import PoolRecord, Records
-from blockplane.thin.backend import Volume
-from blockplane.thin.capacity import PoolCapacity
 
 RUNNING_STATE = 1
 
@@ -51,6 +51,9 @@ class FakeBackend:
 
     def activate(self, name: str) -> Volume:
         return Volume(name, Path(f"/dev/fake-{name}"), self.sizes[name])
+
+    def device_of(self, name: str) -> Path | None:
+        return None
 
     def list(self) -> list[str]:
         return sorted(self.sizes)

@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from blockplane.chain.addressing import resolve_element
-from blockplane.chain.parse import parse_chain
 from blockplane.errors import InvalidInput, NotFound, PathEscape
-from blockplane.qos.limits import FIELD_NAMES, ThrottleLimits, field_name
+from blockplane.model.throttle_limits import FIELD_NAMES, ThrottleLimits, field_name
+from blockplane.storage.names import confine, validate_name, validate_volume_name
+from blockplane.storage.sizes import MAX_SIZE, parse_size
 from blockplane.storage.volumes import MAX_VIRTUAL_BYTES
-from blockplane.thin.paths import confine, validate_name, validate_volume_name
-from blockplane.thin.sizes import MAX_SIZE, parse_size
+from blockplane.xml.backing_chain import parse_chain
 from tests.faults.api_state import differences, observed_state
 from tests.harness import AgentUnderTest
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from blockplane.agent import Agent
 from blockplane.config import load_settings
 from blockplane.errors import BlockplaneError
+from blockplane.runtime.agent import Agent
 from blockplane.store.records import VolumeRecord
 from blockplane.vms.disks import AttachRequest
 from blockplane.xml.domain import parse_iothread_ids

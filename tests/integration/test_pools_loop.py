@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import Conflict, NotFound, PathEscape
-from blockplane.thin import backend_loop, loop_devices
-from blockplane.thin.backend_loop import LoopBackend
-from blockplane.thin.backend_lvm import LvmBackend
-from blockplane.thin.capacity import PoolCapacity
+from blockplane.storage.backends import loop as backend_loop
+from blockplane.storage.backends import loop_devices
+from blockplane.storage.backends.loop import LoopBackend
+from blockplane.storage.backends.lvm import LvmBackend
+from blockplane.storage.capacity import PoolCapacity
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from blockplane.thin.measure import measure_commit
+from blockplane.storage.images import measure_commit
 from tests.harness import AgentUnderTest, requires_guest
 
 pytestmark = pytest.mark.integration

@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockplane.chain.addressing import (
-    libvirt_name,
+    libvirt_name_of,
     resolve_element,
     validate_commit,
     validate_pull,
 )
-from blockplane.chain.model import Chain, ChainElement
-from blockplane.chain.parse import parse_chain
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.chain import Chain, ChainElement
+from blockplane.xml.backing_chain import parse_chain
 
 DATA = Path(__file__).parent / "data"
 IMG = "/tmp/chainfix/img"
@@ -80,14 +80,14 @@ def test_paths_match_canonically_only_when_asked() -> None:
 
 
 def test_libvirt_names_use_node_indices_not_positions() -> None:
-    names = [libvirt_name(SNAP, e) for e in SNAP.elements]
+    names = [libvirt_name_of(SNAP, e) for e in SNAP.elements]
     assert names == ["vda[5]", "vda[2]", "vda[3]", "vda[4]"]
 
 
 def test_libvirt_names_need_a_live_chain() -> None:
     inactive = load("snapshot_inactive")
     with pytest.raises(Conflict) as caught:
-        libvirt_name(inactive, inactive.top)
+        libvirt_name_of(inactive, inactive.top)
     assert caught.value.code == "vm.not_running"
 
 
@@ -104,7 +104,8 @@ def test_intermediate_commit() -> None:
     plan = validate_commit(SNAP, top, base)
     assert not plan.active
     assert [e.path for e in plan.invalidated] == [f"{IMG}/top.qcow2"]
-    assert (libvirt_name(SNAP, plan.top), libvirt_name(SNAP, plan.base)) == ("vda[2]", "vda[3]")
+    names = (libvirt_name_of(SNAP, plan.top), libvirt_name_of(SNAP, plan.base))
+    assert names == ("vda[2]", "vda[3]")
 
 
 def test_active_commit_into_the_next_element() -> None:
@@ -188,4 +189,4 @@ def test_names_round_trip(depth: int, data: st.DataObject) -> None:
     assert resolve_element(chain, element.name) == element
     assert resolve_element(chain, f"vda[{position}]") == element
     assert resolve_element(chain, element.path) == element
-    assert libvirt_name(chain, element) == f"vda[{100 - position}]"
+    assert libvirt_name_of(chain, element) == f"vda[{100 - position}]"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from blockplane.chain.checkpoints import checkpoint_json, checkpoint_user
-from blockplane.chain.job_spec import JobSpec
-from blockplane.chain.job_store import StoredJob
-from blockplane.chain.jobs import JobKind, JobPhase, new_job
+from blockplane.chain.jobs.spec import JobSpec
+from blockplane.chain.jobs.state import JobKind, JobPhase, new_job
+from blockplane.chain.jobs.store import StoredJob
 from blockplane.xml.chain import CheckpointDisk, CheckpointDocument, parse_checkpoint
 
 LIBVIRT_XML = """<domaincheckpoint>

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blockplane.chain.effects import commit_effect, pivot_confirmed, pivot_effect, pull_effect
-from blockplane.chain.model import Chain
-from blockplane.chain.parse import parse_chain
-from blockplane.chain.phases import Effect
+from blockplane.chain.jobs.effects import commit_effect, pivot_confirmed, pivot_effect, pull_effect
+from blockplane.chain.jobs.phases import Effect
+from blockplane.model.chain import Chain
+from blockplane.xml.backing_chain import parse_chain
 
 DATA = Path(__file__).parent / "data"
 IMG = "/tmp/chainfix/img"

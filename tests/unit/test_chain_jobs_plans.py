@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from blockplane.chain.backup_plan import plan_backup
-from blockplane.chain.job_plans import copy_destination, plan_commit, plan_copy, plan_pull
-from blockplane.chain.job_spec import JobSpec, VolumeRef
-from blockplane.chain.job_store import JobStore
-from blockplane.chain.jobs import JobKind, JobPhase, new_job
-from blockplane.chain.model import Chain, ChainElement, Mirror, element_name
+from blockplane.chain.jobs.backup_plan import plan_backup
+from blockplane.chain.jobs.plans import copy_destination, plan_commit, plan_copy, plan_pull
+from blockplane.chain.jobs.spec import JobSpec, VolumeRef
+from blockplane.chain.jobs.state import JobKind, JobPhase, new_job
+from blockplane.chain.jobs.store import JobStore
 from blockplane.errors import Conflict, InvalidInput, NotFound, PathEscape
+from blockplane.model.chain import Chain, ChainElement, Mirror, element_name
 from blockplane.store.database import Database
 from blockplane.store.records import PoolRecord
 from blockplane.xml.chain import (

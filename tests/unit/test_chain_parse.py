@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from blockplane.chain.model import Chain, ChainElement, Mirror
-from blockplane.chain.parse import parse_chain
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.chain import Chain, ChainElement, Mirror
+from blockplane.xml.backing_chain import parse_chain
 
 DATA = Path(__file__).parent / "data"
 IMG = "/tmp/chainfix/img"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from blockplane.chain.parse import parse_chain
 from blockplane.chain.persistent_chains import out_of_step
 from blockplane.errors import NotFound
+from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.persistent_chain import with_live_chains
 
 DATA = Path(__file__).parent / "data"

@@ -10,21 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockplane.chain.jobs import (
-    BlockJobStatus,
-    JobKind,
-    JobPhase,
-    JobState,
-    Outcome,
-    Progress,
-    new_job,
-)
-from blockplane.chain.phases import (
+from blockplane.chain.jobs.phases import (
     AbortRequested,
-    BlockJobEvent,
     CleanupDone,
     Effect,
     JobAbsent,
+    JobEventObserved,
     JobInfoObserved,
     JobSignal,
     PivotFailed,
@@ -38,6 +29,15 @@ from blockplane.chain.phases import (
     advance,
     restart_action,
 )
+from blockplane.chain.jobs.state import (
+    BlockJobStatus,
+    JobKind,
+    JobPhase,
+    JobState,
+    Outcome,
+    Progress,
+    new_job,
+)
 from blockplane.errors import Conflict, InvalidInput
 
 COMMIT, ACTIVE, PULL, COPY, BACKUP = (JobKind.COMMIT, JobKind.ACTIVE_COMMIT, JobKind.PULL,
@@ -47,23 +47,23 @@ TYPE = {JobKind.PULL: 1, JobKind.COPY: 2, JobKind.COMMIT: 3, JobKind.ACTIVE_COMM
         JobKind.BACKUP: 5}
 
 
-def ev(kind: JobKind, status: BlockJobStatus) -> BlockJobEvent:
-    return BlockJobEvent(status, TYPE[kind])
+def ev(kind: JobKind, status: BlockJobStatus) -> JobEventObserved:
+    return JobEventObserved(status, TYPE[kind])
 
 
-def completed(kind: JobKind) -> BlockJobEvent:
+def completed(kind: JobKind) -> JobEventObserved:
     return ev(kind, BlockJobStatus.COMPLETED)
 
 
-def failed(kind: JobKind) -> BlockJobEvent:
+def failed(kind: JobKind) -> JobEventObserved:
     return ev(kind, BlockJobStatus.FAILED)
 
 
-def canceled(kind: JobKind) -> BlockJobEvent:
+def canceled(kind: JobKind) -> JobEventObserved:
     return ev(kind, BlockJobStatus.CANCELED)
 
 
-def ready(kind: JobKind) -> BlockJobEvent:
+def ready(kind: JobKind) -> JobEventObserved:
     return ev(kind, BlockJobStatus.READY)
 
 
@@ -314,7 +314,7 @@ STATUSES = st.sampled_from(list(BlockJobStatus))
 def signals_for(kind: JobKind) -> st.SearchStrategy[JobSignal]:
     event_types = st.sampled_from([None, TYPE[kind], TYPE[kind], 99])
     return st.one_of(
-        st.builds(BlockJobEvent, STATUSES, event_types),
+        st.builds(JobEventObserved, STATUSES, event_types),
         st.builds(JobInfoObserved, st.integers(0, 100), st.integers(0, 100), st.booleans()),
         st.builds(JobAbsent, st.sampled_from(list(Effect))),
         st.builds(PivotObserved, st.booleans()),
@@ -334,7 +334,7 @@ def scenarios(draw: st.DrawFn) -> tuple[JobState, list[JobSignal]]:
 
 
 def _matches(state: JobState, signal: JobSignal) -> bool:
-    return isinstance(signal, BlockJobEvent) and signal.job_type in (None, TYPE[state.kind])
+    return isinstance(signal, JobEventObserved) and signal.job_type in (None, TYPE[state.kind])
 
 
 @settings(max_examples=250, deadline=None)
@@ -356,16 +356,18 @@ def test_properties_of_any_sequence(scenario: tuple[JobState, list[JobSignal]]) 
         if live and state.outcome is Outcome.SUCCEEDED:
             # Only these facts may make a job a success.
             assert signal in (PivotObserved(True), JobAbsent(Effect.APPLIED)) or (
-                ours and not state.kind.mirrors and isinstance(signal, BlockJobEvent)
+                ours and not state.kind.mirrors and isinstance(signal, JobEventObserved)
                 and signal.status is BlockJobStatus.COMPLETED
             ), signal
-        if live and ours and isinstance(signal, BlockJobEvent) and signal.status in (
+        if live and ours and isinstance(signal, JobEventObserved) and signal.status in (
                 BlockJobStatus.FAILED, BlockJobStatus.CANCELED):
             failure_first = True
         if live and isinstance(signal, JobAbsent) and signal.effect is not Effect.APPLIED:
             failure_first = True
-        if ((ours and isinstance(signal, BlockJobEvent) and signal.status is BlockJobStatus.READY)
-                or (isinstance(signal, JobInfoObserved) and signal.ready and live)):
+        ready_event = isinstance(signal, JobEventObserved) and (
+            signal.status is BlockJobStatus.READY)
+        ready_info = isinstance(signal, JobInfoObserved) and signal.ready and live
+        if (ours and ready_event) or ready_info:
             saw_ready = True
         # Terminal is terminal; a recorded outcome is never rewritten.
         if before.phase.terminal:
@@ -397,8 +399,8 @@ def test_mirror_jobs_are_done_only_after_the_xml_shows_the_pivot(
     state = job(kind, pivot=True)
     confirmed = False
     for signal in raw:
-        if isinstance(signal, BlockJobEvent):
-            signal = BlockJobEvent(signal.status, TYPE[kind])
+        if isinstance(signal, JobEventObserved):
+            signal = JobEventObserved(signal.status, TYPE[kind])
         before = state
         try:
             state = advance(state, signal)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from blockplane.chain.job_reconcile import BACKUP_OUTCOME_GRACE_S, verdict_due
-from blockplane.chain.jobs import JobKind
-from blockplane.chain.phases import Effect
+from blockplane.chain.jobs.phases import Effect
+from blockplane.chain.jobs.reconcile import BACKUP_OUTCOME_GRACE_S, verdict_due
+from blockplane.chain.jobs.state import JobKind
 
 
 @pytest.mark.parametrize("kind", list(JobKind))

@@ -11,8 +11,8 @@ from blockplane.facts.capabilities import (
     capability_matrix,
     require_capability,
 )
-from blockplane.facts.domain_caps import DomainCapsFlags
 from blockplane.facts.versions import Version, parse_version
+from blockplane.xml.domain_caps import DomainCapsFlags
 
 DEBIAN_BACKPORTS = ("1:10.0.2+ds-2+deb13u1~bpo12+1", "11.3.0-2~bpo12+1")
 ALL_BUSES = ("ide", "fdc", "scsi", "virtio", "usb", "sata")

@@ -9,7 +9,6 @@ import pytest
 
 from blockplane.errors import CapabilityMissing, InvalidInput
 from blockplane.facts.accel import KvmProbe
-from blockplane.facts.domain_caps import parse_domain_caps
 from blockplane.facts.host import (
     HostFacts,
     LibvirtRuntime,
@@ -18,6 +17,7 @@ from blockplane.facts.host import (
     libvirt_facts,
 )
 from blockplane.facts.versions import Version
+from blockplane.xml.domain_caps import parse_domain_caps
 
 GOLDEN = Path(__file__).parent / "data" / "domcaps_qemu_x86_64_pc.xml"
 BROKEN_KVM = KvmProbe(False, "`qemu-system-x86_64 -accel kvm -cpu host` failed: MSR 0x10a")

@@ -13,16 +13,16 @@ import pytest
 from blockplane import failpoints
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import HypervisorError, StateUnavailable
-from blockplane.eventlog import EventLog
 from blockplane.facts.capabilities import Capability
 from blockplane.hypervisor.domain import DomainState
 from blockplane.hypervisor.errors import translate
-from blockplane.qos.limits import ThrottleLimits
-from blockplane.qos.service import ThrottleService
+from blockplane.model.throttle_limits import ThrottleLimits
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database, ensure_room
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records
-from tests.qos_fakes import FakeDomain
+from blockplane.throttle.service import ThrottleService
+from tests.throttle_fakes import FakeDomain
 
 SUPPORTED = Capability(True, "QEMU 10.0.2 and libvirt 11.3.0 support it", "libvirt >= 11.2")
 

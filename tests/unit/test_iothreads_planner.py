@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from blockplane.errors import Conflict, InvalidInput, NotFound
 from blockplane.iothreads.model import (
-    Bus,
     Decision,
     DiskMapping,
     IOThreadRequest,
@@ -20,6 +19,7 @@ from blockplane.iothreads.model import (
 )
 from blockplane.iothreads.planner import apply_plan, plan_attach, plan_detach, plan_vm
 from blockplane.iothreads.policy import decide
+from blockplane.model.disk import Bus
 
 OK = MappingSupport(True, "supported")
 NO_BLK = MappingSupport(False, "needs QEMU >= 9.0, host has 8.2.0")

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from blockplane.errors import InvalidInput
-from blockplane.iothreads.model import Bus, IOThreadRequest, MappingSupport
+from blockplane.iothreads.model import IOThreadRequest, MappingSupport
 from blockplane.iothreads.policy import MAX_QUEUES, decide
+from blockplane.model.disk import Bus
 
 BLK_OK = MappingSupport(True, "QEMU 10.0.2 >= 9.0, libvirt 11.3.0 >= 10.0")
 SCSI_OK = MappingSupport(True, "QEMU 10.0.2 >= 10.0, libvirt 11.3.0 >= 11.2")

@@ -7,10 +7,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from blockplane.eventlog import EventLog
 from blockplane.observe.collector import ObserveCollector
 from blockplane.observe.reconcile import ReconcileLog
 from blockplane.observe.top import TopService
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.records import Records
 from tests.unit.test_observe_top import FakeHost, FakeJobs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blockplane.observe.disk_stats import domain_sample
+from blockplane.hypervisor.bulk_stats import domain_sample
 from blockplane.observe.limits import IOTUNE_LAYER, domain_limits
 from blockplane.observe.rates import disk_rates
 

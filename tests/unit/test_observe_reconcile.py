@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from blockplane.errors import NotFound
-from blockplane.eventlog import EventLog
 from blockplane.observe.confirm import FULL_EVERY_S, Confirmer, thin_confirmed
 from blockplane.observe.reconcile import ReconcileLog, confirmed
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.records import DiskRecord, PoolRecord, Records, VMRecord, VolumeRecord
 

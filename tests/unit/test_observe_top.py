@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from blockplane.errors import InvalidInput, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.stats_reuse import StatsSnapshot
 from blockplane.observe.top import TopService
+from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from blockplane.errors import Conflict, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, HypervisorEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
+from blockplane.runtime.eventlog import EventLog
+from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.database import Database
 from blockplane.store.records import DiskRecord, PoolRecord, Records, VMRecord, VolumeRecord
 from blockplane.thin import pauses
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.thin.monitor_state import MonitorState
-from blockplane.thin.threshold import qcow2_max_physical
 from tests.thin_fakes import FakeDomain, FakeHypervisor, FakePools
 
 MIB = 1 << 20

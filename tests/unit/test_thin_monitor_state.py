@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blockplane.hypervisor.bulk_stats import BlockStats
 from blockplane.thin.monitor_state import (
     Action,
     Armed,
-    BlockStats,
     Event,
     Extended,
     GrowthPolicy,

@@ -11,13 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blockplane.thin.threshold import (
-    next_physical,
-    qcow2_fully_allocated_size,
-    qcow2_max_physical,
-    should_disable,
-    threshold_for,
-)
+from blockplane.storage.qcow2 import qcow2_fully_allocated_size, qcow2_max_physical
+from blockplane.thin.threshold import next_physical, should_disable, threshold_for
 
 MIB, GIB = 1 << 20, 1 << 30
 CHUNK = 5 * GIB // 2
@@ -122,7 +117,7 @@ def _measure(size: str, *options: str) -> int:
 @needs_qemu_img
 @pytest.mark.parametrize("size", ["1", "64K", "100M", "1G", "3G", "20G", "100G", "12345678901"])
 def test_formula_matches_qemu_img_measure(size: str) -> None:
-    from blockplane.thin.sizes import parse_size
+    from blockplane.storage.sizes import parse_size
 
     measured = _measure(size)
     assert qcow2_fully_allocated_size(parse_size(size)) == measured

@@ -22,6 +22,9 @@ MAPPED = DiskDevice(
     queues=4,
     queue_mapping=((101, (0, 2)), (102, (1, 3))),
     error_policy="enospace",
+    cache="none",
+    discard="unmap",
+    io="native",
 )
 SINGLE = DiskDevice(
     target="vdc",
@@ -31,6 +34,9 @@ SINGLE = DiskDevice(
     format="qcow2",
     queues=2,
     iothread=103,
+    cache="none",
+    discard="unmap",
+    io="threads",
 )
 SCSI = DiskDevice(
     target="sda",
@@ -41,6 +47,9 @@ SCSI = DiskDevice(
     queues=4,
     queue_mapping=((101, (0, 2)), (102, (1, 3))),
     controller_index=0,
+    cache="none",
+    discard="unmap",
+    io="threads",
 )
 THROTTLED = DiskDevice(
     target="vdd",
@@ -50,6 +59,9 @@ THROTTLED = DiskDevice(
     format="qcow2",
     queues=1,
     throttle_groups=("blockplane-disk-vdd", "vm-agg"),
+    cache="none",
+    discard="unmap",
+    io="threads",
 )
 
 

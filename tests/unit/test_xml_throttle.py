@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 
 from blockplane.model.throttle import ThrottleGroup
-from blockplane.qos.limits import FIELD_NAMES, ThrottleLimits
+from blockplane.model.throttle_limits import FIELD_NAMES, ThrottleLimits
 from blockplane.xml.disk import disk_element, parse_disks, to_xml
 from blockplane.xml.throttle import (
     iotune_element,

@@ -32,7 +32,7 @@ from blockplane.api.state_room import StateRoomGuard
 from blockplane.store.idempotency import IdempotencyStore
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 def create_app(agent: Agent, token: str) -> FastAPI:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from blockplane.api.schemas import Body, Size
 from blockplane.errors import InvalidInput
-from blockplane.thin.sizes import parse_size
+from blockplane.storage.sizes import parse_size
 
 ELEMENT = Field(default=None, max_length=4096)
 

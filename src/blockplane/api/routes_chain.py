@@ -21,7 +21,7 @@ from blockplane.api.chain_bodies import (
 )
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 def chain_router(agent: Agent) -> APIRouter:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 def checkpoints_router(agent: Agent) -> APIRouter:

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from blockplane.store.records import EventRecord
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 KEEPALIVE_S = 15.0
 MAX_EVENT_ID = (1 << 63) - 1

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 from blockplane import __version__
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 def host_router(agent: Agent) -> APIRouter:

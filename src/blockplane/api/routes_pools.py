@@ -10,7 +10,7 @@ from blockplane.api.schemas import PoolCreate, PoolUpdate
 from blockplane.api.sizes import optional_size
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 def pools_router(agent: Agent) -> APIRouter:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 def thin_router(agent: Agent) -> APIRouter:

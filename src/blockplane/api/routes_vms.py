@@ -10,14 +10,14 @@ from fastapi.responses import PlainTextResponse
 
 from blockplane.api.schemas import DiskAttach, GuestExec, MigrateCheck, VMCreate, VMStop
 from blockplane.api.sizes import size
-from blockplane.api.throttle_bodies import attach_qos
+from blockplane.api.throttle_bodies import attach_throttle
 from blockplane.errors import InvalidInput
 from blockplane.vms.disks import AttachRequest
 from blockplane.vms.migrate_check import migrate_check
 from blockplane.vms.provision import create_with_disks
 
 if TYPE_CHECKING:
-    from blockplane.agent import Agent
+    from blockplane.runtime.agent import Agent
 
 
 class XMLResponse(PlainTextResponse):
@@ -108,7 +108,7 @@ def vms_router(agent: Agent) -> APIRouter:
 
 def _attach_request(vm: str, body: DiskAttach) -> AttachRequest:
     """A volume descriptor as the disk service takes it; sizes and QoS are checked here."""
-    groups, scaling, vm_group = attach_qos(body)
+    groups, scaling, vm_group = attach_throttle(body)
     return AttachRequest(
         vm=vm,
         pool=body.pool,

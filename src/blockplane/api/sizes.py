@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from blockplane.errors import InvalidInput
-from blockplane.thin.sizes import parse_size
+from blockplane.storage.sizes import parse_size
 
 
 def size(value: int | str, field: str) -> int:

@@ -1,17 +1,17 @@
-"""The QoS part of a volume descriptor (``DiskAttach``), as qos values.
+"""The QoS part of a volume descriptor (``DiskAttach``), as throttle values.
 
-Owns only the translation from request bodies to ``qos`` types; validation is ``qos``'s.
+Owns only the translation from request bodies to ``throttle`` types; validation is ``throttle``'s.
 """
 
 from __future__ import annotations
 
 from blockplane.api.schemas import DiskAttach, ScaledLimitBody
 from blockplane.errors import InvalidInput
-from blockplane.qos.disk_spec import scaled_limit, vm_group_spec
-from blockplane.qos.tiers import CapacityScaling, GroupSpec, ScaledLimit
+from blockplane.throttle.disk_spec import scaled_limit, vm_group_spec
+from blockplane.throttle.tiers import CapacityScaling, GroupSpec, ScaledLimit
 
 
-def attach_qos(
+def attach_throttle(
     body: DiskAttach,
 ) -> tuple[tuple[str, ...], CapacityScaling | None, GroupSpec | None]:
     """(named groups in chain order, capacity scaling, VM aggregate group) of a descriptor.

@@ -1,10 +1,11 @@
 """Which chain element a user means, what libvirt calls it, and whether a commit or pull fits.
 
-Users write ``vda`` (the active top), ``vda[N]`` (N = position, 0 at the top, see ``model``) or an
-absolute path. libvirt is always handed ``target[libvirt_index]`` from ``libvirt_name``, because
-libvirt's ``vda[N]`` is its node index, which is not the depth. Input is validated here, before any
-side effect. Must not call libvirt; paths are compared as strings unless the caller passes a
-``canonical`` function (the service passes ``os.path.realpath``), so this module does no I/O.
+Users write ``vda`` (the active top), ``vda[N]`` (N = position, 0 at the top, see ``model.chain``)
+or an absolute path. libvirt is always handed ``target[libvirt_index]`` from ``libvirt_name_of``,
+because libvirt's ``vda[N]`` is its node index, which is not the depth. Input is validated here,
+before any side effect. Must not call libvirt; paths are compared as strings unless the caller
+passes a ``canonical`` function (the service passes ``os.path.realpath``), so this module does no
+I/O.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from blockplane.chain.model import Chain, ChainElement
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.chain import Chain, ChainElement, libvirt_name
 
 _NAME = re.compile(r"(?P<target>[a-z]+)(?:\[(?P<position>0|[1-9][0-9]*)\])?")
 
@@ -65,7 +66,7 @@ def _by_path(chain: Chain, path: str, canonical: Callable[[str], str] | None) ->
     raise NotFound(f"{path} is not in the chain of {chain.target}", code="chain.element_not_found")
 
 
-def libvirt_name(chain: Chain, element: ChainElement) -> str:
+def libvirt_name_of(chain: Chain, element: ChainElement) -> str:
     """``target[libvirt_index]``, the only form blockplane passes to libvirt's block-job calls."""
     if element.libvirt_index is None:
         raise Conflict(
@@ -73,7 +74,7 @@ def libvirt_name(chain: Chain, element: ChainElement) -> str:
             " runs",
             code="vm.not_running",
         )
-    return f"{chain.target}[{element.libvirt_index}]"
+    return libvirt_name(chain.target, element.libvirt_index)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ import builtins
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from blockplane.chain.job_store import JobStore, StoredJob, busy_error
-from blockplane.chain.jobs import JobKind
+from blockplane.chain.jobs.state import JobKind
+from blockplane.chain.jobs.store import JobStore, StoredJob, busy_error
 from blockplane.chain.service import ChainService
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import Conflict, HypervisorError, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
 
@@ -59,7 +59,7 @@ def checkpoint_json(checkpoint: CheckpointDocument, vm: str,
 
 class CheckpointService:
     def __init__(self, chains: ChainService, store: JobStore, records: Records,
-                 events: EventLog, vm_lock: VMLock) -> None:
+                 events: EventPublisher, vm_lock: VMLock) -> None:
         self._chains = chains
         self._store = store
         self._records = records

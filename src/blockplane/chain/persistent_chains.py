@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from blockplane.chain.job_store import JobStore
-from blockplane.chain.model import Chain
-from blockplane.chain.parse import parse_chain
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.model.chain import Chain
 from blockplane.store.chain_records import ChainRecords
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
+from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.persistent_chain import with_live_chains
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def out_of_step(live: Chain, persistent: Chain) -> bool:
 
 class PersistentChains:
     def __init__(self, chains: ChainService, records: Records, chain_records: ChainRecords,
-                 store: JobStore, redefine: Callable[[str], None], events: EventLog) -> None:
+                 store: JobStore, redefine: Callable[[str], None], events: EventPublisher) -> None:
         self._chains = chains
         self._records = records
         self._chain_records = chain_records

@@ -20,6 +20,6 @@ class ThinHook(Protocol):
         """Stop monitoring the volume ``(pool, volume)``."""
         ...
 
-    def pre_extend(self, vm: str, target_index_name: str, needed_bytes: int) -> int:
-        """Grow the thin commit base ``vda[N]`` to hold ``needed_bytes`` before a commit."""
+    def pre_extend(self, vm: str, libvirt_name: str, needed_bytes: int) -> int:
+        """Grow the thin commit base (libvirt's ``vda[N]``) to hold ``needed_bytes`` first."""
         ...

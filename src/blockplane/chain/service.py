@@ -1,10 +1,10 @@
 """``ChainService``: a disk's backing chain as users see it, with sizes, and the chain reads the
 snapshot and job services share.
 
-The chain comes from the live domain XML (``parse``), or the inactive XML when the VM is off;
-each element gets its virtual size from ``qemu-img info -U`` and its allocation from the same
-(files) or from libvirt's block stats (block devices, where the host cannot tell). Elements are
-named as ``addressing`` says. Must not start jobs or change any chain.
+The chain comes from the live domain XML (``xml.backing_chain``), or the inactive XML when the VM
+is off; each element gets its virtual size from ``qemu-img info -U`` and its allocation from the
+same (files) or from libvirt's block stats (block devices, where the host cannot tell). Elements
+are named as ``addressing`` says. Must not start jobs or change any chain.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import os
 from typing import Any
 
 from blockplane.chain.addressing import resolve_element
-from blockplane.chain.images import image_facts
-from blockplane.chain.model import Chain, ChainElement
-from blockplane.chain.parse import parse_chain
 from blockplane.errors import BlockplaneError, NotFound
+from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.model.chain import Chain, ChainElement
+from blockplane.storage.images import image_facts
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
-from blockplane.thin.stats import chain_elements
 from blockplane.vms.lifecycle import VMService
+from blockplane.xml.backing_chain import parse_chain
 
 
 class ChainService:
@@ -99,11 +99,11 @@ def _block_allocations(
 ) -> dict[str, tuple[int | None, int | None]]:
     """For block devices the host's ``actual-size`` means nothing: use QEMU's allocation."""
     with contextlib.suppress(BlockplaneError):
-        stats = chain_elements(domain.block_stats())
+        nodes = chain_nodes(domain.block_stats())
         for element in chain.elements:
             if element.source_kind != "block":
                 continue
-            for seen in stats:
-                if seen.name == chain.target and seen.path == element.path:
+            for seen in nodes:
+                if seen.target == chain.target and seen.path == element.path:
                     sizes[element.path] = (sizes[element.path][0], seen.stats.allocation)
     return sizes

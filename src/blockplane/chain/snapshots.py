@@ -19,10 +19,8 @@ import os
 import time
 from typing import Any
 
-from blockplane.chain.images import is_block_device, virtual_size
-from blockplane.chain.job_spec import VolumeRef
-from blockplane.chain.job_store import JobStore
-from blockplane.chain.parse import parse_chain
+from blockplane.chain.jobs.spec import VolumeRef
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import (
@@ -34,13 +32,15 @@ from blockplane.errors import (
     OperationFailed,
     outcome_unknown,
 )
-from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.storage.images import is_block_device, virtual_size
+from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
-from blockplane.thin.paths import validate_name, validate_volume_name
 from blockplane.vms.disks import DiskService
+from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.chain import ImageTarget, snapshot_xml
 from blockplane.xml.disk import parse_disks
 
@@ -54,7 +54,7 @@ class SnapshotService:
         chain_records: ChainRecords,
         volumes: ChainVolumes,
         jobs: JobStore,
-        events: EventLog,
+        events: EventPublisher,
     ) -> None:
         self._chains = chains
         self._disks = disks

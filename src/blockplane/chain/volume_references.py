@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from blockplane.chain.job_store import JobStore
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError
 from blockplane.storage.volume_usage import VolumeReferences, canonical

@@ -18,14 +18,14 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 
-from blockplane.chain.images import write_overlay
-from blockplane.chain.job_spec import VolumeRef
+from blockplane.chain.jobs.spec import VolumeRef
 from blockplane.chain.ports import ThinHook
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.storage.images import create_qcow2
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.chain_records import ChainRecords, ChainVolumeRecord
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ChainVolumes:
         chain_records: ChainRecords,
         pools: PoolService,
         volumes: VolumeService,
-        events: EventLog,
+        events: EventPublisher,
         thin: ThinHook | None,
     ) -> None:
         self._records = records
@@ -86,7 +86,7 @@ class ChainVolumes:
         record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, "qcow2", thin)
         try:
             if backing is not None:
-                write_overlay(record.path, virtual_bytes, backing, backing_format)
+                create_qcow2(record.path, virtual_bytes, backing, backing_format)
             self._chain.add_volume(ChainVolumeRecord(pool, name, vm, target, record.path,
                                                      "creating", origin))
         except BaseException:

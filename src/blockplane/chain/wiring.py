@@ -9,23 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blockplane.chain.checkpoints import CheckpointService
-from blockplane.chain.job_cleanup import JobCleanup
-from blockplane.chain.job_driver import JobDriver
-from blockplane.chain.job_events import JobEvents
-from blockplane.chain.job_reconcile import JobReconciler
-from blockplane.chain.job_store import JobStore
-from blockplane.chain.jobs_service import JobsService
+from blockplane.chain.jobs.cleanup import JobCleanup
+from blockplane.chain.jobs.driver import JobDriver
+from blockplane.chain.jobs.events import JobEvents
+from blockplane.chain.jobs.reconcile import JobReconciler
+from blockplane.chain.jobs.service import JobsService
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.persistent_chains import PersistentChains
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.snapshots import SnapshotService
 from blockplane.chain.volume_references import ChainVolumeReferences
 from blockplane.chain.volumes import ChainVolumes
-from blockplane.eventlog import EventLog
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.database import Database
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 from blockplane.vms.disks import DiskService
 from blockplane.vms.lifecycle import VMService
@@ -52,7 +52,7 @@ class ChainServices:
         volume_service: VolumeService,
         records: Records,
         database: Database,
-        events: EventLog,
+        events: EventPublisher,
         thin: ThinHook | None,
     ) -> ChainServices:
         chain_records = ChainRecords(database)

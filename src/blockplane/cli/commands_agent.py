@@ -29,7 +29,7 @@ def agent_run(context: CLIContext, listen: str | None) -> None:
     """Run the agent in the foreground."""
     from dataclasses import replace
 
-    from blockplane.agent import run_agent
+    from blockplane.runtime.agent import run_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = context.settings if listen is None else replace(context.settings, listen=listen)

@@ -9,7 +9,7 @@ import click
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
 from blockplane.cli.output import console, print_json, table
-from blockplane.qos.limits import FIELD_NAMES
+from blockplane.model.throttle_limits import FIELD_NAMES
 
 
 @click.group("throttle")

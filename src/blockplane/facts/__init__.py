@@ -1,9 +1,9 @@
 """blockplane.facts: host facts, the KVM probe and the capability matrix.
 
-Pure parts: ``versions`` (Version parsing), ``domain_caps`` (libvirt domain capabilities flags),
-``capabilities`` (minimum versions and the matrix), ``accel`` (choosing KVM or TCG).
-Side effects live only in ``probe``; ``host`` assembles ``HostFacts`` from both. Nothing here
-imports libvirt: the hypervisor layer hands in strings.
+Pure parts: ``versions`` (Version parsing; the domain capabilities flags are read by
+``xml.domain_caps``), ``capabilities`` (minimum versions and the matrix), ``accel`` (choosing KVM
+or TCG). Side effects live only in ``probe``; ``host`` assembles ``HostFacts`` from both. Nothing
+here imports libvirt: the hypervisor layer hands in strings.
 """
 
 from blockplane.facts.accel import Accel, AccelChoice, AccelRequest, KvmProbe, resolve_accel
@@ -14,7 +14,6 @@ from blockplane.facts.capabilities import (
     capability_matrix,
     require_capability,
 )
-from blockplane.facts.domain_caps import DomainCapsFlags, parse_domain_caps
 from blockplane.facts.host import (
     HostFacts,
     LibvirtFacts,
@@ -26,6 +25,7 @@ from blockplane.facts.host import (
 )
 from blockplane.facts.probe import probe_kvm
 from blockplane.facts.versions import Version, parse_version, version_from_libvirt_int
+from blockplane.xml.domain_caps import DomainCapsFlags, parse_domain_caps
 
 __all__ = [
     "CAPABILITY_NAMES",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from blockplane.errors import CapabilityMissing, InvalidInput
-from blockplane.facts.domain_caps import DomainCapsFlags
 from blockplane.facts.versions import Version, parse_version
+from blockplane.xml.domain_caps import DomainCapsFlags
 
 # virtio-blk IOThread virtqueue mapping (<driver queues='N'><iothreads>...).
 # QEMU: QMP reference, IOThreadVirtQueueMapping "Since: 9.0" (virtio-blk iothread-vq-mapping).

@@ -15,9 +15,9 @@ from blockplane.errors import InvalidInput
 from blockplane.facts import probe
 from blockplane.facts.accel import AccelChoice, KvmProbe, choose_accel
 from blockplane.facts.capabilities import Capability, capability_matrix
-from blockplane.facts.domain_caps import DomainCapsFlags, parse_domain_caps
 from blockplane.facts.kernel_probe import ProbeKernel
 from blockplane.facts.versions import Version, parse_version, version_from_libvirt_int
+from blockplane.xml.domain_caps import DomainCapsFlags, parse_domain_caps
 
 
 @dataclass(frozen=True)

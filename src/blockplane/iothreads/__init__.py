@@ -1,8 +1,10 @@
-"""IOThread virtqueue mapping: policy, planner and placement, all pure.
+"""IOThread virtqueue mapping: policy, planner and placement (pure), applying and state.
 
-Owns deciding how each disk's queues are served by IOThreads and which IOThreads a VM needs.
-Must not import libvirt, read facts or touch XML: callers pass capabilities in as
-``MappingSupport`` and apply the resulting plans through the hypervisor layer.
+Owns deciding how each disk's queues are served by IOThreads and which IOThreads a VM needs
+(``policy``, ``planner``, ``placement``: they must not import libvirt, read facts or touch XML;
+callers pass capabilities in as ``MappingSupport``), reading a VM's IOThreads from its XML
+(``state``) and applying a plan to a domain through its ``DomainHandle`` (``apply``). This face
+re-exports the pure part only.
 """
 
 from blockplane.iothreads.model import (

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blockplane.errors import InvalidInput
+from blockplane.model.disk import Bus
 
-Bus = Literal["virtio", "scsi"]
 Mode = Literal["mapped", "single", "none"]
 
 ERROR_CODE = "iothreads.invalid"

@@ -15,11 +15,11 @@ from blockplane.errors import InvalidInput
 from blockplane.iothreads.model import (
     ERROR_CODE,
     NO_KNOWN_DEFECT,
-    Bus,
     Decision,
     IOThreadRequest,
     MappingSupport,
 )
+from blockplane.model.disk import Bus
 
 # QEMU's VIRTIO_QUEUE_MAX (include/hw/virtio/virtio.h). virtio-blk adds every queue with
 # virtio_add_queue(), which aborts past it; virtio-scsi also needs its control and event queues

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from blockplane.qos.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 
 Bus = Literal["virtio", "scsi"]
 ImageFormat = Literal["qcow2", "raw"]
@@ -30,6 +30,10 @@ class DiskDevice:
     iotune: ThrottleLimits | None = None
     iotune_group: str | None = None
     error_policy: str | None = None
+    #: ``<driver cache discard io>``: how QEMU serves the disk (chosen by ``vms.disks``).
+    cache: str | None = None
+    discard: str | None = None
+    io: str | None = None
     controller_index: int | None = None
     alias: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)

@@ -1,14 +1,14 @@
 """A named throttle group of a domain (``<throttlegroups><throttlegroup>``), as a value.
 
 Holds what libvirt stores for a group: its name and its limits. Decides nothing: validation and
-tier policy live in ``blockplane.qos``.
+tier policy live in ``blockplane.throttle``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockplane.qos.limits import ThrottleLimits
+from blockplane.model.throttle_limits import ThrottleLimits
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """blockplane.observe: what operators see of a full host.
 
-``disk_stats`` (bulk stats -> per-disk counters, pure), ``limits`` (domain XML -> effective
+``limits`` (domain XML -> effective
 per-disk limits, pure), ``rates`` (two samples -> per-second rates, pure), ``top`` (the
 ``blockplane top`` frame, one bulk stats call per refresh), ``collector`` (per-disk series for
 ``/v1/metrics`` at scrape time), ``reconcile`` (the record of each reconcile pass) and

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from blockplane.errors import BlockplaneError
-from blockplane.observe.disk_stats import DiskSample
+from blockplane.hypervisor.bulk_stats import DiskSample
 from blockplane.observe.reconcile import ReconcileLog
 from blockplane.observe.top import TopService, running_jobs
 

@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from blockplane.errors import BlockplaneError
-from blockplane.eventlog import EventLog
+from blockplane.iothreads.state import iothread_report
+from blockplane.observe.ports import ThinStatus, XmlDomain
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
-from blockplane.vms.iothread_state import iothread_report
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ EVENTS_PER_LOOK = 1000
 _NOT_DEFINITION = ("thin.", "volume.", "guest.")
 
 ReuseScope = Callable[[float], AbstractContextManager[None]]
-
-
-class XmlDomain(Protocol):
-    def xml(self, *, inactive: bool = False) -> str: ...
-
-
-class ThinStatus(Protocol):
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +60,7 @@ class Confirmer:
         self,
         lookup: Callable[[str], XmlDomain],
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         thin: ThinStatus | None,
         reuse_stats: ReuseScope | None = None,
         *,

@@ -3,17 +3,17 @@
 A disk's limits are its ``<throttlefilters>`` chain (each filter a ``<throttlegroup>`` of the
 domain) or its own ``<iotune>`` (the fallback without throttle groups). QEMU applies every layer,
 so the tightest non-zero value of each field is what binds; a group's value is shared by all disks
-in the group. Pure: parses once, decides nothing, never calls libvirt.
+in the group. Pure: reads the XML through ``xml/``, decides nothing, never calls libvirt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lxml import etree
-
-from blockplane.qos.limits import AVG_FIELDS, ThrottleLimits
-from blockplane.xml.throttle import parse_iotune, parse_throttle_group
+from blockplane.model.throttle_limits import AVG_FIELDS, ThrottleLimits
+from blockplane.xml.disk import parse_disks
+from blockplane.xml.domain import parse_iothread_ids
+from blockplane.xml.throttle import parse_throttle_groups
 
 
 @dataclass(frozen=True)
@@ -44,27 +44,16 @@ IOTUNE_LAYER = "<iotune>"
 
 
 def domain_limits(domain_xml: str) -> DomainLimits:
-    root = etree.fromstring(domain_xml.encode())
-    groups = {
-        group.name: group.limits
-        for group in map(parse_throttle_group, root.findall("throttlegroups/throttlegroup"))
-    }
+    groups = {group.name: group.limits for group in parse_throttle_groups(domain_xml)}
     disks: dict[str, DiskLimits] = {}
-    for node in root.findall("devices/disk[@device='disk']"):
-        target = node.find("target")
-        name = target.get("dev", "") if target is not None else ""
-        if not name:
+    for disk in parse_disks(domain_xml):
+        if not disk.target:
             continue
-        layers: list[tuple[str, ThrottleLimits]] = []
-        for filter_node in node.findall("throttlefilters/throttlefilter"):
-            group = filter_node.get("group", "")
-            layers.append((group, groups.get(group, ThrottleLimits())))
-        iotune = parse_iotune(node)
-        if iotune is not None:
-            layers.append((IOTUNE_LAYER, iotune[0]))
-        disks[name] = _effective(name, layers)
-    iothreads = len(root.findall("iothreadids/iothread")) or int(root.findtext("iothreads") or 0)
-    return DomainLimits(groups, disks, iothreads)
+        layers = [(group, groups.get(group, ThrottleLimits())) for group in disk.throttle_groups]
+        if disk.iotune is not None:
+            layers.append((IOTUNE_LAYER, disk.iotune))
+        disks[disk.target] = _effective(disk.target, layers)
+    return DomainLimits(groups, disks, len(parse_iothread_ids(domain_xml)))
 
 
 def _effective(target: str, layers: list[tuple[str, ThrottleLimits]]) -> DiskLimits:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockplane.observe.disk_stats import DiskSample
+from blockplane.hypervisor.bulk_stats import DiskSample
 
 
 @dataclass(frozen=True)

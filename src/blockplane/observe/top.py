@@ -19,16 +19,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from blockplane.errors import BlockplaneError, InvalidInput
-from blockplane.eventlog import EventLog
+from blockplane.hypervisor.bulk_stats import DiskSample, DomainSample, domain_sample
 from blockplane.hypervisor.connection import STATS_BLOCK, STATS_STATE
 from blockplane.hypervisor.domain import STATE_NAMES
-from blockplane.hypervisor.stats_reuse import StatsSnapshot
-from blockplane.observe.disk_stats import DiskSample, DomainSample, domain_sample
 from blockplane.observe.limits import DomainLimits, domain_limits
+from blockplane.observe.ports import JobsView, StatsSource
 from blockplane.observe.rates import DiskRates, disk_rates
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 
 MIN_WINDOW_S = 0.2
@@ -40,22 +40,6 @@ ENDED_PHASES = ("cleanup", "done", "failed", "aborted")
 STATS_GROUPS = STATS_STATE | STATS_BLOCK
 #: Event types that never change a domain's definition; every other event naming a VM does.
 _DEFINITION_NEUTRAL = ("thin.", "volume.", "guest.")
-
-
-class XmlDomain(Protocol):
-    def xml(self, *, inactive: bool = False) -> str: ...
-
-
-class StatsSource(Protocol):
-    def bulk_snapshot(self, stats: int = 0, max_age_s: float | None = None) -> StatsSnapshot: ...
-
-    def lookup(self, name: str) -> XmlDomain: ...
-
-
-class JobsView(Protocol):
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]: ...
-
-    def show(self, job_id: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +56,7 @@ class TopService:
         self,
         hypervisor: StatsSource,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         jobs: JobsView | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,

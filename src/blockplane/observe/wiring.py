@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.metrics import AgentMetrics
 from blockplane.observe.collector import ObserveCollector
-from blockplane.observe.confirm import Confirmer, ThinStatus
+from blockplane.observe.confirm import Confirmer
+from blockplane.observe.ports import JobsView, ThinStatus
 from blockplane.observe.reconcile import ReconcileLog
-from blockplane.observe.top import JobsView, TopService
+from blockplane.observe.top import TopService
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 
 
@@ -29,7 +30,7 @@ class ObserveServices:
         cls,
         hypervisor: Hypervisor,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
         *,
         thin: ThinStatus | None = None,

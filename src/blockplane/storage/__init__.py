@@ -1,1 +1,2 @@
-"""blockplane.storage: pools and volumes as user-facing resources, on top of thin/ backends."""
+"""blockplane.storage: pools and volumes as user-facing resources, names and sizes, qemu-img,
+and the pool backends (``storage.backends``: dir, loop, lvm)."""

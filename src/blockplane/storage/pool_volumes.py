@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from blockplane.errors import Conflict, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.storage.backends.loop import BACKING_SUFFIX
+from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volume_usage import (
     ReferenceSource,
@@ -25,9 +26,8 @@ from blockplane.storage.volume_usage import (
     volume_users,
 )
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
-from blockplane.thin.backend_loop import BACKING_SUFFIX, LoopBackend
-from blockplane.thin.paths import confine, validate_volume_name
 
 #: Stops the thin monitor following a volume (``ThinMonitor.forget``), when one is wired in.
 ForgetThin = Callable[[tuple[str, str]], None]
@@ -35,7 +35,7 @@ ForgetThin = Callable[[tuple[str, str]], None]
 
 class PoolVolumes:
     def __init__(self, pools: PoolService, volumes: VolumeService, records: Records,
-                 events: EventLog, references: ReferenceSource,
+                 events: EventPublisher, references: ReferenceSource,
                  forget_thin: ForgetThin | None = None) -> None:
         self._pools = pools
         self._volumes = volumes
@@ -89,7 +89,7 @@ class PoolVolumes:
     def _users(self, pool: PoolRecord, record: VolumeRecord,
                references: VolumeReferences) -> builtins.list[str]:
         backend = self._pools.backend(pool)
-        device = backend.device_of(record.name) if isinstance(backend, LoopBackend) else None
+        device = backend.device_of(record.name)
         aliases = volume_aliases(record, str(device) if device is not None else None)
         return volume_users(aliases, self._records.disks_on_volume(pool.name, record.name),
                             references)

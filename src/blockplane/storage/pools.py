@@ -1,7 +1,7 @@
 """Pools: named places where volumes are created (dir, loop, lvm).
 
 Owns pool records, the pool directory, and capacity accounting. Which bytes a backend writes
-is the backend's business (thin/backend_*).
+is the backend's business (``storage.backends``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from typing import Any
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound
-from blockplane.eventlog import EventLog
-from blockplane.storage.backends import VolumeBackend, make_backend
+from blockplane.storage.backends.factory import POOL_TYPES, VolumeBackend, backend_of
+from blockplane.storage.names import validate_name
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
-from blockplane.thin.paths import validate_name
 
-POOL_TYPES = ("dir", "loop", "lvm")
 DEFAULT_CHUNK_BYTES = 2560 * 1024 * 1024
 DEFAULT_UTILIZATION_PCT = 20
 
@@ -44,7 +43,7 @@ class PoolView:
 
 
 class PoolService:
-    def __init__(self, settings: Settings, records: Records, events: EventLog) -> None:
+    def __init__(self, settings: Settings, records: Records, events: EventPublisher) -> None:
         self._settings = settings
         self._records = records
         self._events = events
@@ -140,7 +139,7 @@ class PoolService:
         return {"name": name, "deleted": True}
 
     def backend(self, record: PoolRecord) -> VolumeBackend:
-        return make_backend(record)
+        return backend_of(record)
 
     def used_bytes(self, name: str) -> int:
         return sum(volume.physical_bytes for volume in self._records.volumes(name))

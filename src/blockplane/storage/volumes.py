@@ -10,19 +10,19 @@ import contextlib
 from pathlib import Path
 
 from blockplane.errors import Conflict, InvalidInput
-from blockplane.eventlog import EventLog
 from blockplane.storage.images import create_qcow2
+from blockplane.storage.names import confine
 from blockplane.storage.pools import PoolService
+from blockplane.storage.qcow2 import qcow2_max_physical
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
-from blockplane.thin.paths import confine
-from blockplane.thin.threshold import qcow2_max_physical
 
 FORMATS = ("qcow2", "raw")
 MAX_VIRTUAL_BYTES = 64 * 1024**4
 
 
 class VolumeService:
-    def __init__(self, pools: PoolService, records: Records, events: EventLog) -> None:
+    def __init__(self, pools: PoolService, records: Records, events: EventPublisher) -> None:
         self._pools = pools
         self._records = records
         self._events = events

@@ -60,7 +60,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL
         )""",
     ),
-    # Per-disk QoS specs (blockplane.qos): capacity-scaled limits are recomputed on growth.
+    # Per-disk QoS specs (blockplane.throttle): capacity-scaled limits are recomputed on growth.
     (
         """CREATE TABLE disk_qos (
             vm TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,

@@ -15,11 +15,14 @@ import logging
 import time
 
 from blockplane.errors import Conflict
-from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
+from blockplane.hypervisor.bulk_stats import chain_nodes, find_node
 from blockplane.metrics import AgentMetrics
+from blockplane.model.chain import libvirt_name
+from blockplane.storage.backends.base import VolumeBackend, align_up
+from blockplane.storage.qcow2 import qcow2_max_physical
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
-from blockplane.thin.backend import VolumeBackend, align_up
 from blockplane.thin.monitor_state import (
     Armed,
     Extended,
@@ -31,8 +34,7 @@ from blockplane.thin.monitor_state import (
 from blockplane.thin.monitor_store import MonitoredVolume
 from blockplane.thin.ports import DomainPort, PoolsPort
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import chain_elements, find_element, indexed
-from blockplane.thin.threshold import next_physical, qcow2_max_physical, threshold_for
+from blockplane.thin.threshold import next_physical, threshold_for
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class Extender:
         registry: VolumeRegistry,
         pools: PoolsPort,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
     ) -> None:
         self._registry = registry
@@ -124,7 +126,7 @@ class Extender:
         self._metrics.thin_extends.labels(cause).inc()
         self.update_gauges(volume)
         self._events.publish(
-            "thin.extended", volume.vm, target=volume.target, index=volume.index,
+            "thin.extended", volume.vm, target=volume.target, index=volume.libvirt_index,
             volume=volume.volume, pool=volume.pool, from_bytes=physical, to_bytes=grown_to,
             threshold=volume.threshold, latency_s=round(latency, 4), cause=cause,
             missed_event=missed_event,
@@ -148,26 +150,27 @@ class Extender:
         threshold = threshold_for(volume.physical, policy.chunk_bytes, policy.utilization_pct)
         if threshold <= 0 or volume.state in (MonitorState.EXCEEDED, MonitorState.DISABLED):
             return volume
-        if volume.index is None:
+        if volume.libvirt_index is None:
             volume = self.locate(volume, domain)
-            if volume.index is None:
+            if volume.libvirt_index is None:
                 return volume
         volume = self._registry.save(volume, state=transition(volume.state, Armed(threshold)),
                                      threshold=threshold)
-        domain.set_block_threshold(indexed(volume.target, volume.index or 0), threshold)
+        name = libvirt_name(volume.target, volume.libvirt_index or 0)
+        domain.set_block_threshold(name, threshold)
         self.update_gauges(volume)
         if publish:
             self._events.publish("thin.armed", volume.vm, target=volume.target,
-                                 index=volume.index, volume=volume.volume,
+                                 index=volume.libvirt_index, volume=volume.volume,
                                  threshold=threshold, physical=volume.physical)
         return volume
 
     def locate(self, volume: MonitoredVolume, domain: DomainPort) -> MonitoredVolume:
-        """Find the volume's chain index from the domain's block stats (by its path)."""
-        element = find_element(chain_elements(domain.block_stats()), volume.target, volume.path)
-        if element is None or element.index == volume.index:
+        """Find the volume's libvirt index from the domain's block stats (by its path)."""
+        node = find_node(chain_nodes(domain.block_stats()), volume.target, volume.path)
+        if node is None or node.libvirt_index == volume.libvirt_index:
             return volume
-        return self._registry.save(volume, index=element.index)
+        return self._registry.save(volume, libvirt_index=node.libvirt_index)
 
     def disable(
         self, volume: MonitoredVolume, physical: int, policy: GrowthPolicy

@@ -1,18 +1,18 @@
 """``ThinMonitor``: grows thin volumes on QEMU write-threshold events, before the guest notices.
 
-The service the agent wires up (``agent.py``):
-- a ``DiskObserver``: a thin disk attached is tracked and its threshold armed on the indexed
-  chain target (``vda[1]``); a disk detached is forgotten;
-- ``on_threshold`` (BlockThresholdEvent): acts on the indexed target only, since libvirt may
+The service the agent wires up (``runtime.agent``):
+- a ``DiskObserver``: a thin disk attached is tracked and its threshold armed on libvirt's name
+  of its chain node (``vda[1]``, libvirt's index, not a depth); a disk detached is forgotten;
+- ``on_threshold`` (BlockThresholdEvent): acts on the indexed name only, since libvirt may
   also report the bare ``vda``; extends by one chunk at once, serialized per volume, re-reads
   the size, re-arms; at the qcow2 ceiling the volume goes DISABLED;
 - ``on_io_error`` (IOErrorEvent, reason ``enospc``): makes room if the failed write needs it,
   then resumes the VM;
 - ``reconcile``: the safety net (``reconciler.Reconciler``), run at start and periodically;
 - ``status(vm)``: one dict per volume, for ``blockplane thin status`` and ``GET /v1/thin``;
-- ``pre_extend(vm, target_index_name, needed_bytes) -> int``, the block-job hook: before a
-  commit into ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
-  (``thin.measure``; ``measure_commit(top_path, base_path, *, between=()) -> int`` returns the
+- ``pre_extend(vm, libvirt_name, needed_bytes) -> int``, the block-job hook: before a commit
+  into libvirt's ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
+  (``storage.images``; ``measure_commit(top_path, base_path, *, between=()) -> int`` returns the
   bytes the base may occupy after the commit). It grows the base to at least that plus one
   chunk (room for writes after a pivot), capped at the ceiling, re-arms it, and returns the
   new physical size; raises NotFound ``thin.not_monitored`` or Conflict ``pool.full``.
@@ -33,11 +33,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blockplane.errors import BlockplaneError, Conflict, NotFound
-from blockplane.eventlog import EventLog
+from blockplane.hypervisor.bulk_stats import (
+    BlockNode,
+    chain_nodes,
+    find_node,
+)
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
+from blockplane.model.chain import parse_libvirt_name
 from blockplane.store.database import Database
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
@@ -46,7 +52,6 @@ from blockplane.thin.pauses import PauseResolver
 from blockplane.thin.ports import HypervisorPort, PoolsPort
 from blockplane.thin.reconciler import Reconciler
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import ChainElement, chain_elements, find_element, split_target
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ class ThinMonitor:
         pools: PoolsPort,
         records: Records,
         database: Database,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
     ) -> None:
         self._hypervisor = hypervisor
@@ -112,12 +117,12 @@ class ThinMonitor:
 
     # events
     async def on_threshold(self, event: BlockThresholdEvent) -> None:
-        name, index = split_target(event.target)
-        if index is None:
+        target, libvirt_index = parse_libvirt_name(event.target)
+        if libvirt_index is None:
             return
-        volume = self._registry.find(event.domain, name, event.path, index)
+        volume = self._registry.find(event.domain, target, event.path, libvirt_index)
         if volume is not None:
-            self._spawn(self._extend_on_threshold, volume.key, index, event)
+            self._spawn(self._extend_on_threshold, volume.key, libvirt_index, event)
 
     async def on_io_error(self, event: IOErrorEvent) -> None:
         if event.reason != "enospc" or event.action != IO_ERROR_ACTION_PAUSE:
@@ -128,15 +133,17 @@ class ThinMonitor:
                 self._spawn(self._resolve_pause, volume.key, volume.vm, event.received_at)
                 return
 
-    def _extend_on_threshold(self, key: VolumeKey, index: int, event: BlockThresholdEvent) -> None:
+    def _extend_on_threshold(
+        self, key: VolumeKey, libvirt_index: int, event: BlockThresholdEvent
+    ) -> None:
         with self._registry.lock(key):
             volume = self._registry.get(key)
             if volume is None or volume.state is MonitorState.DISABLED:
                 return
             if volume.state is MonitorState.SET and volume.threshold != event.threshold:
                 return  # re-armed since that threshold fired: already handled
-            if volume.index != index:
-                volume = self._registry.save(volume, index=index)
+            if volume.libvirt_index != libvirt_index:
+                volume = self._registry.save(volume, libvirt_index=libvirt_index)
             domain = self._hypervisor.lookup(volume.vm)
             self._extender.extend(volume, domain, started=event.received_at, cause="event")
 
@@ -155,23 +162,23 @@ class ThinMonitor:
         unresponsive = self._hypervisor.unresponsive_domains()
         rows = []
         for volume in self._registry.all(vm):
-            element = None
+            node = None
             if volume.vm in stats:
-                element = find_element(chain_elements(stats[volume.vm]), volume.target,
-                                       volume.path, volume.index)
-            rows.append(self._describe(volume, element, running=volume.vm in stats,
+                node = find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
+                                 volume.libvirt_index)
+            rows.append(self._describe(volume, node, running=volume.vm in stats,
                                        unresponsive=volume.vm in unresponsive))
         return rows
 
-    def pre_extend(self, vm: str, target_index_name: str, needed_bytes: int) -> int:
-        name, index = split_target(target_index_name)
+    def pre_extend(self, vm: str, libvirt_name: str, needed_bytes: int) -> int:
+        target, libvirt_index = parse_libvirt_name(libvirt_name)
         domain = self._hypervisor.lookup(vm)
-        candidates = [e for e in chain_elements(domain.block_stats()) if e.name == name
-                      and (index is None or e.index == index)]
+        candidates = [n for n in chain_nodes(domain.block_stats()) if n.target == target
+                      and (libvirt_index is None or n.libvirt_index == libvirt_index)]
         path = candidates[0].path if candidates else ""
-        volume = self._registry.find(vm, name, path, index)
+        volume = self._registry.find(vm, target, path, libvirt_index)
         if volume is None:
-            raise NotFound(f"{target_index_name} of VM {vm} is not a monitored thin volume",
+            raise NotFound(f"{libvirt_name} of VM {vm} is not a monitored thin volume",
                            code="thin.not_monitored")
         with self._registry.lock(volume.key):
             volume = self._registry.get(volume.key) or volume
@@ -192,7 +199,7 @@ class ThinMonitor:
             return volume.physical
 
     def _describe(
-        self, volume: MonitoredVolume, element: ChainElement | None, *, running: bool,
+        self, volume: MonitoredVolume, node: BlockNode | None, *, running: bool,
         unresponsive: bool = False,
     ) -> dict[str, Any]:
         chunk: int | None = None
@@ -202,7 +209,7 @@ class ThinMonitor:
             chunk, ceiling = policy.chunk_bytes, policy.max_physical_bytes
         except NotFound:
             pass
-        index = element.index if element is not None else volume.index
+        index = node.libvirt_index if node is not None else volume.libvirt_index
         return {
             "vm": volume.vm,
             "target": volume.target,
@@ -215,9 +222,9 @@ class ThinMonitor:
             # Its QEMU does not answer: the figures are the last ones recorded.
             "unresponsive": unresponsive,
             "virtual": volume.virtual_bytes,
-            "physical": element.stats.physical if element else volume.physical,
-            "allocation": element.stats.allocation if element else None,
-            "threshold": element.stats.threshold if element else None,
+            "physical": node.stats.physical if node else volume.physical,
+            "allocation": node.stats.allocation if node else None,
+            "threshold": node.stats.threshold if node else None,
             "armed_threshold": volume.threshold,
             "chunk": chunk,
             "max_physical": ceiling,

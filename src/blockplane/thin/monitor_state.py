@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from blockplane.hypervisor.bulk_stats import BlockStats
 from blockplane.thin.threshold import should_disable, threshold_for
 
 
@@ -20,16 +21,6 @@ class MonitorState(Enum):
     SET = "set"
     EXCEEDED = "exceeded"
     DISABLED = "disabled"
-
-
-@dataclass(frozen=True)
-class BlockStats:
-    """One volume's ``block.N.allocation``, ``block.N.physical`` and ``block.N.threshold``
-    (None when absent: never armed, or already fired)."""
-
-    allocation: int
-    physical: int
-    threshold: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +119,7 @@ class Action(Enum):
 
 @dataclass(frozen=True)
 class GrowthPolicy:
-    """A volume's growth step, trigger and ceiling (``threshold.qcow2_max_physical``)."""
+    """A volume's growth step, trigger and ceiling (``storage.qcow2.qcow2_max_physical``)."""
 
     chunk_bytes: int
     utilization_pct: int
@@ -141,7 +132,7 @@ class GrowthPolicy:
 
 
 @dataclass(frozen=True)
-class Decision:
+class ReconcileDecision:
     """``missed_event``: reconcile found a crossing no event reported (counted in metrics)."""
 
     action: Action
@@ -156,41 +147,42 @@ def reconcile(
     policy: GrowthPolicy,
     *,
     armed: int | None = None,
-) -> Decision:
+) -> ReconcileDecision:
     """What the periodic (and start-up) reconcile must do for one volume, and why.
 
     ``armed`` is the threshold we last set, as recorded; without it a vanished threshold always
     counts as fired. With it, a threshold that vanished while allocation stayed below it was
     cleared, not crossed (the VM was restarted), and is simply armed again.
     """
+    decide = ReconcileDecision
     if state is MonitorState.DISABLED:
-        return Decision(Action.NONE, "monitoring is disabled: the volume is at its ceiling")
+        return decide(Action.NONE, "monitoring is disabled: the volume is at its ceiling")
     if stats.physical <= 0 or stats.allocation < 0:
-        return Decision(Action.NONE, "the stats carry no usable sizes: look again later")
+        return decide(Action.NONE, "the stats carry no usable sizes: look again later")
     if should_disable(stats.physical, policy.max_physical_bytes):
-        return Decision(Action.DISABLE, "the volume reached its ceiling")
+        return decide(Action.DISABLE, "the volume reached its ceiling")
     armed_in_qemu = state is MonitorState.SET and stats.threshold is not None
     if paused_enospc:
         if armed_in_qemu and stats.allocation <= stats.physical:
             # The failed write did not pass the end we have now: it was grown since.
-            return Decision(Action.RESUME, "the VM is paused on ENOSPC; the volume has room")
-        return Decision(Action.EXTEND_AND_RESUME, "the VM is paused on ENOSPC",
-                        missed_event=state is MonitorState.SET)
+            return decide(Action.RESUME, "the VM is paused on ENOSPC; the volume has room")
+        return decide(Action.EXTEND_AND_RESUME, "the VM is paused on ENOSPC",
+                      missed_event=state is MonitorState.SET)
     if state is MonitorState.EXCEEDED:
-        return Decision(Action.EXTEND, "the threshold was crossed and the extend is pending")
+        return decide(Action.EXTEND, "the threshold was crossed and the extend is pending")
     expected = threshold_for(stats.physical, policy.chunk_bytes, policy.utilization_pct)
     if state is MonitorState.SET:
         if stats.threshold is None and (armed is None or stats.allocation >= armed):
-            return Decision(Action.EXTEND, "the armed threshold is gone: it fired unseen",
-                            missed_event=True)
+            return decide(Action.EXTEND, "the armed threshold is gone: it fired unseen",
+                          missed_event=True)
         if stats.threshold is not None and stats.allocation >= stats.threshold:
-            return Decision(Action.EXTEND, "allocation is past the armed threshold",
-                            missed_event=True)
+            return decide(Action.EXTEND, "allocation is past the armed threshold",
+                          missed_event=True)
     if expected == 0 or stats.allocation >= expected:
-        return Decision(Action.EXTEND, "allocation is past where the threshold belongs")
+        return decide(Action.EXTEND, "allocation is past where the threshold belongs")
     if state is MonitorState.UNSET or stats.threshold != expected:
-        return Decision(Action.ARM, f"the threshold belongs at {expected}")
-    return Decision(Action.NONE, "armed where it belongs")
+        return decide(Action.ARM, f"the threshold belongs at {expected}")
+    return decide(Action.NONE, "armed where it belongs")
 
 
 def reconcile_decision(

@@ -36,7 +36,7 @@ class MonitoredVolume:
     path: str
     virtual_bytes: int
     state: MonitorState = MonitorState.UNSET
-    index: int | None = None
+    libvirt_index: int | None = None
     threshold: int | None = None
     physical: int = 0
     pending_physical: int | None = None
@@ -85,7 +85,7 @@ class MonitorStore:
                 volume.path,
                 volume.virtual_bytes,
                 volume.state.value,
-                volume.index,
+                volume.libvirt_index,
                 volume.threshold,
                 volume.physical,
                 volume.pending_physical,
@@ -113,7 +113,7 @@ def _volume(row: Row) -> MonitoredVolume:
         path=row["path"],
         virtual_bytes=row["virtual_bytes"],
         state=MonitorState(row["state"]),
-        index=row["chain_index"],
+        libvirt_index=row["chain_index"],
         threshold=row["threshold_bytes"],
         physical=row["physical_bytes"],
         pending_physical=row["pending_physical_bytes"],

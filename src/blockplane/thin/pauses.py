@@ -23,15 +23,15 @@ import logging
 import time
 
 from blockplane.errors import HypervisorError
-from blockplane.eventlog import EventLog
+from blockplane.hypervisor.bulk_stats import chain_nodes, find_node
 from blockplane.hypervisor.domain import PAUSED_IOERROR_REASON, PAUSED_UNKNOWN_REASON
 from blockplane.metrics import AgentMetrics
+from blockplane.store.events import EventPublisher
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, VolumeKey
 from blockplane.thin.ports import DomainPort, DomainStateView
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import chain_elements, find_element
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class PauseResolver:
         self,
         registry: VolumeRegistry,
         extender: Extender,
-        events: EventLog,
+        events: EventPublisher,
         metrics: AgentMetrics,
     ) -> None:
         self._registry = registry
@@ -145,15 +145,15 @@ class PauseResolver:
         repeats: int,
         missed_event: bool,
     ) -> MonitoredVolume:
-        element = find_element(chain_elements(domain.block_stats()), volume.target,
-                               volume.path, volume.index)
-        past_end = element is not None and element.stats.allocation >= element.stats.physical
+        node = find_node(chain_nodes(domain.block_stats()), volume.target, volume.path,
+                         volume.libvirt_index)
+        past_end = node is not None and node.stats.allocation >= node.stats.physical
         if not (repeats or past_end or volume.state is MonitorState.EXCEEDED):
             return volume  # grown since the failed write: resuming is enough
         at_least = 0
         if repeats:
             chunk = self._extender.policy(volume).chunk_bytes
-            physical = element.stats.physical if element is not None else volume.physical
+            physical = node.stats.physical if node is not None else volume.physical
             at_least = physical + chunk * (1 << (repeats - 1))
         return self._extender.extend(volume, domain, started=started, cause="enospc",
                                      at_least=at_least, missed_event=missed_event)

@@ -2,15 +2,15 @@
 
 ``hypervisor.Hypervisor``/``DomainHandle`` and ``storage.pools.PoolService`` satisfy these
 structurally; unit tests pass small fakes. Owns no behaviour. Must not import libvirt or the
-storage services (thin/ sits below them).
+storage services themselves.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from blockplane.storage.backends.base import VolumeBackend
 from blockplane.store.records import PoolRecord
-from blockplane.thin.backend import VolumeBackend
 
 
 class DomainStateView(Protocol):

@@ -16,15 +16,21 @@ from collections import defaultdict
 from typing import Any
 
 from blockplane.errors import BlockplaneError
+from blockplane.hypervisor.bulk_stats import (
+    BlockNode,
+    chain_nodes,
+    domain_state,
+    find_node,
+)
 from blockplane.hypervisor.domain import DISK_ERROR_NO_SPACE, PAUSED_STATE
 from blockplane.metrics import AgentMetrics
 from blockplane.store.records import Records
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import (
     Action,
-    Decision,
     Extended,
     MonitorState,
+    ReconcileDecision,
     reconcile,
     transition,
 )
@@ -32,11 +38,10 @@ from blockplane.thin.monitor_store import MonitoredVolume, VolumeKey
 from blockplane.thin.pauses import ENOSPC_REASONS, PauseResolver
 from blockplane.thin.ports import DomainPort, HypervisorPort
 from blockplane.thin.registry import VolumeRegistry
-from blockplane.thin.stats import ChainElement, chain_elements, domain_state, find_element
 
 log = logging.getLogger(__name__)
 
-_WAIT = Decision(Action.NONE, "a threshold event may still be on its way")
+_WAIT = ReconcileDecision(Action.NONE, "a threshold event may still be on its way")
 
 
 class Reconciler:
@@ -95,36 +100,36 @@ class Reconciler:
     def _reconcile_vm(
         self, vm: str, stats: dict[str, Any], volumes: list[MonitoredVolume], snapshot_at: float
     ) -> None:
-        elements = chain_elements(stats)
+        nodes = chain_nodes(stats)
         domain = self._hypervisor.lookup(vm)
         state = domain_state(stats)
         paused = state is not None and state[0] == PAUSED_STATE and state[1] in ENOSPC_REASONS
         errors = domain.disk_errors() if paused else {}
         for volume in volumes:
-            element = find_element(elements, volume.target, volume.path, volume.index)
-            if element is None:
+            node = find_node(nodes, volume.target, volume.path, volume.libvirt_index)
+            if node is None:
                 continue
             short = paused and errors.get(volume.target) == DISK_ERROR_NO_SPACE
             with self._registry.lock(volume.key):
                 current = self._registry.get(volume.key)
                 if current is None or self._registry.changed_since(volume.key, snapshot_at):
                     continue
-                current, decision = self._reconcile_volume(current, element, short, domain)
+                current, decision = self._reconcile_volume(current, node, short, domain)
             if decision.action in (Action.EXTEND_AND_RESUME, Action.RESUME):
                 self._pauses.resolve(volume.key, domain, started=time.monotonic(),
                                      missed_event=decision.missed_event)
-            self._extender.update_gauges(current, element.stats.allocation)
+            self._extender.update_gauges(current, node.stats.allocation)
 
     def _reconcile_volume(
-        self, volume: MonitoredVolume, element: ChainElement, short: bool, domain: DomainPort
-    ) -> tuple[MonitoredVolume, Decision]:
+        self, volume: MonitoredVolume, node: BlockNode, short: bool, domain: DomainPort
+    ) -> tuple[MonitoredVolume, ReconcileDecision]:
         """Act on everything but an ENOSPC pause, which the caller resolves without the lock."""
-        if volume.index != element.index:
-            volume = self._registry.save(volume, index=element.index)
-        volume = self._finish_interrupted_extend(volume, element)
+        if volume.libvirt_index != node.libvirt_index:
+            volume = self._registry.save(volume, libvirt_index=node.libvirt_index)
+        volume = self._finish_interrupted_extend(volume, node)
         policy = self._extender.policy(volume)
-        decision = reconcile(volume.state, element.stats, short, policy, armed=volume.threshold)
-        if self._wait_for_event(volume.key, decision, element):
+        decision = reconcile(volume.state, node.stats, short, policy, armed=volume.threshold)
+        if self._wait_for_event(volume.key, decision, node):
             return volume, _WAIT
         if decision.missed_event:
             self._metrics.thin_missed_events.inc()
@@ -138,12 +143,12 @@ class Reconciler:
                                                cause="reconcile",
                                                missed_event=decision.missed_event)
             case Action.DISABLE:
-                volume = self._extender.disable(volume, element.stats.physical, policy)
+                volume = self._extender.disable(volume, node.stats.physical, policy)
         return volume, decision
 
-    def _wait_for_event(self, key: VolumeKey, decision: Decision, element: ChainElement) -> bool:
+    def _wait_for_event(self, key: VolumeKey, decision: ReconcileDecision, node: BlockNode) -> bool:
         fired_unseen = (decision.action is Action.EXTEND and decision.missed_event
-                        and element.stats.threshold is None)
+                        and node.stats.threshold is None)
         if not fired_unseen or self._passes == 0 or key in self._suspects:
             self._suspects.discard(key)
             return False
@@ -151,13 +156,13 @@ class Reconciler:
         return True
 
     def _finish_interrupted_extend(
-        self, volume: MonitoredVolume, element: ChainElement
+        self, volume: MonitoredVolume, node: BlockNode
     ) -> MonitoredVolume:
         """An extend was recorded as pending; if the volume did grow, only re-arming is left."""
         pending = volume.pending_physical
-        if pending is None or element.stats.physical < pending:
+        if pending is None or node.stats.physical < pending:
             return volume
-        physical = element.stats.physical
+        physical = node.stats.physical
         self._records.set_volume_physical(volume.pool, volume.volume, physical)
         return self._registry.save(
             volume, state=transition(volume.state, Extended(physical)), physical=physical,

@@ -35,18 +35,18 @@ class VolumeRegistry:
         with self._guard:
             volumes = list(self._volumes.values())
         chosen = [volume for volume in volumes if vm is None or volume.vm == vm]
-        return sorted(chosen, key=lambda v: (v.vm, v.target, v.index or 0, v.volume))
+        return sorted(chosen, key=lambda v: (v.vm, v.target, v.libvirt_index or 0, v.volume))
 
     def find(
-        self, vm: str, target: str, path: str, index: int | None = None
+        self, vm: str, target: str, path: str, libvirt_index: int | None = None
     ) -> MonitoredVolume | None:
-        """The volume of ``vm``'s disk ``target`` at ``path`` (or at chain ``index``)."""
+        """The volume of ``vm``'s disk ``target`` at ``path`` (or at ``libvirt_index``)."""
         candidates = [v for v in self.all(vm) if v.target == target]
         for volume in candidates:
             if path and volume.path == path:
                 return volume
         for volume in candidates:
-            if index is not None and volume.index == index:
+            if libvirt_index is not None and volume.libvirt_index == libvirt_index:
                 return volume
         return None
 

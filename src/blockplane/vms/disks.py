@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lxml import etree
-
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import (
     CapabilityMissing,
@@ -24,20 +22,26 @@ from blockplane.errors import (
     OperationFailed,
     outcome_unknown,
 )
-from blockplane.eventlog import EventLog
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
+from blockplane.iothreads.state import iothread_report
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
-from blockplane.qos.disk_limits import DiskLimitsPlan, DiskThrottle
-from blockplane.qos.tiers import CapacityScaling, GroupSpec
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
-from blockplane.vms.iothread_apply import AppliedPlan, IOThreadApplier
-from blockplane.vms.iothread_state import iothread_report
+from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
+from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.lifecycle import VMService
-from blockplane.xml.disk import disk_element, parse_disks, scsi_controller_element, to_xml
+from blockplane.xml.disk import (
+    disk_element,
+    parse_disks,
+    scsi_controller_element,
+    scsi_controller_indexes,
+    to_xml,
+)
 
 DETACH_TIMEOUT_S = 15.0
 BUSES = ("virtio", "scsi")
@@ -75,7 +79,7 @@ class DiskService:
         pools: PoolService,
         volumes: VolumeService,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         iothreads: IOThreadApplier,
         pending: PendingOperations,
     ) -> None:
@@ -90,7 +94,7 @@ class DiskService:
         #: Called as guard(vm, target) before a detach, guard(vm, None) before a VM's disks
         #: are released; a guard raises to refuse (e.g. a block job holds the disk).
         self.guards: list[Callable[[str, str | None], None]] = []
-        #: I/O limits (qos.disk_limits); set by the agent. Without it limits are refused.
+        #: I/O limits (throttle.disk_limits); set by the agent. Without it limits are refused.
         self.throttle: DiskThrottle | None = None
         self._vm_locks: dict[str, BoundedLock] = {}
         self._locks_guard = threading.Lock()
@@ -166,7 +170,7 @@ class DiskService:
                 error_policy="enospace" if request.thin else None,
                 controller_index=controller_index,
             )
-            device = _with_limits(device, limits_plan)
+            device = _with_limits(with_io_policy(device), limits_plan)
             try:
                 if self.throttle is not None and limits_plan is not None:
                     self.throttle.apply_disk_plan(domain, limits_plan, live)
@@ -247,11 +251,7 @@ class DiskService:
     def _next_controller(self, domain: DomainHandle) -> int:
         used: set[int] = set()
         for inactive in (True, False):
-            root = etree.fromstring(domain.xml(inactive=inactive).encode())
-            used |= {
-                int(node.get("index", "0"))
-                for node in root.findall("devices/controller[@type='scsi']")
-            }
+            used |= scsi_controller_indexes(domain.xml(inactive=inactive))
         return next(index for index in range(len(used) + 1) if index not in used)
 
     def iothreads(self, vm: str) -> dict[str, Any]:
@@ -400,7 +400,7 @@ class DiskService:
     def _prepare_limits(
         self, domain: DomainHandle, target: str, request: AttachRequest
     ) -> DiskLimitsPlan | None:
-        """Validate the disk's I/O limits before anything is created (qos.disk_limits)."""
+        """Validate the disk's I/O limits before anything is created (throttle.disk_limits)."""
         asks = request.throttle_groups or request.limits or request.scaling or request.vm_group
         if self.throttle is None:
             if asks:
@@ -419,6 +419,16 @@ class DiskService:
         )
 
 
+def with_io_policy(device: DiskDevice) -> DiskDevice:
+    """How QEMU serves every disk blockplane attaches: without the host page cache
+    (``cache='none'``: a host crash loses no write the guest saw completed, and native AIO needs
+    it), with the guest's discards passed down so a thin volume's pool gets space back
+    (``discard='unmap'``), and with Linux native AIO on block devices (``io='native'``), the
+    thread pool on files (``io='threads'``)."""
+    io = "native" if device.source_kind == "block" else "threads"
+    return dataclasses.replace(device, cache="none", discard="unmap", io=io)
+
+
 def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:
     if plan is None:
         return device
@@ -431,8 +441,7 @@ def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:
 
 
 def _has_controller(domain_xml: str, index: int) -> bool:
-    root = etree.fromstring(domain_xml.encode())
-    return bool(root.findall(f"devices/controller[@type='scsi'][@index='{index}']"))
+    return index in scsi_controller_indexes(domain_xml)
 
 
 def _bus(value: str) -> Bus:

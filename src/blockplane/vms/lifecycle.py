@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, OperationFailed
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
 from blockplane.model.vm import DomainDefinition, GuestKind, VMSpec
+from blockplane.storage.names import validate_name
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VMRecord
-from blockplane.thin.paths import validate_name
 from blockplane.vms.guest_image import guest_boot
 from blockplane.xml.domain import build_domain_xml
 
@@ -58,7 +58,7 @@ class VMService:
         settings: Settings,
         hypervisor: Hypervisor,
         records: Records,
-        events: EventLog,
+        events: EventPublisher,
         virt_type: Literal["qemu", "kvm"],
         emulator: str,
     ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from blockplane.errors import InvalidInput
 from blockplane.facts.capabilities import capabilities_from_facts_json
 from blockplane.iothreads import MappingSupport, migration_gaps
-from blockplane.vms.iothread_state import vm_iothreads
+from blockplane.iothreads.state import vm_iothreads
 from blockplane.xml.disk import parse_disks
 
 

@@ -16,18 +16,16 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lxml import etree
-
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import BlockplaneError, NotFound
-from blockplane.eventlog import EventLog
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
-from blockplane.xml.disk import parse_disks
+from blockplane.xml.disk import parse_disks, scsi_controller_indexes, scsi_controller_xml
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ class DiskRecovery:
         pending: PendingOperations,
         pools: PoolService,
         volumes: VolumeService,
-        events: EventLog,
+        events: EventPublisher,
         attached_hooks: Callable[[], Sequence[AttachedHook]],
     ) -> None:
         self._hypervisor = hypervisor
@@ -151,10 +149,9 @@ class DiskRecovery:
 
     @staticmethod
     def _remove_controller(domain: DomainHandle, index: int, live: bool) -> None:
-        xml = f"<controller type='scsi' index='{index}' model='virtio-scsi'/>"
+        xml = scsi_controller_xml(index)
         for inactive in (True, False) if live else (True,):
-            root = etree.fromstring(domain.xml(inactive=inactive).encode())
-            if root.findall(f"devices/controller[@type='scsi'][@index='{index}']"):
+            if index in scsi_controller_indexes(domain.xml(inactive=inactive)):
                 with contextlib.suppress(BlockplaneError):
                     domain.detach_device(xml, live=not inactive, config=inactive)
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from lxml import etree
 
-from blockplane.errors import InvalidInput
+from blockplane.model.disk import SourceKind
 from blockplane.xml.build import el
-
-SourceKind = Literal["file", "block"]
+from blockplane.xml.parser import parse_xml
 
 
 @dataclass(frozen=True)
@@ -105,16 +103,9 @@ class CheckpointDocument:
     disks: tuple[CheckpointDisk, ...]
 
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
-
-
 def parse_checkpoint(document: str) -> CheckpointDocument:
     """A ``<domaincheckpoint>`` as libvirt describes it (its ``<domain>`` copy is ignored)."""
-    try:
-        root = etree.fromstring(document.encode(), _PARSER)
-    except etree.XMLSyntaxError as error:
-        raise InvalidInput(f"checkpoint XML does not parse: {error}",
-                           code="xml.invalid") from error
+    root = parse_xml(document, "checkpoint")
     disks = tuple(
         CheckpointDisk(
             target=str(disk.get("name", "")),

@@ -1,7 +1,7 @@
 """Disk (and per-disk virtio-scsi controller) XML <-> ``DiskDevice``.
 
 Keeps the parsed element around in ``DiskDevice.extra`` only as text fields it does not
-model; decides nothing about mappings or limits.
+model; decides nothing: mappings, limits, cache, discard and I/O mode arrive in the device.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from lxml import etree
 
 from blockplane.model.disk import DiskDevice, QueueMapping
 from blockplane.xml.build import el
+from blockplane.xml.parser import parse_xml
 from blockplane.xml.throttle import iotune_element, parse_iotune
 
 
 def disk_element(disk: DiskDevice) -> etree._Element:
-    driver = el("driver", name="qemu", type=disk.format, cache="none", discard="unmap")
-    driver.set("io", "native" if disk.source_kind == "block" else "threads")
+    driver = el("driver", name="qemu", type=disk.format)
+    for name, value in (("cache", disk.cache), ("discard", disk.discard), ("io", disk.io)):
+        if value:
+            driver.set(name, value)
     if disk.error_policy:
         driver.set("error_policy", disk.error_policy)
     if disk.bus == "virtio":
@@ -71,6 +74,17 @@ def to_xml(element: etree._Element) -> str:
     return etree.tostring(element, encoding="unicode")
 
 
+def scsi_controller_xml(index: int) -> str:
+    """A bare virtio-scsi controller ``index``: what libvirt needs to find it to detach it."""
+    return to_xml(el("controller", type="scsi", index=str(index), model="virtio-scsi"))
+
+
+def scsi_controller_indexes(domain_xml: str) -> set[int]:
+    """The indexes of the domain's virtio-scsi controllers."""
+    controllers = parse_xml(domain_xml).findall("devices/controller[@type='scsi']")
+    return {int(node.get("index", "0")) for node in controllers}
+
+
 def _apply_queue_mapping(
     driver: etree._Element, queues: int | None, iothread: int | None, mapping: QueueMapping
 ) -> None:
@@ -89,7 +103,7 @@ def _apply_queue_mapping(
 
 
 def parse_disks(domain_xml: str) -> list[DiskDevice]:
-    root = etree.fromstring(domain_xml.encode())
+    root = parse_xml(domain_xml)
     controllers = {
         node.get("index"): node for node in root.findall("devices/controller[@type='scsi']")
     }
@@ -133,6 +147,9 @@ def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Eleme
         iotune=iotune[0] if iotune else None,
         iotune_group=iotune[1] if iotune else None,
         error_policy=driver.get("error_policy") if driver is not None else None,
+        cache=driver.get("cache") if driver is not None else None,
+        discard=driver.get("discard") if driver is not None else None,
+        io=driver.get("io") if driver is not None else None,
         controller_index=controller_index,
         alias=alias.get("name") if alias is not None else None,
     )

@@ -10,6 +10,7 @@ from lxml import etree
 
 from blockplane.model.vm import DomainDefinition
 from blockplane.xml.build import el
+from blockplane.xml.parser import parse_xml
 
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -72,7 +73,7 @@ def set_iothread_ids(domain: etree._Element, iothread_ids: tuple[int, ...]) -> N
 
 
 def parse_iothread_ids(domain_xml: str) -> tuple[int, ...]:
-    root = etree.fromstring(domain_xml.encode())
+    root = parse_xml(domain_xml)
     ids = [int(node.get("id", "0")) for node in root.findall("iothreadids/iothread")]
     if not ids:
         count = root.findtext("iothreads")
@@ -82,5 +83,5 @@ def parse_iothread_ids(domain_xml: str) -> tuple[int, ...]:
 
 
 def parse_uuid(domain_xml: str) -> str:
-    root = etree.fromstring(domain_xml.encode())
+    root = parse_xml(domain_xml)
     return root.findtext("uuid") or ""

@@ -13,14 +13,13 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from blockplane.errors import InvalidInput, NotFound
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+from blockplane.errors import NotFound
+from blockplane.xml.parser import parse_xml
 
 
 def with_live_chains(persistent_xml: str, live_xml: str, targets: Iterable[str]) -> str:
     """``persistent_xml`` with the chains of ``targets`` as ``live_xml`` has them."""
-    persistent, live = _parse(persistent_xml), _parse(live_xml)
+    persistent, live = parse_xml(persistent_xml), parse_xml(live_xml)
     for target in targets:
         _copy_chain(_disk(live, target), _disk(persistent, target))
     return etree.tostring(persistent, encoding="unicode")
@@ -57,9 +56,3 @@ def _disk(root: etree._Element, target: str) -> etree._Element:
             return disk
     raise NotFound(f"the domain has no disk {target}", code="disk.not_found")
 
-
-def _parse(document: str) -> etree._Element:
-    try:
-        return etree.fromstring(document.encode(), _PARSER)
-    except etree.XMLSyntaxError as error:
-        raise InvalidInput(f"domain XML does not parse: {error}", code="xml.invalid") from error

@@ -2,7 +2,7 @@
 
 Owns the mapping between libvirt's elements and ``ThrottleGroup`` / ``ThrottleLimits``, field
 by field, in the order libvirt 11.3 formats them. Decides nothing: which limits are valid or
-which groups a disk should use is ``blockplane.qos``'s business. Elements it does not map (a
+which groups a disk should use is ``blockplane.throttle``'s business. Elements it does not map (a
 field a later libvirt adds) are ignored when reading and never written.
 """
 
@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from lxml import etree
 
 from blockplane.model.throttle import ThrottleGroup
-from blockplane.qos.limits import FIELD_NAMES, MAX_LENGTH_FIELDS, ThrottleLimits
+from blockplane.model.throttle_limits import FIELD_NAMES, MAX_LENGTH_FIELDS, ThrottleLimits
 from blockplane.xml.build import el
+from blockplane.xml.parser import parse_xml
 
 #: libvirt's ``<iotune>`` writes ``<group_name>`` before the burst lengths; a group after them.
 _IOTUNE_HEAD = tuple(name for name in FIELD_NAMES if name not in MAX_LENGTH_FIELDS)
@@ -22,7 +23,7 @@ _IOTUNE_HEAD = tuple(name for name in FIELD_NAMES if name not in MAX_LENGTH_FIEL
 
 def parse_throttle_groups(domain_xml: str) -> tuple[ThrottleGroup, ...]:
     """The domain's throttle groups, in document order."""
-    root = etree.fromstring(domain_xml.encode())
+    root = parse_xml(domain_xml)
     return tuple(
         parse_throttle_group(node) for node in root.findall("throttlegroups/throttlegroup")
     )

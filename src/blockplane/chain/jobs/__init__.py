@@ -1,0 +1,1 @@
+"""blockplane.chain.jobs: block jobs (commit, pull, copy, backup), from request to cleanup."""

@@ -1,0 +1,307 @@
+"""``JobsService``: starts commit, pull, copy and backup jobs, and serves ``job list|show|abort|
+pivot|speed``.
+
+Starting a job: validate against the live chain (nothing written yet), insert the job PREPARING
+unless a live job holds one of its disks (Conflict ``job.busy``), create what it needs (a copy's
+destination volume; room in a thin commit base), call libvirt, record RUNNING. A failure records
+the job FAILED and cleans up. From then on ``JobDriver`` moves it, on BLOCK_JOB_2 events
+(``on_block_job``, kept in order by one worker) and on the reconcile (``jobs.reconcile``). Must
+not edit chains itself or decide phases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from blockplane.chain.jobs.backup_plan import plan_backup
+from blockplane.chain.jobs.driver import JobDriver
+from blockplane.chain.jobs.phases import (
+    AbortRequested,
+    PivotRequested,
+    Started,
+    StartFailed,
+)
+from blockplane.chain.jobs.plans import (
+    BlockJobPlan,
+    copy_destination,
+    plan_commit,
+    plan_copy,
+    plan_pull,
+)
+from blockplane.chain.jobs.reconcile import JobReconciler, probe
+from blockplane.chain.jobs.spec import JobSpec, VolumeRef
+from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
+from blockplane.chain.jobs.store import JobStore, busy_error
+from blockplane.chain.ports import ThinHook
+from blockplane.chain.service import ChainService
+from blockplane.chain.volumes import ChainVolumes
+from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, outcome_unknown
+from blockplane.failpoints import failpoint
+from blockplane.hypervisor.domain import DomainHandle
+from blockplane.model.chain import Chain
+from blockplane.storage.images import is_block_device, measure_commit, virtual_size
+from blockplane.storage.pools import PoolService
+from blockplane.store.records import PoolRecord, Records, VolumeRecord
+from blockplane.vms.disks import DiskService
+from blockplane.xml.chain import ImageTarget, copy_destination_xml
+
+log = logging.getLogger(__name__)
+
+
+class JobsService:
+    def __init__(
+        self, store: JobStore, chains: ChainService, driver: JobDriver,
+        reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
+        records: Records, disks: DiskService, thin: ThinHook | None,
+    ) -> None:
+        self._store = store
+        self._chains = chains
+        self._driver = driver
+        self._reconciler = reconciler
+        self._volumes = volumes
+        self._pools = pools
+        self._records = records
+        self._disks = disks
+        self._thin = thin
+
+    # starting jobs
+    def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
+               bandwidth: int) -> dict[str, Any]:
+        domain, chain = self._live_chain(vm, target)
+        plan = plan_commit(chain, self._chains.element(chain, top),
+                           self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
+        between = list(plan.spec.invalidated[1:])
+
+        def act(spec: JobSpec) -> JobSpec:
+            self._pre_extend(vm, plan, between)
+            assert plan.libvirt_base is not None and plan.libvirt_top is not None
+            domain.block_commit(target, plan.libvirt_base, plan.libvirt_top, bandwidth,
+                                active=plan.kind is JobKind.ACTIVE_COMMIT)
+            return spec
+
+        return self._start(vm, target, plan.kind, plan.spec, plan.pivot, act,
+                           chain=chain.paths())
+
+    def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> dict[str, Any]:
+        domain, chain = self._live_chain(vm, target)
+        plan = plan_pull(chain, self._chains.element(chain, base), bandwidth=bandwidth)
+
+        def act(spec: JobSpec) -> JobSpec:
+            domain.block_pull(target, plan.libvirt_base, bandwidth)
+            return spec
+
+        return self._start(vm, target, plan.kind, plan.spec, False, act, chain=chain.paths())
+
+    def copy(self, vm: str, target: str, *, dest_path: str | None, pool: str | None,
+             shallow: bool, synchronous_writes: bool, pivot: bool,
+             bandwidth: int) -> dict[str, Any]:
+        domain, chain = self._live_chain(vm, target)
+        plan = plan_copy(chain, shallow=shallow, synchronous_writes=synchronous_writes,
+                         pivot=pivot, bandwidth=bandwidth)
+        job_id = _new_id()
+        pool_name, volume = copy_destination(self._pools_list(), dest_path, pool,
+                                             f"{vm}-{target}-copy-{job_id[:6]}")
+        top = chain.top
+        backing = chain.elements[1] if plan.spec.shallow else None
+
+        def act(spec: JobSpec) -> JobSpec:
+            record = self._volumes.create(
+                vm, target, pool_name, volume, virtual_size(top.path), thin=False,
+                backing=backing.path if backing else None,
+                backing_format=backing.format if backing else None, origin="copy")
+            ref = VolumeRef(record.pool, record.name, record.path)
+            spec = replace(spec, destination=ref, created=(ref,), new_top_path=ref.path)
+            self._store.save_spec(job_id, spec)
+            failpoint("job.copy.after_destination")
+            image = ImageTarget(target, "block" if is_block_device(ref.path) else "file",
+                                ref.path)
+            domain.block_copy(target, copy_destination_xml(image),
+                              bandwidth, shallow=spec.shallow,
+                              synchronous_writes=synchronous_writes)
+            return spec
+
+        return self._start(vm, target, JobKind.COPY, plan.spec, pivot, act, job_id=job_id,
+                           chain=chain.paths())
+
+    def backup(self, vm: str, dest_dir: str, incremental: str | None,
+               targets: list[str]) -> dict[str, Any]:
+        domain = self._chains.domain(vm)
+        if not domain.is_active():
+            raise Conflict(f"VM {vm} is not running; back up a running VM",
+                           code="vm.not_running")
+        managed = [disk.target for disk in self._records.disks(vm)]
+        job_id = _new_id()
+        plan = plan_backup(job_id, managed, targets, dest_dir, incremental,
+                           domain.checkpoint_names(), self._pools_list())
+
+        def act(spec: JobSpec) -> JobSpec:
+            assert spec.backup_dir is not None
+            os.makedirs(spec.backup_dir, mode=0o711, exist_ok=True)
+            domain.backup_begin(plan.backup_xml, plan.checkpoint_xml)
+            return spec
+
+        return self._start(vm, ",".join(plan.spec.targets), JobKind.BACKUP, plan.spec, False,
+                           act, job_id=job_id)
+
+    def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
+               act: Callable[[JobSpec], JobSpec], *, job_id: str | None = None,
+               chain: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """``chain``: the paths the job was planned on; refused if a snapshot changed them."""
+        job = new_job(job_id or _new_id(), vm, target, kind, now=_now(), pivot=pivot)
+        with self._disks.vm_lock(vm), self._driver.lock(job.id):
+            self._require_free(vm, spec.targets, kind)
+            domain = self._chains.domain(vm)
+            if chain is not None and self._chains.read(domain, target).paths() != chain:
+                raise Conflict(f"the chain of {vm}/{target} changed while the job was being"
+                               " planned; run it again", code="chain.changed")
+            self._reconciler.starting.add(job.id)
+            try:
+                holder = self._store.insert_if_free(job, spec)
+                if holder is not None:
+                    raise busy_error(vm, holder)
+                failpoint("job.after_prepare")
+                try:
+                    act(self._driver.get(job.id).spec)
+                except BlockplaneError as error:
+                    if not outcome_unknown(error):  # else PREPARING: the reconcile settles it
+                        self._driver.apply(job.id, StartFailed(error.message))
+                    raise
+                failpoint("job.after_libvirt_start")
+                self._driver.apply(job.id, Started())
+            finally:
+                self._reconciler.starting.discard(job.id)
+        return self.show(job.id)
+
+    def _require_free(self, vm: str, targets: tuple[str, ...], kind: JobKind) -> None:
+        holder = next((h for t in targets if (h := self._store.holding(vm, t))), None)
+        if holder is not None:
+            raise busy_error(vm, holder)
+        if kind is JobKind.BACKUP:
+            return
+        domain = self._chains.domain(vm)
+        for target in targets:
+            info = domain.block_job_info(target)
+            if info is not None:
+                raise Conflict(f"{vm}/{target} already runs a libvirt block job (type "
+                               f"{info.job_type}) that blockplane did not start",
+                               code="job.busy")
+
+    def _pre_extend(self, vm: str, plan: BlockJobPlan, between: list[str]) -> None:
+        spec = plan.spec
+        if self._thin is None or spec.base_path is None or spec.top_path is None:
+            return
+        row = self._volume_at(spec.base_path)
+        if row is None or not row.thin:
+            return
+        assert plan.libvirt_base is not None
+        needed = measure_commit(spec.top_path, spec.base_path, between=between)
+        self._thin.pre_extend(vm, plan.libvirt_base, needed)
+
+    def _volume_at(self, path: str) -> VolumeRecord | None:
+        return next((v for v in self._records.volumes() if v.path == path), None)
+
+    def _live_chain(self, vm: str, target: str) -> tuple[DomainHandle, Chain]:
+        if self._records.vm(vm) is None:
+            raise NotFound(f"no VM named {vm!r} is managed by blockplane", code="vm.not_found")
+        holder = self._store.holding(vm, target)
+        if holder is not None:
+            raise busy_error(vm, holder)
+        domain = self._chains.domain(vm)
+        if not domain.is_active():
+            raise Conflict(f"VM {vm} is not running; block jobs run on a running VM",
+                           code="vm.not_running")
+        return domain, self._chains.read(domain, target)
+
+    def _pools_list(self) -> list[PoolRecord]:
+        return self._records.pools()
+
+    # requests on jobs
+    def list(self, vm: str | None = None) -> list[dict[str, Any]]:
+        return [stored.to_json() for stored in self._store.all(vm)]
+
+    def show(self, job_id: str) -> dict[str, Any]:
+        stored = self._driver.get(job_id)
+        data = stored.to_json()
+        if stored.state.phase in (JobPhase.RUNNING, JobPhase.READY, JobPhase.PREPARING):
+            try:
+                seen = probe(self._chains, self._chains.domain(stored.state.vm), stored)
+            except BlockplaneError:
+                return data
+            if seen.present and seen.end:
+                data["progress"] = {"cur": seen.cur, "end": seen.end}
+        return data
+
+    def abort(self, job_id: str) -> dict[str, Any]:
+        stored = self._driver.apply(job_id, AbortRequested())
+        failpoint("job.abort.after_persist")
+        domain = self._chains.domain(stored.state.vm)
+        if stored.state.kind is JobKind.BACKUP:
+            domain.abort_job()
+        else:
+            domain.block_job_abort(stored.state.target)
+        return self.show(job_id)
+
+    def pivot(self, job_id: str) -> dict[str, Any]:
+        self._driver.apply(job_id, PivotRequested())
+        return self.show(job_id)
+
+    def speed(self, job_id: str, bandwidth: int) -> dict[str, Any]:
+        stored = self._driver.get(job_id)
+        if stored.state.kind is JobKind.BACKUP:
+            raise InvalidInput("a backup's speed cannot be changed", code="job.invalid_request")
+        if stored.state.phase.ended:
+            raise Conflict(f"job {job_id} has ended", code="job.invalid_request")
+        self._chains.domain(stored.state.vm).block_job_set_speed(stored.state.target, bandwidth)
+        with self._driver.lock(job_id):
+            current = self._driver.get(job_id)
+            self._store.save_spec(job_id, replace(current.spec, bandwidth=bandwidth))
+        return self.show(job_id)
+
+    # reconcile
+    def reconcile(self) -> None:
+        self._reconciler.run()
+        self._volumes.collect()
+
+    def preparing(self, vm: str) -> bool:
+        """A job of ``vm`` is starting, or a snapshot of it is being taken."""
+        if any(job.state.vm == vm and job.state.phase is JobPhase.PREPARING
+               for job in self._store.live()):
+            return True
+        return self._disks.vm_lock(vm).locked()
+
+    def refuse_if_busy(self, vm: str, target: str | None) -> None:
+        """Refuse a detach (``target``) or a VM delete (None) while a job holds the disk."""
+        for stored in self._store.live():
+            if stored.state.vm == vm and (target is None or target in stored.spec.targets):
+                raise busy_error(vm, stored)
+
+    def referenced_paths(self, vm: str) -> set[str]:
+        """Paths ``vm``'s chains and its live jobs still use (for ``ChainVolumes``). A job in
+        CLEANUP still holds its images: its cleanup decides what becomes of them (an aborted
+        copy's destination is kept as a point-in-time copy), not a reconcile pass beside it."""
+        paths = self._chains.disk_paths(vm)
+        for stored in self._store.live():
+            if stored.state.vm == vm:
+                paths |= stored.spec.paths() - set(stored.spec.invalidated)
+        return paths
+
+
+def _status(value: int) -> BlockJobStatus | None:
+    try:
+        return BlockJobStatus(value)
+    except ValueError:
+        return None
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _now() -> float:
+    return time.time()

@@ -1,0 +1,32 @@
+"""The narrow views of the hypervisor, the thin monitor and the jobs that observe/ is given.
+
+``hypervisor.Hypervisor``/``DomainHandle``, ``thin.monitor.ThinMonitor`` and
+``chain.jobs.service.JobsService`` satisfy these structurally; unit tests pass small fakes. Owns
+no behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from blockplane.hypervisor.stats_reuse import StatsSnapshot
+
+
+class XmlDomain(Protocol):
+    def xml(self, *, inactive: bool = False) -> str: ...
+
+
+class StatsSource(Protocol):
+    def bulk_snapshot(self, stats: int = 0, max_age_s: float | None = None) -> StatsSnapshot: ...
+
+    def lookup(self, name: str) -> XmlDomain: ...
+
+
+class JobsView(Protocol):
+    def list(self, vm: str | None = None) -> list[dict[str, Any]]: ...
+
+    def show(self, job_id: str) -> dict[str, Any]: ...
+
+
+class ThinStatus(Protocol):
+    def status(self, vm: str | None = None) -> list[dict[str, Any]]: ...
