@@ -128,6 +128,8 @@ def agent_command(settings: Settings) -> list[str]:
     ]
     if settings.listen:
         command += ["--listen", settings.listen]
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        command += ["--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
     return command
 
 
