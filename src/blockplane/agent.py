@@ -35,6 +35,8 @@ from blockplane.hypervisor.events import (
 )
 from blockplane.iothreads import MappingSupport
 from blockplane.metrics import AgentMetrics
+from blockplane.migration.peer_store import PeerStore
+from blockplane.migration.peers import PeerService
 from blockplane.observe.wiring import ObserveServices
 from blockplane.qos.wiring import QosServices
 from blockplane.storage.pool_volumes import PoolVolumes
@@ -97,6 +99,7 @@ class Agent:
             self.events,
             lambda: [observer.disk_attached for observer in self.disks.observers],
         )
+        self.peers = PeerService(PeerStore(self.database), self.events)
         self.qos = QosServices.build(self.vms, self.disks, self.database, self.events, self.facts())
         self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
         self._reconcile_now = asyncio.Event()  # a pass at once, e.g. after a reconnect
