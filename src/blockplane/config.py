@@ -83,6 +83,8 @@ class Settings:
     libvirt_uri: str
     accel: AccelChoice = "auto"
     listen: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     iothread_cap: int = DEFAULT_IOTHREAD_CAP
     reconcile_interval_s: float = 2.0
 

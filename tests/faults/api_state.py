@@ -1,8 +1,8 @@
 """What a user can observe of an agent's state, for "a refused request changed nothing" checks.
 
 One call reads, through the API, every VM (its record, live XML, disks, IOThreads, throttle
-groups, snapshots and checkpoints), every pool and its volumes, every block job and the files in
-each pool directory. Two reads compare equal when nothing a user can see has changed.
+groups, snapshots and checkpoints), every pool and its volumes, every block job, every peer and
+the files in each pool directory. Two reads compare equal when nothing a user can see has changed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def observed_state(client: httpx.Client, extra_dirs: Iterable[Path] = ()) -> dic
         "vms": vms,
         "pools": pools,
         "jobs": [(job["id"], job["phase"]) for job in _get(client, "/v1/jobs")],
+        "peers": _get(client, "/v1/peers"),
         "volumes": {
             pool["name"]: _get(client, f"/v1/pools/{quote(pool['name'], safe='')}/volumes")
             for pool in pools

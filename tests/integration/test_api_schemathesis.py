@@ -14,8 +14,9 @@ a disk and a throttle group to aim at. Two passes, seeded (``derandomize``) and 
 Every response must be a non-5xx that matches the document (status, content type, body schema;
 negative cases must be refused). After every non-GET request the observable state is read
 again: a refused request (4xx) must have changed nothing; an accepted one becomes the new
-baseline. ``GET /v1/events?follow=true`` (an endless stream by design) is not sent, and
-``/v1/top``'s sampling window is shortened to 50 ms.
+baseline. ``GET /v1/events?follow=true`` (an endless stream by design) is not sent,
+``/v1/top``'s sampling window is shortened to 50 ms, and a peer's URL is pointed at this
+agent's own plain-HTTP port (a TLS client must refuse it; nothing leaves the machine).
 """
 
 from __future__ import annotations
@@ -154,6 +155,10 @@ def _tame(run: FuzzRun, case: Case, aimed: bool) -> bool:
     if path == "/v1/pools" and isinstance(body, dict) and isinstance(body.get("path"), str):
         # A valid pool path would create a directory anywhere on the host: keep it in the sandbox.
         body["path"] = str(run.sandbox / f"p{run.statuses.total()}")
+    if path == "/v1/peers" and isinstance(body, dict) and isinstance(body.get("api"), str):
+        # Keep peer calls on this machine (a generated host name would be looked up in DNS):
+        # the agent's own plain-HTTP port, which a TLS client must refuse (peer.tls).
+        body["api"] = run.base_url.replace("http://", "https://", 1)
     if aimed and path == "/v1/vms/{vm}/disks" and isinstance(body, dict):
         run.attaches_aimed += 1
         if run.attaches_aimed % 2:

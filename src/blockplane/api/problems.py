@@ -32,13 +32,13 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 _DOCUMENTED = {
     400: "Invalid input, nothing changed",
     401: "Missing or wrong bearer token",
-    404: "No such route, VM, pool, volume, disk, group, checkpoint or job",
+    404: "No such route, VM, pool, volume, disk, group, checkpoint, job or peer",
     405: "Method not allowed",
     409: "Conflicts with the current state (exists, in use, busy)",
     413: "Request body over 1 MiB",
     422: "A host capability is missing, or an Idempotency-Key was reused elsewhere",
     500: "The operation failed",
-    502: "The hypervisor refused or failed",
+    502: "The hypervisor refused or failed, or a peer agent was unreachable",
     503: "The state store is unavailable",
     504: "Timed out waiting on the hypervisor, the guest agent or a VM's lock (code names it)",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -22,7 +23,9 @@ def host_router(agent: Agent) -> APIRouter:
 
     @router.get("/facts")
     def facts() -> dict[str, Any]:
-        return agent.facts_json()
+        # Which agent answered: a peer's ``peer show`` prints it.
+        about = {"version": __version__, "hostname": socket.gethostname()}
+        return {**agent.facts_json(), "agent": about}
 
     @router.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:

@@ -97,7 +97,12 @@ def vms_router(agent: Agent) -> APIRouter:
 
     @router.post("/vms/{vm}/migrate-check")
     def vm_migrate_check(vm: str, body: MigrateCheck) -> dict[str, Any]:
-        return {"vm": vm, **migrate_check(agent.vms.live_xml(vm), body.facts)}
+        if (body.facts is None) == (body.peer is None):
+            raise InvalidInput("give either facts or peer", code="input.invalid")
+        xml = agent.vms.live_xml(vm)  # an unknown VM is refused before the peer is asked
+        if body.facts is not None:
+            return {"vm": vm, **migrate_check(xml, body.facts)}
+        return {"vm": vm, **migrate_check(xml, agent.peers.live_facts(str(body.peer)))}
 
     @router.delete("/vms/{vm}/disks/{target}")
     def detach_disk(vm: str, target: str) -> dict[str, Any]:

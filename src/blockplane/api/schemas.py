@@ -92,6 +92,8 @@ class VMStop(Body):
 
 
 class MigrateCheck(Body):
-    """Another host's ``blockplane facts --json`` document."""
+    """Another host: its ``blockplane facts --json`` document, or a peer whose live facts are
+    fetched (exactly one of the two)."""
 
-    facts: dict[str, Any]
+    facts: dict[str, Any] | None = None
+    peer: str | None = Field(default=None, max_length=64)

@@ -21,6 +21,9 @@ START_TIMEOUT_S = 60.0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_UNREACHABLE = 3
+#: Codes whose exit status is not their HTTP status class's: a peer agent that cannot be reached
+#: is "not reachable" (3), as the local agent is.
+EXIT_BY_CODE = {"peer.unreachable": EXIT_UNREACHABLE}
 
 
 class CLIError(Exception):
@@ -128,7 +131,7 @@ def _decode(response: httpx.Response) -> Any:
     except ValueError:
         message, code = response.text, ""
     exit_code = EXIT_INVALID if response.status_code < 500 else EXIT_FAILED
-    raise CLIError(str(message), exit_code, code)
+    raise CLIError(str(message), EXIT_BY_CODE.get(code, exit_code), code)
 
 
 def agent_command(settings: Settings) -> list[str]:
@@ -147,6 +150,8 @@ def agent_command(settings: Settings) -> list[str]:
     ]
     if settings.listen:
         command += ["--listen", settings.listen]
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        command += ["--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
     return command
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from blockplane.cli.client import EXIT_UNREACHABLE, CLIError, agent_pid, start_agent, stop_agent
 from blockplane.cli.context import CLIContext, json_option, pass_cli
 from blockplane.cli.output import console, print_json, table
+from blockplane.config import Settings
+from blockplane.errors import BlockplaneError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group("agent")
@@ -17,36 +24,79 @@ def agent_group() -> None:
     """Run and control the per-host agent."""
 
 
-@agent_group.command("run")
-@click.option(
-    "--listen",
-    default=None,
-    metavar="HOST:PORT",
-    help="Also serve the API on TCP (token required), e.g. 127.0.0.1:8640.",
-)
-@pass_cli
-def agent_run(context: CLIContext, listen: str | None) -> None:
-    """Run the agent in the foreground."""
-    from dataclasses import replace
+def listen_options(function: F) -> F:
+    """``--listen`` and the TLS that a listener outside loopback must have."""
+    for option in reversed(
+        (
+            click.option(
+                "--listen",
+                default=None,
+                metavar="HOST:PORT",
+                help="Also serve the API on TCP (token required), e.g. 127.0.0.1:8640; outside "
+                "127.0.0.0/8 only with --tls-cert and --tls-key.",
+            ),
+            click.option(
+                "--tls-cert",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="PEM certificate (chain) of the TCP listener: it serves HTTPS.",
+            ),
+            click.option(
+                "--tls-key", type=click.Path(path_type=Path), default=None,
+                help="PEM private key of --tls-cert.",
+            ),
+        )
+    ):
+        function = option(function)
+    return function
 
+
+def listening_settings(
+    settings: Settings, listen: str | None, tls_cert: Path | None, tls_key: Path | None
+) -> Settings:
+    """``settings`` with the TCP listener asked for, refused (exit 2) before anything starts."""
+    from blockplane.api.listeners import check_listen
+
+    cert = tls_cert.absolute() if tls_cert is not None else None
+    key = tls_key.absolute() if tls_key is not None else None
+    try:
+        check_listen(listen, cert, key)
+    except BlockplaneError as error:
+        raise CLIError(error.message, error.exit_code, error.code) from None
+    if listen is None:
+        return settings
+    return replace(settings, listen=listen, tls_cert=cert, tls_key=key)
+
+
+@agent_group.command("run")
+@listen_options
+@pass_cli
+def agent_run(
+    context: CLIContext, listen: str | None, tls_cert: Path | None, tls_key: Path | None
+) -> None:
+    """Run the agent in the foreground."""
     from blockplane.runtime.agent import run_agent
 
+    settings = listening_settings(context.settings, listen, tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = context.settings if listen is None else replace(context.settings, listen=listen)
     if agent_pid(settings) is not None and context.client.is_up():
         raise CLIError(f"an agent is already running for {settings.paths.home}", 1)
     run_agent(settings)
 
 
 @agent_group.command("start")
-@click.option("--listen", default=None, metavar="HOST:PORT", help="Also serve on TCP.")
+@listen_options
 @json_option
 @pass_cli
-def agent_start(context: CLIContext, listen: str | None, as_json: bool) -> None:
+def agent_start(
+    context: CLIContext,
+    listen: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    as_json: bool,
+) -> None:
     """Start the agent in the background; return once it answers."""
-    from dataclasses import replace
-
-    settings = context.settings if listen is None else replace(context.settings, listen=listen)
+    settings = listening_settings(context.settings, listen, tls_cert, tls_key)
     if context.client.is_up():
         result = {"running": True, "pid": agent_pid(settings), "started": False}
     else:

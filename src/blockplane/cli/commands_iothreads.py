@@ -58,21 +58,31 @@ def iothreads_command(context: CLIContext, vm: str, as_json: bool) -> None:
 @click.option(
     "--to-facts",
     "facts_file",
-    required=True,
+    default=None,
     type=click.Path(path_type=Path),
     help="The other host's `blockplane facts --json` output.",
 )
+@click.option(
+    "--to", "peer", default=None, metavar="PEER", help="A peer (`peer add`): its live facts."
+)
 @json_option
 @pass_cli
-def migrate_check_command(context: CLIContext, vm: str, facts_file: Path, as_json: bool) -> None:
+def migrate_check_command(
+    context: CLIContext, vm: str, facts_file: Path | None, peer: str | None, as_json: bool
+) -> None:
     """Can that host run this VM's disk features? Exit 0 compatible, 1 not."""
-    try:
-        facts = json.loads(facts_file.read_text())
-    except (OSError, ValueError) as error:
-        raise CLIError(f"cannot read facts from {facts_file}: {error}", EXIT_INVALID) from error
-    if not isinstance(facts, dict):
-        raise CLIError(f"{facts_file} is not a facts JSON object", EXIT_INVALID)
-    result = context.client.request("POST", api_path("vms", vm, "migrate-check"), {"facts": facts})
+    if (facts_file is None) == (peer is None):
+        raise CLIError("give exactly one of --to PEER and --to-facts FILE", EXIT_INVALID)
+    body: dict[str, object] = {"peer": peer}
+    if facts_file is not None:
+        try:
+            facts = json.loads(facts_file.read_text())
+        except (OSError, ValueError) as error:
+            raise CLIError(f"cannot read facts from {facts_file}: {error}", EXIT_INVALID) from error
+        if not isinstance(facts, dict):
+            raise CLIError(f"{facts_file} is not a facts JSON object", EXIT_INVALID)
+        body = {"facts": facts}
+    result = context.client.request("POST", api_path("vms", vm, "migrate-check"), body)
     if as_json:
         print_json(result)
     elif result["compatible"]:

@@ -23,6 +23,7 @@ from blockplane.cli.commands_demo import demo_command
 from blockplane.cli.commands_host import events_command, facts_command
 from blockplane.cli.commands_iothreads import iothreads_command, migrate_check_command
 from blockplane.cli.commands_jobs import job_group
+from blockplane.cli.commands_peers import peer_group
 from blockplane.cli.commands_pools import pool_group
 from blockplane.cli.commands_thin import thin_group
 from blockplane.cli.commands_throttle import throttle_group
@@ -105,6 +106,7 @@ for command in (
     backup_command,
     checkpoint_group,
     job_group,
+    peer_group,
 ):
     cli.add_command(command)
 vm_group.add_command(migrate_check_command)
@@ -115,8 +117,8 @@ def main() -> None:
         # Without standalone mode click returns (not raises) the code of a Exit it caught.
         status = cli.main(standalone_mode=False)
     except CLIError as error:
-        code = f" [dim]({error.code})[/dim]" if error.code else ""
-        error_console.print(f"[red]error:[/red] {escape(error.message)}{code}")
+        code = f" [{error.code}]" if error.code else ""
+        error_console.print(f"[red]error:[/red] {escape(error.message + code)}")
         sys.exit(error.exit_code)
     except click.exceptions.Abort:
         sys.exit(EXIT_FAILED)

@@ -16,10 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvicorn
-
 from blockplane.api.app import create_app
 from blockplane.api.auth import ensure_token
+from blockplane.api.listeners import check_listen, serve_api, tcp_socket
 from blockplane.chain.wiring import ChainServices
 from blockplane.config import Settings
 from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
@@ -37,6 +36,8 @@ from blockplane.hypervisor.events import (
 from blockplane.iothreads import MappingSupport
 from blockplane.iothreads.apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.metrics import AgentMetrics
+from blockplane.migration.peer_store import PeerStore
+from blockplane.migration.peers import PeerService
 from blockplane.observe.wiring import ObserveServices
 from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pool_volumes import PoolVolumes
@@ -99,6 +100,7 @@ class Agent:
             self.events,
             lambda: [observer.disk_attached for observer in self.disks.observers],
         )
+        self.peers = PeerService(PeerStore(self.database), self.events)
         self.throttle = ThrottleServices.build(self.vms, self.disks, self.database, self.events,
                                                self.facts())
         self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
@@ -188,11 +190,11 @@ class Agent:
         self.hypervisor.gate.on_late_result.append(lambda late: self._late_result(loop, late))
         token = ensure_token(self.settings.paths.token)
         app = create_app(self, token)
-        sockets = [self._unix_socket()]
-        if self.settings.listen:
-            sockets.append(_tcp_socket(self.settings.listen))
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        server = uvicorn.Server(config)
+        listener = check_listen(
+            self.settings.listen, self.settings.tls_cert, self.settings.tls_key
+        )
+        unix = self._unix_socket()
+        tcp = tcp_socket(listener) if listener is not None else None
         self.settings.paths.pid_file.write_text(f"{self.pid}\n")
         self.events.publish("agent.started", None, pid=self.pid, uri=self.settings.libvirt_uri)
         # Throttle intents first: the disk recovery drops every kind it does not know.
@@ -204,7 +206,7 @@ class Agent:
             asyncio.create_task(self._reconcile_forever()),
         ]
         try:
-            await server.serve(sockets=sockets)
+            await serve_api(app, unix, tcp, listener)
         finally:
             for task in background:
                 task.cancel()
@@ -307,17 +309,7 @@ class Agent:
         )
 
 
-def _tcp_socket(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    tcp = socket.socket(family, socket.SOCK_STREAM)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind((host, int(port)))
-    tcp.listen(128)
-    return tcp
-
-
 def run_agent(settings: Settings) -> None:
+    check_listen(settings.listen, settings.tls_cert, settings.tls_key)  # before anything starts
     agent = Agent(settings)
     asyncio.run(agent.serve())

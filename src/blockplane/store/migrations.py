@@ -148,4 +148,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL
         )""",
     ),
+    # Peers (blockplane.migration.peers): other hosts' agents, reached over pinned TLS. The
+    # token is kept here only (state.db is 0600) and never shown.
+    (
+        """CREATE TABLE peers (
+            name TEXT PRIMARY KEY,
+            api TEXT NOT NULL,
+            token TEXT NOT NULL,
+            ca_pem TEXT,
+            added_at REAL NOT NULL,
+            hostname TEXT,
+            version TEXT
+        )""",
+    ),
 )

@@ -1,0 +1,183 @@
+"""The HTTPS client of one peer agent: the pinned CA, the peer's bearer token, short timeouts.
+
+Owns the calls an agent makes to another agent and the mapping of every way they fail to one
+error code (``peer_errors``): a refused token, an untrusted certificate, no answer. Must not
+log or put the token into any message, and must not follow redirects or read proxy settings
+from the environment (a peer is reached directly, or not at all).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from blockplane.errors import BlockplaneError
+from blockplane.migration.peer_address import PeerAddress, pinned_context
+from blockplane.migration.peer_errors import (
+    PeerAuthRefused,
+    PeerBadAnswer,
+    PeerTLSFailed,
+    PeerUnreachable,
+)
+
+DEFAULT_TIMEOUT_S = 10.0
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+FACTS_KEYS = ("qemu", "libvirt", "capabilities")
+
+
+@dataclass(frozen=True)
+class PeerAgent:
+    """What a peer says about itself in its facts: its blockplane version and host name."""
+
+    version: str | None
+    hostname: str | None
+
+
+@dataclass(frozen=True)
+class PeerFacts:
+    """A peer's live ``GET /v1/facts`` document, checked to look like one."""
+
+    document: Mapping[str, Any]
+
+    @property
+    def agent(self) -> PeerAgent:
+        about = self.document.get("agent")
+        if not isinstance(about, Mapping):
+            return PeerAgent(None, None)
+        version, hostname = about.get("version"), about.get("hostname")
+        return PeerAgent(
+            version if isinstance(version, str) else None,
+            hostname if isinstance(hostname, str) else None,
+        )
+
+
+class PeerClient:
+    def __init__(
+        self,
+        name: str,
+        address: PeerAddress,
+        token: str,
+        ca_pem: str | None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self._token = token
+        self._context = pinned_context(ca_pem)
+        self._timeout_s = timeout_s
+
+    def __repr__(self) -> str:  # no token, ever
+        return f"PeerClient({self.name!r}, {self.address.url!r})"
+
+    def facts(self) -> PeerFacts:
+        return PeerFacts(facts_document(self.name, self._get("/v1/facts")))
+
+    def _get(self, path: str) -> Any:
+        try:
+            with (
+                httpx.Client(
+                    base_url=self.address.url,
+                    verify=self._context,
+                    headers={"Authorization": f"Bearer {self._token}"},
+                    timeout=self._timeout_s,
+                    trust_env=False,
+                    follow_redirects=False,
+                ) as client,
+                client.stream("GET", path) as response,
+            ):
+                body = _read_capped(response)
+                status = response.status_code
+        except httpx.TransportError as error:
+            raise transport_failure(self.name, self.address.url, error) from None
+        failure = answer_failure(self.name, self.address.url, status, path)
+        if failure is not None:
+            raise failure
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise PeerBadAnswer(
+                f"peer {self.name!r} ({self.address.url}) answered {path} with something "
+                "that is not JSON",
+                peer=self.name,
+            ) from None
+
+
+def _read_capped(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise PeerBadAnswer(
+                f"the peer's answer is over {MAX_ANSWER_BYTES} bytes; it is not a blockplane "
+                "agent's"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def transport_failure(name: str, url: str, error: BaseException) -> BlockplaneError:
+    """``peer.tls`` when TLS failed (untrusted certificate, wrong name, not TLS at all),
+    ``peer.unreachable`` for everything else that kept an answer from arriving."""
+    tls = _tls_cause(error)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or tls
+        return PeerTLSFailed(
+            f"peer {name!r} ({url}): TLS failed ({reason}); check that --ca-file is the CA "
+            "that signed the peer's certificate, that the certificate names the host in the "
+            "URL, and that the peer's agent serves HTTPS there; nothing was changed",
+            peer=name,
+        )
+    if isinstance(error, httpx.TimeoutException):
+        why = "it did not answer in time"
+    else:
+        why = str(error) or type(error).__name__
+    return PeerUnreachable(
+        f"peer {name!r} ({url}) is unreachable: {why}; nothing was changed", peer=name
+    )
+
+
+def _tls_cause(error: BaseException) -> ssl.SSLError | None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def answer_failure(name: str, url: str, status: int, path: str) -> BlockplaneError | None:
+    """The error an HTTP status from a peer stands for; ``None`` for success."""
+    if 200 <= status < 300:
+        return None
+    if status == 401:
+        return PeerAuthRefused(
+            f"peer {name!r} ({url}) refused the token; give the contents of the peer's "
+            "$BLOCKPLANE_HOME/token; nothing was changed",
+            peer=name,
+        )
+    return PeerBadAnswer(
+        f"peer {name!r} ({url}) answered {path} with HTTP {status}", peer=name, status=status
+    )
+
+
+def facts_document(name: str, document: object) -> Mapping[str, Any]:
+    """A facts answer must look like one before anything is recorded or compared."""
+    if (
+        not isinstance(document, Mapping)
+        or any(not isinstance(document.get(key), Mapping) for key in FACTS_KEYS)
+        or not isinstance(document.get("cpus"), int)
+    ):
+        raise PeerBadAnswer(
+            f"peer {name!r} answered /v1/facts with something that is not a blockplane "
+            "facts document",
+            peer=name,
+        )
+    return document
