@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, InvalidInput
+from blockplane.failpoints import failpoint
 from blockplane.lab import claims, hostsetup
 from blockplane.lab.execution import blockplane_argv
 from blockplane.lab.layout import (
@@ -193,10 +194,13 @@ def _bring_up(state: LabState, hosts: int, base_address: str, ceph: bool) -> Non
         hostsetup.prepare_directories(state, host)
         hostsetup.start_holder(state, host)
         hostsetup.bind_mounts(state, host)
+        failpoint("lab.after_mounts")
         hostsetup.start_libvirtd(state, host)
+        failpoint("lab.after_libvirtd")
         if state.agents:
             certificate = make_host_certificate(ca, host.layout.tls_dir, host.name, host.address)
             hostsetup.start_agent(state, host, certificate)
+            failpoint("lab.after_agent")
     if state.agents:
         for host in state.hosts:
             hostsetup.add_peers(state, host)

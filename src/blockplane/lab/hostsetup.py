@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blockplane.errors import OperationFailed
+from blockplane.lab import capabilities
 from blockplane.lab.execution import blockplane_argv, run_in_host
 from blockplane.lab.layout import (
     AGENT_PORT,
@@ -74,6 +75,7 @@ def prepare_directories(state: LabState, host: HostState) -> None:
             private.mkdir(mode=0o755)
         else:
             _copy_skeleton(path, private)
+    capabilities.seed(layout.libvirt_dir("cache"))
     etc = layout.libvirt_dir("etc")
     _set_keys(
         etc / "libvirtd.conf",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from blockplane.errors import InvalidInput, NotFound, OperationFailed
-from blockplane.lab import claims
+from blockplane.lab import capabilities, claims
 from blockplane.lab.layout import STATE_FILE, HostLayout
 from blockplane.lab.processes import (
     Recorded,
@@ -250,7 +250,8 @@ def down(root: Path) -> DownReport:
                 code="lab.not_a_lab",
             ) from None
     problems = []
-    stuck = _stop_processes(_find_hosts(root, state), report)
+    hosts = _find_hosts(root, state)
+    stuck = _stop_processes(hosts, report)
     if stuck:
         problems.append(f"processes still running: {[process.pid for process in stuck]}")
     ceph_problem = _stop_ceph(root, state)
@@ -269,6 +270,8 @@ def down(root: Path) -> DownReport:
             "for another `scripts/lab down`",
             code="lab.down_incomplete",
         )
+    for host in hosts:
+        capabilities.keep(host.layout.libvirt_dir("cache"))
     shutil.rmtree(root)
     report.removed = True
     return report
