@@ -152,6 +152,7 @@ class LabState:
         return {
             "dir": str(self.root),
             "status": self.status,
+            "base_address": self.base_address,
             "ca": str(self.ca) if self.ca else None,
             "shared": str(SHARED_PATH),
             "shared_dir": str(self.layout.shared),

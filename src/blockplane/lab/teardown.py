@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,10 @@ class DownReport:
     loop_devices: list[str] = field(default_factory=list)
     unmounted: list[str] = field(default_factory=list)
     removed: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for the curious
+
+    def timed(self, step: str, started: float) -> None:
+        self.seconds[step] = round(time.monotonic() - started, 3)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,11 +145,18 @@ def _stop(
 
 def _stop_processes(hosts: list[_Host], report: DownReport) -> list[Recorded]:
     namespaces = {host.name: host.trusted_namespace() for host in hosts}
+    started = time.monotonic()
     stuck = _stop([host.agent for host in hosts], report, 15.0)
+    report.timed("agents", started)
+    started = time.monotonic()
     for host in hosts:
         if host.libvirtd is not None and host.libvirtd.running():
             _destroy_vms(host, report)
-    stuck += _stop([host.libvirtd for host in hosts], report, 15.0)
+    report.timed("vms", started)
+    started = time.monotonic()
+    stuck += _stop([host.libvirtd for host in hosts], report, 5.0)
+    report.timed("libvirtd", started)
+    started = time.monotonic()
     for host in hosts:
         namespace = namespaces[host.name]
         if namespace is None:
@@ -153,6 +165,7 @@ def _stop_processes(hosts: list[_Host], report: DownReport) -> list[Recorded]:
         others = [process for process in in_namespace(namespace) if process != host.holder]
         stuck += _stop(others, report, 10.0)
     stuck += _stop([host.holder for host in hosts], report, 5.0)
+    report.timed("namespaces", started)
     return stuck
 
 
