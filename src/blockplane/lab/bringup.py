@@ -2,7 +2,9 @@
 
 Bad input and missing tools are refused before anything is made (exit 2). From the first
 directory on, every step is recorded in the state file before or as it happens, so ``down``
-can undo a half-done ``up``; an ``up`` that fails tears down what it started itself.
+can undo a half-done ``up``; an ``up`` that fails tears down what it started itself. The
+failpoints ``lab.after_mounts``, ``lab.after_libvirtd`` (first host) and ``lab.after_agents``
+let a test SIGKILL ``up`` half-way (``BLOCKPLANE_FAILPOINTS``, see blockplane.failpoints).
 Owns the order of the steps; the steps themselves live in :mod:`blockplane.lab.hostsetup`.
 """
 
@@ -14,6 +16,8 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +39,9 @@ from blockplane.lab.layout import (
 from blockplane.lab.state import HostState, LabState
 from blockplane.lab.tls import make_ca, make_host_certificate
 
-TOOLS = ("unshare", "nsenter", "setsid", "mount", "libvirtd", "virsh", "losetup")
+TOOLS = ("unshare", "nsenter", "setsid", "taskset", "mount", "libvirtd", "virsh", "losetup")
 CEPH_MODULE = "blockplane.lab.ceph"
+CEPH_CLAIM = "ceph"
 
 
 def default_images() -> Path:
@@ -140,6 +145,12 @@ def _start_ceph(state: LabState) -> None:
     state.save()
 
 
+def _each_host(state: LabState, step: Callable[[HostState], None]) -> None:
+    with ThreadPoolExecutor(max_workers=len(state.hosts)) as pool:
+        for done in [pool.submit(step, host) for host in state.hosts]:
+            done.result()
+
+
 def up(
     root: Path,
     hosts: int = 2,
@@ -175,6 +186,10 @@ def up(
 
 def _bring_up(state: LabState, hosts: int, base_address: str, ceph: bool) -> None:
     _claim_addresses(state, hosts, base_address)
+    if ceph:  # the one-node cluster listens on fixed ports of 127.0.0.1: one per machine
+        state.claims.append(CEPH_CLAIM)
+        state.save()
+        claims.claim(CEPH_CLAIM, state.root, check_port=False)
     state.layout.shared.mkdir(mode=0o711)
     for index in range(1, hosts + 1):
         address = host_address(state.base_address, index)
@@ -197,13 +212,15 @@ def _bring_up(state: LabState, hosts: int, base_address: str, ceph: bool) -> Non
         failpoint("lab.after_mounts")
         hostsetup.start_libvirtd(state, host)
         failpoint("lab.after_libvirtd")
-        if state.agents:
-            certificate = make_host_certificate(ca, host.layout.tls_dir, host.name, host.address)
-            hostsetup.start_agent(state, host, certificate)
-            failpoint("lab.after_agent")
     if state.agents:
-        for host in state.hosts:
-            hostsetup.add_peers(state, host)
+        # Each agent start and peer registration is mostly Python starting up: in parallel.
+        def start_agent(host: HostState) -> None:
+            issued = make_host_certificate(ca, host.layout.tls_dir, host.name, host.address)
+            hostsetup.start_agent(state, host, issued)
+
+        _each_host(state, start_agent)
+        failpoint("lab.after_agents")
+        _each_host(state, lambda host: hostsetup.add_peers(state, host))
     if ceph:
         _start_ceph(state)
     state.status = "up"

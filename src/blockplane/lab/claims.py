@@ -1,6 +1,6 @@
-"""Claims on loopback addresses, so two labs on one machine never share one.
+"""Claims on loopback addresses (and the one Ceph cluster), so two labs never share one.
 
-A claim is a symlink ``/run/blockplane-lab-claims/ADDRESS -> LAB_DIR`` made with one atomic
+A claim is a symlink ``/run/blockplane-lab-claims/NAME -> LAB_DIR`` made with one atomic
 ``symlink()``. A claim whose lab is gone (no state file, or nothing of it running) is stale and
 is taken over. A free address must also have nothing listening on the agent's port. Owns the
 claims directory; knows nothing of what a lab runs beyond :func:`lab_is_alive`.

@@ -180,11 +180,14 @@ def _virsh_answers(uri: str) -> bool:
 def start_libvirtd(state: LabState, host: HostState) -> None:
     layout = host.layout
     output = layout.root / "libvirtd.out"
+    # Pinned to one CPU: libvirt re-probes QEMU (seconds) when the host CPUID it reads differs
+    # from its cache's, and on some virtual CPUs it differs from one CPU to the next (x2APIC id
+    # in leaf 0x1f). libvirt gives each QEMU all host CPUs again, so guests are not pinned.
     with open(output, "ab") as log:
         result = subprocess.run(
             [
                 "nsenter", f"--mount=/proc/{_holder_pid(host)}/ns/mnt", "--wdns=/", "--",
-                "libvirtd", "-d", "-p", "/run/libvirt/libvirtd.pid",
+                "taskset", "--cpu-list", "0", "libvirtd", "-d", "-p", "/run/libvirt/libvirtd.pid",
                 "-f", "/etc/libvirt/libvirtd.conf",
             ],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

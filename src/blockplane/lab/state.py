@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from blockplane.lab.layout import (
 from blockplane.lab.processes import Recorded
 
 FORMAT_VERSION = 1
+_SAVING = threading.Lock()
 
 
 @dataclass
@@ -109,10 +111,11 @@ class LabState:
                        code="lab.host_not_found")
 
     def save(self) -> None:
-        path = self.layout.state_file
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        os.replace(temporary, path)
+        with _SAVING:  # hosts' agents and peers are started from several threads
+            path = self.layout.state_file
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+            os.replace(temporary, path)
 
     def to_json(self) -> dict[str, Any]:
         return {
