@@ -71,9 +71,14 @@ def claim(address: str, root: Path, *, check_port: bool) -> None:
         if owner == root:
             break
         if lab_is_alive(owner):
+            remedy = (
+                "choose another block with --base-address (or auto), or"
+                if address[:1].isdigit()
+                else "only one lab per machine can have it:"
+            )
             raise Conflict(
-                f"{address} belongs to the lab at {owner}: choose another block with "
-                f"--base-address (or auto), or `scripts/lab down --dir {owner}`",
+                f"{address} belongs to the lab at {owner}: {remedy} "
+                f"`scripts/lab down --dir {owner}`",
                 code="lab.address_in_use",
             )
         with contextlib.suppress(FileNotFoundError):
