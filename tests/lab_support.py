@@ -82,6 +82,11 @@ class LabHost:
         assert result.returncode == 0, f"{self.name}: virsh {args}: {result.stderr}"
         return result.stdout
 
+    def restart(self, daemon: str) -> None:
+        """Start this host's ``libvirtd`` or ``agent`` again (e.g. after a test killed it)."""
+        result = lab_command("restart", "--dir", str(self.lab_dir), self.name, daemon)
+        assert result.returncode == 0, f"lab restart {self.name} {daemon}: {result.stderr}"
+
     @property
     def token(self) -> str:
         if self.token_file is None:

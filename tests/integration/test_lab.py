@@ -22,7 +22,7 @@ import pytest
 
 from blockplane.lab import load
 from blockplane.lab.claims import CLAIMS_DIR
-from blockplane.lab.processes import Recorded, in_namespace, mount_namespace
+from blockplane.lab.processes import Recorded, in_namespace, mount_namespace, wait_gone
 from blockplane.lab.tls import make_ca, make_host_certificate
 from tests.lab_support import Lab, LabHost, lab_command, lab_dir, start_lab, stop_lab
 
@@ -166,6 +166,20 @@ def test_a_vm_live_migrates_with_copy_storage_all(lab: Lab, tmp_path: Path) -> N
     finally:
         for host in lab.hosts:
             host.virsh("destroy", name)
+
+
+def test_a_killed_libvirtd_restarts_in_its_host(lab: Lab) -> None:
+    host = lab.hosts[-1]
+    before = load(lab.dir).host(host.name)
+    assert before.libvirtd is not None and before.libvirtd.running()
+    os.kill(before.libvirtd.pid, signal.SIGKILL)
+    assert wait_gone([before.libvirtd], 30) == []
+    assert host.virsh("uri").returncode != 0
+    host.restart("libvirtd")
+    after = load(lab.dir).host(host.name)
+    assert after.libvirtd is not None and after.libvirtd != before.libvirtd
+    assert mount_namespace(after.libvirtd.pid) == before.namespace
+    assert before.host_uuid in host.virsh_ok("capabilities")
 
 
 def test_a_second_lab_on_the_same_addresses_is_refused(lab: Lab) -> None:

@@ -37,7 +37,7 @@ from blockplane.lab.layout import (
     migration_ports,
 )
 from blockplane.lab.state import HostState, LabState
-from blockplane.lab.tls import make_ca, make_host_certificate
+from blockplane.lab.tls import CertificateFiles, make_ca, make_host_certificate
 
 TOOLS = ("unshare", "nsenter", "setsid", "taskset", "mount", "libvirtd", "virsh", "losetup")
 CEPH_MODULE = "blockplane.lab.ceph"
@@ -226,3 +226,28 @@ def _bring_up(state: LabState, hosts: int, base_address: str, ceph: bool) -> Non
     state.status = "up"
     state.save()
 
+
+def restart(root: Path, name: str, daemon: str) -> LabState:
+    """Stop ``name``'s libvirtd or agent if it still runs (a test may have killed it), start a
+    new one in the same namespace, and record it."""
+    from blockplane.lab.processes import terminate
+    from blockplane.lab.state import load
+
+    state = load(Path(os.path.abspath(root)))
+    host = state.host(name)
+    if daemon == "libvirtd":
+        terminate([host.libvirtd] if host.libvirtd else [], 10.0)
+        host.libvirtd = None
+        state.save()
+        hostsetup.start_libvirtd(state, host)
+    elif daemon == "agent":
+        if not state.agents:
+            raise InvalidInput(f"the lab at {root} has no agents", code="lab.no_agents")
+        terminate([host.agent] if host.agent else [], 15.0)
+        host.agent = None
+        state.save()
+        tls = host.layout.tls_dir
+        hostsetup.start_agent(state, host, CertificateFiles(tls / "agent.pem", tls / "agent.key"))
+    else:
+        raise InvalidInput(f"restart {daemon!r}: libvirtd or agent")
+    return state

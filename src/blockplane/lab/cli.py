@@ -1,4 +1,4 @@
-"""``scripts/lab up|exec|show|down``: the lab's command line.
+"""``scripts/lab up|exec|show|restart|down``: the lab's command line.
 
 Prints JSON (the lab's public view, or what ``down`` did). Errors go to stderr with their
 code; exit 2 for bad input (nothing changed), 1 for a failed operation, 3 for a host that is not
@@ -102,6 +102,21 @@ def exec_command(root: Path, host: str, command: tuple[str, ...]) -> None:
         _fail(error)
     sys.stdout.flush()
     os.execvpe(argv[0], argv, environment)
+
+
+@lab.command("restart")
+@dir_option
+@click.argument("host")
+@click.argument("daemon", type=click.Choice(["libvirtd", "agent"]))
+def restart_command(root: Path, host: str, daemon: str) -> None:
+    """Start HOST's libvirtd or agent again (stopping it first if it still runs)."""
+    from blockplane.lab.bringup import restart
+
+    try:
+        state = restart(root, host, daemon)
+    except BlockplaneError as error:
+        _fail(error)
+    _print(state.public())
 
 
 @lab.command("down")
