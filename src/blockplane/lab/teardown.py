@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,35 @@ def _find_hosts(root: Path, state: LabState | None) -> list[_Host]:
     return found
 
 
-def _destroy_vms(host: _Host, report: DownReport) -> None:
-    uri = host.layout.libvirt_uri
+def _running_vms(host: _Host) -> list[str]:
     listing = subprocess.run(
-        ["virsh", "-c", uri, "list", "--name"],
+        ["virsh", "-c", host.layout.libvirt_uri, "list", "--name"],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
-    for name in listing.stdout.split():
+    return listing.stdout.split()
+
+
+def _destroy_vms(hosts: list[_Host], report: DownReport) -> None:
+    """``virsh destroy`` every running VM through its own daemon, all at once (each takes a
+    second or two: libvirt waits for QEMU to exit)."""
+    targets = [
+        (host, name)
+        for host in hosts
+        if host.libvirtd is not None and host.libvirtd.running()
+        for name in _running_vms(host)
+    ]
+
+    def destroy(target: tuple[_Host, str]) -> str | None:
+        host, name = target
         result = subprocess.run(
-            ["virsh", "-c", uri, "destroy", name],
+            ["virsh", "-c", host.layout.libvirt_uri, "destroy", name],
             capture_output=True, check=False, timeout=60,
         )  # fmt: skip
-        if result.returncode == 0:
-            report.vms_destroyed.append(f"{host.name}/{name}")
+        return f"{host.name}/{name}" if result.returncode == 0 else None
+
+    if targets:
+        with ThreadPoolExecutor(max_workers=min(len(targets), 16)) as pool:
+            report.vms_destroyed.extend(name for name in pool.map(destroy, targets) if name)
 
 
 def _stop(
@@ -149,9 +166,7 @@ def _stop_processes(hosts: list[_Host], report: DownReport) -> list[Recorded]:
     stuck = _stop([host.agent for host in hosts], report, 15.0)
     report.timed("agents", started)
     started = time.monotonic()
-    for host in hosts:
-        if host.libvirtd is not None and host.libvirtd.running():
-            _destroy_vms(host, report)
+    _destroy_vms(hosts, report)
     report.timed("vms", started)
     started = time.monotonic()
     stuck += _stop([host.libvirtd for host in hosts], report, 5.0)
