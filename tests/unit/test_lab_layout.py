@@ -76,14 +76,18 @@ def test_a_short_lab_dir_of_its_own_is_accepted() -> None:
 
 def test_config_keys_are_replaced_not_repeated(tmp_path: Path) -> None:
     conf = tmp_path / "qemu.conf"
-    conf.write_text('#stdio_handler = "logd"\nstdio_handler = "logd"\nuser = "qemu"\n')
-    _set_keys(conf, {"stdio_handler": '"file"'}, "lab")
+    conf.write_text(
+        '#stdio_handler = "logd"\nstdio_handler = "logd"\n'
+        'cgroup_controllers = [ "cpu",\n  "devices" ]\nuser = "qemu"\n'
+    )
+    _set_keys(conf, {"stdio_handler": '"file"', "cgroup_controllers": "[ ]"}, "lab")
     lines = conf.read_text().splitlines()
-    assert [line for line in lines if line.startswith("stdio_handler")] == [
-        'stdio_handler = "file"'
+    assert [line for line in lines if not line.startswith("#") and line] == [
+        'user = "qemu"',
+        'stdio_handler = "file"',
+        "cgroup_controllers = [ ]",
     ]
     assert '#stdio_handler = "logd"' in lines
-    assert 'user = "qemu"' in lines
 
 
 def test_a_pid_file_is_trusted_only_for_a_process_started_before_it_was_written(

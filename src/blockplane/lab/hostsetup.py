@@ -38,10 +38,19 @@ ETC_SKIPPED = {"qemu", "storage", "secrets", "nodedev", "nwfilter-bindings"}
 
 
 def _set_keys(path: Path, settings: dict[str, str], comment: str) -> None:
-    """Drop ``path``'s own lines for ``settings``' keys, then append ``settings``."""
+    """Drop ``path``'s own settings of ``settings``' keys (a list may span lines), then append
+    ``settings``."""
     text = path.read_text() if path.exists() else ""
     keys = "|".join(re.escape(key) for key in settings)
-    kept = [line for line in text.splitlines() if not re.match(rf"\s*({keys})\s*=", line)]
+    kept, in_list = [], False
+    for line in text.splitlines():
+        if in_list:
+            in_list = "]" not in line
+            continue
+        if re.match(rf"\s*({keys})\s*=", line):
+            in_list = "[" in line and "]" not in line
+            continue
+        kept.append(line)
     added = [f"{key} = {value}" for key, value in settings.items()]
     path.write_text("\n".join([*kept, "", f"# {comment}", *added]) + "\n")
 
