@@ -9,7 +9,6 @@ Owns the daemon's configuration; must not stop anything (:mod:`blockplane.lab.te
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,7 +19,12 @@ from pathlib import Path
 
 from blockplane.errors import OperationFailed
 from blockplane.lab import capabilities
-from blockplane.lab.execution import blockplane_argv, run_in_host
+from blockplane.lab.execution import (
+    blockplane_argv,
+    host_environment,
+    namespace_argv,
+    run_in_host,
+)
 from blockplane.lab.layout import (
     AGENT_PORT,
     HOST_DATA_PATH,
@@ -194,13 +198,12 @@ def start_libvirtd(state: LabState, host: HostState) -> None:
     # in leaf 0x1f). libvirt gives each QEMU all host CPUs again, so guests are not pinned.
     with open(output, "ab") as log:
         result = subprocess.run(
-            [
-                "nsenter", f"--mount=/proc/{_holder_pid(host)}/ns/mnt", "--wdns=/", "--",
+            namespace_argv(host, [
                 "taskset", "--cpu-list", "0", "libvirtd", "-d", "-p", "/run/libvirt/libvirtd.pid",
                 "-f", "/etc/libvirt/libvirtd.conf",
-            ],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            check=False, timeout=START_TIMEOUT_S,
+            ], Path("/")),
+            env=host_environment(state), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, check=False, timeout=START_TIMEOUT_S,
         )  # fmt: skip
     found: list[Recorded] = []
 
@@ -236,9 +239,9 @@ def start_agent(state: LabState, host: HostState, certificate: CertificateFiles)
     )  # fmt: skip
     process = from_pid_file(host.layout.agent_pid_file)
     if process is None:
-        started = json.loads(stdout).get("pid")
         raise OperationFailed(
-            f"{host.name}: the agent (pid {started}) is not running after `agent start`",
+            f"{host.name}: no agent runs after `agent start` said {stdout.strip()!r}; see "
+            f"{host.layout.home / 'agent.log'}",
             code="lab.start_failed",
         )
     host.agent = process
@@ -260,11 +263,6 @@ def add_peers(state: LabState, host: HostState) -> None:
         )  # fmt: skip
         host.peers.append(other.name)
         state.save()
-
-
-def _holder_pid(host: HostState) -> int:
-    assert host.holder is not None
-    return host.holder.pid
 
 
 def _tail(path: Path, lines: int = 15) -> str:
