@@ -22,7 +22,13 @@ import pytest
 
 from blockplane.lab import load
 from blockplane.lab.claims import CLAIMS_DIR
-from blockplane.lab.processes import Recorded, in_namespace, mount_namespace, wait_gone
+from blockplane.lab.processes import (
+    Recorded,
+    from_pid_file,
+    in_namespace,
+    mount_namespace,
+    wait_gone,
+)
 from blockplane.lab.tls import make_ca, make_host_certificate
 from tests.lab_support import Lab, LabHost, lab_command, lab_dir, start_lab, stop_lab
 
@@ -310,6 +316,31 @@ def test_down_stops_everything_up_started_and_can_run_twice(tmp_path: Path) -> N
     assert_lab_is_gone(root, processes, namespaces, loops)
     again = stop_lab(root)
     assert again["found"] is False
+
+
+def test_down_ends_the_vms_of_a_killed_libvirtd(tmp_path: Path) -> None:
+    root = lab_dir()
+    try:
+        lab = start_lab(root, agents=False)
+        first = lab.hosts[0]
+        qemu_img("create", "-f", "qcow2", str(lab.shared_dir / "orphan.qcow2"), "64M")
+        start_vm(first, "lab-orphan", lab.shared / "orphan.qcow2", tmp_path)
+        run_dir = load(root).hosts[0].layout.libvirt_dir("run")  # the host's /run/libvirt
+        qemu = from_pid_file(run_dir / "qemu" / "lab-orphan.pid")
+        assert qemu is not None
+        processes, namespaces = recorded_processes(root)
+        libvirtd = load(root).hosts[0].libvirtd
+        assert libvirtd is not None
+        os.kill(libvirtd.pid, signal.SIGKILL)
+        assert wait_gone([libvirtd], 30) == []
+        assert qemu.running()  # QEMU outlives its daemon, as on a real host
+    except BaseException:
+        stop_lab(root)
+        raise
+    report = stop_lab(root)
+    assert report["vms_destroyed"] == []
+    assert qemu.pid in report["stopped"]
+    assert_lab_is_gone(root, [*processes, qemu], namespaces, set())
 
 
 @pytest.mark.parametrize("failpoint", ["lab.after_mounts", "lab.after_libvirtd"])

@@ -120,12 +120,20 @@ def _find_hosts(root: Path, state: LabState | None) -> list[_Host]:
     return found
 
 
+def _run(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str] | None:
+    """``argv``'s result, or None when it did not finish (a hung daemon must not stop
+    ``down``: what it would have stopped is ended by PID afterwards)."""
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def _running_vms(host: _Host) -> list[str]:
-    listing = subprocess.run(
-        ["virsh", "-c", host.layout.libvirt_uri, "list", "--name"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    return listing.stdout.split()
+    listing = _run(["virsh", "-c", host.layout.libvirt_uri, "list", "--name"], 20)
+    return listing.stdout.split() if listing and listing.returncode == 0 else []
 
 
 def _destroy_vms(hosts: list[_Host], report: DownReport) -> None:
@@ -140,11 +148,8 @@ def _destroy_vms(hosts: list[_Host], report: DownReport) -> None:
 
     def destroy(target: tuple[_Host, str]) -> str | None:
         host, name = target
-        result = subprocess.run(
-            ["virsh", "-c", host.layout.libvirt_uri, "destroy", name],
-            capture_output=True, check=False, timeout=60,
-        )  # fmt: skip
-        return f"{host.name}/{name}" if result.returncode == 0 else None
+        result = _run(["virsh", "-c", host.layout.libvirt_uri, "destroy", name], 60)
+        return f"{host.name}/{name}" if result and result.returncode == 0 else None
 
     if targets:
         with ThreadPoolExecutor(max_workers=min(len(targets), 16)) as pool:
@@ -160,6 +165,15 @@ def _stop(
     return stuck
 
 
+def _qemu_processes(host: _Host) -> list[Recorded]:
+    found = []
+    for pid_file in (host.layout.libvirt_dir("run") / "qemu").glob("*.pid"):
+        process = from_pid_file(pid_file)
+        if process is not None:
+            found.append(process)
+    return found
+
+
 def _stop_processes(hosts: list[_Host], report: DownReport) -> list[Recorded]:
     namespaces = {host.name: host.trusted_namespace() for host in hosts}
     started = time.monotonic()
@@ -172,11 +186,14 @@ def _stop_processes(hosts: list[_Host], report: DownReport) -> list[Recorded]:
     stuck += _stop([host.libvirtd for host in hosts], report, 5.0)
     report.timed("libvirtd", started)
     started = time.monotonic()
+    # QEMU runs in a mount namespace of its own (libvirt's private /dev), so it is found by
+    # the pid file it writes under the host's /run/libvirt/qemu: a VM `virsh destroy` missed.
+    stuck += _stop([_qemu for host in hosts for _qemu in _qemu_processes(host)], report, 10.0)
     for host in hosts:
         namespace = namespaces[host.name]
         if namespace is None:
             continue
-        # QEMU, a `lab exec` still running, anything else the host's daemons started.
+        # A `lab exec` still running, anything else started in the host's namespace.
         others = [process for process in in_namespace(namespace) if process != host.holder]
         stuck += _stop(others, report, 10.0)
     stuck += _stop([host.holder for host in hosts], report, 5.0)
@@ -195,11 +212,8 @@ def _lab_files(root: Path) -> set[tuple[int, int]]:
 
 
 def _detach_loop_devices(root: Path, report: DownReport) -> list[str]:
-    listing = subprocess.run(
-        ["losetup", "--list", "--json", "--output", "NAME,BACK-INO,BACK-MAJ:MIN"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    if listing.returncode != 0 or not listing.stdout.strip():
+    listing = _run(["losetup", "--list", "--json", "--output", "NAME,BACK-INO,BACK-MAJ:MIN"], 60)
+    if listing is None or listing.returncode != 0 or not listing.stdout.strip():
         return []
     files = _lab_files(root)
     left: list[str] = []
@@ -211,11 +225,9 @@ def _detach_loop_devices(root: Path, report: DownReport) -> list[str]:
             continue
         if backing not in files:
             continue
-        detach = subprocess.run(
-            ["losetup", "--detach", device["name"]],
-            capture_output=True, check=False, timeout=60,
-        )  # fmt: skip
-        (report.loop_devices if detach.returncode == 0 else left).append(device["name"])
+        detach = _run(["losetup", "--detach", device["name"]], 60)
+        detached = detach is not None and detach.returncode == 0
+        (report.loop_devices if detached else left).append(device["name"])
     return left
 
 
@@ -233,10 +245,9 @@ def _mounts_under(root: Path) -> list[str]:
 
 def _unmount(root: Path, report: DownReport) -> list[str]:
     for target in _mounts_under(root):
-        result = subprocess.run(["umount", target], capture_output=True, check=False, timeout=60)
-        if result.returncode != 0:
-            subprocess.run(["umount", "--lazy", target], capture_output=True, check=False,
-                           timeout=60)
+        result = _run(["umount", target], 60)
+        if result is None or result.returncode != 0:
+            _run(["umount", "--lazy", target], 60)
         report.unmounted.append(target)
     return _mounts_under(root)
 
