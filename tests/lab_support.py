@@ -118,6 +118,17 @@ class Lab:
     ceph: dict[str, Any] | None
     view: dict[str, Any]  # what `scripts/lab up` printed
 
+    def lab_log_files(self) -> list[tuple[str, list[Path]]]:
+        """Each host's agent, libvirtd, QEMU and guest logs (kept by tests/failure_logs.py)."""
+        sources = []
+        for host in self.hosts:
+            libvirt_logs = host.home_dir.parent / "log"  # the host's /var/log/libvirt
+            files = [host.home_dir / "agent.log", libvirt_logs / "libvirtd.log"]
+            files += sorted((libvirt_logs / "qemu").glob("*.log"))
+            files += sorted((host.home_dir / "guest-logs").glob("*.log"))
+            sources.append((f"{self.dir.name}-{host.name}", files))
+        return sources
+
     def __getitem__(self, name: str) -> LabHost:
         for host in self.hosts:
             if host.name == name:
