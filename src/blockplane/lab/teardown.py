@@ -5,8 +5,8 @@ themselves, so it also cleans up after an ``up`` that crashed anywhere. A proces
 the lab's only if it is the recorded one (PID and start time), wrote one of those pid files
 (QEMU writes its own under the host's /run/libvirt/qemu, which is how a VM whose daemon died
 is found), or lives in the mount namespace of a host whose recorded processes are still in
-it; the machine's own namespace is never swept. Loop devices are detached only if their backing file is a file of this lab dir (same
-device and inode). Idempotent: a second ``down`` finds nothing and succeeds.
+it; the machine's own namespace is never swept. Loop devices are detached only if their
+backing file is a file of this lab dir (same device and inode). Idempotent: a second ``down`` finds nothing and succeeds.
 """
 
 from __future__ import annotations
