@@ -6,7 +6,8 @@ the lab's only if it is the recorded one (PID and start time), wrote one of thos
 (QEMU writes its own under the host's /run/libvirt/qemu, which is how a VM whose daemon died
 is found), or lives in the mount namespace of a host whose recorded processes are still in
 it; the machine's own namespace is never swept. Loop devices are detached only if their
-backing file is a file of this lab dir (same device and inode). Idempotent: a second ``down`` finds nothing and succeeds.
+backing file is a file of this lab dir (same device and inode). Idempotent: a second
+``down`` finds nothing and succeeds.
 """
 
 from __future__ import annotations
