@@ -30,8 +30,8 @@ if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.
     echo "setup-host: enabled bookworm-backports in $backports_list"
 fi
 
-backports_packages=(qemu-system-x86 qemu-utils qemu-guest-agent libvirt-daemon-system libvirt-dev)
-plain_packages=(pkg-config gcc make python3-venv python3-dev busybox-static fio cpio kmod util-linux tmux file)
+backports_packages=(qemu-system-x86 qemu-utils qemu-guest-agent libvirt-daemon-system libvirt-clients libvirt-dev)
+plain_packages=(pkg-config gcc make python3-venv python3-dev busybox-static fio cpio kmod util-linux tmux file openssl)
 
 missing=()
 for package in "${backports_packages[@]}" "${plain_packages[@]}"; do

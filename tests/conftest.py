@@ -13,6 +13,8 @@ from xdist.scheduler import LoadScopeScheduling
 
 from tests.failure_logs import keep_logs
 from tests.harness import AgentUnderTest, cleanup_agent
+from tests.lab_support import LAB_MODULES
+from tests.lab_support import lab as lab  # the session's lab of simulated hosts
 
 # libvirt probes QEMU's capabilities once per embed root (seconds under TCG) and caches the
 # result under the root; every test module has a root of its own, so hand each the cache the
@@ -46,7 +48,6 @@ def agent(capabilities_cache: Path) -> Iterator[AgentUnderTest]:
         cleanup_agent(under_test)
 
 
-
 # Under pytest-xdist (`make test` runs two workers) each work unit is a whole module, since the
 # agent fixture is module-scoped, and the modules that boot the Linux test guest form one unit
 # that runs them one after another: two TCG guests at once on a small host would turn their
@@ -61,9 +62,14 @@ LINUX_GUEST_MODULES = (
 )
 
 
+# The modules that use the lab (tests/lab_support.py) form one unit too, so one worker brings
+# the session's lab up once. A lab module that boots the Linux guest belongs here rather than
+# with LINUX_GUEST_MODULES: it may then run beside one of those.
 class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist has no types
     def _split_scope(self, nodeid: str) -> str:
         module = nodeid.split("::", 1)[0]
+        if module.startswith(LAB_MODULES):
+            return "lab"
         return "linux-guest" if module.startswith(LINUX_GUEST_MODULES) else module
 
 

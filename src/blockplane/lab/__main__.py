@@ -1,0 +1,5 @@
+"""``python -m blockplane.lab``: the same as ``scripts/lab``."""
+
+from blockplane.lab.cli import main
+
+main()
