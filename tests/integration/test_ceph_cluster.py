@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -251,3 +252,39 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.timeout(120)
+def test_a_frozen_monitor_is_unreachable_within_the_timeout_and_answers_once_thawed(
+    ceph_cluster: CephCluster,
+) -> None:
+    client = _client(ceph_cluster, timeout_s=2)
+    ceph_cluster.signal_daemon("mon.a", signal.SIGSTOP)
+    try:
+        with pytest.raises(CephUnreachable) as frozen:
+            client.list_images("rbd")
+    finally:
+        ceph_cluster.signal_daemon("mon.a", signal.SIGCONT)
+    assert frozen.value.code == "ceph.unreachable"
+    assert _client(ceph_cluster).check_access("rbd").pool == "rbd"
+
+
+@pytest.mark.timeout(180)
+def test_a_bluestore_osd_keeps_its_data_through_sigkill_and_restart(tmp_path: Path) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bp-ceph4-", dir="/tmp"))
+    cluster = start_cluster(workdir, objectstore="bluestore", osd_bytes=1024**3)
+    try:
+        client = _client(cluster)
+        client.create_image("rbd", "durable", 4 * MIB)
+        _qemu_io(cluster, "blockplane", "durable", "write -P 0x77 0 4M")
+        old_osd = cluster.pids["osd.0"]
+
+        cluster.stop_daemon("osd.0", kill=True)
+        assert not _alive(old_osd)
+        new_osd = cluster.start_daemon("osd.0")
+
+        assert new_osd != old_osd and cluster.pids["osd.0"] == new_osd
+        _qemu_io(cluster, "blockplane", "durable", "read -P 0x77 0 4M")
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -6,7 +6,14 @@ import base64
 import struct
 from pathlib import Path
 
-from blockplane.lab.ceph import CephCluster, CephUser, conf_text, keyring_text, new_cephx_key
+from blockplane.lab.ceph import (
+    CephCluster,
+    CephUser,
+    ObjectStore,
+    conf_text,
+    keyring_text,
+    new_cephx_key,
+)
 
 
 def test_a_cephx_key_has_ceph_authtools_layout() -> None:
@@ -25,26 +32,34 @@ def test_keyring_text() -> None:
 
 def test_conf_keeps_every_daemon_path_in_the_work_directory() -> None:
     workdir = Path("/tmp/bp-ceph-x")
-    text = conf_text(workdir, "fsid-1", "127.0.0.1", 40000, 40001, 2 * 1024**3)
-    assert "mon host = [v2:127.0.0.1:40000,v1:127.0.0.1:40001]" in text
-    assert "memstore device bytes = 2147483648" in text
-    assert "osd pool default size = 1" in text and "auth cluster required = cephx" in text
-    paths = [line.split("=", 1)[1].strip() for line in text.splitlines() if "= /" in line]
-    assert paths and all(path.startswith(f"{workdir}/") for path in paths)
-    assert "/var/" not in text and "/etc/" not in text
+    stores: tuple[tuple[ObjectStore, str], ...] = (
+        ("memstore", "memstore device bytes = 2147483648"),
+        ("bluestore", "bluestore block size = 2147483648"),
+    )
+    for store, line in stores:
+        text = conf_text(_cluster(workdir), 2 * 1024**3, store)
+        assert "mon host = [v2:127.0.0.1:40000,v1:127.0.0.1:40001]" in text
+        assert f"osd objectstore = {store}" in text and line in text
+        assert "osd pool default size = 1" in text and "auth cluster required = cephx" in text
+        paths = [line.split("=", 1)[1].strip() for line in text.splitlines() if "= /" in line]
+        assert paths and all(path.startswith(f"{workdir}/") for path in paths)
+        assert "/var/" not in text and "/etc/" not in text
 
 
-def test_cluster_commands_and_env_point_at_its_own_files() -> None:
-    cluster = CephCluster(
-        workdir=Path("/w"),
-        conf=Path("/w/ceph.conf"),
-        admin_keyring=Path("/w/ceph.client.admin.keyring"),
+def _cluster(workdir: Path) -> CephCluster:
+    return CephCluster(
+        workdir=workdir,
+        conf=workdir / "ceph.conf",
+        admin_keyring=workdir / "ceph.client.admin.keyring",
         fsid="f",
         address="127.0.0.1",
         v2_port=40000,
         v1_port=40001,
-        pids={},
     )
+
+
+def test_cluster_commands_and_env_point_at_its_own_files() -> None:
+    cluster = _cluster(Path("/w"))
     assert cluster.command("rbd", "ls") == [
         "rbd", "--conf", "/w/ceph.conf", "--keyring", "/w/ceph.client.admin.keyring",
         "--id", "admin", "ls",

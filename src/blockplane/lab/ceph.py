@@ -1,22 +1,21 @@
 """A one-node Ceph cluster for the lab, the tests and the benchmarks.
 
 It owns one work directory and everything in it: the cluster's ceph.conf, its keyrings, one
-monitor and one memstore OSD (their data, logs, admin sockets and run files), and ``pids.json``,
-the daemons it started. Two clusters in two work directories never meet: each monitor listens on
-ports the kernel handed out free for it.
+monitor and one OSD (their data, logs, admin sockets and run files) and, through
+``ceph_daemons``, the record of the daemons' PIDs. Two clusters in two work directories never
+meet: each monitor listens on ports the kernel handed out free for it.
 
-It must not touch /etc/ceph, /var/lib/ceph, systemd units or any process it did not record in
-its work directory: it stops daemons by their recorded PID (checked against the process's start
-time, so a reused PID is left alone), SIGTERM first and SIGKILL after a grace period.
+It must not touch /etc/ceph, /var/lib/ceph or systemd units, nor any process it did not record.
 
-The memstore OSD keeps its data in RAM: a SIGKILL loses whatever was written since it started,
-and ``memstore device bytes`` is only the capacity it reports, not memory taken up front.
+The OSD is ``memstore`` by default: it starts in about a second and keeps its data in RAM (about
+twice what was written), so a killed or stopped OSD comes back empty. ``bluestore`` keeps data
+in a sparse file under the work directory: it survives a SIGKILL and a restart (for the fault
+tests) and needs little RAM, but the cluster takes several seconds to start.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import json
 import os
@@ -29,27 +28,52 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
-from blockplane.errors import InvalidInput, OperationFailed
+from blockplane.errors import InvalidInput
+from blockplane.lab.ceph_daemons import (
+    STOP_GRACE_S,
+    DaemonError,
+    is_running,
+    listening_ports,
+    live_daemons,
+    recorded_pids,
+    signal_daemon,
+    spawn_daemon,
+    stop_daemons,
+)
 from blockplane.storage.ceph import check_name
 
 # The daemons and tools a cluster needs; the tests skip where any is missing.
 CEPH_BINARIES = ("ceph-mon", "ceph-osd", "monmaptool", "ceph", "rbd")
 MON_ID = "a"
 OSD_ID = 0
-PIDS_FILE = "pids.json"
+DAEMONS = (f"mon.{MON_ID}", f"osd.{OSD_ID}")
 DEFAULT_POOL = "rbd"
-DEFAULT_MEMSTORE_BYTES = 2 * 1024**3
+DEFAULT_OSD_BYTES = 2 * 1024**3
 START_TIMEOUT_S = 60.0
-STOP_GRACE_S = 10.0
 # A port handed out free can be taken again before the monitor binds it (another session's
 # outgoing connection): then the monitor exits, and the cluster is made again on new ports.
 PORT_ATTEMPTS = 3
 LOG_TAIL_CHARS = 2000
+ObjectStore = Literal["memstore", "bluestore"]
+
+__all__ = [
+    "CephCluster",
+    "CephLabError",
+    "CephUser",
+    "ObjectStore",
+    "conf_text",
+    "keyring_text",
+    "missing_binaries",
+    "new_cephx_key",
+    "recorded_pids",
+    "start_cluster",
+    "stop_cluster",
+]
 
 
-class CephLabError(OperationFailed):
-    code = "ceph.lab"
+class CephLabError(DaemonError):
     title = "Lab Ceph cluster failed"
 
 
@@ -79,7 +103,12 @@ class CephCluster:
     address: str
     v2_port: int
     v1_port: int
-    pids: Mapping[str, int]
+    objectstore: ObjectStore = "memstore"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Daemon name (``mon.a``, ``osd.0``) -> PID, as recorded in the work directory."""
+        return recorded_pids(self.workdir)
 
     @property
     def mon_address(self) -> str:
@@ -93,16 +122,8 @@ class CephCluster:
 
     def command(self, tool: str, *arguments: str) -> list[str]:
         """Arguments that run ``ceph``, ``rbd`` or ``rados`` as client.admin of this cluster."""
-        return [
-            tool,
-            "--conf",
-            str(self.conf),
-            "--keyring",
-            str(self.admin_keyring),
-            "--id",
-            "admin",
-            *arguments,
-        ]
+        connection = ["--conf", str(self.conf), "--keyring", str(self.admin_keyring)]
+        return [tool, *connection, "--id", "admin", *arguments]
 
     def env(self) -> dict[str, str]:
         """Environment that points a plain ``ceph``/``rbd``/``rados`` at this cluster as admin."""
@@ -117,41 +138,48 @@ class CephCluster:
     def create_pool(self, name: str, *, pg_num: int = 8, timeout_s: float = 30.0) -> None:
         """Create a replicated pool of size 1 and initialise it for RBD (this waits for a write)."""
         check_name(name, "pool")
-        self.run(
-            "ceph", "osd", "pool", "create", name, str(pg_num), str(pg_num), timeout_s=timeout_s
-        )
+        placement_groups = str(pg_num)
+        create = ["osd", "pool", "create", name, placement_groups, placement_groups]
+        self.run("ceph", *create, timeout_s=timeout_s)
         self.run("rbd", "pool", "init", name, timeout_s=timeout_s)
 
     def create_user(
         self, name: str, *, pools: tuple[str, ...] = (DEFAULT_POOL,), timeout_s: float = 30.0
     ) -> CephUser:
-        """A cephx user with ``profile rbd`` on ``pools``; its keyring is written here (0600)."""
+        """A cephx user with ``profile rbd`` on ``pools``; its keyring is written here (0600).
+
+        Asking again for the same user and pools gives the same key.
+        """
         check_name(name, "user")
-        for pool in pools:
-            check_name(pool, "pool")
-        osd_caps = ", ".join(f"profile rbd pool={pool}" for pool in pools)
+        osd_caps = ", ".join(f"profile rbd pool={check_name(pool, 'pool')}" for pool in pools)
+        entity = f"client.{name}"
+        caps = ["mon", "profile rbd", "osd", osd_caps]
         output = self.run(
-            "ceph",
-            "auth",
-            "get-or-create",
-            f"client.{name}",
-            "mon",
-            "profile rbd",
-            "osd",
-            osd_caps,
-            "--format",
-            "json",
-            timeout_s=timeout_s,
+            "ceph", "auth", "get-or-create", entity, *caps, "--format", "json", timeout_s=timeout_s
         )
         try:
             key = str(json.loads(output)[0]["key"])
         except (ValueError, LookupError, TypeError) as error:
-            raise CephLabError(
-                f"ceph auth get-or-create client.{name}: unexpected answer"
-            ) from error
-        keyring = self.workdir / f"ceph.client.{name}.keyring"
-        _write_private(keyring, keyring_text(f"client.{name}", key, {}))
+            raise CephLabError(f"ceph auth get-or-create {entity}: unexpected answer") from error
+        keyring = self.workdir / f"ceph.{entity}.keyring"
+        _write_private(keyring, keyring_text(entity, key, {}))
         return CephUser(name=name, keyring=keyring, key=key)
+
+    def signal_daemon(self, name: str, signal_number: int) -> int:
+        """Send a signal to ``mon.a`` or ``osd.0``: SIGSTOP/SIGCONT freeze and thaw it."""
+        return signal_daemon(self.workdir, _check_daemon(name), signal_number)
+
+    def stop_daemon(self, name: str, *, kill: bool = False) -> None:
+        """Stop one daemon: SIGKILL at once with ``kill``, else SIGTERM then SIGKILL."""
+        if kill:
+            self.signal_daemon(name, signal.SIGKILL)
+        stop_daemons(self.workdir, [_check_daemon(name)])
+
+    def start_daemon(self, name: str) -> int:
+        """Start a stopped daemon again with the same data (a memstore OSD comes back empty)."""
+        if _check_daemon(name) in live_daemons(self.workdir):
+            raise CephLabError(f"the lab Ceph daemon {name} already runs", code="ceph.lab_running")
+        return spawn_daemon(self.workdir, name, _daemon_arguments(self.conf, name))
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         stop_cluster(self.workdir, grace_s=grace_s)
@@ -170,10 +198,9 @@ def keyring_text(entity: str, key: str, caps: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def conf_text(
-    workdir: Path, fsid: str, address: str, v2_port: int, v1_port: int, memstore_bytes: int
-) -> str:
-    """ceph.conf for one monitor and one memstore OSD; every daemon path lies under ``workdir``."""
+def conf_text(cluster: CephCluster, osd_bytes: int, objectstore: ObjectStore = "memstore") -> str:
+    """ceph.conf for one monitor and one OSD; every daemon path lies under the work directory."""
+    workdir, address = cluster.workdir, cluster.address
     daemon_paths = (
         f"run dir = {workdir}/run\n"
         f"admin socket = {workdir}/run/$cluster-$name.asok\n"
@@ -181,10 +208,22 @@ def conf_text(
         f"log file = {workdir}/log/$cluster-$name.log\n"
         f"crash dir = {workdir}/crash\n"
     )
+    if objectstore == "memstore":
+        store = f"osd objectstore = memstore\nmemstore device bytes = {osd_bytes}\n"
+    else:
+        store = (
+            "osd objectstore = bluestore\n"
+            "bluestore block create = true\n"
+            f"bluestore block size = {osd_bytes}\n"
+            "bluestore fsck on mkfs = false\n"
+            # A small fixed cache instead of the default target of several GiB.
+            "bluestore cache autotune = false\n"
+            "bluestore cache size = 67108864\n"
+        )
     return (
         "[global]\n"
-        f"fsid = {fsid}\n"
-        f"mon host = [v2:{address}:{v2_port},v1:{address}:{v1_port}]\n"
+        f"fsid = {cluster.fsid}\n"
+        f"mon host = {cluster.mon_host}\n"
         "auth cluster required = cephx\n"
         "auth service required = cephx\n"
         "auth client required = cephx\n"
@@ -217,8 +256,7 @@ def conf_text(
         f"osd data = {workdir}/osd.$id\n"
         "keyring = $osd_data/keyring\n"
         "osd journal = $osd_data/journal\n"
-        "osd objectstore = memstore\n"
-        f"memstore device bytes = {memstore_bytes}\n"
+        f"{store}"
         f"public addr = {address}\n"
         f"cluster addr = {address}\n"
         f"{daemon_paths}"
@@ -231,32 +269,37 @@ def start_cluster(
     address: str = "127.0.0.1",
     port: int | None = None,
     pool: str | None = DEFAULT_POOL,
-    memstore_bytes: int = DEFAULT_MEMSTORE_BYTES,
+    objectstore: ObjectStore = "memstore",
+    osd_bytes: int = DEFAULT_OSD_BYTES,
     timeout_s: float = START_TIMEOUT_S,
 ) -> CephCluster:
     """Make and start a one-node cluster in ``workdir`` and return once it takes writes.
 
-    ``port`` fixes the monitor's msgr v2 port, the one to give a bare ``IP:PORT`` mon address
-    and libvirt's ``<host port=...>`` (librados tries v2 first on such a port, so the v1 port
-    there works only after a logged protocol error); by default both ports are chosen free.
-    ``pool`` is created and initialised for RBD unless it is None.
+    ``workdir`` must be empty or missing. ``port`` fixes the monitor's msgr v2 port, the one to
+    give a bare ``IP:PORT`` mon address and libvirt's ``<host port=...>`` (librados tries v2
+    first on such a port, so the v1 port there works only after a logged protocol error); by
+    default both ports are chosen free. ``pool`` is created and initialised for RBD unless it is
+    None. ``osd_bytes`` is the OSD's capacity: memstore's limit (RAM, taken as data is written)
+    or the size of bluestore's sparse block file.
     """
     missing = missing_binaries()
     if missing:
-        raise CephLabError(
-            f"Ceph is not installed here (missing: {', '.join(missing)})", code="ceph.not_installed"
-        )
+        message = f"Ceph is not installed here (missing: {', '.join(missing)})"
+        raise CephLabError(message, code="ceph.not_installed")
     workdir = workdir.resolve()
     if any(character.isspace() for character in str(workdir)):
         raise InvalidInput(f"the cluster directory must have no spaces in its path: {workdir}")
+    if workdir.exists() and any(workdir.iterdir()):
+        raise InvalidInput(f"the cluster directory {workdir} is not empty")
     if pool is not None:
         check_name(pool, "pool")
-    if _live_processes(workdir):
-        raise CephLabError(f"a cluster already runs in {workdir}", code="ceph.lab_running")
+    if objectstore not in ("memstore", "bluestore"):
+        raise InvalidInput(f"unknown OSD object store {objectstore!r}: memstore or bluestore")
     deadline = time.monotonic() + timeout_s
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        cluster = _make_and_start(workdir, address, port, memstore_bytes, deadline)
+        cluster = _start_monitor(workdir, address, port, objectstore, osd_bytes, deadline)
+        _start_osd(cluster, deadline)
         if pool is not None:
             cluster.create_pool(pool, timeout_s=_left(deadline))
         _wait_healthy(cluster, deadline)
@@ -266,65 +309,85 @@ def start_cluster(
     return cluster
 
 
-def _make_and_start(
-    workdir: Path, address: str, port: int | None, memstore_bytes: int, deadline: float
+def stop_cluster(workdir: Path, *, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop every daemon recorded in ``workdir``: the OSD first, then the monitor.
+
+    Each gets SIGTERM, then SIGKILL after ``grace_s``; only processes whose recorded start time
+    still matches are signalled. Safe to call twice, or after the starter crashed.
+    """
+    stop_daemons(workdir.resolve(), grace_s=grace_s)
+
+
+def _start_monitor(
+    workdir: Path,
+    address: str,
+    port: int | None,
+    objectstore: ObjectStore,
+    osd_bytes: int,
+    deadline: float,
 ) -> CephCluster:
-    fsid, osd_uuid = str(uuid.uuid4()), str(uuid.uuid4())
-    conf = workdir / "ceph.conf"
+    fsid = str(uuid.uuid4())
     for attempt in range(1, PORT_ATTEMPTS + 1):
         v2_port = port if port is not None else _free_port(address)
         v1_port = _free_port(address, avoid=v2_port)
         cluster = CephCluster(
-            workdir,
-            conf,
-            workdir / "ceph.client.admin.keyring",
-            fsid,
-            address,
-            v2_port,
-            v1_port,
-            {},
+            workdir=workdir,
+            conf=workdir / "ceph.conf",
+            admin_keyring=workdir / "ceph.client.admin.keyring",
+            fsid=fsid,
+            address=address,
+            v2_port=v2_port,
+            v1_port=v1_port,
+            objectstore=objectstore,
         )
-        _write_layout(cluster, memstore_bytes)
-        monmap = str(workdir / "monmap")
-        mon_keyring = str(workdir / "mon.keyring")
+        _write_layout(cluster, osd_bytes)
+        monmap, mon_keyring = str(workdir / "monmap"), str(workdir / "mon.keyring")
         create_map = ["monmaptool", "--create", "--clobber", "--fsid", fsid]
         _run([*create_map, "--addv", MON_ID, cluster.mon_host, monmap], deadline, workdir)
         mon_mkfs = ["--mkfs", "-i", MON_ID, "--monmap", monmap, "--keyring", mon_keyring]
-        _run(["ceph-mon", "--conf", str(conf), *mon_mkfs], deadline, workdir)
-        mon = _spawn(
-            workdir, f"mon.{MON_ID}", ["ceph-mon", "--conf", str(conf), "-f", "-i", MON_ID]
-        )
+        _run(["ceph-mon", "--conf", str(cluster.conf), *mon_mkfs], deadline, workdir)
+        name = f"mon.{MON_ID}"
+        mon = spawn_daemon(workdir, name, _daemon_arguments(cluster.conf, name))
         if _wait_listening(mon, (v1_port, v2_port), deadline):
-            break
-        log_tail = _tail(workdir / "log" / f"ceph-mon.{MON_ID}.log")
+            return cluster
+        log_tail = _tail(workdir / "log" / f"ceph-{name}.log")
         stop_cluster(workdir)
         if port is not None or attempt == PORT_ATTEMPTS or "bind" not in log_tail:
             raise CephLabError(f"the Ceph monitor did not start on {cluster.mon_host}: {log_tail}")
-        shutil.rmtree(workdir / f"mon.{MON_ID}", ignore_errors=True)
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    raise AssertionError("unreachable")
 
+
+def _start_osd(cluster: CephCluster, deadline: float) -> None:
+    osd_uuid = str(uuid.uuid4())
     osd_mkfs = ["--mkfs", "-i", str(OSD_ID), "--osd-uuid", osd_uuid, "--no-mon-config"]
-    _run(["ceph-osd", "--conf", str(conf), *osd_mkfs], deadline, workdir)
+    _run(["ceph-osd", "--conf", str(cluster.conf), *osd_mkfs], deadline, cluster.workdir)
     cluster.run("ceph", "osd", "new", osd_uuid, str(OSD_ID), timeout_s=_left(deadline))
-    osd_run = ["ceph-osd", "--conf", str(conf), "-f", "-i", str(OSD_ID)]
-    osd = _spawn(workdir, f"osd.{OSD_ID}", osd_run)
-    return dataclasses.replace(cluster, pids={f"mon.{MON_ID}": mon, f"osd.{OSD_ID}": osd})
+    name = f"osd.{OSD_ID}"
+    spawn_daemon(cluster.workdir, name, _daemon_arguments(cluster.conf, name))
 
 
-def _write_layout(cluster: CephCluster, memstore_bytes: int) -> None:
+def _daemon_arguments(conf: Path, name: str) -> list[str]:
+    kind, identity = name.split(".", 1)
+    return [f"ceph-{kind}", "--conf", str(conf), "-f", "-i", identity]
+
+
+def _check_daemon(name: str) -> str:
+    if name not in DAEMONS:
+        raise InvalidInput(f"no lab Ceph daemon {name!r}: one of {', '.join(DAEMONS)}")
+    return name
+
+
+def _write_layout(cluster: CephCluster, osd_bytes: int) -> None:
     workdir = cluster.workdir
     for directory in ("run", "log", "crash", f"osd.{OSD_ID}"):
         (workdir / directory).mkdir(exist_ok=True)
-    cluster.conf.write_text(
-        conf_text(
-            workdir, cluster.fsid, cluster.address, cluster.v2_port, cluster.v1_port, memstore_bytes
-        )
-    )
-    admin_key, osd_key = new_cephx_key(), new_cephx_key()
+    cluster.conf.write_text(conf_text(cluster, osd_bytes, cluster.objectstore))
     all_caps = {"mon": "allow *", "osd": "allow *", "mds": "allow *", "mgr": "allow *"}
     osd_caps = {"mon": "allow profile osd", "osd": "allow *", "mgr": "allow profile osd"}
-    admin = keyring_text("client.admin", admin_key, all_caps)
-    osd = keyring_text(f"osd.{OSD_ID}", osd_key, osd_caps)
-    _write_private(workdir / "ceph.client.admin.keyring", admin)
+    admin = keyring_text("client.admin", new_cephx_key(), all_caps)
+    osd = keyring_text(f"osd.{OSD_ID}", new_cephx_key(), osd_caps)
+    _write_private(cluster.admin_keyring, admin)
     _write_private(workdir / f"osd.{OSD_ID}" / "keyring", osd)
     # The monitor's keyring seeds its auth database: itself, the admin and the OSD.
     mon = keyring_text("mon.", new_cephx_key(), {"mon": "allow *"})
@@ -349,119 +412,9 @@ def _wait_healthy(cluster: CephCluster, deadline: float) -> None:
     raise CephLabError(f"the Ceph cluster in {cluster.workdir} is not healthy: {status}")
 
 
-# -- processes -------------------------------------------------------------------------------
-
-
-def _spawn(workdir: Path, name: str, arguments: list[str]) -> int:
-    with (workdir / "log" / f"{name}.stdout").open("ab") as output:
-        process = subprocess.Popen(
-            arguments,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    # Recorded before anything waits on the daemon, so stop_cluster finds it after any crash.
-    _record_pid(workdir, name, process.pid)
-    return process.pid
-
-
-def _record_pid(workdir: Path, name: str, pid: int) -> None:
-    records = _read_pids(workdir)
-    records[name] = {"pid": pid, "start_time": _start_time(pid)}
-    temporary = workdir / f"{PIDS_FILE}.tmp"
-    temporary.write_text(json.dumps(records, indent=2))
-    temporary.replace(workdir / PIDS_FILE)
-
-
-def _read_pids(workdir: Path) -> dict[str, dict[str, int | None]]:
-    try:
-        loaded = json.loads((workdir / PIDS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def recorded_pids(workdir: Path) -> dict[str, int]:
-    """Every daemon PID the cluster in ``workdir`` recorded, running or not."""
-    return {name: int(str(record["pid"])) for name, record in _read_pids(workdir).items()}
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (starttime); the command name in field 2 may hold spaces, so split after it.
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _is_running(pid: int, start_time: int | None) -> bool:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and (start_time is None or _start_time(pid) == start_time)
-
-
-def _live_processes(workdir: Path) -> dict[str, int]:
-    live = {}
-    for name, record in _read_pids(workdir).items():
-        pid, start_time = record.get("pid"), record.get("start_time")
-        if isinstance(pid, int) and _is_running(pid, start_time):
-            live[name] = pid
-    return live
-
-
-def stop_cluster(workdir: Path, *, grace_s: float = STOP_GRACE_S) -> None:
-    """Stop every daemon recorded in ``workdir``: OSDs first, then the monitor.
-
-    Each gets SIGTERM, then SIGKILL after ``grace_s``; only processes whose recorded start time
-    still matches are signalled. Safe to call twice, or after a crash of the process that started
-    the cluster.
-    """
-    workdir = workdir.resolve()
-    records = _read_pids(workdir)
-    for kind in ("osd.", "mon."):
-        _terminate({name: rec for name, rec in records.items() if name.startswith(kind)}, grace_s)
-    # Whatever kind a future daemon is, it is stopped too.
-    _terminate(
-        {name: record for name, record in records.items() if not name.startswith(("osd.", "mon."))},
-        grace_s,
-    )
-
-
-def _terminate(records: Mapping[str, Mapping[str, int | None]], grace_s: float) -> None:
-    targets = []
-    for record in records.values():
-        pid, start_time = record.get("pid"), record.get("start_time")
-        if isinstance(pid, int) and _is_running(pid, start_time):
-            targets.append((pid, start_time))
-    for pid, _ in targets:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_is_running(*target) for target in targets):
-        time.sleep(0.05)
-    for pid, start_time in targets:
-        if _is_running(pid, start_time):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    killed_by = time.monotonic() + grace_s
-    while any(_is_running(*target) for target in targets):
-        if time.monotonic() > killed_by:
-            raise CephLabError(f"Ceph daemons {[pid for pid, _ in targets]} outlived SIGKILL")
-        time.sleep(0.02)
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
 def _run(arguments: list[str], deadline: float, workdir: Path) -> str:
     timeout_s = _left(deadline)
+    shown = " ".join(arguments[:1] + _visible(arguments))
     try:
         completed = subprocess.run(
             arguments,
@@ -472,33 +425,24 @@ def _run(arguments: list[str], deadline: float, workdir: Path) -> str:
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as error:
-        raise CephLabError(
-            f"{' '.join(arguments[:1] + _visible(arguments))} did not answer within "
-            f"{timeout_s:.0f} s (cluster in {workdir})",
-            code="ceph.lab_timeout",
-        ) from error
+        message = f"{shown} did not answer within {timeout_s:.0f} s (cluster in {workdir})"
+        raise CephLabError(message, code="ceph.lab_timeout") from error
     except OSError as error:
         raise CephLabError(f"{arguments[0]} could not run: {error}") from error
     if completed.returncode != 0:
-        raise CephLabError(
-            f"{' '.join(arguments[:1] + _visible(arguments))} failed "
-            f"({completed.returncode}): {completed.stderr.strip()[-LOG_TAIL_CHARS:]}"
-        )
+        tail = completed.stderr.strip()[-LOG_TAIL_CHARS:]
+        raise CephLabError(f"{shown} failed ({completed.returncode}): {tail}")
     return completed.stdout
 
 
 def _visible(arguments: list[str]) -> list[str]:
-    """The arguments after the common connection options, for messages."""
-    skip = {"--conf", "--keyring", "--id"}
+    """The arguments without the connection options' values, for messages."""
     shown: list[str] = []
     hide_next = False
     for argument in arguments[1:]:
-        if hide_next:
-            hide_next = False
-        elif argument in skip:
-            hide_next = True
-        else:
+        if not hide_next and argument not in ("--conf", "--keyring", "--id"):
             shown.append(argument)
+        hide_next = not hide_next and argument in ("--conf", "--keyring", "--id")
     return shown
 
 
@@ -521,32 +465,13 @@ def _free_port(address: str, avoid: int | None = None) -> int:
 def _wait_listening(pid: int, ports: tuple[int, ...], deadline: float) -> bool:
     """True once ``pid`` listens on every port; False if it exits first (a port was taken)."""
     while time.monotonic() < deadline:
-        if not _is_running(pid, None):
+        if not is_running(pid, None):
             return False
-        if set(ports) <= _listening_ports(pid):
+        if set(ports) <= listening_ports(pid):
             return True
         time.sleep(0.02)
-    raise CephLabError(
-        f"the Ceph monitor (pid {pid}) did not listen within the timeout", code="ceph.lab_timeout"
-    )
-
-
-def _listening_ports(pid: int) -> set[int]:
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(descriptor)
-                if target.startswith("socket:["):
-                    inodes.add(target[len("socket:[") : -1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    message = f"the Ceph monitor (pid {pid}) did not listen within the timeout"
+    raise CephLabError(message, code="ceph.lab_timeout")
 
 
 def _tail(path: Path) -> str:
