@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from blockplane.lab.ceph import CephCluster, recorded_pids, start_cluster, stop_cluster
-from blockplane.storage.ceph import (
+from blockplane.storage.ceph import CephClient, CephConnection
+from blockplane.storage.ceph_errors import (
     CephAuthFailed,
-    CephClient,
-    CephConnection,
     CephImageBusy,
     CephImageNotFound,
     CephPoolMissing,

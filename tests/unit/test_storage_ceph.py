@@ -13,9 +13,20 @@ import pytest
 
 from blockplane.errors import BlockplaneError, InvalidInput
 from blockplane.storage.ceph import (
+    CephConnection,
+    ClusterUsage,
+    ImageUsage,
+    PoolDf,
+    check_name,
+    parse_df,
+    parse_du,
+    parse_image_info,
+    parse_image_list,
+    parse_snapshots,
+)
+from blockplane.storage.ceph_errors import (
     CephAuthFailed,
     CephConfInvalid,
-    CephConnection,
     CephError,
     CephImageBusy,
     CephImageExists,
@@ -23,16 +34,7 @@ from blockplane.storage.ceph import (
     CephPoolMissing,
     CephSnapshotNotFound,
     CephUnreachable,
-    ClusterUsage,
-    ImageUsage,
-    PoolDf,
-    check_name,
     classify_failure,
-    parse_df,
-    parse_du,
-    parse_image_info,
-    parse_image_list,
-    parse_snapshots,
     redact,
 )
 
@@ -279,3 +281,13 @@ def test_arguments_carry_files_and_timeouts_never_a_key(tmp_path: Path) -> None:
     assert not any(
         argument.startswith(("--key=", "key=")) or argument == "--key" for argument in rbd + ceph
     )
+
+
+@pytest.mark.parametrize(("timeout_s", "long_timeout_s"), [(0, 10), (-1, 10), (20, 10)])
+def test_timeouts_must_be_positive_and_the_long_one_longer(
+    tmp_path: Path, timeout_s: float, long_timeout_s: float
+) -> None:
+    conf = tmp_path / "ceph.conf"
+    conf.write_text("[global]\n")
+    with pytest.raises(InvalidInput):
+        CephConnection(conf=conf, timeout_s=timeout_s, long_timeout_s=long_timeout_s).validate()

@@ -1,20 +1,12 @@
 """A client of a Ceph cluster's RBD pools, over the ``ceph`` and ``rbd`` command-line tools.
 
-It owns the argument lists those tools are run with (never a shell), their timeouts, the
-parsing of their ``--format json`` answers into frozen dataclasses, and the mapping of their
-failures onto blockplane errors with stable codes:
-
-    ceph.unreachable   no monitor answered within the timeout (OperationFailed, 503)
-    ceph.auth          the user, its keyring or its caps were refused (403, nothing changed)
-    ceph.pool_missing  the RADOS pool does not exist (NotFound)
-    ceph.conf_invalid  the ceph.conf or keyring file is missing or unreadable (InvalidInput)
-    ceph.image_not_found / ceph.snapshot_not_found (NotFound), ceph.image_exists and
-    ceph.image_busy (Conflict), ceph.failed (anything else the tools refused)
+It owns the argument lists those tools are run with (never a shell), their timeouts, and the
+parsing of their ``--format json`` answers into frozen dataclasses; ``ceph_errors`` says what
+their failures mean (``ceph.unreachable``, ``ceph.auth``, ``ceph.pool_missing`` ...).
 
 It must not decide policy (which pool, which names) and must never let a cephx key reach a
-command line, a log or a message: the tools read the keyring file themselves, and every message
-built from their output is scrubbed of anything shaped like a key. Debian's rados/rbd Python
-bindings exist only for /usr/bin/python3, so the tools are the interface.
+command line, a log or a message: the tools read the keyring file themselves. Debian's rados and
+rbd Python bindings exist only for /usr/bin/python3, so the tools are the interface.
 """
 
 from __future__ import annotations
@@ -29,65 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
+from blockplane.errors import InvalidInput
+from blockplane.storage.ceph_errors import (
+    CephConfInvalid,
+    CephError,
+    CephSnapshotNotFound,
+    CephUnreachable,
+    classify_failure,
+    redact,
+)
 
 LOG = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 10.0
+LONG_TIMEOUT_S = 3600.0
 # Past the tools' own timeouts, the time they get to report before they are killed.
 KILL_MARGIN_S = 5.0
-MESSAGE_CHARS = 600
 PROBE_PREFIX = "blockplane-access-probe-"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-# A cephx secret: base64 of 28 bytes (type, creation time, length, 16 secret bytes).
-_KEY_SHAPE = re.compile(r"AQ[A-Za-z0-9+/]{36}==")
-_ERRNO = re.compile(r"(?:\(|\[errno )(\d+)[)\]] [A-Za-z]")
-
-
-class CephError(OperationFailed):
-    code = "ceph.failed"
-    title = "Ceph operation failed"
-
-
-class CephUnreachable(OperationFailed):
-    code = "ceph.unreachable"
-    http_status = 503
-    title = "Ceph cluster unreachable"
-
-
-class CephAuthFailed(BlockplaneError):
-    code = "ceph.auth"
-    http_status = 403
-    title = "Ceph refused the user"
-
-
-class CephPoolMissing(NotFound):
-    code = "ceph.pool_missing"
-    title = "Ceph pool missing"
-
-
-class CephConfInvalid(InvalidInput):
-    code = "ceph.conf_invalid"
-    title = "Ceph configuration invalid"
-
-
-class CephImageNotFound(NotFound):
-    code = "ceph.image_not_found"
-    title = "RBD image not found"
-
-
-class CephSnapshotNotFound(NotFound):
-    code = "ceph.snapshot_not_found"
-    title = "RBD snapshot not found"
-
-
-class CephImageExists(Conflict):
-    code = "ceph.image_exists"
-    title = "RBD image exists"
-
-
-class CephImageBusy(Conflict):
-    code = "ceph.image_busy"
-    title = "RBD image busy"
 
 
 @dataclass(frozen=True)
@@ -178,10 +128,6 @@ class RbdSnapshot:
 
 
 # -- pure parts ------------------------------------------------------------------------------
-
-
-def redact(text: str) -> str:
-    return _KEY_SHAPE.sub("<key redacted>", text)
 
 
 def check_name(name: str, kind: str) -> str:
@@ -310,70 +256,6 @@ def parse_snapshots(output: str) -> tuple[RbdSnapshot, ...]:
         raise CephError(f"unexpected answer from rbd snap ls: missing {error}") from error
 
 
-def classify_failure(
-    what: str, returncode: int, stderr: str, *, pool: str | None = None, timeout_s: float = 0.0
-) -> BlockplaneError:
-    """The blockplane error for a ``ceph``/``rbd`` run that exited ``returncode``.
-
-    Both tools exit with the errno of the failure (``rbd``) or print it (``(13) Permission
-    denied``, ``[errno 13]``); the text decides between the cases that share one.
-    """
-    text = redact(stderr)
-    lowered = text.lower()
-    excerpt = _excerpt(text)
-    # The tool's own last line carries the operation's errno; librados' log lines come before.
-    found = _ERRNO.findall(text)
-    errno = int(found[-1]) if found else returncode
-    connecting = "couldn't connect to the cluster" in lowered or (
-        "error connecting to the cluster" in lowered
-    )
-    auth_words = (
-        "permission denied",
-        "operation not permitted",
-        "handle_auth_bad_method",
-        "unable to find a keyring",
-        "permission error",
-    )
-    timed_out = errno == 110 or "timed out" in lowered
-    if (
-        connecting
-        and not timed_out
-        and (errno in (1, 2, 13) or any(word in lowered for word in auth_words))
-    ):
-        return CephAuthFailed(f"{what}: the cluster refused the user: {excerpt}")
-    if connecting or timed_out:
-        return CephUnreachable(
-            f"{what}: no Ceph monitor answered within {timeout_s:g} s: {excerpt}",
-            timeout_s=timeout_s,
-        )
-    if errno in (1, 13) or "permission denied" in lowered or "not permitted" in lowered:
-        where = f" on pool {pool!r}" if pool else ""
-        return CephAuthFailed(f"{what}: the user lacks the caps{where}: {excerpt}")
-    if (
-        "error opening pool" in lowered
-        or "unrecognized pool" in lowered
-        or ("pool" in lowered and "does not exist" in lowered)
-    ):
-        return CephPoolMissing(f"{what}: pool {pool!r} does not exist", pool=pool)
-    if errno == 2 and ("snap" in lowered or "snapshot" in lowered):
-        return CephSnapshotNotFound(f"{what}: no such snapshot: {excerpt}")
-    if errno == 2:
-        return CephImageNotFound(f"{what}: no such image: {excerpt}")
-    if errno == 17:
-        return CephImageExists(f"{what}: the image exists: {excerpt}")
-    if errno in (16, 39):
-        return CephImageBusy(f"{what}: {excerpt}")
-    return CephError(f"{what} failed ({returncode}): {excerpt}")
-
-
-def _excerpt(text: str) -> str:
-    """The lines a person acts on: the tool's own, without librados' timestamped log lines."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    plain = [line for line in lines if not re.match(r"^\d{4}-\d\d-\d\dT", line)]
-    chosen = " / ".join(plain or lines)
-    return chosen[-MESSAGE_CHARS:] if chosen else "(no message)"
-
-
 # -- the client ------------------------------------------------------------------------------
 
 
@@ -388,11 +270,15 @@ class CephConnection:
     user: str = "admin"
     keyring: Path | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
+    # Removing, rolling back or shrinking touches every object of an image: such a command may
+    # run long while each of its requests still answers within ``timeout_s``. Killing it half
+    # way would leave the image half done, so it gets this much longer before it is killed.
+    long_timeout_s: float = LONG_TIMEOUT_S
 
     def validate(self) -> None:
         check_name(self.user, "user")
-        if self.timeout_s <= 0:
-            raise InvalidInput("the Ceph timeout must be positive", code="ceph.conf_invalid")
+        if not 0 < self.timeout_s <= self.long_timeout_s:
+            raise InvalidInput("the Ceph timeouts must be positive", code="ceph.conf_invalid")
         for kind, path in (("ceph.conf", self.conf), ("keyring", self.keyring)):
             if path is not None and not os.access(path, os.R_OK):
                 raise CephConfInvalid(f"the {kind} file {path} is missing or unreadable")
@@ -423,9 +309,19 @@ class CephClient:
         connection.validate()
         self.connection = connection
 
-    def run(self, tool: str, arguments: list[str], what: str, *, pool: str | None = None) -> str:
+    def run(
+        self,
+        tool: str,
+        arguments: list[str],
+        what: str,
+        *,
+        pool: str | None = None,
+        long: bool = False,
+    ) -> str:
+        """Run a tool; ``long`` for commands that take as long as the image is big."""
         command = self.connection.arguments(tool) + arguments
         timeout_s = self.connection.timeout_s
+        kill_after_s = self.connection.long_timeout_s if long else timeout_s + KILL_MARGIN_S
         LOG.debug("ceph: %s", " ".join(command))
         environment = {
             key: value for key, value in os.environ.items() if key not in ("CEPH_ARGS", "CEPH_CONF")
@@ -435,15 +331,15 @@ class CephClient:
                 command,
                 capture_output=True,
                 text=True,
-                timeout=timeout_s + KILL_MARGIN_S,
+                timeout=kill_after_s,
                 check=False,
                 stdin=subprocess.DEVNULL,
                 env=environment,
             )
         except subprocess.TimeoutExpired as error:
             raise CephUnreachable(
-                f"{what}: the cluster did not answer within {timeout_s:g} s",
-                timeout_s=timeout_s,
+                f"{what}: the cluster did not answer within {kill_after_s:g} s",
+                timeout_s=kill_after_s,
             ) from error
         except OSError as error:
             raise CephError(
@@ -455,8 +351,8 @@ class CephClient:
             )
         return completed.stdout
 
-    def _rbd(self, arguments: list[str], what: str, pool: str) -> str:
-        return self.run("rbd", arguments, what, pool=pool)
+    def _rbd(self, arguments: list[str], what: str, pool: str, *, long: bool = False) -> str:
+        return self.run("rbd", arguments, what, pool=pool, long=long)
 
     @staticmethod
     def _spec(pool: str, image: str) -> list[str]:
@@ -479,7 +375,8 @@ class CephClient:
         arguments = ["du", "--format", "json", "--pool", check_name(pool, "pool")]
         if image is not None:
             arguments += ["--image", check_name(image, "image")]
-        return parse_du(self._rbd(arguments, f"rbd du on pool {pool!r}", pool))
+        # Without fast-diff, du reads every object's extent map: as long as a removal.
+        return parse_du(self._rbd(arguments, f"rbd du on pool {pool!r}", pool, long=True))
 
     def pool_usage(self, pool: str) -> PoolUsage:
         usage = self.du(pool)
@@ -522,24 +419,16 @@ class CephClient:
         return self.image_info(pool, image)
 
     def remove_image(self, pool: str, image: str) -> None:
-        self._rbd(
-            ["rm", "--no-progress", *self._spec(pool, image)], f"removing {pool}/{image}", pool
-        )
+        arguments = ["rm", "--no-progress", *self._spec(pool, image)]
+        self._rbd(arguments, f"removing {pool}/{image}", pool, long=True)
 
     def resize_image(
         self, pool: str, image: str, size_bytes: int, *, allow_shrink: bool = False
     ) -> RbdImageInfo:
         _check_size(size_bytes)
-        arguments = [
-            "resize",
-            "--no-progress",
-            *self._spec(pool, image),
-            "--size",
-            f"{size_bytes}B",
-        ]
-        if allow_shrink:
-            arguments.append("--allow-shrink")
-        self._rbd(arguments, f"resizing {pool}/{image}", pool)
+        arguments = ["resize", "--no-progress", *self._spec(pool, image), "--size"]
+        arguments += [f"{size_bytes}B", *(["--allow-shrink"] if allow_shrink else [])]
+        self._rbd(arguments, f"resizing {pool}/{image}", pool, long=allow_shrink)
         return self.image_info(pool, image)
 
     # -- snapshots
@@ -578,6 +467,7 @@ class CephClient:
             ["snap", "rollback", "--no-progress", *self._snap_spec(pool, image, snapshot)],
             f"rolling {pool}/{image} back to @{snapshot}",
             pool,
+            long=True,
         )
 
 
