@@ -30,8 +30,13 @@ if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.
     echo "setup-host: enabled bookworm-backports in $backports_list"
 fi
 
-backports_packages=(qemu-system-x86 qemu-utils qemu-guest-agent libvirt-daemon-system libvirt-clients libvirt-dev)
-plain_packages=(pkg-config gcc make python3-venv python3-dev busybox-static fio cpio kmod util-linux tmux file openssl)
+# qemu-block-extra holds QEMU's rbd driver; it must come from backports like QEMU itself.
+backports_packages=(qemu-system-x86 qemu-utils qemu-guest-agent qemu-block-extra libvirt-daemon-system libvirt-clients
+    libvirt-dev)
+# Ceph (bookworm's Pacific, none in backports) for rbd pools and the one-node test cluster;
+# openssl for the lab's CA.
+plain_packages=(pkg-config gcc make python3-venv python3-dev busybox-static fio cpio kmod util-linux tmux file
+    openssl ceph-mon ceph-osd ceph-common)
 
 missing=()
 for package in "${backports_packages[@]}" "${plain_packages[@]}"; do
@@ -42,6 +47,11 @@ case "$qemu_version" in
     *bpo12*) ;;
     *) missing+=(qemu-system-x86) ;;
 esac
+# A block module built for another QEMU is not loaded: its version must be QEMU's own.
+block_extra_version=$(dpkg-query -W -f='${Version}' qemu-block-extra 2>/dev/null || true)
+if [ "$block_extra_version" != "$qemu_version" ]; then
+    missing+=(qemu-block-extra)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -49,4 +59,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends -t bookworm-backports \
         "${backports_packages[@]}" "${plain_packages[@]}"
 fi
-echo "setup-host: host packages ready ($(dpkg-query -W -f='qemu ${Version}' qemu-system-x86), $(dpkg-query -W -f='libvirt ${Version}' libvirt-daemon))"
+echo "setup-host: host packages ready ($(dpkg-query -W -f='qemu ${Version}' qemu-system-x86), $(dpkg-query -W -f='libvirt ${Version}' libvirt-daemon), $(dpkg-query -W -f='ceph ${Version}' ceph-mon))"

@@ -1,4 +1,5 @@
-"""The lab: several simulated KVM hosts on one machine, for tests, the bench and the demo.
+"""The lab: several simulated KVM hosts and a one-node Ceph cluster on one machine, for tests,
+the bench and the demo.
 
 Each host is a mount namespace with its own libvirtd, BLOCKPLANE_HOME, pool roots and agent,
 all on the one kernel and the one loopback (see ../shared/FIELD-NOTES.md, "Several hosts on one
