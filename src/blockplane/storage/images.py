@@ -100,6 +100,20 @@ def measure_commit(
     return image_end_offset(base_path, run) + sum(top_layer_required(p, run) for p in layers)
 
 
+def measure_copy(
+    path: str | Path, *, shallow: bool = False, runner: CommandRunner | None = None
+) -> int:
+    """Bytes a fresh qcow2 needs to hold what a copy of the image at ``path`` writes: its whole
+    chain flattened, or with ``shallow`` only its own clusters (``qemu-img measure``'s
+    ``required``: allocated data and metadata, not the virtual size)."""
+    run = runner or SubprocessRunner()
+    if shallow:
+        return top_layer_required(path, run)
+    result = run_qemu_img(["measure", "-U", "--output=json", "-O", "qcow2", os.fspath(path)],
+                          runner=run)
+    return int(_json(result.stdout, "qemu-img measure")["required"])
+
+
 def image_end_offset(path: str | Path, runner: CommandRunner) -> int:
     result = run_qemu_img(["check", "-U", "--output=json", os.fspath(path)], runner=runner,
                           accept=None)
