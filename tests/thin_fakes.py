@@ -10,6 +10,7 @@ capacity the way the real backends do (``PoolCapacity``).
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,8 @@ class FakeHypervisor:
     def __init__(self) -> None:
         self.domains: dict[str, FakeDomain] = {}
         self.bulk_calls = 0
+        #: The domains each bulk stats call asked for (None: all of them).
+        self.asked: list[list[str] | None] = []
 
     def lookup(self, name: str) -> FakeDomain:
         if name not in self.domains:
@@ -164,11 +167,14 @@ class FakeHypervisor:
     def unresponsive_domains(self) -> set[str]:
         return set()
 
-    def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    def bulk_stats(
+        self, stats: int = 0, domains: Collection[str] | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         self.bulk_calls += 1
+        self.asked.append(None if domains is None else sorted(domains))
         result = []
         for name, domain in self.domains.items():
-            if domain.running:
+            if domain.running and (domains is None or name in domains):
                 state = PAUSED_STATE if domain.paused else RUNNING_STATE
                 reason = PAUSED_IOERROR_REASON if domain.paused else 1
                 result.append((name, {"state.state": state, "state.reason": reason,

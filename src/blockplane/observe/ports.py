@@ -7,6 +7,7 @@ no behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from blockplane.hypervisor.stats_reuse import StatsSnapshot
@@ -29,4 +30,6 @@ class JobsView(Protocol):
 
 
 class ThinStatus(Protocol):
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]: ...
+    def status(
+        self, vm: str | None = None, *, vms: Collection[str] | None = None
+    ) -> list[dict[str, Any]]: ...

@@ -1,8 +1,10 @@
 """``ReconcileLog``: runs one reconcile pass over the agent's steps and remembers how it went.
 
 Each step is timed and isolated (one failing step does not stop the others); a step that returns
-a mapping of counts (``confirm.Confirmer``) has them recorded. ``GET /v1/reconcile`` and the
-metrics read the first pass (the one at agent start) and the latest. Owns no reconcile logic.
+a mapping of counts (``confirm.Confirmer``) has them recorded. A pass is ``full`` (every step
+looks at everything) or ``quick`` (only at what changed); the agent decides which
+(``runtime.reconcile_schedule``). ``GET /v1/reconcile`` and the metrics read the first pass (the
+one at agent start), the latest and the latest full one. Owns no reconcile logic.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class PassRecord:
     started_at: float
     duration_s: float
     steps: tuple[StepRecord, ...]
+    kind: str = "full"
 
     @property
     def ok(self) -> bool:
@@ -57,6 +60,7 @@ class PassRecord:
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
+            "kind": self.kind,
             "started_at": self.started_at,
             "finished_at": self.started_at + self.duration_s,
             "duration_s": round(self.duration_s, 4),
@@ -72,17 +76,28 @@ class ReconcileLog:
         self._lock = threading.Lock()
         self._first: PassRecord | None = None
         self._last: PassRecord | None = None
+        self._last_full: PassRecord | None = None
         self._passes = 0
+        self._full_passes = 0
 
-    def run(self, steps: Sequence[Step]) -> PassRecord:
+    def run(self, steps: Sequence[Step], kind: str = "full") -> PassRecord:
         started_wall, started = time.time(), time.monotonic()
         records = tuple(_run_step(step) for step in steps)
         with self._lock:
             self._passes += 1
-            record = PassRecord(self._passes, started_wall, time.monotonic() - started, records)
+            record = PassRecord(self._passes, started_wall, time.monotonic() - started, records,
+                                kind)
             self._first = self._first or record
             self._last = record
+            if kind == "full":
+                self._full_passes += 1
+                self._last_full = record
         return record
+
+    @property
+    def last_full(self) -> PassRecord | None:
+        with self._lock:
+            return self._last_full
 
     @property
     def last(self) -> PassRecord | None:
@@ -97,12 +112,15 @@ class ReconcileLog:
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             first, last, passes = self._first, self._last, self._passes
+            last_full, full_passes = self._last_full, self._full_passes
         return {
             "agent_started_at": self.agent_started_at,
             "passes": passes,
+            "full_passes": full_passes,
             "confirmed": last is not None and last.ok and confirmed(last.counts()),
             "first": first.to_json() if first else None,
             "last": last.to_json() if last else None,
+            "last_full": last_full.to_json() if last_full else None,
         }
 
 

@@ -2,7 +2,9 @@
 
 One process per host owns the libvirt connection (an embedded libvirt root can only be held
 by one process). Hypervisor events arrive on an asyncio queue and go to one handler per event
-type; a periodic reconcile catches whatever was missed.
+type; periodic reconcile passes catch whatever was missed: quick ones, on what changed, every
+``reconcile_interval_s``, full ones every ``full_reconcile_interval_s``
+(``runtime.reconcile_schedule``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from blockplane.chain.wiring import ChainServices
 from blockplane.config import Settings
 from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
 from blockplane.facts.kernel_probe import ProbeKernel
+from blockplane.failpoints import failpoint_delay
 from blockplane.home import ensure_room_to_start, prepare_home
 from blockplane.hypervisor.calls import ALL_DOMAINS, LateResult
 from blockplane.hypervisor.connection import Hypervisor
@@ -40,6 +43,7 @@ from blockplane.migration.peer_store import PeerStore
 from blockplane.migration.peers import PeerService
 from blockplane.observe.wiring import ObserveServices
 from blockplane.runtime.eventlog import EventLog
+from blockplane.runtime.reconcile_schedule import PassKind, ReconcileSchedule
 from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
@@ -104,17 +108,22 @@ class Agent:
         self.throttle = ThrottleServices.build(self.vms, self.disks, self.database, self.events,
                                                self.facts())
         self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
-        self._reconcile_now = asyncio.Event()  # a pass at once, e.g. after a reconnect
+        self._reconcile_now = asyncio.Event()  # a full pass at once, e.g. after a reconnect
+        self.schedule = ReconcileSchedule(settings.reconcile_interval_s,
+                                          settings.full_reconcile_interval_s)
         self._handlers: dict[type[HypervisorEvent], Handler] = {
             LifecycleEvent: self._on_lifecycle,
         }
+        # The steps of a full pass, and of a quick one (only what changed since the last pass).
         self.reconcilers: list[Callable[[], object]] = []
+        self.quick_reconcilers: list[Callable[[], object]] = []
         self.reconcilers.append(self.throttle.rescaler.reconcile)
         self.thin = ThinMonitor(
             self.hypervisor, self.pools, self.records, self.database, self.events, self.metrics
         )
         self.disks.observers.append(self.thin)
         self.reconcilers.append(self.thin.reconcile)
+        self.quick_reconcilers.append(self.thin.quick_reconcile)
         self.on_event(BlockThresholdEvent, self.thin.on_threshold)
         self.on_event(IOErrorEvent, self.thin.on_io_error)
         self.chain = ChainServices.build(
@@ -128,6 +137,7 @@ class Agent:
             self.thin,
         )
         self.reconcilers.append(self.chain.reconcile)
+        self.quick_reconcilers.append(self.chain.reconcile)  # live jobs only, when idle SQL
         self.disks.guards.append(self.chain.jobs.refuse_if_busy)
         self.pool_volumes = PoolVolumes(self.pools, self.volumes, self.records, self.events,
                                         self.chain.volume_references, self.thin.forget)
@@ -141,7 +151,8 @@ class Agent:
             thin=self.thin,
             jobs=self.chain.jobs,
         )
-        self.reconcilers.append(self.observe.confirmer.run)
+        self.reconcilers.append(self.observe.confirmer.run_full)
+        self.quick_reconcilers.append(self.observe.confirmer.run)
 
     def facts(self) -> HostFacts:
         if self._facts is None:
@@ -259,24 +270,27 @@ class Agent:
         if not loop.is_closed():
             loop.call_soon_threadsafe(self._reconcile_now.set)
 
-    def reconcile_once(self) -> None:
+    def reconcile_once(self, kind: PassKind = PassKind.FULL) -> None:
         """One pass of every feature's reconcile: the safety net under the events."""
         if not self.hypervisor.check_alive():
             return  # reconnecting; a pass follows as soon as the connection is back
         started = time.monotonic()
-        self.observe.reconcile.run(self.reconcilers)
+        self.schedule.started(kind)
+        steps = self.reconcilers if kind is PassKind.FULL else self.quick_reconcilers
+        self.observe.reconcile.run(steps, kind.value)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
 
     async def _reconcile_forever(self) -> None:
         while True:
-            # On a full host one pass can outlast the interval (seconds at 100 VMs under TCG);
-            # passes back to back then starve event handling, so idle twice as long as it took.
+            # On a full host a full pass can outlast the interval (seconds at 100 VMs under
+            # TCG); passes back to back then starve event handling, so idle twice as long.
             last = self.observe.reconcile.last
-            pause = max(self.settings.reconcile_interval_s, 2 * last.duration_s if last else 0.0)
+            pause = self.schedule.pause_s(last.duration_s if last else None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reconcile_now.wait(), pause)
+            kind = self.schedule.next_kind(forced_full=self._reconcile_now.is_set())
             self._reconcile_now.clear()
-            await asyncio.to_thread(self.reconcile_once)
+            await asyncio.to_thread(self.reconcile_once, kind)
 
     def on_event(self, event_type: type[HypervisorEvent], handler: Handler) -> None:
         """Route one hypervisor event type to its handler (one handler per type)."""
@@ -287,6 +301,10 @@ class Agent:
     async def _dispatch_events(self) -> None:
         while True:
             event = await self._queue.get()
+            # Tests hold event delivery here to prove the reconcile passes catch what it missed.
+            held = failpoint_delay(f"events.dispatch.{event.kind}")
+            if held:
+                await asyncio.sleep(held)
             self.metrics.hypervisor_events.labels(event.kind).inc()
             self.metrics.event_lag.observe(time.monotonic() - event.received_at)
             handler = self._handlers.get(type(event))

@@ -8,7 +8,9 @@ The service the agent wires up (``runtime.agent``):
   the size, re-arms; at the qcow2 ceiling the volume goes DISABLED;
 - ``on_io_error`` (IOErrorEvent, reason ``enospc``): makes room if the failed write needs it,
   then resumes the VM;
-- ``reconcile``: the safety net (``reconciler.Reconciler``), run at start and periodically;
+- ``reconcile``: the safety net (``reconciler.Reconciler``), every volume, run at start and
+  every full reconcile period; ``quick_reconcile``: the same for the VMs where something changed
+  since the last look (``watch.ChangeWatch``), run every reconcile period;
 - ``status(vm)``: one dict per volume, for ``blockplane thin status`` and ``GET /v1/thin``;
 - ``pre_extend(vm, libvirt_name, needed_bytes) -> int``, the block-job hook: before a commit
   into libvirt's ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -52,6 +54,7 @@ from blockplane.thin.pauses import PauseResolver
 from blockplane.thin.ports import HypervisorPort, PoolsPort
 from blockplane.thin.reconciler import Reconciler
 from blockplane.thin.registry import VolumeRegistry
+from blockplane.thin.watch import ChangeWatch
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class ThinMonitor:
         self._pauses = PauseResolver(self._registry, self._extender, events, metrics)
         self._reconciler = Reconciler(hypervisor, self._registry, self._extender, self._pauses,
                                       records, metrics)
+        self._watch = ChangeWatch(self._registry, events)
         self._tasks: set[asyncio.Future[None]] = set()
         # Its own threads: in a burst most of them wait on QEMU (setBlockThreshold), and the
         # shared default executor (CPUs + 4 threads) would queue the rest behind them.
@@ -114,6 +118,8 @@ class ThinMonitor:
             volume = self._registry.forget(key)
         if volume is not None:
             self._extender.drop_gauges(volume)
+            self._extender.growth.forget(key)
+            self._watch.forget(key)
 
     # events
     async def on_threshold(self, event: BlockThresholdEvent) -> None:
@@ -145,23 +151,41 @@ class ThinMonitor:
             if volume.libvirt_index != libvirt_index:
                 volume = self._registry.save(volume, libvirt_index=libvirt_index)
             domain = self._hypervisor.lookup(volume.vm)
-            self._extender.extend(volume, domain, started=event.received_at, cause="event")
+            # Where the write that fired it ended: QEMU's allocation at the event.
+            self._extender.extend(volume, domain, started=event.received_at, cause="event",
+                                  allocation=event.threshold + event.excess,
+                                  observed_at=event.received_at)
 
     def _resolve_pause(self, key: VolumeKey, vm: str, received_at: float) -> None:
         self._pauses.resolve(key, self._hypervisor.lookup(vm), started=received_at)
 
     # reconcile, status, hooks
-    def reconcile(self) -> None:
-        self._reconciler.run()
+    def reconcile(self) -> dict[str, int]:
+        """A full pass: every volume, with one stats call for every running domain."""
+        self._watch.restart()
+        return self._reconciler.run()
 
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]:
+    def quick_reconcile(self) -> dict[str, int]:
+        """A quick pass: the volumes of the VMs where something changed since the last look
+        (no stats call at all on a host where nothing did)."""
+        return self._reconciler.run(self._watch.due(self._reconciler.running))
+
+    def status(
+        self, vm: str | None = None, *, vms: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per volume (of ``vm``, or of ``vms``; None: all), with QEMU's live figures
+        from one stats call for just those VMs."""
+        wanted = {vm} if vm is not None else None if vms is None else set(vms)
+        volumes = [volume for volume in self._registry.all()
+                   if wanted is None or volume.vm in wanted]
         try:
-            stats = dict(self._hypervisor.bulk_stats())
+            stats = dict(self._hypervisor.bulk_stats(
+                domains=None if wanted is None else sorted(wanted))) if volumes else {}
         except BlockplaneError:
             stats = {}
         unresponsive = self._hypervisor.unresponsive_domains()
         rows = []
-        for volume in self._registry.all(vm):
+        for volume in volumes:
             node = None
             if volume.vm in stats:
                 node = find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
@@ -210,6 +234,7 @@ class ThinMonitor:
         except NotFound:
             pass
         index = node.libvirt_index if node is not None else volume.libvirt_index
+        growth = self._extender.growth.growth(volume.key)
         return {
             "vm": volume.vm,
             "target": volume.target,
@@ -235,6 +260,11 @@ class ThinMonitor:
             "refusals": volume.refusals,
             "refused": volume.refused,
             "last_extend_latency_s": volume.last_extend_latency_s,
+            # The adaptive extension (thin.adaptive): the write rate the last extend measured,
+            # the bytes it added and the room it left above the threshold; None before one.
+            "write_rate": round(growth.rate) if growth else None,
+            "step": growth.step if growth else None,
+            "reserve": growth.reserve if growth else None,
         }
 
     async def settle(self) -> None:
