@@ -20,7 +20,8 @@ def thin_group() -> None:
 @json_option
 @pass_cli
 def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
-    """Per thin volume: physical, allocation, threshold, state, extends, pauses, latency."""
+    """Per thin volume: physical, allocation, threshold, state, extends, pauses, latency, and
+    the adaptive extension's last measured write rate, step and reserve."""
     rows: list[dict[str, Any]] = context.client.request("GET", "/v1/thin", vm=vm)
     if as_json:
         print_json(rows)
@@ -30,6 +31,10 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
             row[f"{field}_h"] = human_bytes(row[field])
         latency = row["last_extend_latency_s"]
         row["latency_h"] = "-" if latency is None else f"{latency * 1000:.0f} ms"
+        rate = row.get("write_rate")
+        row["rate_h"] = "-" if rate is None else f"{rate / 2**20:.0f} MiB/s"
+        for field in ("step", "reserve"):
+            row[f"{field}_h"] = "-" if row.get(field) is None else human_bytes(row[field])
         row["state_h"] = row["state"] + (" (refused)" if row["refused"] else "") + (
             " (paused)" if row["paused"] else "")
     table(
@@ -44,6 +49,9 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
             ("extends", "extends"),
             ("pauses", "pauses"),
             ("latency_h", "last extend"),
+            ("rate_h", "rate"),
+            ("step_h", "step"),
+            ("reserve_h", "reserve"),
         ],
         title="thin volumes",
     )

@@ -53,6 +53,16 @@ def write_counter(source: str) -> Counter | None:
     return (int(fields[4]), int(fields[6]))  # writes completed, sectors written
 
 
+def written_bytes(path: str) -> int | None:
+    """Bytes written to the block device at ``path`` since it appeared (sysfs), None for a
+    file or what cannot be read."""
+    source = counter_source(path)
+    if source is None or not source.startswith("/sys/"):
+        return None
+    counter = write_counter(source)
+    return None if counter is None else counter[1] * 512
+
+
 class WriteActivity:
     """The counters of each volume at the last look, and where to read them (looked up once
     per path until ``refresh``: a loop or LVM device keeps its numbers while attached)."""

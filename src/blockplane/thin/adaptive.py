@@ -17,9 +17,12 @@ writer, measured at every extend:
 - the threshold: the new size minus the reserve.
 
 A writer that slows (or stops: an earlier sample older than ``RATE_MAX_AGE_S`` gives no rate)
-is back to the base reserve and one chunk at its next extend; with no rate this is exactly VDSM's
-step. The reserve grows instead of the step because, at 90% utilization, a reserve of 10% of the
-step would need a step ten times the demand, and the pool would carry all of it.
+is back to the base reserve and one chunk at its next extend; with no rate this is exactly
+VDSM's step. A writer first seen at an extend (nothing measured yet) is measured right after it,
+from the host's own count of bytes written to the volume's device over ``MEASURE_AFTER_S``
+(``reserve_for``), so that its next crossing already has its reserve. The reserve grows rather
+than the step because at 90% utilization a reserve of 10% of the step would need a step ten
+times the demand, all of it carried by the pool.
 
 Pure functions and a small per-volume tracker; must not call QEMU, libvirt or the backends.
 """
@@ -42,6 +45,8 @@ LATENCY_WINDOW = 8
 RATE_MAX_AGE_S = 10.0
 #: Samples closer together than this are too coarse for a rate (QEMU counts whole requests).
 RATE_MIN_INTERVAL_S = 0.02
+#: A writer first seen at an extend is measured over this long after it (host-side counters).
+MEASURE_AFTER_S = 0.03
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ def adaptive_step(
     base_reserve = vdsm_reserve(chunk, utilization_pct)
     latency = max(latency_s, LATENCY_FLOOR_S)
     demand = int(rate * latency * safety)
-    reserve = max(base_reserve, demand)
+    reserve = reserve_for(rate, latency_s, chunk, utilization_pct, safety)
     at = physical - base_reserve if allocation is None else allocation
     chunks = max(1, -(-(at + demand + reserve - physical) // chunk))
     wanted = physical + chunks * chunk
@@ -120,6 +125,15 @@ def adaptive_step(
         threshold = wanted - base_reserve
     return Step(physical=wanted, threshold=max(threshold, 0), reserve=wanted - threshold,
                 demand=demand, rate=rate, latency_s=latency, limited_by=limited_by)
+
+
+def reserve_for(
+    rate: float, latency_s: float, chunk: int, utilization_pct: int, safety: float = SAFETY
+) -> int:
+    """The room to leave above the threshold for a writer at ``rate`` bytes/s: what it writes
+    in ``safety`` times the extend latency, at least VDSM's reserve."""
+    demand = int(rate * max(latency_s, LATENCY_FLOOR_S) * safety)
+    return max(vdsm_reserve(chunk, utilization_pct), demand)
 
 
 @dataclass(frozen=True)
@@ -160,8 +174,13 @@ class GrowthTracker:
             self._rates[key] = rate
             return rate
 
-    def rate(self, key: object) -> float:
+    def rate(self, key: object, now: float | None = None) -> float:
+        """The last rate measured (0.0: none, or its sample older than ``RATE_MAX_AGE_S``
+        at ``now``)."""
         with self._lock:
+            sample = self._samples.get(key)
+            if sample is None or (now is not None and now - sample.at > RATE_MAX_AGE_S):
+                return 0.0
             return self._rates.get(key, 0.0)
 
     def latency_s(self, key: object) -> float:

@@ -24,7 +24,14 @@ from blockplane.storage.backends.base import VolumeBackend, align_up
 from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
-from blockplane.thin.adaptive import Growth, GrowthTracker, Step, WriteSample, adaptive_step
+from blockplane.thin.adaptive import (
+    Growth,
+    GrowthTracker,
+    Step,
+    WriteSample,
+    adaptive_step,
+    reserve_for,
+)
 from blockplane.thin.monitor_state import (
     Armed,
     Extended,
@@ -98,9 +105,10 @@ class Extender:
         physical = backend.physical_size(volume.volume)
         if physical >= policy.max_physical_bytes:
             return self.disable(volume, physical, policy)
-        rate = 0.0
         if allocation is not None and observed_at is not None:
             rate = self.growth.observe(volume.key, WriteSample(observed_at, allocation))
+        else:
+            rate = self.growth.rate(volume.key, time.monotonic())
         step = self._step(volume, policy, physical, allocation, rate)
         wanted = step.physical
         if at_least > wanted:
@@ -187,6 +195,24 @@ class Extender:
                 raise
             self._registry.save(volume, pending_physical=smaller.physical)
             return backend.grow(volume.volume, smaller.physical), smaller
+
+    def reserve_for_writer(
+        self, volume: MonitoredVolume, domain: DomainPort, rate: float
+    ) -> MonitoredVolume:
+        """A writer measured at ``rate`` (bytes/s) needs more room above the armed threshold
+        than the last extend left (it did not know the rate): arm it lower, now. If the guest
+        passed the new mark already, QEMU fires at its next write and the extend that follows
+        knows the rate."""
+        if volume.state is not MonitorState.SET or volume.threshold is None:
+            return volume
+        policy = self.policy(volume)
+        reserve = reserve_for(rate, self.growth.latency_s(volume.key), policy.chunk_bytes,
+                              policy.utilization_pct)
+        if reserve <= volume.physical - volume.threshold or reserve >= volume.physical:
+            return volume
+        last = self.growth.growth(volume.key)
+        self.growth.grown(volume.key, Growth(rate, last.step if last else 0, reserve))
+        return self.arm(volume, domain, publish=True)
 
     def arm(
         self,

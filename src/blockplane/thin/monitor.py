@@ -47,6 +47,8 @@ from blockplane.model.chain import parse_libvirt_name
 from blockplane.store.database import Database
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
+from blockplane.thin.activity import written_bytes
+from blockplane.thin.adaptive import MEASURE_AFTER_S
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, MonitorStore, VolumeKey
@@ -128,7 +130,8 @@ class ThinMonitor:
             return
         volume = self._registry.find(event.domain, target, event.path, libvirt_index)
         if volume is not None:
-            self._spawn(self._extend_on_threshold, volume.key, libvirt_index, event)
+            self._spawn(self._extend_on_threshold, volume.key, libvirt_index, event,
+                        asyncio.get_running_loop())
 
     async def on_io_error(self, event: IOErrorEvent) -> None:
         if event.reason != "enospc" or event.action != IO_ERROR_ACTION_PAUSE:
@@ -140,7 +143,8 @@ class ThinMonitor:
                 return
 
     def _extend_on_threshold(
-        self, key: VolumeKey, libvirt_index: int, event: BlockThresholdEvent
+        self, key: VolumeKey, libvirt_index: int, event: BlockThresholdEvent,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         with self._registry.lock(key):
             volume = self._registry.get(key)
@@ -151,10 +155,33 @@ class ThinMonitor:
             if volume.libvirt_index != libvirt_index:
                 volume = self._registry.save(volume, libvirt_index=libvirt_index)
             domain = self._hypervisor.lookup(volume.vm)
+            # A writer not measured yet: the host's count of bytes written, before and after.
+            unmeasured = self._extender.growth.rate(key, event.received_at) == 0.0
+            counted = (time.monotonic(), written_bytes(volume.path)) if unmeasured else None
             # Where the write that fired it ended: QEMU's allocation at the event.
-            self._extender.extend(volume, domain, started=event.received_at, cause="event",
-                                  allocation=event.threshold + event.excess,
-                                  observed_at=event.received_at)
+            volume = self._extender.extend(volume, domain, started=event.received_at,
+                                           cause="event",
+                                           allocation=event.threshold + event.excess,
+                                           observed_at=event.received_at)
+        if counted is not None and counted[1] is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.call_later, MEASURE_AFTER_S, self._spawn,
+                                      self._measure_writer, key, counted)
+
+    def _measure_writer(self, key: VolumeKey, counted: tuple[float, int | None]) -> None:
+        """``MEASURE_AFTER_S`` after a writer's first extend: its rate from the host's count,
+        and a lower threshold if that rate needs more room than the extend left."""
+        (before_at, before), volume = counted, self._registry.get(key)
+        if volume is None or before is None:
+            return
+        after = written_bytes(volume.path)
+        if after is None:
+            return
+        rate = max(after - before, 0) / max(time.monotonic() - before_at, 1e-3)
+        with self._registry.lock(key):
+            volume = self._registry.get(key)
+            if volume is not None:
+                self._extender.reserve_for_writer(volume, self._hypervisor.lookup(volume.vm),
+                                                  rate)
 
     def _resolve_pause(self, key: VolumeKey, vm: str, received_at: float) -> None:
         self._pauses.resolve(key, self._hypervisor.lookup(vm), started=received_at)

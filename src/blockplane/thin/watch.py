@@ -3,8 +3,8 @@
 A VM is due when, since the last look:
 - one of its thin volumes was written (``thin.activity``: the host's own counters, so a
   threshold crossed while its event is lost or held up is still found);
-- the event log names it (a threshold or ENOSPC event handled, a disk attached, the VM started
-  or stopped, a job);
+- the event log names it (a disk attached, the VM started or stopped, a job, a snapshot), other
+  than the thin monitor's own ``thin.*`` events, which tell of what it just did;
 - or one of its volumes is not at rest: an extend pending or refused, a pause open, a volume
   left unarmed while its VM runs.
 
@@ -65,7 +65,8 @@ class ChangeWatch:
             self._event_mark = newer[-1].id
         if len(newer) == EVENTS_PER_LOOK:
             return None
-        return {event.vm for event in newer if event.vm is not None}
+        return {event.vm for event in newer
+                if event.vm is not None and not event.type.startswith("thin.")}
 
 
 def unsettled(volume: MonitoredVolume, running: Collection[str]) -> bool:
