@@ -42,6 +42,7 @@ from blockplane.metrics import AgentMetrics
 from blockplane.migration.peer_store import PeerStore
 from blockplane.migration.peers import PeerService
 from blockplane.observe.wiring import ObserveServices
+from blockplane.runtime import memory
 from blockplane.runtime.eventlog import EventLog
 from blockplane.runtime.reconcile_schedule import PassKind, ReconcileSchedule
 from blockplane.storage.pool_volumes import PoolVolumes
@@ -277,8 +278,10 @@ class Agent:
         started = time.monotonic()
         self.schedule.started(kind)
         steps = self.reconcilers if kind is PassKind.FULL else self.quick_reconcilers
-        self.observe.reconcile.run(steps, kind.value)
+        record = self.observe.reconcile.run(steps, kind.value)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
+        if kind is PassKind.FULL or record.counts().get("thin_vms_looked_at"):
+            memory.trim()  # what the pass (and the events before it) allocated and freed
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -329,5 +332,6 @@ class Agent:
 
 def run_agent(settings: Settings) -> None:
     check_listen(settings.listen, settings.tls_cert, settings.tls_key)  # before anything starts
+    memory.tune_allocator()  # before libvirt starts a thread per VM
     agent = Agent(settings)
     asyncio.run(agent.serve())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -79,9 +80,11 @@ class ThinMonitor:
         self._extender = Extender(self._registry, pools, records, events, metrics)
         self._pauses = PauseResolver(self._registry, self._extender, events, metrics)
         self._reconciler = Reconciler(hypervisor, self._registry, self._extender, self._pauses,
-                                      records, metrics)
+                                      records, metrics, self.event_work_in_flight)
         self._watch = ChangeWatch(self._registry, events)
         self._tasks: set[asyncio.Future[None]] = set()
+        self._in_flight: dict[VolumeKey, int] = {}
+        self._in_flight_lock = threading.Lock()
         # Its own threads: in a burst most of them wait on QEMU (setBlockThreshold), and the
         # shared default executor (CPUs + 4 threads) would queue the rest behind them.
         self._workers = ThreadPoolExecutor(max_workers=EVENT_WORKERS,
@@ -303,16 +306,29 @@ class ThinMonitor:
         """Stop taking event work; what already runs finishes (each step is recorded first)."""
         self._workers.shutdown(wait=False, cancel_futures=True)
 
-    def _spawn(self, work: Callable[..., None], *args: Any) -> None:
-        """Run ``work`` in a thread without holding up the agent's event dispatch."""
-        task = asyncio.get_running_loop().run_in_executor(self._workers, work, *args)
+    def _spawn(self, work: Callable[..., None], key: VolumeKey, *args: Any) -> None:
+        """Run ``work(key, *args)`` in a thread without holding up the agent's event dispatch;
+        until it is done, ``key`` has event work in flight."""
+        with self._in_flight_lock:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        task = asyncio.get_running_loop().run_in_executor(self._workers, work, key, *args)
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda done: self._finished(done, key))
 
-    def _finished(self, task: asyncio.Future[None]) -> None:
+    def _finished(self, task: asyncio.Future[None], key: VolumeKey) -> None:
         self._tasks.discard(task)
+        with self._in_flight_lock:
+            left = self._in_flight.pop(key, 1) - 1
+            if left:
+                self._in_flight[key] = left
         if not task.cancelled() and task.exception() is not None:
             log.error("thin monitor action failed", exc_info=task.exception())
+
+    def event_work_in_flight(self, key: VolumeKey) -> bool:
+        """An event of ``key`` was taken and its work has not finished (reconcile leaves
+        the volume to it)."""
+        with self._in_flight_lock:
+            return key in self._in_flight
 
     def _adopt_untracked(self) -> None:
         """Thin disks attached while no monitor recorded them (older state, or a crash)."""

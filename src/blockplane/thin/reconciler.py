@@ -6,7 +6,8 @@ pass reads only the domains it is given (``thin.watch`` picks them: what changed
 missed (agent down, a one-shot threshold that already fired, a VM paused on ENOSPC) and acts
 through the extender and the pause keeper, under each volume's lock. A threshold gone from QEMU
 while its volume is still armed may have fired a moment ago, its event still on the way: it is
-looked at again ``SUSPECT_RECHECK_S`` later, in the same pass, and extended if still so. Also
+looked at again ``SUSPECT_RECHECK_S`` later, in the same pass, and extended if still so, unless
+its event was taken and the work on it is still running (queued behind others in a burst). Also
 finishes what a crash interrupted: an extend recorded as pending whose volume did grow is
 completed, not repeated. Owns the ``missed events`` count. Must not decide by itself
 (``monitor_state.reconcile`` does) and must not call libvirt beyond the ports.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from blockplane.errors import BlockplaneError
@@ -63,8 +64,10 @@ class Reconciler:
         pauses: PauseResolver,
         records: Records,
         metrics: AgentMetrics,
+        event_work_in_flight: Callable[[VolumeKey], bool] = lambda _key: False,
     ) -> None:
         self._hypervisor = hypervisor
+        self._event_work_in_flight = event_work_in_flight
         self._registry = registry
         self._extender = extender
         self._pauses = pauses
@@ -192,6 +195,8 @@ class Reconciler:
     def _wait_for_event(self, key: VolumeKey, decision: ReconcileDecision, node: BlockNode) -> bool:
         fired_unseen = (decision.action is Action.EXTEND and decision.missed_event
                         and node.stats.threshold is None)
+        if fired_unseen and self._event_work_in_flight(key):
+            return True  # its event was taken: the handler extends it (a burst: it queues)
         if not fired_unseen or self._passes == 0 or key in self._suspects:
             self._suspects.discard(key)
             return False
