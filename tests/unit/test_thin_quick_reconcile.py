@@ -124,6 +124,19 @@ def test_a_stopped_vm_is_not_asked_about_again(tmp_path: Path) -> None:
     assert rig.quick() is None
 
 
+def test_a_vm_busy_with_a_job_is_not_waited_for_but_looked_at_again(tmp_path: Path) -> None:
+    rig = QuickRig(tmp_path)
+    rig.hypervisor.domains["vm1"].busy = True  # an attach holds its job
+    rig.guest_writes("vm1", CHUNK // 2 + MIB)  # and its event is lost
+    assert rig.quick() == ["vm1"]
+    assert rig.pools.grows() == []  # no sizes without the job: nothing decided
+    assert rig.quick() == ["vm1"]  # nothing written since, but not looked at yet
+    rig.hypervisor.domains["vm1"].busy = False
+    assert rig.quick() == ["vm1"]
+    assert rig.pools.grows() == [("vm1-vda", 2 * CHUNK)]
+    assert rig.quick() is None
+
+
 def test_the_schedule_runs_a_full_pass_first_then_every_full_interval() -> None:
     now = [0.0]
     schedule = ReconcileSchedule(2.0, 60.0, clock=lambda: now[0])

@@ -254,19 +254,21 @@ class Hypervisor:
             ]
 
     def bulk_stats(
-        self, stats: int = 0, domains: Collection[str] | None = None
+        self, stats: int = 0, domains: Collection[str] | None = None, *, nowait: bool = False
     ) -> list[tuple[str, dict[str, Any]]]:
         """One stats round trip for every active domain, or for the running ones of ``domains``
         (``domainListGetStats`` on just those: a quick pass pays for what changed only).
 
-        Inside ``stats_reuse.scope(max_age_s)`` (this thread only) a kept answer that young
-        is returned instead of a new round trip.
+        ``nowait`` (with ``domains``): a domain whose job another call holds (an attach, a VM
+        starting) answers at once with what needs no QEMU (no sizes, no counters) instead of
+        the call waiting for it. Inside ``stats_reuse.scope(max_age_s)`` (this thread only) a
+        kept answer that young is returned instead of a new round trip.
         """
-        return list(self.bulk_snapshot(stats, domains=domains).records)
+        return list(self.bulk_snapshot(stats, domains=domains, nowait=nowait).records)
 
     def bulk_snapshot(
         self, stats: int = 0, max_age_s: float | None = None,
-        domains: Collection[str] | None = None,
+        domains: Collection[str] | None = None, *, nowait: bool = False,
     ) -> StatsSnapshot:
         """``bulk_stats`` with the time it was taken; ``max_age_s``: a kept answer will do."""
         wanted = stats or (libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_STATE)
@@ -278,7 +280,7 @@ class Hypervisor:
             if domains is None:
                 records = self._bounded_stats(wanted)
             else:
-                records = self._bounded_stats_of(wanted, domains)
+                records = self._bounded_stats_of(wanted, domains, nowait)
         snapshot = StatsSnapshot(started, wanted, records,
                                  None if domains is None else frozenset(domains))
         self.stats_reuse.keep(snapshot)
@@ -321,12 +323,14 @@ class Hypervisor:
         return [(name, values) for name, values in answers.items() if values is not None]
 
     def _bounded_stats_of(
-        self, wanted: int, names: Collection[str]
+        self, wanted: int, names: Collection[str], nowait: bool
     ) -> list[tuple[str, dict[str, Any]]]:
         """``_bounded_stats`` for the running domains among ``names``: one round trip while
         they answer, each on its own (leaving out the one that hangs) once one does not.
         Unresponsive domains are left out up front, as from every bulk call."""
         flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
+        if nowait:
+            flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
         connection = self.connection
         skip = self.unresponsive_domains()
         active = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 
 from blockplane.errors import Conflict
@@ -63,6 +64,8 @@ class Extender:
         self._metrics = metrics
         self._backends: dict[str, tuple[PoolRecord, VolumeBackend]] = {}
         self.growth = GrowthTracker()
+        #: ``BLOCKPLANE_THIN_STEP=fixed``: VDSM's fixed chunk, to compare (``bench.thin``).
+        self.adaptive = os.environ.get("BLOCKPLANE_THIN_STEP", "adaptive") != "fixed"
 
     def policy(self, volume: MonitoredVolume) -> GrowthPolicy:
         pool = self._pools.get(volume.pool)
@@ -109,6 +112,8 @@ class Extender:
             rate = self.growth.observe(volume.key, WriteSample(observed_at, allocation))
         else:
             rate = self.growth.rate(volume.key, time.monotonic())
+        if not self.adaptive:
+            rate = 0.0
         step = self._step(volume, policy, physical, allocation, rate)
         wanted = step.physical
         if at_least > wanted:
@@ -203,7 +208,7 @@ class Extender:
         than the last extend left (it did not know the rate): arm it lower, now. If the guest
         passed the new mark already, QEMU fires at its next write and the extend that follows
         knows the rate."""
-        if volume.state is not MonitorState.SET or volume.threshold is None:
+        if not self.adaptive or volume.state is not MonitorState.SET or volume.threshold is None:
             return volume
         policy = self.policy(volume)
         reserve = reserve_for(rate, self.growth.latency_s(volume.key), policy.chunk_bytes,

@@ -198,7 +198,8 @@ class ThinMonitor:
     def quick_reconcile(self) -> dict[str, int]:
         """A quick pass: the volumes of the VMs where something changed since the last look
         (no stats call at all on a host where nothing did)."""
-        return self._reconciler.run(self._watch.due(self._reconciler.running))
+        due = self._watch.due(self._reconciler.running) | self._reconciler.busy
+        return self._reconciler.run(due)
 
     def status(
         self, vm: str | None = None, *, vms: Collection[str] | None = None

@@ -27,6 +27,7 @@ from blockplane.hypervisor.bulk_stats import (
     chain_nodes,
     domain_state,
     find_node,
+    monitor_answered,
 )
 from blockplane.hypervisor.domain import DISK_ERROR_NO_SPACE, PAUSED_STATE
 from blockplane.metrics import AgentMetrics
@@ -80,16 +81,21 @@ class Reconciler:
         self._suspects: set[VolumeKey] = set()
         #: VMs whose QEMU answered the last look at them (unarmed volumes there need arming).
         self.running: set[str] = set()
+        #: VMs a quick look found busy with a job (no sizes without waiting): look again.
+        self.busy: set[str] = set()
 
     def run(self, vms: Collection[str] | None = None) -> dict[str, int]:
         """Set right the volumes of every VM (None: a full pass) or of ``vms`` only."""
         looked = self._look(vms)
+        busy = self.busy
         if self._suspects:
             time.sleep(SUSPECT_RECHECK_S)
             again = {volume.vm for key in self._suspects
                      if (volume := self._registry.get(key)) is not None}
             self._look(again)
+            busy |= self.busy
             self._suspects.clear()
+        self.busy = busy
         self._passes += 1
         return {"thin_vms_looked_at": looked}
 
@@ -97,7 +103,10 @@ class Reconciler:
         if vms is not None and not vms:
             return 0
         snapshot_at = time.monotonic()
-        stats_by_vm = dict(self._hypervisor.bulk_stats(domains=vms))
+        # A quick look does not wait for a VM whose job another call holds (an attach under
+        # way): it takes that VM up again next time (``busy``); a full pass waits.
+        stats_by_vm = dict(self._hypervisor.bulk_stats(domains=vms, nowait=vms is not None))
+        self.busy = {vm for vm, stats in stats_by_vm.items() if not monitor_answered(stats)}
         read_at = time.monotonic()
         # Allocations read in a short call are dated well enough to measure write rates.
         sampled_at = (snapshot_at + read_at) / 2 if read_at - snapshot_at <= (
@@ -114,6 +123,8 @@ class Reconciler:
         for vm, volumes in by_vm.items():
             try:
                 stats = stats_by_vm.get(vm)
+                if vm in self.busy:
+                    continue
                 if stats is None and vm in unresponsive:
                     log.warning("thin reconcile skips VM %s: its QEMU does not answer", vm)
                 elif stats is None:
