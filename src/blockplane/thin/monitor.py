@@ -40,6 +40,7 @@ from blockplane.hypervisor.bulk_stats import (
     BlockNode,
     chain_nodes,
     find_node,
+    monitor_answered,
 )
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
@@ -205,20 +206,22 @@ class ThinMonitor:
         self, vm: str | None = None, *, vms: Collection[str] | None = None
     ) -> list[dict[str, Any]]:
         """One row per volume (of ``vm``, or of ``vms``; None: all), with QEMU's live figures
-        from one stats call for just those VMs."""
+        from one stats call for just those VMs, which does not wait for a VM whose job another
+        call holds: its rows then show the recorded figures, as for an unresponsive VM."""
         wanted = {vm} if vm is not None else None if vms is None else set(vms)
         volumes = [volume for volume in self._registry.all()
                    if wanted is None or volume.vm in wanted]
         try:
             stats = dict(self._hypervisor.bulk_stats(
-                domains=None if wanted is None else sorted(wanted))) if volumes else {}
+                domains=None if wanted is None else sorted(wanted),
+                nowait=wanted is not None)) if volumes else {}
         except BlockplaneError:
             stats = {}
         unresponsive = self._hypervisor.unresponsive_domains()
         rows = []
         for volume in volumes:
             node = None
-            if volume.vm in stats:
+            if volume.vm in stats and monitor_answered(stats[volume.vm]):
                 node = find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
                                  volume.libvirt_index)
             rows.append(self._describe(volume, node, running=volume.vm in stats,
