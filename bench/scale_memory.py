@@ -12,6 +12,10 @@ creating them, after an idle spell and after ``malloc_trim``:
   bench's burst phase does) with ``tracemalloc`` on: what Python itself holds, by module and
   by allocation site. Everything runs several times slower under tracemalloc, and its own
   bookkeeping shows in the RSS: read the Python figures, not the RSS, from this mode.
+- ``--mode inprocess``: the same without tracemalloc, the allocator tuned as the agent does it
+  (``runtime.memory``), and at each point Python's own allocator statistics
+  (``sys._debugmallocstats``: its arenas, and how full they are) and what ``gc.collect`` and
+  ``malloc_trim`` give back, to tell Python's fragmentation from the C heap's.
 
     python -m bench.scale_memory [--vms 100] [--idle-s 30] [--mode process|tracemalloc]
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import os
 import re
 import shutil
@@ -121,6 +126,9 @@ class Probe:
                                   "smaps": smaps_breakdown(self.pid)}
         if self.mode == "tracemalloc":
             sample["python"] = python_heap(self.frames)
+        if self.mode == "inprocess":
+            sample["pymalloc"] = pymalloc_stats()
+            print(f"    pymalloc: {sample['pymalloc']}")
         self.points.append(sample)
         print(f"{label}: RSS {sample['rss'] / MIB:.1f} MiB")
         for kind, size in sorted(sample["smaps"].items(), key=lambda item: -item[1]):
@@ -168,9 +176,41 @@ def run_process(probe: Probe, settings: Settings, api: Api, pool_dir: Path,
     probe.point(f"{arguments.vms} VMs, restarted agent, {arguments.idle_s:.0f} s idle")
 
 
+def pymalloc_stats() -> dict[str, int]:
+    """Python's small-object allocator: its arenas and how much of them is in use."""
+    import sys
+
+    # It writes to the C library's stderr, not to sys.stderr.
+    with tempfile.TemporaryFile("w+") as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read()
+    wanted = {"arenas allocated current": "arenas", "bytes in allocated blocks": "in_use",
+              "bytes in available blocks": "free_blocks", "unused pools": "unused_pools",
+              "bytes lost to pool headers": "pool_headers"}
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition("=")
+        for label, key in wanted.items():
+            if label in name:
+                found[key] = int(value.strip().replace(",", ""))
+    return found
+
+
 def run_in_process(probe: Probe, settings: Settings, api: Api, pool_dir: Path,
                    arguments: argparse.Namespace) -> None:
-    tracemalloc.start(arguments.frames)
+    if arguments.mode == "tracemalloc":
+        tracemalloc.start(arguments.frames)
+    else:
+        from blockplane.runtime import memory
+
+        memory.tune_allocator()
     with agent_in_process(settings, api):
         probe.point("0 VMs, agent up")
         create_pool(api, pool_dir)
@@ -178,6 +218,10 @@ def run_in_process(probe: Probe, settings: Settings, api: Api, pool_dir: Path,
         probe.point(f"{arguments.vms} VMs created")
         time.sleep(arguments.idle_s)
         probe.point(f"{arguments.vms} VMs, after {arguments.idle_s:.0f} s idle")
+        if arguments.mode == "inprocess":
+            before = rss()
+            gc.collect()
+            print(f"gc.collect() gave back {(before - rss()) / MIB:.1f} MiB")
         print(f"malloc_trim(0) gave back {malloc_trim_self() / MIB:.1f} MiB")
         probe.point("after malloc_trim(0)")
         teardown(api)
@@ -188,7 +232,8 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--mode", choices=("process", "tracemalloc"), default="process")
+    parser.add_argument("--mode", choices=("process", "tracemalloc", "inprocess"),
+                        default="process")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the agent")
     arguments = parser.parse_args()
     for assignment in arguments.env:

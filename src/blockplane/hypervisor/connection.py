@@ -259,10 +259,10 @@ class Hypervisor:
         """One stats round trip for every active domain, or for the running ones of ``domains``
         (``domainListGetStats`` on just those: a quick pass pays for what changed only).
 
-        ``nowait`` (with ``domains``): a domain whose job another call holds (an attach, a VM
-        starting) answers at once with what needs no QEMU (no sizes, no counters) instead of
-        the call waiting for it. Inside ``stats_reuse.scope(max_age_s)`` (this thread only) a
-        kept answer that young is returned instead of a new round trip.
+        ``nowait``: a domain whose job another call holds (an attach, a VM starting) answers at
+        once with what needs no QEMU (no sizes, no counters: ``bulk_stats.monitor_answered``)
+        instead of the call waiting for it. Inside ``stats_reuse.scope(max_age_s)`` (this
+        thread only) a kept answer that young is returned instead of a new round trip.
         """
         return list(self.bulk_snapshot(stats, domains=domains, nowait=nowait).records)
 
@@ -272,17 +272,17 @@ class Hypervisor:
     ) -> StatsSnapshot:
         """``bulk_stats`` with the time it was taken; ``max_age_s``: a kept answer will do."""
         wanted = stats or (libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_STATE)
-        kept = self.stats_reuse.reusable(wanted, max_age_s, domains)
+        kept = self.stats_reuse.reusable(wanted, max_age_s, domains, nowait)
         if kept is not None:
             return kept
         started = time.monotonic()
         with libvirt_errors("reading bulk stats"):
             if domains is None:
-                records = self._bounded_stats(wanted)
+                records = self._bounded_stats(wanted, nowait)
             else:
                 records = self._bounded_stats_of(wanted, domains, nowait)
         snapshot = StatsSnapshot(started, wanted, records,
-                                 None if domains is None else frozenset(domains))
+                                 None if domains is None else frozenset(domains), nowait)
         self.stats_reuse.keep(snapshot)
         return snapshot
 
@@ -291,7 +291,7 @@ class Hypervisor:
         left out of bulk stats (their QEMU does not answer) until it does."""
         return self.gate.wedged_domains(CallKind.MONITOR)
 
-    def _bounded_stats(self, wanted: int) -> list[tuple[str, dict[str, Any]]]:
+    def _bounded_stats(self, wanted: int, nowait: bool = False) -> list[tuple[str, dict[str, Any]]]:
         """Stats of every running domain that answers, within ``BULK_STATS_TIMEOUT_S``.
 
         One round trip for all while every domain answers. When one does not (a stopped or
@@ -299,6 +299,8 @@ class Hypervisor:
         so the one that hangs is found, left out, and no longer holds up the others.
         """
         flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
+        if nowait:
+            flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
         connection = self.connection
         if not self.unresponsive_domains() and not self.gate.stuck(ALL_DOMAINS, CallKind.MONITOR):
             try:

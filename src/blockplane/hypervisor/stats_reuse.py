@@ -7,7 +7,8 @@ that act (the thin monitor) always get a fresh one, and every fresh answer is ke
 Reuse is opt-in per thread (``scope``), so code that calls ``bulk_stats`` without knowing about
 it is never handed an old answer unless its caller chose so. An answer for some domains only
 (``Hypervisor.bulk_stats(domains=...)``) serves only callers that ask for those domains, and is
-kept beside the last answer for all of them, not instead. Decides nothing about the stats.
+kept beside the last answer for all of them, not instead; an answer taken without waiting for
+busy domains (``nowait``) serves only callers that accept one. Decides nothing about the stats.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ class StatsSnapshot:
     groups: int
     records: Records
     domains: frozenset[str] | None = None
+    nowait: bool = False
 
     def covers(
-        self, groups: int, max_age_s: float, now: float, domains: Collection[str] | None = None
+        self, groups: int, max_age_s: float, now: float, domains: Collection[str] | None = None,
+        nowait: bool = False,
     ) -> bool:
         if self.groups & groups != groups or now - self.taken_at > max_age_s:
+            return False
+        if self.nowait and not nowait:
             return False
         return self.domains is None or (domains is not None and self.domains.issuperset(domains))
 
@@ -47,25 +52,23 @@ class StatsSnapshot:
         wanted = frozenset(domains)
         return StatsSnapshot(self.taken_at, self.groups,
                              [(name, stats) for name, stats in self.records if name in wanted],
-                             wanted)
+                             wanted, self.nowait)
 
 
 class StatsReuse:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: StatsSnapshot | None = None
-        self._latest_some: StatsSnapshot | None = None
+        # The latest answer of each kind: (for every domain?, taken without waiting?).
+        self._latest: dict[tuple[bool, bool], StatsSnapshot] = {}
         self._scopes = threading.local()
 
     def keep(self, snapshot: StatsSnapshot) -> None:
         with self._lock:
-            if snapshot.domains is None:
-                self._latest = snapshot
-            else:
-                self._latest_some = snapshot
+            self._latest[(snapshot.domains is None, snapshot.nowait)] = snapshot
 
     def reusable(
-        self, groups: int, max_age_s: float | None = None, domains: Collection[str] | None = None
+        self, groups: int, max_age_s: float | None = None, domains: Collection[str] | None = None,
+        nowait: bool = False,
     ) -> StatsSnapshot | None:
         """A kept answer that covers ``groups`` (and ``domains``, None: all) and is young enough
         for this caller, cut to ``domains``.
@@ -78,9 +81,9 @@ class StatsReuse:
                 return None
         now = time.monotonic()
         with self._lock:
-            kept = [self._latest, self._latest_some]
+            kept = sorted(self._latest.values(), key=lambda snapshot: -snapshot.taken_at)
         for snapshot in kept:
-            if snapshot is not None and snapshot.covers(groups, max_age_s, now, domains):
+            if snapshot.covers(groups, max_age_s, now, domains, nowait):
                 return snapshot.only(domains)
         return None
 

@@ -213,8 +213,7 @@ class ThinMonitor:
                    if wanted is None or volume.vm in wanted]
         try:
             stats = dict(self._hypervisor.bulk_stats(
-                domains=None if wanted is None else sorted(wanted),
-                nowait=wanted is not None)) if volumes else {}
+                domains=None if wanted is None else sorted(wanted), nowait=True)) if volumes else {}
         except BlockplaneError:
             stats = {}
         unresponsive = self._hypervisor.unresponsive_domains()

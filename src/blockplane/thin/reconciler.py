@@ -103,9 +103,9 @@ class Reconciler:
         if vms is not None and not vms:
             return 0
         snapshot_at = time.monotonic()
-        # A quick look does not wait for a VM whose job another call holds (an attach under
-        # way): it takes that VM up again next time (``busy``); a full pass waits.
-        stats_by_vm = dict(self._hypervisor.bulk_stats(domains=vms, nowait=vms is not None))
+        # No look waits for a VM whose job another call holds (an attach under way, a VM
+        # starting): the next quick pass takes that VM up again (``busy``).
+        stats_by_vm = dict(self._hypervisor.bulk_stats(domains=vms, nowait=True))
         self.busy = {vm for vm, stats in stats_by_vm.items() if not monitor_answered(stats)}
         read_at = time.monotonic()
         # Allocations read in a short call are dated well enough to measure write rates.
