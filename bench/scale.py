@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, save, tmpfs_dir
+from bench.common import OUT, force_cleanup, save, tmpfs_dir
 from bench.scale_api import Api
 from bench.scale_burst import agent_in_process, burst
 from bench.scale_phases import (
@@ -270,6 +270,8 @@ def main() -> None:
                 teardown(api)
         if pid_on_file(settings) not in (None, os.getpid()):
             stop_agent(settings)
+        for action in force_cleanup(home, pool_dir):  # what a failed teardown left
+            print(f"cleanup: {action}")
         shutil.rmtree(pool_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import save, tmpfs_dir
+from bench.common import force_cleanup, save, tmpfs_dir
 from bench.scale import teardown
 from bench.scale_api import Api
 from bench.scale_burst import agent_in_process
@@ -259,6 +259,8 @@ def main() -> None:
                 teardown(api)
             with contextlib.suppress(Exception):
                 stop_agent(settings)
+            for action in force_cleanup(home, pool_dir):
+                print(f"cleanup: {action}")
             shutil.rmtree(pool_dir, ignore_errors=True)
             shutil.rmtree(home, ignore_errors=True)
 
