@@ -128,7 +128,9 @@ class Probe:
             sample["python"] = python_heap(self.frames)
         if self.mode == "inprocess":
             sample["pymalloc"] = pymalloc_stats()
+            sample["glibc"] = mallinfo()
             print(f"    pymalloc: {sample['pymalloc']}")
+            print(f"    glibc: { {k: round(v / MIB, 1) for k, v in sample['glibc'].items()} }")
         self.points.append(sample)
         print(f"{label}: RSS {sample['rss'] / MIB:.1f} MiB")
         for kind, size in sorted(sample["smaps"].items(), key=lambda item: -item[1]):
@@ -201,6 +203,24 @@ def pymalloc_stats() -> dict[str, int]:
             if label in name:
                 found[key] = int(value.strip().replace(",", ""))
     return found
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def mallinfo() -> dict[str, int]:
+    """glibc's own count (``mallinfo2``): bytes its arenas hold, in use and free, and mmapped."""
+    try:
+        call = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    call.restype = _MallInfo2
+    info = call()
+    return {"arenas_bytes": info.arena, "in_use": info.uordblks, "free": info.fordblks,
+            "mmapped": info.hblkhd, "top_releasable": info.keepcost}
 
 
 def run_in_process(probe: Probe, settings: Settings, api: Api, pool_dir: Path,
