@@ -274,11 +274,20 @@ def main() -> None:
             print(f"cleanup: {action}")
         shutil.rmtree(pool_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
-    results["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    results["load_average_end"] = os.getloadavg()
-    report(results)
-    print(f"bench took {results['bench_wall_s']} s; saved {save('scale', results)}, "
-          f"{results['plot']}")
+        # Also a run that a later phase broke off reports what it measured until then.
+        results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+        results["load_average_end"] = os.getloadavg()
+        report_partial(results)
+        print(f"bench took {results['bench_wall_s']} s; saved {save('scale', results)}, "
+              f"{results.get('plot')}")
+
+
+def report_partial(results: dict[str, Any]) -> None:
+    """The report, also of a run that a later phase broke off (what it measured until then)."""
+    try:
+        report(results)
+    except KeyError as missing:
+        print(f"(the run stopped before {missing} was measured)")
 
 
 if __name__ == "__main__":
