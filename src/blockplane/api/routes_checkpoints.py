@@ -6,17 +6,15 @@ Handlers translate between JSON and ``CheckpointService``; they hold no policy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.chain.checkpoints import CheckpointService
 
 
-def checkpoints_router(agent: Agent) -> APIRouter:
+def checkpoints_router(checkpoints: CheckpointService) -> APIRouter:
     router = APIRouter()
-    checkpoints = agent.chain.checkpoints
 
     @router.get("/vms/{vm}/checkpoints")
     def list_checkpoints(vm: str) -> list[dict[str, Any]]:

@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from blockplane import __version__
+from blockplane.facts.host import HostFacts
+from blockplane.metrics import AgentMetrics
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
 
-
-def host_router(agent: Agent) -> APIRouter:
+def host_router(host_facts: HostFacts, agent_metrics: AgentMetrics) -> APIRouter:
     router = APIRouter()
+    pid = os.getpid()
 
     @router.get("/health")
     async def health() -> dict[str, Any]:  # on the event loop: answers even if threads are busy
-        return {"status": "ok", "version": __version__, "pid": agent.pid}
+        return {"status": "ok", "version": __version__, "pid": pid}
 
     @router.get("/facts")
     def facts() -> dict[str, Any]:
         # Which agent answered: a peer's ``peer show`` prints it.
         about = {"version": __version__, "hostname": socket.gethostname()}
-        return {**agent.facts_json(), "agent": about}
+        return {**host_facts.to_json(), "agent": about}
 
     @router.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        body, content_type = agent.metrics.render()
+        body, content_type = agent_metrics.render()
         return PlainTextResponse(body, media_type=content_type)
 
     return router

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 
 from blockplane.api.schemas import PoolCreate, PoolUpdate
 from blockplane.api.sizes import optional_size
-
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.storage.pools import PoolService
 
 
-def pools_router(agent: Agent) -> APIRouter:
+def pools_router(pools: PoolService) -> APIRouter:
     router = APIRouter()
 
     @router.get("/pools")
     def list_pools() -> list[dict[str, Any]]:
-        return [pool.to_json() for pool in agent.pools.list_pools()]
+        return [pool.to_json() for pool in pools.list_pools()]
 
     @router.post("/pools", status_code=201)
     def create_pool(body: PoolCreate) -> dict[str, Any]:
-        return agent.pools.create(
+        return pools.create(
             body.name,
             body.type,
             body.path,
@@ -33,14 +31,14 @@ def pools_router(agent: Agent) -> APIRouter:
 
     @router.get("/pools/{name}")
     def show_pool(name: str) -> dict[str, Any]:
-        return agent.pools.show(name).to_json()
+        return pools.show(name).to_json()
 
     @router.patch("/pools/{name}")
     def update_pool(name: str, body: PoolUpdate) -> dict[str, Any]:
-        return agent.pools.set_capacity(name, optional_size(body.capacity, "capacity")).to_json()
+        return pools.set_capacity(name, optional_size(body.capacity, "capacity")).to_json()
 
     @router.delete("/pools/{name}")
     def delete_pool(name: str) -> dict[str, Any]:
-        return agent.pools.delete(name)
+        return pools.delete(name)
 
     return router

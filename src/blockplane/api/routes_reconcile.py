@@ -7,24 +7,28 @@ ran (at start, then every 30 s).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.observe.confirm import Confirmer
+from blockplane.observe.reconcile import ReconcileLog
+from blockplane.store.intents import IntentRecovery
 
 
-def reconcile_router(agent: Agent) -> APIRouter:
+def reconcile_router(
+    log: ReconcileLog, confirmer: Confirmer, intents: IntentRecovery
+) -> APIRouter:
     router = APIRouter()
 
     @router.get("/reconcile")
     def reconcile() -> dict[str, Any]:
-        confirmer = agent.observe.confirmer
         return {
-            **agent.observe.reconcile.to_json(),
+            **log.to_json(),
             "checked_at": confirmer.checked_at,
             "disagreements": confirmer.last_disagreements,
+            "unknown_intents": [asdict(intent) for intent in intents.unknown()],
         }
 
     return router

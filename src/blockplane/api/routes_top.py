@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Query
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.observe.top import TopService
+from blockplane.vms.lifecycle import VMService
 
 
-def top_router(agent: Agent) -> APIRouter:
+def top_router(vms: VMService, top_service: TopService) -> APIRouter:
     router = APIRouter()
 
     @router.get("/top")
@@ -20,7 +20,7 @@ def top_router(agent: Agent) -> APIRouter:
         window: float = Query(default=1.0, gt=0, le=10),
     ) -> dict[str, Any]:
         if vm is not None:
-            agent.vms.record(vm)
-        return agent.observe.top.frame(vm=vm, sort=sort, window_s=window)
+            vms.record(vm)
+        return top_service.frame(vm=vm, sort=sort, window_s=window)
 
     return router

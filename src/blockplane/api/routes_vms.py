@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
@@ -12,12 +12,11 @@ from blockplane.api.schemas import DiskAttach, GuestExec, MigrateCheck, VMCreate
 from blockplane.api.sizes import size
 from blockplane.api.throttle_bodies import attach_throttle
 from blockplane.errors import InvalidInput
-from blockplane.vms.disks import AttachRequest
+from blockplane.migration.peers import PeerService
+from blockplane.vms.disks import AttachRequest, DiskService
+from blockplane.vms.lifecycle import VMService
 from blockplane.vms.migrate_check import migrate_check
-from blockplane.vms.provision import create_with_disks
-
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.vms.provision import Provisioner
 
 
 class XMLResponse(PlainTextResponse):
@@ -26,12 +25,14 @@ class XMLResponse(PlainTextResponse):
     media_type = "application/xml"
 
 
-def vms_router(agent: Agent) -> APIRouter:
+def vms_router(
+    vms: VMService, disks: DiskService, provisioner: Provisioner, peers: PeerService
+) -> APIRouter:
     router = APIRouter()
 
     @router.get("/vms")
     def list_vms() -> list[dict[str, Any]]:
-        return [vm.to_json() for vm in agent.vms.list_vms()]
+        return [vm.to_json() for vm in vms.list_vms()]
 
     @router.post("/vms", status_code=201)
     def create_vm(body: VMCreate) -> dict[str, Any]:
@@ -39,9 +40,7 @@ def vms_router(agent: Agent) -> APIRouter:
         if guest not in ("none", "linux"):
             raise InvalidInput(f"unknown guest {guest!r}: use none or linux", code="vm.invalid")
         requests = [_attach_request(body.name, disk) for disk in body.disks]
-        return create_with_disks(
-            agent.vms,
-            agent.disks,
+        return provisioner.create(
             body.name,
             body.vcpus,
             size(body.memory, "memory"),
@@ -52,31 +51,31 @@ def vms_router(agent: Agent) -> APIRouter:
 
     @router.get("/vms/{vm}")
     def show_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.show(vm).to_json()
+        return vms.show(vm).to_json()
 
     @router.get("/vms/{vm}/xml", response_class=XMLResponse)
     def vm_xml(vm: str) -> XMLResponse:
-        return XMLResponse(agent.vms.live_xml(vm))
+        return XMLResponse(vms.live_xml(vm))
 
     @router.delete("/vms/{vm}")
     def delete_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.delete(vm)
+        return provisioner.delete(vm)
 
     @router.post("/vms/{vm}/start")
     def start_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.start(vm).to_json()
+        return vms.start(vm).to_json()
 
     @router.post("/vms/{vm}/stop")
     def stop_vm(vm: str, body: VMStop | None = None) -> dict[str, Any]:
-        return agent.vms.stop(vm, (body or VMStop()).timeout).to_json()
+        return vms.stop(vm, (body or VMStop()).timeout).to_json()
 
     @router.post("/vms/{vm}/destroy")
     def destroy_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.destroy(vm).to_json()
+        return vms.destroy(vm).to_json()
 
     @router.post("/vms/{vm}/exec")
     def guest_exec(vm: str, body: GuestExec) -> dict[str, Any]:
-        result = agent.vms.guest_exec(vm, body.argv, body.timeout)
+        result = vms.guest_exec(vm, body.argv, body.timeout)
         return {
             "exit_code": result.exit_code,
             "stdout_base64": base64.b64encode(result.stdout).decode(),
@@ -85,28 +84,28 @@ def vms_router(agent: Agent) -> APIRouter:
 
     @router.get("/vms/{vm}/disks")
     def list_disks(vm: str) -> list[dict[str, Any]]:
-        return agent.disks.list_disks(vm)
+        return disks.list_disks(vm)
 
     @router.post("/vms/{vm}/disks", status_code=201)
     def attach_disk(vm: str, body: DiskAttach) -> dict[str, Any]:
-        return agent.disks.attach(_attach_request(vm, body))
+        return disks.attach(_attach_request(vm, body))
 
     @router.get("/vms/{vm}/iothreads")
     def iothreads(vm: str) -> dict[str, Any]:
-        return agent.disks.iothreads(vm)
+        return disks.iothreads(vm)
 
     @router.post("/vms/{vm}/migrate-check")
     def vm_migrate_check(vm: str, body: MigrateCheck) -> dict[str, Any]:
         if (body.facts is None) == (body.peer is None):
             raise InvalidInput("give either facts or peer", code="input.invalid")
-        xml = agent.vms.live_xml(vm)  # an unknown VM is refused before the peer is asked
+        xml = vms.live_xml(vm)  # an unknown VM is refused before the peer is asked
         if body.facts is not None:
             return {"vm": vm, **migrate_check(xml, body.facts)}
-        return {"vm": vm, **migrate_check(xml, agent.peers.live_facts(str(body.peer)))}
+        return {"vm": vm, **migrate_check(xml, peers.live_facts(str(body.peer)))}
 
     @router.delete("/vms/{vm}/disks/{target}")
     def detach_disk(vm: str, target: str) -> dict[str, Any]:
-        return agent.disks.detach(vm, target)
+        return disks.detach(vm, target)
 
     return router
 

@@ -6,17 +6,15 @@ Handlers translate between JSON and ``PoolVolumes``; they hold no policy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.storage.pool_volumes import PoolVolumes
 
 
-def volumes_router(agent: Agent) -> APIRouter:
+def volumes_router(volumes: PoolVolumes) -> APIRouter:
     router = APIRouter()
-    volumes = agent.pool_volumes
 
     @router.get("/pools/{name}/volumes")
     def list_volumes(name: str) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
-from blockplane.vms.disks import DiskService
+from blockplane.vms.locks import VMLocks
 from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.chain import ImageTarget, snapshot_xml
 from blockplane.xml.disk import parse_disks
@@ -49,7 +49,7 @@ class SnapshotService:
     def __init__(
         self,
         chains: ChainService,
-        disks: DiskService,
+        locks: VMLocks,
         records: Records,
         chain_records: ChainRecords,
         volumes: ChainVolumes,
@@ -57,7 +57,7 @@ class SnapshotService:
         events: EventPublisher,
     ) -> None:
         self._chains = chains
-        self._disks = disks
+        self._locks = locks
         self._records = records
         self._chain = chain_records
         self._volumes = volumes
@@ -78,7 +78,7 @@ class SnapshotService:
             if target not in managed:
                 raise NotFound(f"VM {vm} has no disk {target} managed by blockplane",
                                code="disk.not_found")
-        with self._disks.vm_lock(vm):
+        with self._locks.lock_for(vm):
             live = domain.is_active()
             if quiesce:
                 _require_guest_agent(domain, vm, live)
@@ -172,7 +172,7 @@ class SnapshotService:
         ``creating``. A snapshot being taken now holds its VM's lock, and is skipped: its
         overlays are not on top yet, and undoing it would delete them under libvirt."""
         for vm in {record.vm for record in self._chain.snapshots(state="creating")}:
-            lock = self._disks.vm_lock(vm)
+            lock = self._locks.lock_for(vm)
             if not lock.acquire(blocking=False):
                 continue
             try:

@@ -6,10 +6,10 @@ and a change that fails half-way is undone. It does not decide tiers (``throttle
 not touch disks (``throttle.disk_limits``); it never imports libvirt.
 
 A change that touches two definitions (live, then config) writes an intent first
-(``store/pending.py``, kind ``throttle.set`` or ``throttle.delete``). If the agent dies between
-the two, ``recover`` (run at start, before the API serves) finishes the change in every
-definition that still exists: the request was validated in full before its intent was written,
-so finishing it is always allowed, and live and config agree again.
+(``store/pending.py``, kind ``throttle.set`` or ``throttle.delete``). If the agent dies between the
+two, ``recover_intent`` (run at start, before the API serves) finishes the change in every
+definition that still exists: the request was validated in full before its intent was written, so
+finishing it is always allowed, and live and config agree again.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
 from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.store.events import EventPublisher
+from blockplane.store.intents import IntentOutcome
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.throttle.domain_view import (
     DefinitionKind,
@@ -166,47 +167,22 @@ class ThrottleService:
         self._events.publish("throttle.group_deleted", vm, group=group, definitions=kinds)
         return {"vm": vm, "group": group, "deleted": True, "definitions": kinds}
 
-    def recover(self) -> list[dict[str, Any]]:
-        """Finish the group changes the agent died in the middle of (at start, before serving).
+    def recover_intent(self, operation: PendingOperation) -> IntentOutcome:
+        """Finish a ``throttle.set`` or ``throttle.delete`` the agent died in the middle of (the
+        intent registry calls it under the VM's lock, and then finishes the intent).
 
-        Each outcome is published as ``throttle.recovered``: ``completed`` when every definition
+        The outcome is published as ``throttle.recovered``: ``completed`` when every definition
         that still exists now holds the change, or why it could not be finished.
         """
-        if self._pending is None:
-            return []
-        outcomes = []
-        for operation in self._pending.all():
-            if operation.kind not in (SET_INTENT, DELETE_INTENT):
-                continue
-            # Under the VM's lock: a change still in progress ends first, and finishes its own
-            # intent unless it failed half-way (e.g. the hypervisor connection dropped).
-            with self._lock_for(operation.vm):
-                if operation.id not in {other.id for other in self._pending.all()}:
-                    continue
-                if self._call_in_flight(operation.vm):
-                    continue  # finished once the call left running returns
-                try:
-                    outcome, kinds = self._recover(operation)
-                except BlockplaneError as error:
-                    log.error("recovering %s failed: %s", operation, error)
-                    outcome, kinds = f"failed: {error}", []
-                self._pending.finish(operation.id)
-            summary = {
-                "operation": operation.kind,
-                "group": operation.target,
-                "outcome": outcome,
-                "definitions": kinds,
-            }
-            self._events.publish("throttle.recovered", operation.vm, **summary)
-            outcomes.append({"vm": operation.vm, **summary})
-        return outcomes
-
-    def _call_in_flight(self, vm: str) -> bool:
         try:
-            return self._domain(vm).unresponsive
-        except NotFound:
-            return False
-
+            outcome, kinds = self._recover(operation)
+        except BlockplaneError as error:
+            log.error("recovering %s failed: %s", operation, error)
+            outcome, kinds = f"failed: {error}", []
+        self._events.publish("throttle.recovered", operation.vm, operation=operation.kind,
+                             group=operation.target, outcome=outcome, definitions=kinds)
+        return IntentOutcome(operation.vm, operation.kind, operation.target, outcome,
+                             tuple(kinds))
     def _recover(self, operation: PendingOperation) -> tuple[str, list[DefinitionKind]]:
         try:
             domain = self._domain(operation.vm)

@@ -1,20 +1,20 @@
 """Disks of VMs: attach (define-time or hotplug), detach and list.
 
-Owns the attach/detach sequence and its rollback. The IOThread plan and the throttle chain
-are computed by their own packages and arrive here as fields of the ``DiskDevice``.
+Owns the attach/detach sequence and its rollback, and how QEMU serves a disk (``with_io_policy``).
+The IOThread plan and the throttle chain are computed by their own packages and arrive here as
+fields of the ``DiskDevice``. Everything it works with is handed to its constructor: the
+observers told of each disk, the guards that may refuse a detach, the throttle hook.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from blockplane.deadlines import BoundedLock
 from blockplane.errors import (
     CapabilityMissing,
     InvalidInput,
@@ -31,10 +31,12 @@ from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
-from blockplane.store.records import DiskRecord, Records, VolumeRecord
+from blockplane.store.records import DiskRecord, Records
 from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.lifecycle import VMService
+from blockplane.vms.locks import VMLocks
+from blockplane.vms.observers import DiskObservers
 from blockplane.xml.disk import (
     disk_element,
     parse_disks,
@@ -47,12 +49,9 @@ DETACH_TIMEOUT_S = 15.0
 BUSES = ("virtio", "scsi")
 
 
-class DiskObserver(Protocol):
-    """Told about every managed disk that comes or goes (thin monitor, QoS, ...)."""
-
-    def disk_attached(self, vm: str, target: str, volume: VolumeRecord) -> None: ...
-
-    def disk_detached(self, vm: str, target: str) -> None: ...
+#: Called as guard(vm, target) before a detach, guard(vm, None) before a VM's disks are
+#: released; a guard raises to refuse (e.g. a block job holds the disk).
+DetachGuard = Callable[[str, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -82,30 +81,23 @@ class DiskService:
         events: EventPublisher,
         iothreads: IOThreadApplier,
         pending: PendingOperations,
+        locks: VMLocks,
+        observers: DiskObservers,
+        guards: Sequence[DetachGuard] = (),
+        throttle: DiskThrottle | None = None,
     ) -> None:
-        self.pending = pending
+        """``throttle``: the disk side of I/O limits; without it limits are refused."""
+        self._pending = pending
         self._iothreads = iothreads
         self._vms = vms
         self._pools = pools
         self._volumes = volumes
         self._records = records
         self._events = events
-        self.observers: list[DiskObserver] = []
-        #: Called as guard(vm, target) before a detach, guard(vm, None) before a VM's disks
-        #: are released; a guard raises to refuse (e.g. a block job holds the disk).
-        self.guards: list[Callable[[str, str | None], None]] = []
-        #: I/O limits (throttle.disk_limits); set by the agent. Without it limits are refused.
-        self.throttle: DiskThrottle | None = None
-        self._vm_locks: dict[str, BoundedLock] = {}
-        self._locks_guard = threading.Lock()
-
-    def vm_lock(self, vm: str) -> BoundedLock:
-        """The lock every multi-step change of ``vm`` holds; waited for within the deadline."""
-        with self._locks_guard:
-            lock = self._vm_locks.get(vm)
-            if lock is None:
-                lock = self._vm_locks[vm] = BoundedLock(f"the lock of VM {vm}", "timeout.vm_lock")
-            return lock
+        self._locks = locks
+        self._observers = observers
+        self._guards = tuple(guards)
+        self._throttle = throttle
 
     def attach(self, request: AttachRequest) -> dict[str, Any]:
         vm_record = self._vms.record(request.vm)
@@ -115,7 +107,7 @@ class DiskService:
                 f"unknown bus {request.bus!r}: use virtio or scsi", code="disk.invalid"
             )
         bus = _bus(request.bus)
-        with self.vm_lock(request.vm):
+        with self._locks.lock_for(request.vm):
             domain = self._vms.domain(request.vm)
             live = domain.is_active()
             current_xml = domain.xml(inactive=not live)
@@ -137,7 +129,7 @@ class DiskService:
             )
             controller_index = self._next_controller(domain) if bus == "scsi" else None
             plan_json = {**applied.to_json(), "controller_index": controller_index}
-            intent = self.pending.begin(
+            intent = self._pending.begin(
                 "disk.attach",
                 request.vm,
                 target,
@@ -155,7 +147,7 @@ class DiskService:
                     pool, volume_name, request.size_bytes, request.format, request.thin
                 )
             except BaseException:
-                self.pending.finish(intent)
+                self._pending.finish(intent)
                 raise
             failpoint("attach.after_volume")
             device = DiskDevice(
@@ -172,8 +164,8 @@ class DiskService:
             )
             device = _with_limits(with_io_policy(device), limits_plan)
             try:
-                if self.throttle is not None and limits_plan is not None:
-                    self.throttle.apply_disk_plan(domain, limits_plan, live)
+                if self._throttle is not None and limits_plan is not None:
+                    self._throttle.apply_disk_plan(domain, limits_plan, live)
                 self._plug(domain, device, applied, live)
                 failpoint("attach.after_device")
                 self._records.add_disk(
@@ -183,14 +175,13 @@ class DiskService:
                 if outcome_unknown(error):
                     raise  # the call may still land: the intent is recovered once it returns
                 self._unplug_after_failure(domain, device, applied, live)
-                if self.throttle is not None and limits_plan is not None:
-                    self.throttle.rollback_disk_plan(domain, limits_plan)
+                if self._throttle is not None and limits_plan is not None:
+                    self._throttle.rollback_disk_plan(domain, limits_plan)
                 self._volumes.delete(pool.name, volume_name)
-                self.pending.finish(intent)
+                self._pending.finish(intent)
                 raise
-            self.pending.finish(intent)
-            for observer in self.observers:
-                observer.disk_attached(request.vm, target, volume)
+            self._pending.finish(intent)
+            self._observers.attached(request.vm, target, volume)
             seconds = round(time.monotonic() - started, 3)
             self._events.publish(
                 "disk.attached",
@@ -263,13 +254,13 @@ class DiskService:
 
     def detach(self, vm: str, target: str) -> dict[str, Any]:
         self._vms.record(vm)
-        with self.vm_lock(vm):
+        with self._locks.lock_for(vm):
             record = self._records.disk(vm, target)
             if record is None:
                 raise NotFound(
                     f"VM {vm} has no disk {target} managed by blockplane", code="disk.not_found"
                 )
-            for guard in self.guards:
+            for guard in self._guards:
                 guard(vm, target)
             domain = self._vms.domain(vm)
             live = domain.is_active()
@@ -278,7 +269,7 @@ class DiskService:
             if device is None:
                 device = self._find(domain, target, inactive=True)
             orphans = IOThreadApplier.orphans_after_detach(xml_before, target)
-            intent = self.pending.begin(
+            intent = self._pending.begin(
                 "disk.detach",
                 vm,
                 target,
@@ -295,15 +286,14 @@ class DiskService:
                         self._detach_controller(domain, device, live)
             except BaseException as error:
                 if not outcome_unknown(error):
-                    self.pending.finish(intent)
+                    self._pending.finish(intent)
                 raise
             failpoint("detach.after_device")
             self._iothreads.remove_iothreads(domain, orphans, live)
-            for observer in self.observers:
-                observer.disk_detached(vm, target)
+            self._observers.detached(vm, target)
             self._records.delete_disk(vm, target)
             self._volumes.delete(record.pool, record.volume)
-            self.pending.finish(intent)
+            self._pending.finish(intent)
             self._events.publish(
                 "disk.detached",
                 vm,
@@ -355,12 +345,11 @@ class DiskService:
 
     def release_vm(self, vm: str) -> list[str]:
         """Delete the volumes of a stopped VM's disks; used by ``vm delete``."""
-        for guard in self.guards:
+        for guard in self._guards:
             guard(vm, None)
         released = []
         for record in self._records.disks(vm):
-            for observer in self.observers:
-                observer.disk_detached(vm, record.target)
+            self._observers.detached(vm, record.target)
             self._records.delete_disk(vm, record.target)
             self._volumes.delete(record.pool, record.volume)
             released.append(record.volume)
@@ -402,13 +391,13 @@ class DiskService:
     ) -> DiskLimitsPlan | None:
         """Validate the disk's I/O limits before anything is created (throttle.disk_limits)."""
         asks = request.throttle_groups or request.limits or request.scaling or request.vm_group
-        if self.throttle is None:
+        if self._throttle is None:
             if asks:
                 raise CapabilityMissing(
                     "this agent has no I/O limit support wired in", code="capability.missing"
                 )
             return None
-        return self.throttle.prepare_disk(
+        return self._throttle.prepare_disk(
             domain,
             target,
             request.size_bytes,

@@ -1,15 +1,16 @@
-"""VM lifecycle: create, start, stop, destroy, delete, list and show.
+"""VM lifecycle: create, start, stop, destroy, remove, list and show, and lifecycle events.
 
-Owns the VM records and the domain definitions. Disks are the disk service's business; this
-module only asks it to release a VM's volumes on delete.
+Owns the VM records and the domain definitions. Disks are the disk service's business: deleting
+a VM together with its volumes is ``provision.Provisioner.delete``, which releases the disks and
+then calls ``remove`` here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 import uuid as uuid_module
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from blockplane.config import Settings
 from blockplane.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, OperationFailed
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
+from blockplane.hypervisor.events import LifecycleEvent
 from blockplane.model.vm import DomainDefinition, GuestKind, VMSpec
 from blockplane.storage.names import validate_name
 from blockplane.store.events import EventPublisher
@@ -68,7 +70,6 @@ class VMService:
         self._events = events
         self._virt_type = virt_type
         self._emulator = emulator
-        self.release_disks: Callable[[str], list[str]] = lambda _name: []
 
     def create(
         self, name: str, vcpus: int, memory_bytes: int, guest: GuestKind, start: bool
@@ -176,13 +177,19 @@ class VMService:
         self._events.publish("vm.destroyed", name)
         return self._view(domain)
 
-    def delete(self, name: str) -> dict[str, Any]:
+    def require_stopped(self, name: str) -> DomainHandle:
+        """The managed VM ``name``; Conflict ``vm.running`` while it runs."""
         domain = self._managed(name)
         if domain.is_active():
             raise Conflict(
                 f"VM {name} is running: stop or destroy it before deleting it", code="vm.running"
             )
-        released = self.release_disks(name)
+        return domain
+
+    def remove(self, name: str, volumes_deleted: list[str]) -> dict[str, Any]:
+        """Undefine the stopped VM ``name`` and forget it; its disks were released already."""
+        domain = self.require_stopped(name)
+        released = volumes_deleted
         domain.undefine()
         self._records.delete_vm(name)
         log = self._settings.paths.guest_logs / f"{name}.console.log"
@@ -214,6 +221,15 @@ class VMService:
 
     def domain(self, name: str) -> DomainHandle:
         return self._managed(name)
+
+    async def on_lifecycle(self, event: LifecycleEvent) -> None:
+        """A managed VM started, stopped, paused ...: publish it as ``vm.lifecycle``."""
+        if self._records.vm(event.domain) is None:
+            return
+        await asyncio.to_thread(
+            self._events.publish, "vm.lifecycle", event.domain, event=event.event,
+            detail=event.detail,
+        )
 
     def redefine(self, domain_xml: str) -> None:
         """Replace a managed VM's persistent definition; a running VM is not touched."""

@@ -48,7 +48,7 @@ from blockplane.model.chain import Chain
 from blockplane.storage.images import is_block_device, measure_commit, virtual_size
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
-from blockplane.vms.disks import DiskService
+from blockplane.vms.locks import VMLocks
 from blockplane.xml.chain import ImageTarget, copy_destination_xml
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class JobsService:
     def __init__(
         self, store: JobStore, chains: ChainService, driver: JobDriver,
         reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
-        records: Records, disks: DiskService, thin: ThinHook | None,
+        records: Records, locks: VMLocks, thin: ThinHook | None,
     ) -> None:
         self._store = store
         self._chains = chains
@@ -67,7 +67,7 @@ class JobsService:
         self._volumes = volumes
         self._pools = pools
         self._records = records
-        self._disks = disks
+        self._locks = locks
         self._thin = thin
 
     # starting jobs
@@ -154,7 +154,7 @@ class JobsService:
                chain: tuple[str, ...] | None = None) -> dict[str, Any]:
         """``chain``: the paths the job was planned on; refused if a snapshot changed them."""
         job = new_job(job_id or _new_id(), vm, target, kind, now=_now(), pivot=pivot)
-        with self._disks.vm_lock(vm), self._driver.lock(job.id):
+        with self._locks.lock_for(vm), self._driver.lock(job.id):
             self._require_free(vm, spec.targets, kind)
             domain = self._chains.domain(vm)
             if chain is not None and self._chains.read(domain, target).paths() != chain:
@@ -268,28 +268,6 @@ class JobsService:
         self._reconciler.run()
         self._volumes.collect()
 
-    def preparing(self, vm: str) -> bool:
-        """A job of ``vm`` is starting, or a snapshot of it is being taken."""
-        if any(job.state.vm == vm and job.state.phase is JobPhase.PREPARING
-               for job in self._store.live()):
-            return True
-        return self._disks.vm_lock(vm).locked()
-
-    def refuse_if_busy(self, vm: str, target: str | None) -> None:
-        """Refuse a detach (``target``) or a VM delete (None) while a job holds the disk."""
-        for stored in self._store.live():
-            if stored.state.vm == vm and (target is None or target in stored.spec.targets):
-                raise busy_error(vm, stored)
-
-    def referenced_paths(self, vm: str) -> set[str]:
-        """Paths ``vm``'s chains and its live jobs still use (for ``ChainVolumes``). A job in
-        CLEANUP still holds its images: its cleanup decides what becomes of them (an aborted
-        copy's destination is kept as a point-in-time copy), not a reconcile pass beside it."""
-        paths = self._chains.disk_paths(vm)
-        for stored in self._store.live():
-            if stored.state.vm == vm:
-                paths |= stored.spec.paths() - set(stored.spec.invalidated)
-        return paths
 
 
 def _status(value: int) -> BlockJobStatus | None:
