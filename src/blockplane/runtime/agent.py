@@ -19,7 +19,7 @@ from blockplane.api.app import create_app
 from blockplane.api.auth import ensure_token
 from blockplane.api.listeners import check_listen, serve_api, tcp_socket
 from blockplane.config import Settings
-from blockplane.hypervisor.calls import ALL_DOMAINS, LateResult
+from blockplane.hypervisor.calls import ALL_DOMAINS, CallKind, LateResult
 from blockplane.hypervisor.events import HypervisorEvent
 from blockplane.runtime.services import Services, build_services
 
@@ -109,6 +109,8 @@ class Agent:
             call=call.what, waited_on=call.kind.value, seconds=round(late.finished_after_s, 3),
             outcome="failed" if late.error else "ok",
         )
+        if call.kind is not CallKind.MONITOR:
+            return  # a guest agent command changes nothing the agent records
         self.services.intents.recover()
         if not loop.is_closed():
             loop.call_soon_threadsafe(self._reconcile_now.set)
