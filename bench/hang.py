@@ -111,6 +111,14 @@ def hung_burst(
     return result, in_flight, outcomes
 
 
+def teardown(api: Api) -> None:
+    for vm in api.call("GET", "/v1/vms"):
+        if vm["state"] not in ("shutoff", "crashed"):
+            api.call("POST", api_path("vms", vm["name"], "destroy"))
+        api.call("DELETE", api_path("vms", vm["name"]))
+    api.call("DELETE", api_path("pools", POOL))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=20)
@@ -126,30 +134,26 @@ def main() -> None:
     try:
         prepare(api, pool_dir / POOL, args.vms)
         with agent_in_process(settings, api) as agent:
-            for number in range(args.rounds):
-                # Alternate which comes first, so that neither gains from its place.
-                if number % 2 == 0:
-                    quiet = burst(agent, api)
-                hung, in_flight, outcomes = hung_burst(agent, api, home, args.waiters)
-                if number % 2 == 1:
-                    quiet = burst(agent, api)
-                rounds.append({
-                    "round": number + 1,
-                    "quiet": quiet,
-                    "hung": hung,
-                    "requests_in_flight_during_burst": in_flight,
-                    "waiter_outcomes": sorted(outcomes),
-                })
-                print(f"round {number + 1}: p99 quiet {quiet['handler_latency_p99_s']} s, "
-                      f"hung {hung['handler_latency_p99_s']} s, {in_flight} requests waiting")
+            try:
+                for number in range(args.rounds):
+                    # Alternate which comes first, so that neither gains from its place.
+                    if number % 2 == 0:
+                        quiet = burst(agent, api)
+                    hung, in_flight, outcomes = hung_burst(agent, api, home, args.waiters)
+                    if number % 2 == 1:
+                        quiet = burst(agent, api)
+                    rounds.append({
+                        "round": number + 1,
+                        "quiet": quiet,
+                        "hung": hung,
+                        "requests_in_flight_during_burst": in_flight,
+                        "waiter_outcomes": sorted(outcomes),
+                    })
+                    print(f"round {number + 1}: p99 quiet {quiet['handler_latency_p99_s']} s, "
+                          f"hung {hung['handler_latency_p99_s']} s, {in_flight} requests waiting")
+            finally:
+                teardown(api)  # by the agent in this process: it holds the embedded root now
     finally:
-        api.reset()
-        start_agent(settings)  # the burst ran the agent in this process, and stopped it
-        for vm in api.call("GET", "/v1/vms"):
-            if vm["state"] not in ("shutoff", "crashed"):
-                api.call("POST", api_path("vms", vm["name"], "destroy"))
-            api.call("DELETE", api_path("vms", vm["name"]))
-        api.call("DELETE", api_path("pools", POOL))
         stop_agent(settings)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(pool_dir, ignore_errors=True)
