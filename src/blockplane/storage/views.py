@@ -1,0 +1,47 @@
+"""What the storage services answer: pools and volumes as users see them (``model.view``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PoolView:
+    name: str
+    type: str
+    path: str
+    capacity_bytes: int | None
+    chunk_bytes: int
+    utilization_pct: int
+    volumes: int
+    used_bytes: int
+
+
+@dataclass(frozen=True)
+class PoolDeleteResult:
+    name: str
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class VolumeView:
+    """One volume of a pool and who uses it (disks, backing chains, jobs)."""
+
+    pool: str
+    name: str
+    path: str
+    format: str
+    virtual_bytes: int
+    physical_bytes: int
+    thin: bool
+    in_use: bool
+    used_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VolumeDeleteResult:
+    pool: str
+    name: str
+    path: str
+    deleted: bool
+    freed_bytes: int
