@@ -130,13 +130,13 @@ class Confirmer:
         if not stored:
             return PlanCheck(0, 0, ())
         try:
-            report = iothread_report(self._lookup(vm).xml(), stored)
+            report = iothread_report(vm, self._lookup(vm).xml(), stored)
         except BlockplaneError as error:
             return PlanCheck(len(stored), 0, (f"{vm}: {error}",))
-        wrong = {line.split(":", 1)[0] for line in report["disagreements"]}
+        wrong = {line.split(":", 1)[0] for line in report.disagreements}
         agreed = sum(1 for target in stored if target not in wrong)
         return PlanCheck(len(stored), agreed,
-                         tuple(f"{vm}/{line}" for line in report["disagreements"]))
+                         tuple(f"{vm}/{line}" for line in report.disagreements))
 
     def _check_thin(self, thin: ThinStatus) -> dict[str, int]:
         if self._reuse_stats is None:
