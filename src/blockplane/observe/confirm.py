@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 from blockplane.errors import BlockplaneError
 from blockplane.iothreads.state import iothread_report
 from blockplane.observe.ports import ThinStatus, XmlDomain
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
+from blockplane.thin.views import ThinVolumeView
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +150,8 @@ class Confirmer:
         }
 
 
-def thin_confirmed(row: dict[str, Any]) -> bool:
-    if not row.get("running") or row.get("state") == "disabled":
+def thin_confirmed(row: ThinVolumeView) -> bool:
+    if not row.running or row.state == "disabled":
         return True
-    return bool(
-        row.get("state") == "set"
-        and row.get("threshold") is not None
-        and row.get("threshold") == row.get("armed_threshold")
-    )
+    return row.state == "set" and row.threshold is not None and (
+        row.threshold == row.armed_threshold)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from blockplane.hypervisor.stats_reuse import StatsSnapshot
+from blockplane.thin.views import ThinVolumeView
 
 
 class XmlDomain(Protocol):
@@ -29,4 +30,4 @@ class JobsView(Protocol):
 
 
 class ThinStatus(Protocol):
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]: ...
+    def status(self, vm: str | None = None) -> list[ThinVolumeView]: ...
