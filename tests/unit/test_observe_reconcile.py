@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from blockplane.cli.decode import encode
 from blockplane.errors import NotFound
 from blockplane.observe.confirm import FULL_EVERY_S, Confirmer, thin_confirmed
 from blockplane.observe.reconcile import ReconcileLog, confirmed
@@ -36,11 +37,11 @@ def test_a_failing_step_is_recorded_and_the_others_still_run() -> None:
     assert not record.ok
     assert record.steps[0].error == "libvirt went away"
     assert record.counts() == {"iothread_plans": 2, "iothread_plans_confirmed": 2}
-    report = log.to_json()
+    report = encode(log.report())
     assert report["passes"] == 1 and report["confirmed"] is False
     assert report["first"] == report["last"]
     log.run([counting])
-    report = log.to_json()
+    report = encode(log.report())
     assert report["confirmed"] is True and report["first"]["number"] == 1
     assert report["last"]["number"] == 2
 

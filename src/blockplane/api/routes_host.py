@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from blockplane import __version__
+from blockplane.api.models import response_model
 from blockplane.facts.host import HostFacts
+from blockplane.facts.views import FactsView
 from blockplane.metrics import AgentMetrics
+
+
+@dataclass(frozen=True)
+class Health:
+    """The one answer without a token: the agent answers, its version and process."""
+
+    status: str
+    version: str
+    pid: int
 
 
 def host_router(host_facts: HostFacts, agent_metrics: AgentMetrics) -> APIRouter:
     router = APIRouter()
     pid = os.getpid()
 
-    @router.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "pid": pid}
+    @router.get("/health", response_model=response_model(Health))
+    def health() -> Health:
+        return Health("ok", __version__, pid)
 
-    @router.get("/facts")
-    def facts() -> dict[str, Any]:
-        return host_facts.to_json()
+    @router.get("/facts", response_model=response_model(FactsView))
+    def facts() -> FactsView:
+        return host_facts.view()
 
     @router.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
