@@ -26,10 +26,11 @@ from blockplane.errors import BlockplaneError, InvalidInput
 from blockplane.hypervisor.bulk_stats import DiskSample, DomainSample, domain_sample
 from blockplane.hypervisor.connection import STATS_BLOCK, STATS_STATE
 from blockplane.hypervisor.domain import STATE_NAMES
+from blockplane.model.view import view_fields
 from blockplane.observe.limits import DomainLimits, domain_limits
 from blockplane.observe.ports import JobsView, StatsSource
 from blockplane.observe.rates import DiskRates, disk_rates
-from blockplane.observe.views import DiskRow, JobBrief, TopFrame, Totals, VMRow
+from blockplane.observe.views import DiskRow, JobBrief, Rates, TopFrame, Totals, VMRow
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 
@@ -162,7 +163,7 @@ class TopService:
             sort=sort,
             vm=vm,
             jobs_available=self.jobs is not None,
-            totals=Totals(len(vms), len(rows), *_sums(rows)),
+            totals=Totals(vms=len(vms), disks=len(rows), **view_fields(_sums(rows))),
             vms=tuple(vms),
             disks=tuple(rows),
         )
@@ -259,21 +260,20 @@ def _disk_row(
 
 def _vm_row(domain: DomainSample, rows: list[DiskRow], iothreads: int) -> VMRow:
     return VMRow(
-        domain.vm,
-        STATE_NAMES.get(domain.state, "unknown") if domain.state is not None else None,
-        iothreads,
-        len(rows),
-        *_sums(rows),
+        vm=domain.vm,
+        state=STATE_NAMES.get(domain.state, "unknown") if domain.state is not None else None,
+        iothreads=iothreads,
+        disks=len(rows),
+        **view_fields(_sums(rows)),
     )
 
 
-def _sums(rows: list[DiskRow]) -> tuple[float, float, float, float]:
-    """Read and write IOPS, read and write bytes per second, summed over ``rows``."""
-    return (
-        round(sum(float(row.read_iops) for row in rows), 1),
-        round(sum(float(row.write_iops) for row in rows), 1),
-        round(sum(float(row.read_bytes_per_s) for row in rows), 1),
-        round(sum(float(row.write_bytes_per_s) for row in rows), 1),
+def _sums(rows: list[DiskRow]) -> Rates:
+    return Rates(
+        read_iops=round(sum(float(row.read_iops) for row in rows), 1),
+        write_iops=round(sum(float(row.write_iops) for row in rows), 1),
+        read_bytes_per_s=round(sum(float(row.read_bytes_per_s) for row in rows), 1),
+        write_bytes_per_s=round(sum(float(row.write_bytes_per_s) for row in rows), 1),
     )
 
 

@@ -46,26 +46,28 @@ class DiskRow:
     jobs: tuple[JobBrief, ...]
 
 
-@dataclass(frozen=True)
-class VMRow:
+@dataclass(frozen=True, kw_only=True)
+class Rates:
+    """Read and write IOPS and bytes per second, summed over some disks."""
+
+    read_iops: float
+    write_iops: float
+    read_bytes_per_s: float
+    write_bytes_per_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class VMRow(Rates):
     vm: str
     state: str | None
     iothreads: int
     disks: int
-    read_iops: float
-    write_iops: float
-    read_bytes_per_s: float
-    write_bytes_per_s: float
 
 
-@dataclass(frozen=True)
-class Totals:
+@dataclass(frozen=True, kw_only=True)
+class Totals(Rates):
     vms: int
     disks: int
-    read_iops: float
-    write_iops: float
-    read_bytes_per_s: float
-    write_bytes_per_s: float
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blockplane.errors import Conflict, NotFound
+from blockplane.model.view import view_fields
 from blockplane.storage.backends.loop import BACKING_SUFFIX
 from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
@@ -97,14 +98,4 @@ class PoolVolumes:
     def _view(self, pool: PoolRecord, record: VolumeRecord,
               references: VolumeReferences) -> VolumeView:
         users = self._users(pool, record, references)
-        return VolumeView(
-            pool=record.pool,
-            name=record.name,
-            path=record.path,
-            format=record.format,
-            virtual_bytes=record.virtual_bytes,
-            physical_bytes=record.physical_bytes,
-            thin=record.thin,
-            in_use=bool(users),
-            used_by=tuple(users),
-        )
+        return VolumeView(**view_fields(record), in_use=bool(users), used_by=tuple(users))

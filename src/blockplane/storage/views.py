@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from blockplane.store.records import VolumeRecord
+
 
 @dataclass(frozen=True)
 class PoolView:
@@ -23,17 +25,10 @@ class PoolDeleteResult:
     deleted: bool
 
 
-@dataclass(frozen=True)
-class VolumeView:
-    """One volume of a pool and who uses it (disks, backing chains, jobs)."""
+@dataclass(frozen=True, kw_only=True)
+class VolumeView(VolumeRecord):
+    """One volume of a pool, as recorded, and who uses it (disks, backing chains, jobs)."""
 
-    pool: str
-    name: str
-    path: str
-    format: str
-    virtual_bytes: int
-    physical_bytes: int
-    thin: bool
     in_use: bool
     used_by: tuple[str, ...]
 
