@@ -11,6 +11,7 @@ from pathlib import Path
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.view import view_fields
 from blockplane.storage.backends.factory import POOL_TYPES, VolumeBackend, backend_of
 from blockplane.storage.names import validate_name
 from blockplane.storage.views import PoolDeleteResult, PoolView
@@ -125,16 +126,8 @@ class PoolService:
 
     def _view(self, record: PoolRecord) -> PoolView:
         volumes = self._records.volumes(record.name)
-        return PoolView(
-            name=record.name,
-            type=record.type,
-            path=record.path,
-            capacity_bytes=record.capacity_bytes,
-            chunk_bytes=record.chunk_bytes,
-            utilization_pct=record.utilization_pct,
-            volumes=len(volumes),
-            used_bytes=sum(volume.physical_bytes for volume in volumes),
-        )
+        return PoolView(**view_fields(record), volumes=len(volumes),
+                        used_bytes=sum(volume.physical_bytes for volume in volumes))
 
 
 def _make_pool_directory(directory: Path) -> None:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockplane.store.records import VolumeRecord
+from blockplane.store.records import PoolRecord, VolumeRecord
 
 
-@dataclass(frozen=True)
-class PoolView:
-    name: str
-    type: str
-    path: str
-    capacity_bytes: int | None
-    chunk_bytes: int
-    utilization_pct: int
+@dataclass(frozen=True, kw_only=True)
+class PoolView(PoolRecord):
+    """A pool as recorded, with how many volumes it holds and their physical bytes."""
+
     volumes: int
     used_bytes: int
 
