@@ -1,7 +1,7 @@
 """The API's response models, built from the services' result dataclasses (``model.view``).
 
 ``response_model(View)`` is the pydantic model of a view: the same field names and types, the
-nested views as models of their own, and keys declared ``key_if_set`` left out while None. Routes
+nested views as models of their own, and keys marked ``KEY_IF_SET`` left out while None. Routes
 declare it and return the dataclass; the OpenAPI document then describes every response body,
 and the CLI encodes what it decoded with the same model (``cli.decode``). Holds no policy; the
 only pydantic besides the request bodies (``schemas``).
