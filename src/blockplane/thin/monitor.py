@@ -9,7 +9,7 @@ The service the agent wires up (``runtime.agent``):
 - ``on_io_error`` (IOErrorEvent, reason ``enospc``): makes room if the failed write needs it,
   then resumes the VM;
 - ``reconcile``: the safety net (``reconciler.Reconciler``), run at start and periodically;
-- ``status(vm)``: one dict per volume, for ``blockplane thin status`` and ``GET /v1/thin``;
+- ``status(vm)``: a ``ThinVolumeView`` per volume (``blockplane thin status``, ``GET /v1/thin``);
 - ``pre_extend(vm, libvirt_name, needed_bytes) -> int``, the block-job hook: before a commit
   into libvirt's ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
   (``storage.images``; ``measure_commit(top_path, base_path, *, between=()) -> int`` returns the
@@ -41,7 +41,7 @@ from blockplane.hypervisor.bulk_stats import (
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
-from blockplane.model.chain import parse_libvirt_name
+from blockplane.model.chain import libvirt_name, parse_libvirt_name
 from blockplane.store.database import Database
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
@@ -52,6 +52,7 @@ from blockplane.thin.pauses import PauseResolver
 from blockplane.thin.ports import HypervisorPort, PoolsPort
 from blockplane.thin.reconciler import Reconciler
 from blockplane.thin.registry import VolumeRegistry
+from blockplane.thin.views import ThinVolumeView
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class ThinMonitor:
     def reconcile(self) -> None:
         self._reconciler.run()
 
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]:
+    def status(self, vm: str | None = None) -> list[ThinVolumeView]:
         try:
             stats = dict(self._hypervisor.bulk_stats())
         except BlockplaneError:
@@ -201,7 +202,7 @@ class ThinMonitor:
     def _describe(
         self, volume: MonitoredVolume, node: BlockNode | None, *, running: bool,
         unresponsive: bool = False,
-    ) -> dict[str, Any]:
+    ) -> ThinVolumeView:
         chunk: int | None = None
         ceiling: int | None = None
         try:
@@ -210,32 +211,31 @@ class ThinMonitor:
         except NotFound:
             pass
         index = node.libvirt_index if node is not None else volume.libvirt_index
-        return {
-            "vm": volume.vm,
-            "target": volume.target,
-            "index": index,
-            "disk": volume.target if index is None else f"{volume.target}[{index}]",
-            "pool": volume.pool,
-            "volume": volume.volume,
-            "path": volume.path,
-            "running": running or unresponsive,
-            # Its QEMU does not answer: the figures are the last ones recorded.
-            "unresponsive": unresponsive,
-            "virtual": volume.virtual_bytes,
-            "physical": node.stats.physical if node else volume.physical,
-            "allocation": node.stats.allocation if node else None,
-            "threshold": node.stats.threshold if node else None,
-            "armed_threshold": volume.threshold,
-            "chunk": chunk,
-            "max_physical": ceiling,
-            "state": volume.state.value,
-            "extends": volume.extends,
-            "pauses": volume.pauses,
-            "paused": volume.paused,
-            "refusals": volume.refusals,
-            "refused": volume.refused,
-            "last_extend_latency_s": volume.last_extend_latency_s,
-        }
+        return ThinVolumeView(
+            vm=volume.vm,
+            target=volume.target,
+            index=index,
+            disk=volume.target if index is None else libvirt_name(volume.target, index),
+            pool=volume.pool,
+            volume=volume.volume,
+            path=volume.path,
+            running=running or unresponsive,
+            unresponsive=unresponsive,
+            virtual=volume.virtual_bytes,
+            physical=node.stats.physical if node else volume.physical,
+            allocation=node.stats.allocation if node else None,
+            threshold=node.stats.threshold if node else None,
+            armed_threshold=volume.threshold,
+            chunk=chunk,
+            max_physical=ceiling,
+            state=volume.state.value,
+            extends=volume.extends,
+            pauses=volume.pauses,
+            paused=volume.paused,
+            refusals=volume.refusals,
+            refused=volume.refused,
+            last_extend_latency_s=volume.last_extend_latency_s,
+        )
 
     async def settle(self) -> None:
         """Wait until the actions started by events so far are done (tests, shutdown)."""

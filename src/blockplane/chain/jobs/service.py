@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from blockplane.chain.jobs.backup_plan import plan_backup
 from blockplane.chain.jobs.driver import JobDriver
@@ -36,8 +35,9 @@ from blockplane.chain.jobs.plans import (
 )
 from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
-from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
+from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, Progress, new_job
 from blockplane.chain.jobs.store import JobStore, busy_error
+from blockplane.chain.jobs.views import JobView, job_view
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
@@ -72,7 +72,7 @@ class JobsService:
 
     # starting jobs
     def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
-               bandwidth: int) -> dict[str, Any]:
+               bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target)
         plan = plan_commit(chain, self._chains.element(chain, top),
                            self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
@@ -88,7 +88,7 @@ class JobsService:
         return self._start(vm, target, plan.kind, plan.spec, plan.pivot, act,
                            chain=chain.paths())
 
-    def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> dict[str, Any]:
+    def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target)
         plan = plan_pull(chain, self._chains.element(chain, base), bandwidth=bandwidth)
 
@@ -100,7 +100,7 @@ class JobsService:
 
     def copy(self, vm: str, target: str, *, dest_path: str | None, pool: str | None,
              shallow: bool, synchronous_writes: bool, pivot: bool,
-             bandwidth: int) -> dict[str, Any]:
+             bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target)
         plan = plan_copy(chain, shallow=shallow, synchronous_writes=synchronous_writes,
                          pivot=pivot, bandwidth=bandwidth)
@@ -130,7 +130,7 @@ class JobsService:
                            chain=chain.paths())
 
     def backup(self, vm: str, dest_dir: str, incremental: str | None,
-               targets: list[str]) -> dict[str, Any]:
+               targets: list[str]) -> JobView:
         domain = self._chains.domain(vm)
         if not domain.is_active():
             raise Conflict(f"VM {vm} is not running; back up a running VM",
@@ -151,7 +151,7 @@ class JobsService:
 
     def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
                act: Callable[[JobSpec], JobSpec], *, job_id: str | None = None,
-               chain: tuple[str, ...] | None = None) -> dict[str, Any]:
+               chain: tuple[str, ...] | None = None) -> JobView:
         """``chain``: the paths the job was planned on; refused if a snapshot changed them."""
         job = new_job(job_id or _new_id(), vm, target, kind, now=_now(), pivot=pivot)
         with self._locks.lock_for(vm), self._driver.lock(job.id):
@@ -222,22 +222,22 @@ class JobsService:
         return self._records.pools()
 
     # requests on jobs
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]:
-        return [stored.to_json() for stored in self._store.all(vm)]
+    def list(self, vm: str | None = None) -> list[JobView]:
+        return [job_view(stored.state, stored.spec) for stored in self._store.all(vm)]
 
-    def show(self, job_id: str) -> dict[str, Any]:
+    def show(self, job_id: str) -> JobView:
+        """The job, with libvirt's live progress while it runs."""
         stored = self._driver.get(job_id)
-        data = stored.to_json()
         if stored.state.phase in (JobPhase.RUNNING, JobPhase.READY, JobPhase.PREPARING):
             try:
                 seen = probe(self._chains, self._chains.domain(stored.state.vm), stored)
             except BlockplaneError:
-                return data
+                return job_view(stored.state, stored.spec)
             if seen.present and seen.end:
-                data["progress"] = {"cur": seen.cur, "end": seen.end}
-        return data
+                return job_view(stored.state, stored.spec, Progress(seen.cur, seen.end))
+        return job_view(stored.state, stored.spec)
 
-    def abort(self, job_id: str) -> dict[str, Any]:
+    def abort(self, job_id: str) -> JobView:
         stored = self._driver.apply(job_id, AbortRequested())
         failpoint("job.abort.after_persist")
         domain = self._chains.domain(stored.state.vm)
@@ -247,11 +247,11 @@ class JobsService:
             domain.block_job_abort(stored.state.target)
         return self.show(job_id)
 
-    def pivot(self, job_id: str) -> dict[str, Any]:
+    def pivot(self, job_id: str) -> JobView:
         self._driver.apply(job_id, PivotRequested())
         return self.show(job_id)
 
-    def speed(self, job_id: str, bandwidth: int) -> dict[str, Any]:
+    def speed(self, job_id: str, bandwidth: int) -> JobView:
         stored = self._driver.get(job_id)
         if stored.state.kind is JobKind.BACKUP:
             raise InvalidInput("a backup's speed cannot be changed", code="job.invalid_request")
