@@ -15,6 +15,7 @@ from blockplane.chain.jobs.events import JobEvents
 from blockplane.chain.jobs.reconcile import JobReconciler
 from blockplane.chain.jobs.service import JobsService
 from blockplane.chain.jobs.store import JobStore
+from blockplane.chain.jobs.thin_copy import CopyRestarts, ThinCopies
 from blockplane.chain.persistent_chains import PersistentChains
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
@@ -59,10 +60,12 @@ class ChainServices:
         store = JobStore(database)
         chains = ChainService(vms, records, chain_records)
         volumes = ChainVolumes(records, chain_records, pools, volume_service, events, thin)
-        driver = JobDriver(store, chains, JobCleanup(volumes), events)
+        thin_copies = ThinCopies(chains, records, thin)
+        restarts = CopyRestarts(chains, records, thin_copies, thin, events)
+        driver = JobDriver(store, chains, JobCleanup(volumes), events, restarts=restarts)
         reconciler = JobReconciler(store, chains, driver)
         jobs = JobsService(store, chains, driver, reconciler, volumes, pools, records, disks,
-                           thin)
+                           thin, thin_copies)
         volumes.references = jobs.referenced_paths
         volumes.preparing = jobs.preparing
         volumes.adopt_untracked()
