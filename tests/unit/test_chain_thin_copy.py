@@ -1,11 +1,15 @@
-"""Copies into thin destinations, the pure parts: the restart in the phase machine, and the thin
-monitor's copy hooks (track before the mirror, arm on the mirror's index, keep the record over
-the pivot, refill before a restart) against the fake domain of ``tests.thin_fakes``."""
+"""Copies into thin destinations, the parts without libvirt: the restart in the phase machine,
+when a failed copy is started again (with a real qcow2 source for ``qemu-img measure``), and the
+thin monitor's copy hooks (track before the mirror, arm on the mirror's index, keep the record
+over the pivot, refill before a restart) against the fake domain of ``tests.thin_fakes``."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -17,11 +21,18 @@ from blockplane.chain.jobs.phases import (
     Started,
     advance,
 )
+from blockplane.chain.jobs.spec import JobSpec, VolumeRef
 from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, JobState, new_job
+from blockplane.chain.jobs.store import StoredJob
+from blockplane.chain.jobs.thin_copy import MAX_RESTARTS, CopyRestarts, ThinCopies
+from blockplane.chain.ports import ThinHook
+from blockplane.chain.service import ChainService
 from blockplane.errors import Conflict
 from blockplane.hypervisor.events import BlockThresholdEvent
+from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.fill_size import fill_size
-from blockplane.store.records import VolumeRecord
+from blockplane.store.database import Database
+from blockplane.store.records import PoolRecord, Records, VolumeRecord
 from blockplane.thin.monitor_state import MonitorState
 from tests.unit.test_thin_monitor_service import CHUNK, MIB, VIRTUAL, Rig, make_rig
 
@@ -142,3 +153,88 @@ def test_refill_past_the_pool_capacity_is_refused(tmp_path: Path) -> None:
         record.physical_bytes, False, MonitorState.UNSET.value)
     [source] = [row for row in rig.monitor.status("vm1") if row["volume"] == "vm1-vda"]
     assert source["state"] == MonitorState.SET.value
+
+
+class FakeDomainHandle:
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+class FakeChains:
+    def __init__(self) -> None:
+        self.handle = FakeDomainHandle(True)
+
+    def domain(self, vm: str) -> FakeDomainHandle:
+        return self.handle
+
+
+class CrossedThin:
+    """The one ThinHook question ``CopyRestarts.wanted`` asks."""
+
+    def __init__(self) -> None:
+        self.crossed_keys: set[tuple[str, str]] = set()
+
+    def crossed(self, key: tuple[str, str]) -> bool:
+        return key in self.crossed_keys
+
+
+@dataclass
+class RestartRig:
+    restarts: CopyRestarts
+    chains: FakeChains
+    thin: CrossedThin
+    stored: StoredJob
+    failed: JobState
+
+
+def restart_rig(tmp_path: Path, *, data_mib: int, physical: int) -> RestartRig:
+    """A copy job whose source (a real qcow2 with ``data_mib`` written) is copied into a thin
+    destination of ``physical`` bytes; ``failed`` is what a FAILED event makes of it."""
+    source = tmp_path / "source.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(source), "1G"], check=True)
+    if data_mib:
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 7 0 {data_mib}M",
+                        str(source)], check=True, capture_output=True)
+    records = Records(Database(tmp_path / "state.db"))
+    records.add_pool(PoolRecord("tp", "loop", str(tmp_path), None, CHUNK, 50))
+    records.add_volume(VolumeRecord("tp", COPY_VOLUME, COPY_PATH, "qcow2", VIRTUAL, physical,
+                                    True))
+    ref = VolumeRef("tp", COPY_VOLUME, COPY_PATH)
+    spec = JobSpec(targets=("vda",), top_path=str(source), destination=ref, created=(ref,),
+                   new_top_path=COPY_PATH)
+    stored = StoredJob(running_copy(), spec)
+    failed = advance(stored.state, JobEventObserved(BlockJobStatus.FAILED, 2), 5.0)
+    chains, thin = FakeChains(), CrossedThin()
+    restarts = CopyRestarts(cast(ChainService, chains), records,
+                            cast(ThinCopies, None), cast(ThinHook, thin),
+                            EventLog(records))
+    return RestartRig(restarts, chains, thin, stored, failed)
+
+
+def test_a_copy_that_outgrew_its_destination_is_started_again(tmp_path: Path) -> None:
+    rig = restart_rig(tmp_path, data_mib=100, physical=60 * MIB)
+    reason = rig.restarts.wanted(rig.stored, rig.failed)
+    assert reason is not None and "needs" in reason
+
+
+def test_a_threshold_that_fired_is_evidence_enough(tmp_path: Path) -> None:
+    rig = restart_rig(tmp_path, data_mib=0, physical=2 * CHUNK)
+    assert rig.restarts.wanted(rig.stored, rig.failed) is None  # room enough, nothing fired
+    rig.thin.crossed_keys.add(("tp", COPY_VOLUME))
+    reason = rig.restarts.wanted(rig.stored, rig.failed)
+    assert reason is not None and "threshold" in reason
+
+
+def test_no_restart_without_cause(tmp_path: Path) -> None:
+    rig = restart_rig(tmp_path, data_mib=100, physical=60 * MIB)
+    succeeded = advance(rig.stored.state, JobEventObserved(BlockJobStatus.COMPLETED, 2), 5.0)
+    assert rig.restarts.wanted(rig.stored, succeeded) is None  # a pivot is on its way
+    aborting = StoredJob(advance(rig.stored.state, AbortRequested(), 4.0), rig.stored.spec)
+    assert rig.restarts.wanted(aborting, rig.failed) is None
+    spent = StoredJob(replace(rig.stored.state, restarts=MAX_RESTARTS), rig.stored.spec)
+    assert rig.restarts.wanted(spent, rig.failed) is None
+    rig.chains.handle.active = False  # the VM stopped under the copy
+    assert rig.restarts.wanted(rig.stored, rig.failed) is None

@@ -3,7 +3,8 @@ pivot|speed``.
 
 Starting a job: validate against the live chain (nothing written yet), insert the job PREPARING
 unless a live job holds one of its disks (Conflict ``job.busy``), create what it needs (a copy's
-destination volume; room in a thin commit base), call libvirt, record RUNNING. A failure records
+destination volume, thin in a loop or lvm pool and watched on the mirror's node: ``thin_copy``;
+room in a thin commit base), call libvirt, record RUNNING. A failure records
 the job FAILED and cleans up. From then on ``JobDriver`` moves it, on BLOCK_JOB_2 events
 (``on_block_job``, kept in order by one worker) and on the reconcile (``jobs.reconcile``). Must
 not edit chains itself or decide phases.

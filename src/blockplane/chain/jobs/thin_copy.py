@@ -119,8 +119,8 @@ class CopyRestarts:
             return None
         ref = spec.destination
         record = self._records.volume(ref.pool, ref.volume)
-        if record is None or not record.thin:
-            return None
+        if record is None or not record.thin or not self._vm_running(job.vm):
+            return None  # a VM that stopped took the copy with it: no room would help
         if self._thin.crossed((ref.pool, ref.volume)):
             return "a write threshold of the destination fired before the copy failed"
         try:
@@ -163,6 +163,12 @@ class CopyRestarts:
         self._events.publish("job.copy_restarted", job.vm, job=job.id, target=job.target,
                              volume=ref.volume, pool=ref.pool, reason=reason,
                              restarts=job.restarts)
+
+    def _vm_running(self, vm: str) -> bool:
+        try:
+            return self._chains.domain(vm).is_active()
+        except BlockplaneError:
+            return False
 
     def _needed(self, spec: JobSpec, record: VolumeRecord) -> int:
         return fill_size(self._measure(spec), chunk_bytes=self._chunk(record),
