@@ -80,6 +80,8 @@ class ThinCopyResult:
     data_mib: int
     thin_s: float
     full_s: float
+    thin_ready_s: float
+    full_ready_s: float
     physical: int
     allocation: int
     extends: int
@@ -262,6 +264,10 @@ def copy_into(client: AgentClient, guest: str, data_mib: int, rate: str, source_
     ended = wait_done(client, job["id"])
     if guest == "writing":
         stop_guest_load(client)
+    ready = [event for event in client.request("GET", api_path("events"), vm=VM,
+                                               type="job.ready", limit=10000)
+             if event.get("job") == job["id"]]
+    ended["ready_s"] = float(ready[0]["at"]) - float(ended["created_at"]) if ready else None
     volume = ended["spec"]["destination"]["volume"]
     rows = client.request("GET", api_path("thin"), vm=VM)
     [row] = [r for r in rows if r["volume"] == volume]
@@ -274,22 +280,26 @@ def run_thin_copy(client: AgentClient, guest: str, data_mib: int, rate: str, run
     """The same copy into the full-size pool and into the thin one; the order alternates."""
     order = ("full", "thin") if run % 2 == 0 else ("thin", "full")
     seconds: dict[str, float] = {}
+    to_ready: dict[str, float] = {}
     thin_job: dict[str, Any] = {}
     thin_row: dict[str, Any] = {}
     for pool in order:
         seconds[pool], job, row = copy_into(client, guest, data_mib, rate, "bench",
                                             f"{pool}-loop", io_threads)
+        to_ready[pool] = job["ready_s"] or seconds[pool]
         if pool == "thin":
             thin_job, thin_row = job, row
-    return ThinCopyResult(guest, data_mib, seconds["thin"], seconds["full"],
-                          int(thin_row["physical"]), int(thin_row["allocation"] or 0),
+    return ThinCopyResult(guest, data_mib, seconds["thin"], seconds["full"], to_ready["thin"],
+                          to_ready["full"], int(thin_row["physical"]),
+                          int(thin_row["allocation"] or 0),
                           int(thin_row["extends"]), int(thin_job.get("restarts", 0)))
 
 
 def report_thin_copy(result: ThinCopyResult) -> None:
     print(f"{'thin_copy':14} {result.guest:8} thin {result.thin_s:6.2f} s "
-          f"({result.data_mib / result.thin_s:6.0f} MiB/s)  full-size {result.full_s:6.2f} s "
-          f"({result.data_mib / result.full_s:6.0f} MiB/s)  ratio {result.ratio:4.2f}  "
+          f"({result.data_mib / result.thin_s:6.0f} MiB/s, READY at {result.thin_ready_s:5.2f})"
+          f"  full-size {result.full_s:6.2f} s ({result.data_mib / result.full_s:6.0f} MiB/s, "
+          f"READY at {result.full_ready_s:5.2f})  ratio {result.ratio:4.2f}  "
           f"physical {result.physical / MIB:7.1f} MiB allocation "
           f"{result.allocation / MIB:7.1f} MiB (+{result.slack_chunks:4.2f} chunks)  "
           f"{result.extends} extends {result.restarts} restarts", flush=True)
@@ -370,6 +380,8 @@ def main() -> None:
                         guest, arguments.data_mib,
                         statistics.median(r.thin_s for r in copies),
                         statistics.median(r.full_s for r in copies),
+                        statistics.median(r.thin_ready_s for r in copies),
+                        statistics.median(r.full_ready_s for r in copies),
                         int(statistics.median(r.physical for r in copies)),
                         int(statistics.median(r.allocation for r in copies)),
                         int(statistics.median(r.extends for r in copies)),
