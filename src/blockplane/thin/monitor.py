@@ -161,8 +161,10 @@ class ThinMonitor:
                 raise NotFound(f"volume {key[1]} of pool {key[0]} is not monitored",
                                code="thin.not_monitored")
             volume = self._fill(volume, None, required_bytes, "before the copy starts again")
-            volume = self._registry.save(volume, state=MonitorState.UNSET, libvirt_index=None,
-                                         threshold=None)
+            state = (volume.state if volume.state is MonitorState.DISABLED
+                     else MonitorState.UNSET)
+            volume = self._registry.save(volume, state=state, libvirt_index=None,
+                                         threshold=None, refused=False)
             self._extender.update_gauges(volume)
             return volume.physical
 
