@@ -143,9 +143,18 @@ def test_a_copy_starts_small_grows_through_the_mirror_and_stays_watched_after_th
     assert disks.matches(agent, "vdb")
 
 
-def test_abort_after_ready_keeps_the_copy_and_ends_its_monitor(
+def test_abort_ends_the_monitor_of_the_deleted_or_kept_copy(
     agent: AgentUnderTest, disks: Disks,
 ) -> None:
+    early = agent.json("copy", VM, "vda", "--pool", "tl", "--bandwidth", "1M")
+    assert thin_row(agent, VM, destination_of(early)["volume"]) is not None
+    agent.json("job", "abort", early["id"])
+    ended = wait_job_phase(agent, early["id"], ("aborted", "failed", "done"))
+    assert ended["phase"] == "aborted" and ended["point_in_time_copy"] is False
+    assert thin_row(agent, VM, destination_of(early)["volume"]) is None
+    names = {volume["name"] for volume in agent.json("volume", "list", "tl")}
+    assert destination_of(early)["volume"] not in names  # before READY: deleted
+
     job = agent.json("copy", VM, "vda", "--pool", "tl")
     volume = destination_of(job)["volume"]
     wait_job_phase(agent, job["id"], ("ready",))
