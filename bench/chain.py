@@ -386,6 +386,8 @@ def main() -> None:
                         int(statistics.median(r.allocation for r in copies)),
                         int(statistics.median(r.extends for r in copies)),
                         max(r.restarts for r in copies)))
+                    print(f"{'':14} {guest:8} median of the runs' ratios "
+                          f"{statistics.median(r.ratio for r in copies):4.2f}", flush=True)
                     continue
                 runs = [r for r in results if (r.kind, r.guest) == (kind, guest)]
                 report(Result(kind, guest, arguments.data_mib,
