@@ -107,9 +107,9 @@ def test_a_copy_starts_small_grows_through_the_mirror_and_stays_watched_after_th
     assert armed["index"] == mirror["libvirt_index"]
 
     # 32 MiB more, dirty in the mirror's bitmap: the mirror's writes pass the thresholds (at
-    # 8 MiB/s, so that each extend lands long before the mirror reaches the end).
+    # 4 MiB/s the reserve of half a chunk lasts 2 s: each extend lands long before the end).
     disks.write(agent, "vdb", 512 * MIB, 32 * MIB, 0x21)
-    agent.json("job", "speed", job["id"], "8M")
+    agent.json("job", "speed", job["id"], "4M")
     wait_until(lambda: bool(events(agent, VM, "thin.extended", volume=volume, cause="event")),
                "an extend of the destination on a threshold event")
     during = agent.json("job", "show", job["id"])
