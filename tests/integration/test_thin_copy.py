@@ -227,6 +227,21 @@ def test_a_destination_that_ran_out_of_room_is_grown_and_copied_again(
     assert disks.matches(agent, "vda")
 
 
+def test_a_shallow_copy_is_sized_by_its_top_layer(agent: AgentUnderTest, disks: Disks) -> None:
+    agent.json("snapshot", "create", VM, "--name", "top", "--disk", "vda")
+    disks.write(agent, "vda", 900 * MIB, 8 * MIB, 0x51)
+    before = chain_paths(agent, VM, "vda")
+    expected = fill_size(measure_copy(before[0], shallow=True), chunk_bytes=CHUNK,
+                         ceiling_bytes=qcow2_max_physical(GIB))
+    job = agent.json("copy", VM, "vda", "--pool", "tl", "--shallow", "--pivot")
+    row = thin_row(agent, VM, destination_of(job)["volume"])
+    assert row is not None and row["physical"] == expected < 2 * CHUNK
+    done = wait_job_phase(agent, job["id"], ("done", "failed", "aborted"))
+    assert done["phase"] == "done"
+    assert chain_paths(agent, VM, "vda") == [destination_of(job)["path"], *before[1:]]
+    assert disks.matches(agent, "vda")
+
+
 def test_every_image_checks_clean(agent: AgentUnderTest, disks: Disks) -> None:
     agent.ok("vm", "destroy", VM)
     images = [path for target in ("vda", "vdb") for path in chain_paths(agent, VM, target)]
