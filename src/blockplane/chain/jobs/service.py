@@ -3,7 +3,8 @@ pivot|speed``.
 
 Starting a job: validate against the live chain (nothing written yet), insert the job PREPARING
 unless a live job holds one of its disks (Conflict ``job.busy``), create what it needs (a copy's
-destination volume; room in a thin commit base), call libvirt, record RUNNING. A failure records
+destination volume, thin in a loop or lvm pool and watched on the mirror's node: ``thin_copy``;
+room in a thin commit base), call libvirt, record RUNNING. A failure records
 the job FAILED and cleans up. From then on ``JobDriver`` moves it, on BLOCK_JOB_2 events
 (``on_block_job``, kept in order by one worker) and on the reconcile (``jobs.reconcile``). Must
 not edit chains itself or decide phases.
@@ -37,6 +38,7 @@ from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
 from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, Progress, new_job
 from blockplane.chain.jobs.store import JobStore, busy_error
+from blockplane.chain.jobs.thin_copy import ThinCopies, destination_size, destination_xml
 from blockplane.chain.jobs.views import JobView, job_view
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
@@ -45,11 +47,10 @@ from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound,
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.chain import Chain
-from blockplane.storage.images import is_block_device, measure_commit, virtual_size
+from blockplane.storage.images import measure_commit, virtual_size
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
 from blockplane.vms.locks import VMLocks
-from blockplane.xml.chain import ImageTarget, copy_destination_xml
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class JobsService:
         self, store: JobStore, chains: ChainService, driver: JobDriver,
         reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
         records: Records, locks: VMLocks, thin: ThinHook | None,
+        thin_copies: ThinCopies,
     ) -> None:
         self._store = store
         self._chains = chains
@@ -69,6 +71,7 @@ class JobsService:
         self._records = records
         self._locks = locks
         self._thin = thin
+        self._thin_copies = thin_copies
 
     # starting jobs
     def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
@@ -109,21 +112,29 @@ class JobsService:
                                              f"{vm}-{target}-copy-{job_id[:6]}")
         top = chain.top
         backing = chain.elements[1] if plan.spec.shallow else None
+        pool_record = self._pools.get(pool_name)
 
         def act(spec: JobSpec) -> JobSpec:
+            virtual = virtual_size(top.path)
+            initial = None
+            if self._thin_copies.enabled:
+                initial = destination_size(pool_record, top.path, shallow=spec.shallow,
+                                           virtual_bytes=virtual)
             record = self._volumes.create(
-                vm, target, pool_name, volume, virtual_size(top.path), thin=False,
+                vm, target, pool_name, volume, virtual, thin=initial is not None,
                 backing=backing.path if backing else None,
-                backing_format=backing.format if backing else None, origin="copy")
+                backing_format=backing.format if backing else None, origin="copy",
+                initial_bytes=initial)
             ref = VolumeRef(record.pool, record.name, record.path)
             spec = replace(spec, destination=ref, created=(ref,), new_top_path=ref.path)
             self._store.save_spec(job_id, spec)
             failpoint("job.copy.after_destination")
-            image = ImageTarget(target, "block" if is_block_device(ref.path) else "file",
-                                ref.path)
-            domain.block_copy(target, copy_destination_xml(image),
+            self._thin_copies.before_mirror(vm, target, record)
+            domain.block_copy(target, destination_xml(target, ref.path),
                               bandwidth, shallow=spec.shallow,
                               synchronous_writes=synchronous_writes)
+            failpoint("job.copy.after_mirror_start")
+            self._thin_copies.mirror_started(vm, target, ref)
             return spec
 
         return self._start(vm, target, JobKind.COPY, plan.spec, pivot, act, job_id=job_id,

@@ -30,6 +30,8 @@ class JobView:
     error: str | None
     finished_at: float | None
     spec: JobSpec
+    #: How many times a copy started again into a regrown thin destination (``thin_copy``).
+    restarts: int = 0
 
     @property
     def ended(self) -> bool:
@@ -56,4 +58,5 @@ def job_view(state: JobState, spec: JobSpec, progress: Progress | None = None) -
         error=state.error,
         finished_at=state.finished_at,
         spec=spec,
+        restarts=state.restarts,
     )
