@@ -1,13 +1,13 @@
 """Disks of VMs: attach (define-time or hotplug), detach and list.
 
-Owns the attach/detach sequence and its rollback. The IOThread plan and the throttle chain
-are computed by their own packages and arrive here as fields of the ``DiskDevice``.
+Owns the attach/detach sequence and its rollback. What an attach applies is planned by
+``vms.disk_plan.plan_disk`` (the same pure function ``POST /v1/plan/disk`` answers with), from
+the IOThread and throttle packages' policies; this module only applies that plan.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import (
-    CapabilityMissing,
     InvalidInput,
     NotFound,
     OperationFailed,
@@ -26,14 +25,23 @@ from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
 from blockplane.iothreads.state import iothread_report
-from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
+from blockplane.model.disk import Bus, DiskDevice, SourceKind
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import DiskRecord, Records, VolumeRecord
-from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
+from blockplane.throttle.disk_limits import DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
+from blockplane.vms.disk_plan import (
+    DiskDescriptor,
+    DomainContext,
+    HostPlanning,
+    choose_target,
+    plan_disk,
+    with_io_policy,
+)
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.lifecycle import VMService
 from blockplane.xml.disk import (
     disk_element,
@@ -42,6 +50,8 @@ from blockplane.xml.disk import (
     scsi_controller_indexes,
     to_xml,
 )
+
+__all__ = ["AttachRequest", "DiskObserver", "DiskService", "with_io_policy"]
 
 DETACH_TIMEOUT_S = 15.0
 BUSES = ("virtio", "scsi")
@@ -71,6 +81,20 @@ class AttachRequest:
     scaling: CapacityScaling | None = None
     vm_group: GroupSpec | None = None
 
+    def descriptor(self) -> DiskDescriptor:
+        return DiskDescriptor(
+            size_bytes=self.size_bytes,
+            bus=self.bus,
+            format=self.format,
+            thin=self.thin,
+            queues=self.queues,
+            io_threads=self.io_threads,
+            throttle_groups=self.throttle_groups,
+            limits=self.limits,
+            scaling=self.scaling,
+            vm_group=self.vm_group,
+        )
+
 
 class DiskService:
     def __init__(
@@ -96,6 +120,8 @@ class DiskService:
         self.guards: list[Callable[[str, str | None], None]] = []
         #: I/O limits (throttle.disk_limits); set by the agent. Without it limits are refused.
         self.throttle: DiskThrottle | None = None
+        #: Adopted domains' foreign disks and own IOThreads (vms.foreign); set by the agent.
+        self.adopted: AdoptedDisks = NothingAdopted()
         self._vm_locks: dict[str, BoundedLock] = {}
         self._locks_guard = threading.Lock()
 
@@ -108,7 +134,7 @@ class DiskService:
             return lock
 
     def attach(self, request: AttachRequest) -> dict[str, Any]:
-        vm_record = self._vms.record(request.vm)
+        self._vms.record(request.vm)
         pool = self._pools.get(request.pool)
         if request.bus not in BUSES:
             raise InvalidInput(
@@ -117,26 +143,19 @@ class DiskService:
         bus = _bus(request.bus)
         with self.vm_lock(request.vm):
             domain = self._vms.domain(request.vm)
-            live = domain.is_active()
-            current_xml = domain.xml(inactive=not live)
-            target = next_free_target(bus, self._used_targets(domain))
+            context = self.context(request.vm, domain)
+            live = context.running
+            target = choose_target(context, bus)
             volume_name = request.name or f"{request.vm}-{target}"
             self._volumes.validate(
                 pool, volume_name, request.size_bytes, request.format, request.thin
             )
-            limits_plan = self._prepare_limits(domain, target, request)
-            applied = self._iothreads.plan(
-                current_xml,
-                target,
-                bus,
-                vm_record.vcpus,
-                request.io_threads,
-                request.queues,
-                self._largest_request(request.vm),
-                throttled=limits_plan is not None and limits_plan.throttles,
-            )
-            controller_index = self._next_controller(domain) if bus == "scsi" else None
-            plan_json = {**applied.to_json(), "controller_index": controller_index}
+            source_kind: SourceKind = "block" if self._volumes.is_block(pool) else "file"
+            plan = plan_disk(context, request.descriptor(), self.planning(), source_kind)
+            limits_plan = plan.limits
+            applied = plan.applied
+            controller_index = plan.controller_index
+            plan_json = plan.plan_json()
             intent = self.pending.begin(
                 "disk.attach",
                 request.vm,
@@ -158,19 +177,7 @@ class DiskService:
                 self.pending.finish(intent)
                 raise
             failpoint("attach.after_volume")
-            device = DiskDevice(
-                target=target,
-                bus=bus,
-                source=volume.path,
-                source_kind="block" if self._volumes.is_block(pool) else "file",
-                format=_format(request.format),
-                queues=applied.queues,
-                iothread=applied.single_iothread,
-                queue_mapping=applied.queue_mapping,
-                error_policy="enospace" if request.thin else None,
-                controller_index=controller_index,
-            )
-            device = _with_limits(with_io_policy(device), limits_plan)
+            device = plan.for_source(volume.path, source_kind)
             try:
                 if self.throttle is not None and limits_plan is not None:
                     self.throttle.apply_disk_plan(domain, limits_plan, live)
@@ -210,6 +217,25 @@ class DiskService:
             "throttle": limits_plan.to_json() if limits_plan else None,
         }
 
+    def context(self, vm: str, domain: DomainHandle) -> DomainContext:
+        """What an attach to ``vm`` plans on: its definitions as libvirt has them now."""
+        live = domain.is_active()
+        persistent = domain.is_persistent()
+        return DomainContext(
+            vm=vm,
+            vcpus=self._vms.record(vm).vcpus,
+            running=live,
+            persistent=persistent,
+            live_xml=domain.xml() if live else None,
+            config_xml=domain.xml(inactive=True) if persistent or not live else None,
+            reserved_iothreads=self.adopted.reserved_iothreads(vm),
+            largest_request=self._largest_request(vm),
+        )
+
+    def planning(self) -> HostPlanning:
+        capability = self.throttle.capability if self.throttle is not None else None
+        return HostPlanning(self._iothreads.limits, capability)
+
     def _plug(
         self, domain: DomainHandle, device: DiskDevice, applied: AppliedPlan, live: bool
     ) -> None:
@@ -248,12 +274,6 @@ class DiskService:
         requested = [record.plan.get("io_threads_requested") for record in self._records.disks(vm)]
         return max((value for value in requested if isinstance(value, int)), default=0)
 
-    def _next_controller(self, domain: DomainHandle) -> int:
-        used: set[int] = set()
-        for inactive in (True, False):
-            used |= scsi_controller_indexes(domain.xml(inactive=inactive))
-        return next(index for index in range(len(used) + 1) if index not in used)
-
     def iothreads(self, vm: str) -> dict[str, Any]:
         self._vms.record(vm)
         domain = self._vms.domain(vm)
@@ -263,6 +283,7 @@ class DiskService:
 
     def detach(self, vm: str, target: str) -> dict[str, Any]:
         self._vms.record(vm)
+        self.adopted.refuse(vm, target, "detach (which deletes the volume)")
         with self.vm_lock(vm):
             record = self._records.disk(vm, target)
             if record is None:
@@ -277,7 +298,9 @@ class DiskService:
             device = self._find(domain, target, inactive=not live)
             if device is None:
                 device = self._find(domain, target, inactive=True)
-            orphans = IOThreadApplier.orphans_after_detach(xml_before, target)
+            orphans = IOThreadApplier.orphans_after_detach(
+                xml_before, target, self.adopted.reserved_iothreads(vm)
+            )
             intent = self.pending.begin(
                 "disk.detach",
                 vm,
@@ -397,49 +420,6 @@ class DiskService:
             "throttle_groups": list(device.throttle_groups),
         }
 
-    def _prepare_limits(
-        self, domain: DomainHandle, target: str, request: AttachRequest
-    ) -> DiskLimitsPlan | None:
-        """Validate the disk's I/O limits before anything is created (throttle.disk_limits)."""
-        asks = request.throttle_groups or request.limits or request.scaling or request.vm_group
-        if self.throttle is None:
-            if asks:
-                raise CapabilityMissing(
-                    "this agent has no I/O limit support wired in", code="capability.missing"
-                )
-            return None
-        return self.throttle.prepare_disk(
-            domain,
-            target,
-            request.size_bytes,
-            request.throttle_groups,
-            request.limits,
-            request.scaling,
-            request.vm_group,
-        )
-
-
-def with_io_policy(device: DiskDevice) -> DiskDevice:
-    """How QEMU serves every disk blockplane attaches: without the host page cache
-    (``cache='none'``: a host crash loses no write the guest saw completed, and native AIO needs
-    it), with the guest's discards passed down so a thin volume's pool gets space back
-    (``discard='unmap'``), and with Linux native AIO on block devices (``io='native'``), the
-    thread pool on files (``io='threads'``)."""
-    io = "native" if device.source_kind == "block" else "threads"
-    return dataclasses.replace(device, cache="none", discard="unmap", io=io)
-
-
-def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:
-    if plan is None:
-        return device
-    return dataclasses.replace(
-        device,
-        throttle_groups=plan.throttle_groups,
-        iotune=plan.iotune,
-        iotune_group=plan.iotune_group,
-    )
-
-
 def _has_controller(domain_xml: str, index: int) -> bool:
     return index in scsi_controller_indexes(domain_xml)
 
@@ -448,7 +428,3 @@ def _bus(value: str) -> Bus:
     if value == "scsi":
         return "scsi"
     return "virtio"
-
-
-def _format(value: str) -> ImageFormat:
-    return "raw" if value == "raw" else "qcow2"
