@@ -16,6 +16,7 @@ from blockplane.api.latency import RequestLatency
 from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
 from blockplane.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from blockplane.api.request_deadlines import RequestDeadlines
+from blockplane.api.routes_adopt import adopt_router
 from blockplane.api.routes_agent import agent_router
 from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_checkpoints import checkpoints_router
@@ -58,6 +59,7 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         pools_router(agent),
         volumes_router(agent),
         vms_router(agent),
+        adopt_router(agent),
         events_router(agent),
         throttle_router(agent),
         thin_router(agent),

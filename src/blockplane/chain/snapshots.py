@@ -75,6 +75,7 @@ class SnapshotService:
             raise InvalidInput(f"VM {vm} has no disks managed by blockplane to snapshot",
                                code="snapshot.invalid")
         for target in chosen:
+            self._disks.adopted.refuse(vm, target, "a snapshot")
             if target not in managed:
                 raise NotFound(f"VM {vm} has no disk {target} managed by blockplane",
                                code="disk.not_found")

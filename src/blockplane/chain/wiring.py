@@ -69,7 +69,8 @@ class ChainServices:
         disks.observers.append(volumes)
         snapshots = SnapshotService(chains, disks, records, chain_records, volumes, store,
                                     events)
-        checkpoints = CheckpointService(chains, store, records, events, disks.vm_lock)
+        checkpoints = CheckpointService(chains, store, records, events, disks.vm_lock,
+                                        disks.adopted)
         return cls(chains, snapshots, jobs, JobEvents(store, chains, driver), volumes,
                    checkpoints, ChainVolumeReferences(records, chain_records, chains, store),
                    PersistentChains(chains, records, chain_records, store, vms.redefine,

@@ -43,12 +43,15 @@ from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.adoption import AdoptionRecords
 from blockplane.store.database import Database
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.wiring import ThrottleServices
+from blockplane.vms.adoption_wiring import AdoptionServices
 from blockplane.vms.disks import DiskService
+from blockplane.vms.foreign import ForeignDisks
 from blockplane.vms.lifecycle import VMService, emulator_path
 from blockplane.vms.recovery import DiskRecovery
 
@@ -91,6 +94,8 @@ class Agent:
             PendingOperations(self.database),
         )
         self.vms.release_disks = self.disks.release_vm
+        adoptions = AdoptionRecords(self.database)
+        self.disks.adopted = ForeignDisks(adoptions)
         self.recovery = DiskRecovery(
             self.hypervisor,
             self.records,
@@ -132,6 +137,11 @@ class Agent:
         self.pool_volumes = PoolVolumes(self.pools, self.volumes, self.records, self.events,
                                         self.chain.volume_references, self.thin.forget)
         self.on_event(BlockJobEvent, self.chain.events.on_block_job)
+        self.adoption = AdoptionServices.build(
+            self.hypervisor, self.database, self.records, adoptions, self.disks, self.pools,
+            self.volumes, self.events, self.thin,
+        )
+        self.reconcilers.append(self.adoption.watch.reconcile)
         # Last: it reads what every feature above built, and confirms after their reconciles.
         self.observe = ObserveServices.build(
             self.hypervisor,

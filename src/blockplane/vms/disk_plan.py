@@ -35,6 +35,7 @@ from blockplane.xml.disk import (
     scsi_controller_indexes,
     to_xml,
 )
+from blockplane.xml.inventory import parse_inventory
 from blockplane.xml.throttle import throttle_groups_element
 
 BUSES = ("virtio", "scsi")
@@ -290,3 +291,25 @@ def stand_in_domain(vm: str, vcpus: int, iothread_ids: Sequence[int]) -> str:
                          *[el("iothread", id=str(i)) for i in sorted(set(iothread_ids))]))
     domain.append(el("devices"))
     return etree.tostring(domain, encoding="unicode")
+
+
+def context_from_xml(
+    domain_xml: str, *, vm: str | None = None, reserved_iothreads: Sequence[int] | None = None
+) -> DomainContext:
+    """The context of a domain a platform writes itself: its (persistent) XML as given.
+
+    ``reserved_iothreads`` None: every IOThread the XML has is the platform's, as ``vm adopt``
+    would record them; a platform that wants its disks to share IOThreads with earlier plans
+    passes the ids it keeps for itself (e.g. ``[]``).
+    """
+    inventory = parse_inventory(domain_xml)
+    reserved = inventory.iothread_ids if reserved_iothreads is None else reserved_iothreads
+    return DomainContext(
+        vm=vm or inventory.name or "vm",
+        vcpus=inventory.vcpus,
+        running=False,
+        persistent=True,
+        live_xml=None,
+        config_xml=domain_xml,
+        reserved_iothreads=tuple(sorted(set(reserved))),
+    )

@@ -416,6 +416,7 @@ class DiskService:
             "physical_bytes": volume.physical_bytes if volume else None,
             "thin": volume.thin if volume else False,
             "managed": record is not None,
+            "foreign": self.adopted.foreign_reason(vm, device.target),
             "plan": record.plan if record else {},
             "throttle_groups": list(device.throttle_groups),
         }

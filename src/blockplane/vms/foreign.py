@@ -20,6 +20,8 @@ from blockplane.store.adoption import AdoptionRecords
 class AdoptedDisks(Protocol):
     def reserved_iothreads(self, vm: str) -> tuple[int, ...]: ...
 
+    def foreign_reason(self, vm: str, target: str) -> str | None: ...
+
     def refuse(self, vm: str, target: str | None, action: str,
                paths: Sequence[str] = ()) -> None: ...
 
@@ -29,6 +31,9 @@ class NothingAdopted:
 
     def reserved_iothreads(self, vm: str) -> tuple[int, ...]:
         return ()
+
+    def foreign_reason(self, vm: str, target: str) -> str | None:
+        return None
 
     def refuse(self, vm: str, target: str | None, action: str,
                paths: Sequence[str] = ()) -> None:
@@ -42,6 +47,12 @@ class ForeignDisks:
     def reserved_iothreads(self, vm: str) -> tuple[int, ...]:
         record = self._adoptions.get(vm)
         return record.reserved_iothreads if record is not None else ()
+
+    def foreign_reason(self, vm: str, target: str) -> str | None:
+        """Why ``vm``'s disk ``target`` is foreign, or None if it is not."""
+        record = self._adoptions.get(vm)
+        disk = record.foreign_disk(target) if record is not None else None
+        return str(disk.get("reason") or "foreign") if disk is not None else None
 
     def refuse(self, vm: str, target: str | None, action: str,
                paths: Sequence[str] = ()) -> None:

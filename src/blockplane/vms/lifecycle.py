@@ -191,10 +191,20 @@ class VMService:
         return {"name": name, "deleted": True, "volumes_deleted": released}
 
     def list_vms(self) -> list[VMView]:
-        return [self._view(domain) for domain in self._hypervisor.domains()]
+        views = [self._view(domain) for domain in self._hypervisor.domains()]
+        present = {view.name for view in views}
+        views += [_undefined(record) for record in self._records.vms()
+                  if record.name not in present]
+        return views
 
     def show(self, name: str) -> VMView:
-        return self._view(self._hypervisor.lookup(name))
+        try:
+            return self._view(self._hypervisor.lookup(name))
+        except NotFound:
+            record = self._records.vm(name)
+            if record is None:
+                raise
+            return _undefined(record)
 
     def live_xml(self, name: str) -> str:
         return self._hypervisor.lookup(name).xml()
@@ -244,6 +254,12 @@ class VMService:
             record.guest,
             managed=True,
         )
+
+
+def _undefined(record: VMRecord) -> VMView:
+    """A managed VM whose domain is no longer in libvirt (undefined outside blockplane)."""
+    return VMView(record.name, record.uuid, "undefined", record.vcpus, record.memory_bytes,
+                  record.guest, managed=True)
 
 
 def emulator_path() -> str:
