@@ -66,8 +66,8 @@ def vms_router(agent: Agent) -> APIRouter:
                 "foreign_disks": list(record.foreign_disks)}
 
     @router.get("/vms/{vm}/xml", response_class=XMLResponse)
-    def vm_xml(vm: str) -> XMLResponse:
-        return XMLResponse(agent.vms.live_xml(vm))
+    def vm_xml(vm: str, inactive: bool = False) -> XMLResponse:
+        return XMLResponse(agent.vms.live_xml(vm, inactive=inactive))
 
     @router.delete("/vms/{vm}")
     def delete_vm(vm: str) -> dict[str, Any]:

@@ -41,6 +41,8 @@ def vm_adopt(context: CLIContext, name: str, pool_for: tuple[str, ...], as_json:
             console.print(f"    <iotune> on the disk: {disk['iotune']}")
     for disk in result["foreign"]:
         console.print(f"  {disk['target']}: foreign ({disk['reason']}): never written")
+        if disk["iotune"]:
+            console.print(f"    <iotune> on the disk: {disk['iotune']}")
     if result["reserved_iothreads"]:
         ids = ", ".join(str(i) for i in result["reserved_iothreads"])
         console.print(f"  IOThreads kept as they are: {ids}")

@@ -195,8 +195,10 @@ def judge(observed: Observed, claims: Claims) -> AdoptionPlan:
     inventory = observed.inventory
     refusals: list[Refusal] = []
     if inventory.name in claims.vm_names:
-        refusals.append(Refusal(inventory.name, "a VM of this name is already managed"))
-    elif inventory.uuid and inventory.uuid in claims.vm_uuids:
+        # Its disks are then "in use by" itself: the name says all there is to say.
+        raise AdoptionRefused(inventory.name, [
+            Refusal(inventory.name, "a VM of this name is already managed")])
+    if inventory.uuid and inventory.uuid in claims.vm_uuids:
         refusals.append(Refusal(inventory.name,
                                 f"a managed VM already has the domain UUID {inventory.uuid}"))
     disks: list[AdoptedDisk] = []

@@ -206,8 +206,9 @@ class VMService:
                 raise
             return _undefined(record)
 
-    def live_xml(self, name: str) -> str:
-        return self._hypervisor.lookup(name).xml()
+    def live_xml(self, name: str, *, inactive: bool = False) -> str:
+        """The domain XML libvirt has now (``inactive``: the persistent definition)."""
+        return self._hypervisor.lookup(name).xml(inactive=inactive)
 
     def guest_exec(self, name: str, argv: list[str], timeout_s: float) -> GuestExecResult:
         if not argv:
