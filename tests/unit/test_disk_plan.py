@@ -113,7 +113,7 @@ def placed(domain_xml: str, answer: dict[str, Any]) -> str:
         else:
             existing.extend(list(groups))
     disk = etree.fromstring(fragments["disk"])
-    source_kind = answer["source_kind"] if "source_kind" in answer else "file"
+    source_kind = answer.get("source_kind", "file")
     source = etree.Element("source", {"dev": "/dev/loop9"} if source_kind == "block"
                            else {"file": "/pool/new.qcow2"})
     disk.insert(1, source)

@@ -18,7 +18,10 @@ DOMAIN = """<domain type='kvm'>
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2' queues='2'>
-        <iothreads><iothread id='101'><queue id='0'/></iothread><iothread id='7'><queue id='1'/></iothread></iothreads>
+        <iothreads>
+          <iothread id='101'><queue id='0'/></iothread>
+          <iothread id='7'><queue id='1'/></iothread>
+        </iothreads>
       </driver>
       <source file='/pool/top.qcow2' index='3'/>
       <backingStore type='file' index='4'>
