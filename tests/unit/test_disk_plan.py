@@ -87,6 +87,12 @@ def test_the_public_entry_point_gives_the_same_plan() -> None:
     assert vcpus_only.disk_xml == public.disk_xml
 
 
+def position(root: etree._Element, tag: str) -> int:
+    node = root.find(tag)
+    assert node is not None, tag
+    return list(root).index(node)
+
+
 def placed(domain_xml: str, answer: dict[str, Any]) -> str:
     """The plan's fragments put where a platform puts them, with a source added."""
     root = etree.fromstring(domain_xml.encode())
@@ -95,9 +101,8 @@ def placed(domain_xml: str, answer: dict[str, Any]) -> str:
     ids = root.find("iothreadids")
     if len(new_ids):
         if ids is None:
-            ids = etree.SubElement(root, "iothreadids")
-            root.remove(ids)
-            root.insert(list(root).index(root.find("vcpu")) + 1, ids)
+            ids = etree.Element("iothreadids")
+            root.insert(position(root, "vcpu") + 1, ids)
         for node in new_ids:
             ids.append(node)
         count = root.find("iothreads")
@@ -109,7 +114,7 @@ def placed(domain_xml: str, answer: dict[str, Any]) -> str:
     if len(groups):
         existing = root.find("throttlegroups")
         if existing is None:
-            root.insert(list(root).index(root.find("os")), groups)
+            root.insert(position(root, "os"), groups)
         else:
             existing.extend(list(groups))
     disk = etree.fromstring(fragments["disk"])

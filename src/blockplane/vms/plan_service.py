@@ -61,6 +61,16 @@ class PlanService:
         self._volumes = volumes
 
     def plan(self, request: PlanRequest) -> dict[str, Any]:
+        try:
+            return self._plan(request)
+        except (ValueError, TypeError) as error:
+            if request.domain_xml is None:
+                raise
+            # A number libvirt would never have written (an id of "x"): the XML is the input.
+            raise InvalidInput(f"the domain XML cannot be planned on: {error}",
+                               code="plan.invalid") from error
+
+    def _plan(self, request: PlanRequest) -> dict[str, Any]:
         context, basis = self._context(request)
         source_kind: SourceKind = "block" if request.descriptor.thin else "file"
         if request.pool is not None:
