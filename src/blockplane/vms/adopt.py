@@ -106,10 +106,10 @@ class AdoptService:
         started = time.monotonic()
         with self._vm_lock(name):
             domain = self._hypervisor.lookup(name)
-            plan = judge(self._observe(domain, VolumeLocator(self._records.pools(), rules)),
-                         self._claims())
+            observed = self._observe(domain, VolumeLocator(self._records.pools(), rules))
+            judge(observed, self._claims())  # refuse before anything else happens
             failpoint("adopt.before_records")
-            jobs = self._record(plan)
+            plan, jobs = self._record(observed)
             failpoint("adopt.after_records")
             self._arm(plan)
         result = AdoptResult(
@@ -230,12 +230,15 @@ class AdoptService:
         )
 
     # recording
-    def _record(self, plan: AdoptionPlan) -> list[str]:
-        """Every row of the adoption, in one transaction; the ids of the jobs now tracked."""
-        inventory = plan.inventory
-        vm = inventory.name
+    def _record(self, observed: Observed) -> tuple[AdoptionPlan, list[str]]:
+        """Every row of the adoption, in one transaction; the plan and the ids of the jobs
+        now tracked. The claims are judged again inside it: no other writer can record a VM
+        or a volume between that judgement and these rows."""
         jobs: list[str] = []
         with self._database.transaction():
+            plan = judge(observed, self._claims())
+            inventory = plan.inventory
+            vm = inventory.name
             self._records.add_vm(VMRecord(vm, inventory.uuid or str(uuid.uuid4()),
                                           inventory.vcpus, inventory.memory_bytes, "none"))
             for disk in plan.disks:
@@ -261,7 +264,7 @@ class AdoptService:
                 foreign_paths=plan.foreign_paths,
                 report=plan.report_json(),
             ))
-        return jobs
+        return plan, jobs
 
     def _track_job(self, vm: str, disk: DiskInventory, job_type: int) -> str:
         """A block job someone else started: followed from now on like one of ours."""
