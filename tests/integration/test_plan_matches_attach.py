@@ -10,6 +10,7 @@ planned new IOThreads and throttle groups, and validates against libvirt's schem
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -32,6 +33,7 @@ from tests.system_daemon import daemons as daemons  # the module's system daemon
 pytestmark = requires_system_daemon
 
 PREFIX = f"bpplan{os.getpid()}x"
+SERIAL = itertools.count()
 
 
 def virsh(*args: str) -> str:
@@ -115,7 +117,7 @@ def test_the_plan_is_what_attach_applies(
 ) -> None:
     agent = planning_agent
     pool = Path(agent.json("pool", "show", "pp")["path"])
-    name = f"{PREFIX}{abs(hash((str(descriptor), vcpus, tuple(ids), map_existing))) % 10**8}"
+    name = f"{PREFIX}{next(SERIAL)}"  # a new domain per example, replays and shrinks too
     image = pool.parent / f"{name}-root.qcow2"  # outside the pool: foreign to blockplane
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
     ids = sorted(ids)
@@ -126,7 +128,6 @@ def test_the_plan_is_what_attach_applies(
     virsh("define", str(path))
     body = {key: value for key, value in descriptor.items() if key != "with_group"}
     body |= {"pool": "pp", "size": "64M", "throttle_groups": ["gold"] if group else []}
-    volume: str | None = None
     try:
         with agent.http() as client:
             assert client.post(f"/v1/vms/{name}/adopt", json={}).status_code == 201
@@ -142,7 +143,6 @@ def test_the_plan_is_what_attach_applies(
                 assert virsh("dumpxml", "--inactive", name) == before
                 return
             assert attached.status_code == 201, attached.text
-            volume = attached.json()["volume"]
             plan, xml_plan = by_vm.json(), by_xml.json()
             for key in ("target", "iothreads", "iothreads_to_add", "throttle_filters",
                         "throttle_groups_to_create", "xml", "notes", "fallbacks"):
@@ -166,5 +166,5 @@ def test_the_plan_is_what_attach_applies(
             client.post(f"/v1/vms/{name}/release")
         virsh("undefine", name)
         image.unlink(missing_ok=True)
-        if volume is not None:
-            (pool / volume).unlink(missing_ok=True)
+        for leftover in pool.glob(f"{name}-*"):  # the attached volume, released with the VM
+            leftover.unlink()
