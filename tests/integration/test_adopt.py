@@ -322,6 +322,7 @@ def test_a_block_job_running_at_adoption_is_tracked(scene: Scene) -> None:
     job = agent.json("job", "show", job_id)
     assert (job["kind"], job["target"]) == ("copy", "vda")
     assert job["phase"] in ("running", "ready")
+    fails(agent, "job.busy", "vm", "release", name)  # not while a job runs on it
     agent.json("job", "abort", job_id)
     wait_for(lambda: api_get(agent, f"/jobs/{job_id}")["phase"] == "aborted",
              "the tracked copy to end aborted", 60)
