@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from blockplane.api.schemas import Body, ScaledLimitBody, Size, VMGroupBody
+from blockplane.api.schemas import Body, Size, VolumeDescriptor
 
 
 class VMAdopt(Body):
@@ -15,7 +15,7 @@ class VMAdopt(Body):
     pool_for: list[str] = Field(default_factory=list, max_length=32)
 
 
-class PlanDisk(Body):
+class PlanDisk(VolumeDescriptor):
     """``POST /v1/plan/disk``: a volume descriptor and the domain to plan it on.
 
     The domain: ``domain_xml`` (its current XML), or ``vcpus`` with ``iothread_ids``, or ``vm``
@@ -30,17 +30,6 @@ class PlanDisk(Body):
     reserved_iothreads: list[int] | None = Field(default=None, max_length=1024)
     pool: str | None = Field(default=None, max_length=64)
     size: Size = "1G"
-    name: str | None = Field(default=None, max_length=128)
-    thin: bool = False
-    format: str = Field(default="qcow2", max_length=8)
-    bus: str = Field(default="virtio", max_length=8)
-    queues: int | None = None
-    io_threads: int | None = None
-    throttle_groups: list[str] = Field(default_factory=list, max_length=16)
-    limits: dict[str, int | str] = Field(default_factory=dict)
-    total_iops_sec_per_gb: ScaledLimitBody | None = None
-    total_bytes_sec_per_gb: ScaledLimitBody | None = None
-    vm_group: VMGroupBody | None = None
 
 
 class AdoptAnswer(BaseModel):

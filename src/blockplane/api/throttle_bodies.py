@@ -5,32 +5,14 @@ Owns only the translation from request bodies to ``throttle`` types; validation 
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from blockplane.api.schemas import ScaledLimitBody, VMGroupBody
+from blockplane.api.schemas import ScaledLimitBody, VolumeDescriptor
 from blockplane.errors import InvalidInput
 from blockplane.throttle.disk_spec import scaled_limit, vm_group_spec
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec, ScaledLimit
 
 
-class ThrottleDescriptor(Protocol):
-    """The QoS fields of a volume descriptor (``DiskAttach``, ``PlanDisk``)."""
-
-    @property
-    def throttle_groups(self) -> list[str]: ...
-
-    @property
-    def vm_group(self) -> VMGroupBody | None: ...
-
-    @property
-    def total_iops_sec_per_gb(self) -> ScaledLimitBody | None: ...
-
-    @property
-    def total_bytes_sec_per_gb(self) -> ScaledLimitBody | None: ...
-
-
 def attach_throttle(
-    body: ThrottleDescriptor,
+    body: VolumeDescriptor,
 ) -> tuple[tuple[str, ...], CapacityScaling | None, GroupSpec | None]:
     """(named groups in chain order, capacity scaling, VM aggregate group) of a descriptor.
 
