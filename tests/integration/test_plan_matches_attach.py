@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from blockplane.xml.disk import parse_disks
@@ -103,7 +103,10 @@ descriptors = st.fixed_dictionaries({
 })
 
 
+# Each example defines, adopts, plans, attaches and releases a domain (about a second): no
+# shrinking, which would replay hundreds of them; the failing example is printed as found.
 @settings(max_examples=12, deadline=None, derandomize=True,
+          phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
     descriptor=descriptors,
@@ -136,8 +139,9 @@ def test_the_plan_is_what_attach_applies(
             by_xml = client.post("/v1/plan/disk", json={**body, "vm": name,
                                                         "domain_xml": before})
             attached = client.post(f"/v1/vms/{name}/disks", json=body)
-            assert by_vm.status_code == attached.status_code, (by_vm.text, attached.text)
-            if by_vm.status_code != 200:
+            refused = by_vm.status_code >= 400
+            assert refused == (attached.status_code >= 400), (by_vm.text, attached.text)
+            if refused:
                 # Refused alike, for the same reason, with nothing changed.
                 assert by_vm.json()["code"] == attached.json()["code"], attached.text
                 assert virsh("dumpxml", "--inactive", name) == before
