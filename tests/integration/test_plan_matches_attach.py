@@ -105,7 +105,7 @@ descriptors = st.fixed_dictionaries({
 
 # Each example defines, adopts, plans, attaches and releases a domain (about a second): no
 # shrinking, which would replay hundreds of them; the failing example is printed as found.
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=16, deadline=None, derandomize=True,
           phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
