@@ -75,6 +75,6 @@ def adopt_router(agent: Agent) -> APIRouter:
             pool=body.pool,
             name=body.name,
         )
-        return PlanAnswer(**services.planner.plan(request))
+        return PlanAnswer(**services.planner.plan(request).to_json())
 
     return router

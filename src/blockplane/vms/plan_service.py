@@ -22,6 +22,7 @@ from blockplane.storage.volumes import VolumeService
 from blockplane.store.records import Records
 from blockplane.vms.disk_plan import (
     DiskDescriptor,
+    DiskPlan,
     DomainContext,
     choose_target,
     context_from_xml,
@@ -45,6 +46,21 @@ class PlanRequest:
     name: str | None = None
 
 
+@dataclass(frozen=True)
+class PlannedDisk:
+    """A plan, and what it was made on (``basis``: domain_xml, vcpus, managed VM or
+    unmanaged domain)."""
+
+    plan: DiskPlan
+    basis: str
+    source_kind: SourceKind
+    pool: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.plan.to_json(), "basis": self.basis, "source_kind": self.source_kind,
+                "pool": self.pool}
+
+
 class PlanService:
     def __init__(
         self,
@@ -60,7 +76,7 @@ class PlanService:
         self._pools = pools
         self._volumes = volumes
 
-    def plan(self, request: PlanRequest) -> dict[str, Any]:
+    def plan(self, request: PlanRequest) -> PlannedDisk:
         try:
             return self._plan(request)
         except (ValueError, TypeError) as error:
@@ -70,7 +86,7 @@ class PlanService:
             raise InvalidInput(f"the domain XML cannot be planned on: {error}",
                                code="plan.invalid") from error
 
-    def _plan(self, request: PlanRequest) -> dict[str, Any]:
+    def _plan(self, request: PlanRequest) -> PlannedDisk:
         context, basis = self._context(request)
         source_kind: SourceKind = "block" if request.descriptor.thin else "file"
         if request.pool is not None:
@@ -82,8 +98,7 @@ class PlanService:
             self._volumes.validate(pool, name, descriptor.size_bytes, descriptor.format,
                                    descriptor.thin)
         plan = plan_disk(context, request.descriptor, self._disks.planning(), source_kind)
-        return {**plan.to_json(), "basis": basis, "source_kind": source_kind,
-                "pool": request.pool}
+        return PlannedDisk(plan, basis, source_kind, request.pool)
 
     def _context(self, request: PlanRequest) -> tuple[DomainContext, str]:
         given = [x is not None for x in (request.domain_xml, request.vcpus)]
