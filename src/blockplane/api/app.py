@@ -59,7 +59,7 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         pools_router(agent),
         volumes_router(agent),
         vms_router(agent),
-        adopt_router(agent),
+        adopt_router(agent.adoption),
         events_router(agent),
         throttle_router(agent),
         thin_router(agent),

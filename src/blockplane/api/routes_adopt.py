@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fastapi import APIRouter
 
 from blockplane.api.adopt_schemas import (
@@ -17,16 +15,13 @@ from blockplane.api.adopt_schemas import (
 )
 from blockplane.api.sizes import size
 from blockplane.api.throttle_bodies import attach_throttle
+from blockplane.vms.adoption_wiring import AdoptionServices
 from blockplane.vms.disk_plan import DiskDescriptor
 from blockplane.vms.plan_service import PlanRequest
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
 
-
-def adopt_router(agent: Agent) -> APIRouter:
+def adopt_router(services: AdoptionServices) -> APIRouter:
     router = APIRouter()
-    services = agent.adoption
 
     @router.post("/vms/{vm}/adopt", response_model=AdoptAnswer, status_code=201)
     def adopt(vm: str, body: VMAdopt | None = None) -> AdoptAnswer:

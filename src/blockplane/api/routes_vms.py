@@ -31,12 +31,7 @@ def vms_router(agent: Agent) -> APIRouter:
 
     @router.get("/vms")
     def list_vms() -> list[dict[str, Any]]:
-        adopted = {record.vm: record for record in agent.adoption.records.all()}
-        return [
-            {**vm.to_json(), "adopted": vm.name in adopted,
-             "gone_since": adopted[vm.name].gone_since if vm.name in adopted else None}
-            for vm in agent.vms.list_vms()
-        ]
+        return [vm.to_json() for vm in agent.vms.list_vms()]
 
     @router.post("/vms", status_code=201)
     def create_vm(body: VMCreate) -> dict[str, Any]:
@@ -57,13 +52,7 @@ def vms_router(agent: Agent) -> APIRouter:
 
     @router.get("/vms/{vm}")
     def show_vm(vm: str) -> dict[str, Any]:
-        view = agent.vms.show(vm).to_json()
-        record = agent.adoption.records.get(vm) if view["managed"] else None
-        if record is None:
-            return {**view, "adopted": False}
-        return {**view, "adopted": True, "gone_since": record.gone_since,
-                "reserved_iothreads": list(record.reserved_iothreads),
-                "foreign_disks": list(record.foreign_disks)}
+        return agent.vms.show(vm).to_json()
 
     @router.get("/vms/{vm}/xml", response_class=XMLResponse)
     def vm_xml(vm: str, inactive: bool = False) -> XMLResponse:

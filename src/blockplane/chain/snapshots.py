@@ -40,6 +40,7 @@ from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 from blockplane.vms.disks import DiskService
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.chain import ImageTarget, snapshot_xml
 from blockplane.xml.disk import parse_disks
@@ -55,7 +56,9 @@ class SnapshotService:
         volumes: ChainVolumes,
         jobs: JobStore,
         events: EventPublisher,
+        foreign: AdoptedDisks | None = None,
     ) -> None:
+        self._foreign = foreign or NothingAdopted()
         self._chains = chains
         self._disks = disks
         self._records = records
@@ -75,7 +78,7 @@ class SnapshotService:
             raise InvalidInput(f"VM {vm} has no disks managed by blockplane to snapshot",
                                code="snapshot.invalid")
         for target in chosen:
-            self._disks.adopted.refuse(vm, target, "a snapshot")
+            self._foreign.refuse(vm, target, "a snapshot")
             if target not in managed:
                 raise NotFound(f"VM {vm} has no disk {target} managed by blockplane",
                                code="disk.not_found")

@@ -62,15 +62,15 @@ class ChainServices:
         driver = JobDriver(store, chains, JobCleanup(volumes), events)
         reconciler = JobReconciler(store, chains, driver)
         jobs = JobsService(store, chains, driver, reconciler, volumes, pools, records, disks,
-                           thin)
+                           thin, foreign=disks.adopted)
         volumes.references = jobs.referenced_paths
         volumes.preparing = jobs.preparing
         volumes.adopt_untracked()
         disks.observers.append(volumes)
         snapshots = SnapshotService(chains, disks, records, chain_records, volumes, store,
-                                    events)
+                                    events, foreign=disks.adopted)
         checkpoints = CheckpointService(chains, store, records, events, disks.vm_lock,
-                                        disks.adopted)
+                                        foreign=disks.adopted)
         return cls(chains, snapshots, jobs, JobEvents(store, chains, driver), volumes,
                    checkpoints, ChainVolumeReferences(records, chain_records, chains, store),
                    PersistentChains(chains, records, chain_records, store, vms.redefine,

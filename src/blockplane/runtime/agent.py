@@ -76,6 +76,7 @@ class Agent:
         virt_type = self.facts().accel.selected
         self.pools = PoolService(settings, self.records, self.events)
         self.volumes = VolumeService(self.pools, self.records, self.events)
+        adoptions = AdoptionRecords(self.database)
         self.vms = VMService(
             settings,
             self.hypervisor,
@@ -83,6 +84,7 @@ class Agent:
             self.events,
             "kvm" if virt_type == "kvm" else "qemu",
             emulator_path(),
+            adoptions,
         )
         self.disks = DiskService(
             self.vms,
@@ -92,10 +94,9 @@ class Agent:
             self.events,
             IOThreadApplier(self._iothread_limits()),
             PendingOperations(self.database),
+            ForeignDisks(adoptions),
         )
         self.vms.release_disks = self.disks.release_vm
-        adoptions = AdoptionRecords(self.database)
-        self.disks.adopted = ForeignDisks(adoptions)
         self.recovery = DiskRecovery(
             self.hypervisor,
             self.records,

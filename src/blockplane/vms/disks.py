@@ -106,6 +106,7 @@ class DiskService:
         events: EventPublisher,
         iothreads: IOThreadApplier,
         pending: PendingOperations,
+        adopted: AdoptedDisks | None = None,
     ) -> None:
         self.pending = pending
         self._iothreads = iothreads
@@ -120,8 +121,8 @@ class DiskService:
         self.guards: list[Callable[[str, str | None], None]] = []
         #: I/O limits (throttle.disk_limits); set by the agent. Without it limits are refused.
         self.throttle: DiskThrottle | None = None
-        #: Adopted domains' foreign disks and own IOThreads (vms.foreign); set by the agent.
-        self.adopted: AdoptedDisks = NothingAdopted()
+        #: Adopted domains' foreign disks and own IOThreads (vms.foreign).
+        self.adopted: AdoptedDisks = adopted or NothingAdopted()
         self._vm_locks: dict[str, BoundedLock] = {}
         self._locks_guard = threading.Lock()
 

@@ -19,6 +19,7 @@ from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
 from blockplane.model.vm import DomainDefinition, GuestKind, VMSpec
 from blockplane.storage.names import validate_name
+from blockplane.store.adoption import AdoptionRecord, AdoptionRecords
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VMRecord
 from blockplane.vms.guest_image import guest_boot
@@ -39,9 +40,12 @@ class VMView:
     memory_bytes: int
     guest: str
     managed: bool
+    #: Taken under management by ``vm adopt`` (vms.adopt): what it had then, and since when
+    #: its domain is gone from libvirt if someone else undefined it.
+    adoption: AdoptionRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "name": self.name,
             "uuid": self.uuid,
             "state": self.state,
@@ -49,7 +53,15 @@ class VMView:
             "memory_bytes": self.memory_bytes,
             "guest": self.guest,
             "managed": self.managed,
+            "adopted": self.adoption is not None,
         }
+        if self.adoption is not None:
+            answer |= {
+                "gone_since": self.adoption.gone_since,
+                "reserved_iothreads": list(self.adoption.reserved_iothreads),
+                "foreign_disks": list(self.adoption.foreign_disks),
+            }
+        return answer
 
 
 class VMService:
@@ -61,7 +73,9 @@ class VMService:
         events: EventPublisher,
         virt_type: Literal["qemu", "kvm"],
         emulator: str,
+        adoptions: AdoptionRecords | None = None,
     ) -> None:
+        self._adoptions = adoptions
         self._settings = settings
         self._hypervisor = hypervisor
         self._records = records
@@ -193,7 +207,7 @@ class VMService:
     def list_vms(self) -> list[VMView]:
         views = [self._view(domain) for domain in self._hypervisor.domains()]
         present = {view.name for view in views}
-        views += [_undefined(record) for record in self._records.vms()
+        views += [self._undefined(record) for record in self._records.vms()
                   if record.name not in present]
         return views
 
@@ -204,7 +218,7 @@ class VMService:
             record = self._records.vm(name)
             if record is None:
                 raise
-            return _undefined(record)
+            return self._undefined(record)
 
     def live_xml(self, name: str, *, inactive: bool = False) -> str:
         """The domain XML libvirt has now (``inactive``: the persistent definition)."""
@@ -240,6 +254,14 @@ class VMService:
         self.record(name)
         return self._hypervisor.lookup(name)
 
+    def _undefined(self, record: VMRecord) -> VMView:
+        """A managed VM whose domain is no longer in libvirt (undefined outside blockplane)."""
+        return VMView(record.name, record.uuid, "undefined", record.vcpus, record.memory_bytes,
+                      record.guest, managed=True, adoption=self._adoption(record.name))
+
+    def _adoption(self, name: str) -> AdoptionRecord | None:
+        return self._adoptions.get(name) if self._adoptions is not None else None
+
     def _view(self, domain: DomainHandle) -> VMView:
         record = self._records.vm(domain.name)
         current = domain.state()
@@ -254,13 +276,8 @@ class VMService:
             record.memory_bytes,
             record.guest,
             managed=True,
+            adoption=self._adoption(record.name),
         )
-
-
-def _undefined(record: VMRecord) -> VMView:
-    """A managed VM whose domain is no longer in libvirt (undefined outside blockplane)."""
-    return VMView(record.name, record.uuid, "undefined", record.vcpus, record.memory_bytes,
-                  record.guest, managed=True)
 
 
 def emulator_path() -> str:

@@ -49,6 +49,7 @@ from blockplane.storage.images import is_block_device, measure_commit, virtual_s
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
 from blockplane.vms.disks import DiskService
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.xml.chain import ImageTarget, copy_destination_xml
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class JobsService:
         self, store: JobStore, chains: ChainService, driver: JobDriver,
         reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
         records: Records, disks: DiskService, thin: ThinHook | None,
+        foreign: AdoptedDisks | None = None,
     ) -> None:
+        self._foreign = foreign or NothingAdopted()
         self._store = store
         self._chains = chains
         self._driver = driver
@@ -76,7 +79,7 @@ class JobsService:
         domain, chain = self._live_chain(vm, target, "a commit")
         plan = plan_commit(chain, self._chains.element(chain, top),
                            self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
-        self._disks.adopted.refuse(vm, target, "a commit into it",
+        self._foreign.refuse(vm, target, "a commit into it",
                                    [plan.spec.base_path] if plan.spec.base_path else [])
         between = list(plan.spec.invalidated[1:])
 
@@ -138,7 +141,7 @@ class JobsService:
             raise Conflict(f"VM {vm} is not running; back up a running VM",
                            code="vm.not_running")
         for target in targets:
-            self._disks.adopted.refuse(vm, target, "a backup")
+            self._foreign.refuse(vm, target, "a backup")
         managed = [disk.target for disk in self._records.disks(vm)]
         job_id = _new_id()
         plan = plan_backup(job_id, managed, targets, dest_dir, incremental,
@@ -213,7 +216,7 @@ class JobsService:
     def _live_chain(self, vm: str, target: str, action: str) -> tuple[DomainHandle, Chain]:
         if self._records.vm(vm) is None:
             raise NotFound(f"no VM named {vm!r} is managed by blockplane", code="vm.not_found")
-        self._disks.adopted.refuse(vm, target, action)
+        self._foreign.refuse(vm, target, action)
         holder = self._store.holding(vm, target)
         if holder is not None:
             raise busy_error(vm, holder)
