@@ -140,7 +140,7 @@ class Agent:
         self.on_event(BlockJobEvent, self.chain.events.on_block_job)
         self.adoption = AdoptionServices.build(
             self.hypervisor, self.database, self.records, adoptions, self.disks, self.pools,
-            self.volumes, self.events, self.thin,
+            self.volumes, self.events, self.thin, self.disks.vm_lock, self.disks.pending,
         )
         self.reconcilers.append(self.adoption.watch.reconcile)
         # Last: it reads what every feature above built, and confirms after their reconciles.

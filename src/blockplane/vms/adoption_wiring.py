@@ -6,11 +6,13 @@ after the disk, thin and chain services exist, and runs ``watch.reconcile`` with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.ports import ThinHook
+from blockplane.deadlines import BoundedLock
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
@@ -18,6 +20,7 @@ from blockplane.store.adoption import AdoptionRecords
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.database import Database
 from blockplane.store.events import EventPublisher
+from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records
 from blockplane.vms.adopt import AdoptService
 from blockplane.vms.disks import DiskService
@@ -50,14 +53,18 @@ class AdoptionServices:
         volumes: VolumeService,
         events: EventPublisher,
         thin: ThinMonitorLike | None,
+        vm_lock: Callable[[str], BoundedLock],
+        pending: PendingOperations,
     ) -> AdoptionServices:
+        """``vm_lock``: the lock every multi-step change of a VM holds; ``pending``: the
+        intents of multi-step changes (a release waits until the VM has none)."""
         chain_records = ChainRecords(database)
         jobs = JobStore(database)
         return cls(
             adopt=AdoptService(hypervisor, database, records, chain_records, jobs, adoptions,
-                               pools, events, disks.vm_lock, thin),
+                               pools, events, vm_lock, thin),
             release=ReleaseService(hypervisor, database, records, chain_records, jobs,
-                                   adoptions, disks.pending, events, disks.vm_lock, thin),
+                                   adoptions, pending, events, vm_lock, thin),
             watch=AdoptedDomainWatch(hypervisor, adoptions, events),
             planner=PlanService(hypervisor, records, disks, pools, volumes),
             records=adoptions,
