@@ -289,11 +289,14 @@ def test_an_adopted_domain_undefined_elsewhere_is_reported_not_recreated(scene: 
     gone = scene.other("gone")
     image = scene.pool_path("pd") / f"{gone}.qcow2"
     os.system(f"qemu-img create -q -f qcow2 {image} 64M")  # noqa: S605 - a fixed test path
-    scene.host.define_and_start(single_disk_xml(gone, image), gone, scene.tmp)
-    agent.json("vm", "adopt", gone)
+    scene.host.define_and_start(single_disk_xml(gone, image), gone, scene.tmp,
+                                ("checkpoint-create-as", gone, "--name", "platform-cp0"))
+    adopted = agent.json("vm", "adopt", gone)
+    assert adopted["checkpoints"] == ["platform-cp0"]  # kept as they are, the base of backups
+    assert [c["name"] for c in agent.json("checkpoint", "list", gone)] == ["platform-cp0"]
     with scene.host.libvirt():
         scene.host.virsh("destroy", gone, check=False)
-        scene.host.virsh("undefine", gone)
+        scene.host.virsh("undefine", gone, "--checkpoints-metadata")
     wait_for(lambda: bool(events_of(agent, "vm.undefined", gone)), "vm.undefined", 60)
     shown = agent.json("vm", "show", gone)
     assert (shown["state"], shown["managed"]) == ("undefined", True) and shown["gone_since"]
