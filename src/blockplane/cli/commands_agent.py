@@ -8,7 +8,10 @@ import click
 
 from blockplane.cli.client import EXIT_UNREACHABLE, CLIError, agent_pid, start_agent, stop_agent
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, print_json
+from blockplane.cli.decode import fetch
+from blockplane.cli.output import console, plain, print_json
+from blockplane.observe.views import ReconcileReport
+from blockplane.store.intents import UnknownIntent
 
 
 @click.group("agent")
@@ -75,11 +78,14 @@ def agent_stop(context: CLIContext, as_json: bool) -> None:
 def agent_status(context: CLIContext, as_json: bool) -> None:
     """Is the agent running and answering?"""
     up = context.client.is_up()
-    result = {
+    result: dict[str, object] = {
         "running": up,
         "pid": agent_pid(context.settings),
         "socket": str(context.settings.paths.socket),
     }
+    kept = _unknown_intents(context) if up else []
+    if up:
+        result["unknown_intents"] = plain(kept)
     if as_json:
         print_json(result)
     else:
@@ -87,5 +93,18 @@ def agent_status(context: CLIContext, as_json: bool) -> None:
             f"agent {'running' if up else 'not running'}"
             + (f" (pid {result['pid']})" if up else "")
         )
+        for intent in kept:
+            console.print(f"[yellow]kept:[/yellow] intent {intent.id} of unknown kind "
+                          f"{intent.kind} (VM {intent.vm}, {intent.target}); an agent that "
+                          "knows it will finish it")
     if not up:
         raise click.exceptions.Exit(EXIT_UNREACHABLE)
+
+
+def _unknown_intents(context: CLIContext) -> list[UnknownIntent]:
+    """Intents the agent keeps because it does not know their kind (``GET /v1/reconcile``)."""
+    try:
+        report = fetch(context.client, ReconcileReport, "GET", "/v1/reconcile")
+    except CLIError:
+        return []
+    return list(report.unknown_intents)
