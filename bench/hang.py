@@ -29,6 +29,7 @@ from bench.scale_api import Api, ApiError
 from bench.scale_burst import agent_in_process, burst
 from blockplane.cli.client import api_path, start_agent, stop_agent
 from blockplane.config import load_settings
+from blockplane.runtime.agent import Agent
 
 POOL = "hang"
 HUNG = "hung"
@@ -96,6 +97,28 @@ def wait_thawed(api: Api) -> None:
     raise RuntimeError("the guest agent did not come back")
 
 
+def hung_burst(
+    agent: Agent, api: Api, home: Path, waiters: int
+) -> tuple[dict[str, Any], int, list[str]]:
+    """A burst while the guest agent of ``hung`` is frozen and ``waiters`` requests wait on it."""
+    freeze_guest_agent(api)
+    thread, outcomes = waiting_requests(home, waiters)
+    time.sleep(2)  # the requests are in, waiting on the frozen agent
+    in_flight = len(api.call("GET", "/v1/agent")["requests"])
+    result = burst(agent, api)
+    thread.join()
+    wait_thawed(api)
+    return result, in_flight, outcomes
+
+
+def teardown(api: Api) -> None:
+    for vm in api.call("GET", "/v1/vms"):
+        if vm["state"] not in ("shutoff", "crashed"):
+            api.call("POST", api_path("vms", vm["name"], "destroy"))
+        api.call("DELETE", api_path("vms", vm["name"]))
+    api.call("DELETE", api_path("pools", POOL))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=20)
@@ -111,30 +134,26 @@ def main() -> None:
     try:
         prepare(api, pool_dir / POOL, args.vms)
         with agent_in_process(settings, api) as agent:
-            for number in range(args.rounds):
-                quiet = burst(agent, api)
-                freeze_guest_agent(api)
-                waiters, outcomes = waiting_requests(home, args.waiters)
-                time.sleep(2)  # the requests are in, waiting on the frozen agent
-                in_flight = len(api.call("GET", "/v1/agent")["requests"])
-                hung = burst(agent, api)
-                waiters.join()
-                wait_thawed(api)
-                rounds.append({
-                    "round": number + 1,
-                    "quiet": quiet,
-                    "hung": hung,
-                    "requests_in_flight_during_burst": in_flight,
-                    "waiter_outcomes": sorted(outcomes),
-                })
-                print(f"round {number + 1}: p99 quiet {quiet['handler_latency_p99_s']} s, "
-                      f"hung {hung['handler_latency_p99_s']} s, {in_flight} requests waiting")
+            try:
+                for number in range(args.rounds):
+                    # Alternate which comes first, so that neither gains from its place.
+                    if number % 2 == 0:
+                        quiet = burst(agent, api)
+                    hung, in_flight, outcomes = hung_burst(agent, api, home, args.waiters)
+                    if number % 2 == 1:
+                        quiet = burst(agent, api)
+                    rounds.append({
+                        "round": number + 1,
+                        "quiet": quiet,
+                        "hung": hung,
+                        "requests_in_flight_during_burst": in_flight,
+                        "waiter_outcomes": sorted(outcomes),
+                    })
+                    print(f"round {number + 1}: p99 quiet {quiet['handler_latency_p99_s']} s, "
+                          f"hung {hung['handler_latency_p99_s']} s, {in_flight} requests waiting")
+            finally:
+                teardown(api)  # by the agent in this process: it holds the embedded root now
     finally:
-        for vm in api.call("GET", "/v1/vms"):
-            if vm["state"] not in ("shutoff", "crashed"):
-                api.call("POST", api_path("vms", vm["name"], "destroy"))
-            api.call("DELETE", api_path("vms", vm["name"]))
-        api.call("DELETE", api_path("pools", POOL))
         stop_agent(settings)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(pool_dir, ignore_errors=True)

@@ -95,7 +95,7 @@ def test_a_crossing_whose_event_never_came_is_extended_by_the_next_quick_pass(
     assert (extended["vm"], extended["cause"], extended["missed_event"]) == (
         "vm2", "reconcile", True)
     [row] = rig.monitor.status("vm2")
-    assert (row["state"], row["threshold"]) == ("set", 2 * CHUNK - CHUNK // 2)
+    assert (row.state, row.threshold) == ("set", 2 * CHUNK - CHUNK // 2)
 
 
 def test_a_vm_the_event_log_names_is_looked_at(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_a_refused_extend_is_retried_on_every_quick_pass(tmp_path: Path) -> None
     rig.guest_writes("vm0", CHUNK // 2 + MIB)
     rig.quick()
     [row] = rig.monitor.status("vm0")
-    assert (row["state"], row["refused"]) == ("exceeded", True)
+    assert (row.state, row.refused) == ("exceeded", True)
     assert rig.quick() == ["vm0"] and rig.quick() == ["vm0"]
 
 
@@ -120,7 +120,7 @@ def test_a_stopped_vm_is_not_asked_about_again(tmp_path: Path) -> None:
     rig.events.publish("vm.lifecycle", "vm1", event="stopped", detail=0)
     assert rig.quick() == ["vm1"]  # found stopped: its volume is no longer armed
     [row] = rig.monitor.status("vm1")
-    assert row["state"] == "unset"
+    assert row.state == "unset"
     assert rig.quick() is None
 
 

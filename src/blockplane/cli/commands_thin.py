@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import human_bytes, print_json, table
+from blockplane.cli.decode import fetch_list
+from blockplane.cli.output import human_bytes, plain, print_json, table
+from blockplane.thin.views import ThinVolumeView
 
 
 @click.group("thin")
@@ -22,21 +22,25 @@ def thin_group() -> None:
 def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
     """Per thin volume: physical, allocation, threshold, state, extends, pauses, latency, and
     the adaptive extension's last measured write rate, step and reserve."""
-    rows: list[dict[str, Any]] = context.client.request("GET", "/v1/thin", vm=vm)
+    volumes = fetch_list(context.client, ThinVolumeView, "GET", "/v1/thin", vm=vm)
     if as_json:
-        print_json(rows)
+        print_json(volumes)
         return
-    for row in rows:
-        for field in ("physical", "allocation", "threshold"):
-            row[f"{field}_h"] = human_bytes(row[field])
-        latency = row["last_extend_latency_s"]
-        row["latency_h"] = "-" if latency is None else f"{latency * 1000:.0f} ms"
-        rate = row.get("write_rate")
-        row["rate_h"] = "-" if rate is None else f"{rate / 2**20:.0f} MiB/s"
-        for field in ("step", "reserve"):
-            row[f"{field}_h"] = "-" if row.get(field) is None else human_bytes(row[field])
-        row["state_h"] = row["state"] + (" (refused)" if row["refused"] else "") + (
-            " (paused)" if row["paused"] else "")
+    rows = []
+    for volume in volumes:
+        latency, rate = volume.last_extend_latency_s, volume.write_rate
+        rows.append({
+            **plain(volume),
+            "physical_h": human_bytes(volume.physical),
+            "allocation_h": human_bytes(volume.allocation),
+            "threshold_h": human_bytes(volume.threshold),
+            "latency_h": "-" if latency is None else f"{latency * 1000:.0f} ms",
+            "rate_h": "-" if rate is None else f"{rate / 2**20:.0f} MiB/s",
+            "step_h": human_bytes(volume.step),
+            "reserve_h": human_bytes(volume.reserve),
+            "state_h": volume.state + (" (refused)" if volume.refused else "") + (
+                " (paused)" if volume.paused else ""),
+        })
     table(
         rows,
         [

@@ -8,9 +8,11 @@ no behaviour.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Protocol
+from typing import Protocol
 
+from blockplane.chain.jobs.views import JobView
 from blockplane.hypervisor.stats_reuse import StatsSnapshot
+from blockplane.thin.views import ThinVolumeView
 
 
 class XmlDomain(Protocol):
@@ -24,12 +26,12 @@ class StatsSource(Protocol):
 
 
 class JobsView(Protocol):
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]: ...
+    def list(self, vm: str | None = None) -> list[JobView]: ...
 
-    def show(self, job_id: str) -> dict[str, Any]: ...
+    def show(self, job_id: str) -> JobView: ...
 
 
 class ThinStatus(Protocol):
     def status(
         self, vm: str | None = None, *, vms: Collection[str] | None = None
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[ThinVolumeView]: ...
