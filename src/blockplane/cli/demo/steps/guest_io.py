@@ -1,0 +1,52 @@
+"""fio in the guest, as the steps run it: short random reads for a rate, a flat-out write.
+
+Owns the fio command lines and reading their JSON; no policy, no bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from blockplane.cli.demo.session import TourFailure, TourSession
+
+#: fio's first second is ramp-up and not counted (a throttle bucket starts full).
+RAMP_S = 1
+RATE_RUNTIME_S = 3
+
+
+@dataclass(frozen=True)
+class FioResult:
+    iops: float
+    bytes_done: int
+    bandwidth_bytes: float
+    runtime_s: float
+    errors: int
+
+
+def _fio(tour: TourSession, arguments: list[str], timeout: float) -> FioResult:
+    result = tour.run(["fio", "--output-format=json", "--direct=1", "--ioengine=libaio",
+                       *arguments], timeout=timeout)
+    if result.code != 0:
+        raise TourFailure(f"fio exited {result.code}: {(result.stderr or result.stdout)[-400:]}")
+    try:
+        job: dict[str, Any] = json.loads(result.stdout)["jobs"][0]
+    except (ValueError, KeyError, IndexError) as error:
+        raise TourFailure(f"fio printed no report: {result.stdout[-400:]}") from error
+    side = job["read"] if job["read"]["io_bytes"] else job["write"]
+    return FioResult(float(side["iops"]), int(side["io_bytes"]), float(side["bw_bytes"]),
+                     float(side["runtime"]) / 1000, int(job.get("error", 0)))
+
+
+def random_read_rate(tour: TourSession, device: str) -> FioResult:
+    """4 KiB random reads at queue depth 32 for a few seconds: the rate a limit lets through."""
+    return _fio(tour, ["--name=rate", f"--filename={device}", "--rw=randread", "--bs=4k",
+                       "--iodepth=32", f"--runtime={RATE_RUNTIME_S}", "--time_based",
+                       f"--ramp_time={RAMP_S}"], timeout=60)
+
+
+def flat_out_write(tour: TourSession, device: str, size_bytes: int) -> FioResult:
+    """``size_bytes`` written sequentially in 1 MiB blocks, 8 in flight, as fast as it goes."""
+    return _fio(tour, ["--name=fill", f"--filename={device}", "--rw=write", "--bs=1M",
+                       "--iodepth=8", f"--size={size_bytes}"], timeout=300)
