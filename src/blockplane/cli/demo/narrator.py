@@ -75,7 +75,8 @@ class Narrator:
         table = Table(title="blockplane demo: summary", title_justify="left")
         for column in ("step", "status", "what it showed", "key figure", "seconds"):
             table.add_column(column, justify="right" if column == "seconds" else "left")
-        table.add_row("set-up", "ok", escape("; ".join(report.setup.did) or "nothing needed"),
+        table.add_row("set-up", _phase_status(report.setup, "failed"),
+                      escape("; ".join(report.setup.did + report.setup.left) or "nothing needed"),
                       "", f"{report.setup.seconds:.1f}")
         for step in report.steps:
             key = step.key_figure()
@@ -88,7 +89,7 @@ class Narrator:
                 shown += f" [{step.error}]"
             table.add_row(escape(step.label), f"[{style}]{step.status}[/{style}]",
                           escape(shown), escape(key_text), f"{step.seconds:.1f}")
-        table.add_row("clean-up", _phase_status(report.cleanup),
+        table.add_row("clean-up", _phase_status(report.cleanup, "left things"),
                       escape("; ".join(report.cleanup.did + report.cleanup.left) or "nothing"),
                       "", f"{report.cleanup.seconds:.1f}")
         self.console.print()
@@ -99,8 +100,8 @@ class Narrator:
         self.console.print(f"{verdict}: {report.seconds:.1f} s in all")
 
 
-def _phase_status(phase: Phase) -> str:
-    return "[red]left things[/red]" if phase.left else "[green]ok[/green]"
+def _phase_status(phase: Phase, failed: str) -> str:
+    return f"[red]{failed}[/red]" if phase.left else "[green]ok[/green]"
 
 
 @dataclass

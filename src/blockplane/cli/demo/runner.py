@@ -89,7 +89,8 @@ def run_tour(client: AgentClient, home: Path, *, steps: Sequence[str] = (),
             narrator.warn("interrupted: cleaning up what the tour made")
         cleanup = _cleanup(client, tour, narrator, keep)
     tour_report = TourReport(tuple(reports), time.monotonic() - started,
-                        Phase(tour.setup_seconds, tuple(leftovers + tour.setup_did)), cleanup,
+                        Phase(tour.setup_seconds, tuple(leftovers + tour.setup_did),
+                              (tour.stage_failure,) if tour.stage_failure else ()), cleanup,
                         interrupted, {"run": run_id})
     narrator.summary(tour_report)
     if as_json:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from blockplane.cli.client import AgentClient, api_path
+from blockplane.cli.client import AgentClient, CLIError, api_path
 from blockplane.cli.demo.ledger import Ledger
 from blockplane.cli.demo.narrator import Narrator
 
@@ -90,6 +90,8 @@ class TourSession:
     _pool: Pool | None = None
     _guest: Guest | None = None
     _facts: dict[str, Any] | None = None
+    #: Why the stage could not be made: later steps fail at once with it instead of retrying.
+    stage_failure: str = ""
 
     # -- the agent's API ---------------------------------------------------------------------
     def get(self, *segments: str, **params: Any) -> Any:
@@ -114,9 +116,19 @@ class TourSession:
 
     # -- the stage ---------------------------------------------------------------------------
     def _timed_setup(self, action: Callable[[], str]) -> None:
+        if self.stage_failure:
+            raise TourFailure(f"no stage to run on: {self.stage_failure}")
         started = time.monotonic()
-        did = action()
-        self.setup_seconds += time.monotonic() - started
+        try:
+            did = action()
+        except CLIError as error:
+            self.stage_failure = error.message + (f" [{error.code}]" if error.code else "")
+            raise
+        except TourFailure as error:
+            self.stage_failure = str(error)
+            raise
+        finally:
+            self.setup_seconds += time.monotonic() - started
         self.setup_did.append(did)
 
     def pool(self) -> Pool:

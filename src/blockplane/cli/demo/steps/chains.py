@@ -90,7 +90,8 @@ def chains_step(tour: TourSession) -> StepOutcome:
     total = len([f for f in check.figures if f.name.startswith("checksum")])
     check.figures.insert(0, exactly("checksums equal", check.matched, total,
                                     basis="one per step"))
-    title = (f"{target}: snapshots {' and '.join(snapshots)} with writes between; commit {target}[1] into "
-             f"{target}[2], pull, copy to {tour.pool().name} with pivot ({before} -> {moved})")
+    title = (f"{target}: snapshots {' and '.join(snapshots)} with writes between; commit "
+             f"{target}[1] into {target}[2], pull, copy to {tour.pool().name} with pivot "
+             f"({before} -> {moved})")
     return StepOutcome(title, f"{check.matched} of {total} checksums equal the data written",
                        tuple(check.figures), "checksums equal")
