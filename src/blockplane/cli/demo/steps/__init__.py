@@ -15,6 +15,7 @@ from blockplane.cli.demo.session import TourSession
 from blockplane.cli.demo.steps.backup import backup_step
 from blockplane.cli.demo.steps.chains import chains_step
 from blockplane.cli.demo.steps.facts import facts_step
+from blockplane.cli.demo.steps.hosts import hosts_step
 from blockplane.cli.demo.steps.iothreads import iothreads_step
 from blockplane.cli.demo.steps.limits import limits_step
 from blockplane.cli.demo.steps.thin import thin_step
@@ -34,5 +35,6 @@ STEPS: tuple[Step, ...] = (
     Step("thin", "Thin provisioning", thin_step),
     Step("chains", "Backing chains", chains_step),
     Step("backup", "Backup and restore", backup_step),
+    Step("hosts", "Several hosts", hosts_step),
 )
 STEP_NAMES = tuple(step.name for step in STEPS)
