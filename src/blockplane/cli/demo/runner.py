@@ -84,6 +84,9 @@ def run_tour(client: AgentClient, home: Path, *, steps: Sequence[str] = (),
                     raise
                 narrator.done(report)
                 reports.append(report)
+                for later in chosen[number:]:
+                    if later.prepare is not None and later.prepare_after == step.name:
+                        later.prepare(tour)
         except KeyboardInterrupt:
             interrupted = True
             narrator.warn("interrupted: cleaning up what the tour made")
@@ -128,6 +131,11 @@ def _cleanup(client: AgentClient, tour: TourSession, narrator: Narrator, keep: b
         narrator.note("kept (the next `blockplane demo` removes them): " + ", ".join(kept))
         return Phase(0.0, tuple(f"kept {item}" for item in kept))
     with _shielded(narrator):
+        for name, started_early in tour.background.items():
+            if not started_early.done:
+                narrator.note(f"waiting for the {name} the tour started to come up, to take "
+                              "it down ...")
+            started_early.wait()
         cleanup = Cleanup(client, _lab_down)
         cleanup.run(tour.ledger)
         tour.ledger.close()

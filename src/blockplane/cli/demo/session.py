@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from blockplane.cli.client import AgentClient, CLIError, api_path
 from blockplane.cli.demo.ledger import Ledger
@@ -31,6 +31,15 @@ CHUNK = "128M"
 UTILIZATION_PCT = 20
 TERMINAL_PHASES = ("done", "failed", "aborted")
 DEVICE_WAIT_S = 30.0
+
+
+class Background(Protocol):
+    """Something a step started ahead of time (the lab), which the clean-up waits for."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def wait(self) -> None: ...
 
 
 class TourFailure(Exception):
@@ -90,6 +99,8 @@ class TourSession:
     _pool: Pool | None = None
     _guest: Guest | None = None
     _facts: dict[str, Any] | None = None
+    #: What steps started ahead of time, by name (a later step picks it up; the clean-up waits).
+    background: dict[str, Background] = field(default_factory=dict)
     #: Why the stage could not be made: later steps fail at once with it instead of retrying.
     stage_failure: str = ""
 

@@ -15,7 +15,7 @@ from blockplane.cli.demo.session import TourSession
 from blockplane.cli.demo.steps.backup import backup_step
 from blockplane.cli.demo.steps.chains import chains_step
 from blockplane.cli.demo.steps.facts import facts_step
-from blockplane.cli.demo.steps.hosts import hosts_step
+from blockplane.cli.demo.steps.hosts import hosts_step, prepare_lab
 from blockplane.cli.demo.steps.iothreads import iothreads_step
 from blockplane.cli.demo.steps.limits import limits_step
 from blockplane.cli.demo.steps.thin import thin_step
@@ -26,6 +26,10 @@ class Step:
     name: str
     label: str
     run: Callable[[TourSession], StepOutcome]
+    #: Started in the background once step ``prepare_after`` ends (when it runs at all), so a
+    #: slow set-up overlaps steps that measure nothing it could disturb.
+    prepare: Callable[[TourSession], None] | None = None
+    prepare_after: str = ""
 
 
 STEPS: tuple[Step, ...] = (
@@ -35,6 +39,6 @@ STEPS: tuple[Step, ...] = (
     Step("thin", "Thin provisioning", thin_step),
     Step("chains", "Backing chains", chains_step),
     Step("backup", "Backup and restore", backup_step),
-    Step("hosts", "Several hosts", hosts_step),
+    Step("hosts", "Several hosts", hosts_step, prepare=prepare_lab, prepare_after="thin"),
 )
 STEP_NAMES = tuple(step.name for step in STEPS)

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 from blockplane.cli.client import api_path
 from blockplane.cli.demo.figures import Figure, StepOutcome, at_least, equal, exactly, measured
-from blockplane.cli.demo.lab_hosts import LabAgent, bring_up_lab
+from blockplane.cli.demo.lab_hosts import LabAgent, LabStarter, describe, start_lab
 from blockplane.cli.demo.session import TourSession
 
 MIGRATE_ROUTE = "/v1/vms/{vm}/migrate"
 
 
+def prepare_lab(tour: TourSession) -> None:
+    """Start the lab while the steps before this one run (it takes a while to come up)."""
+    if "lab" not in tour.background:
+        tour.background["lab"] = start_lab(tour)
+
+
 def hosts_step(tour: TourSession) -> StepOutcome:
-    lab = bring_up_lab(tour)
+    prepare_lab(tour)
+    starter = tour.background["lab"]
+    assert isinstance(starter, LabStarter)
+    if not starter.done:
+        tour.narrator.say("waiting for the lab of two hosts to come up ...")
+    lab = starter.result()
+    describe(tour, lab)
     source, destination = lab.hosts[0], lab.hosts[1]
     peer = source.request("GET", api_path("peers", destination.name))
     now = peer["now"]
