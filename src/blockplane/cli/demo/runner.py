@@ -66,7 +66,8 @@ def run_tour(client: AgentClient, home: Path, *, steps: Sequence[str] = (),
     started = time.monotonic()
     chosen = [step for step in STEPS if not steps or step.name in steps]
     ledgers = home / "demo"
-    leftovers = _clean_stale(client, ledgers, narrator)
+    with _shielded(narrator):
+        leftovers = _clean_stale(client, ledgers, narrator)
     run_id = secrets.token_hex(3)
     tour = TourSession(client, narrator, Ledger.open(ledgers, run_id), run_id)
     reports: list[StepReport] = []
