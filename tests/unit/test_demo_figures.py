@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from pathlib import Path
 
 from blockplane.cli.demo.figures import (
     Phase,
@@ -62,12 +63,14 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([7.0], 0.5) == 7.0
 
 
-def test_the_expected_checksum_is_that_of_what_yes_and_head_write() -> None:
-    region = Region("alpha", 1, 1)
-    produced = subprocess.run(["sh", "-c", "yes alpha | head -c 1048576"], capture_output=True,
-                              check=True).stdout
-    assert region.data() == produced
-    later = Region("bravo", 1, 1)
+def test_the_expected_checksum_is_that_of_what_the_guest_writes(tmp_path: Path) -> None:
+    region = Region("a", 1, 1)
+    disk = tmp_path / "disk"
+    disk.write_bytes(bytes(3 * MIB))
+    script = region.guest_write(str(disk)).replace("/tmp/demo-", f"{tmp_path}/demo-")
+    subprocess.run(["sh", "-c", script.replace(" oflag=direct", "")], check=True)
+    assert disk.read_bytes()[MIB:2 * MIB] == region.data()
+    later = Region("b", 1, 1)
     image = bytearray(3 * MIB)
     image[MIB:2 * MIB] = later.data()  # written last: it covers the first
     assert expected_checksum([region, later], 3) == hashlib.sha256(image).hexdigest()

@@ -1,8 +1,10 @@
 """Data the guest writes, and the checksum of what its disk must then hold.
 
-A region is ``yes WORD`` output cut to a length, written at an offset with O_DIRECT: easy to
-produce in a busybox guest, and reproducible here to the byte, so the expected checksum is
-computed by the tour and not taken from the guest it is checking. Pure: no I/O.
+A region is one byte repeated (``tr`` over ``/dev/zero``), written at a MiB offset with
+O_DIRECT in whole MiB: cheap for a busybox guest under TCG (``yes | head`` costs several times
+more guest CPU), and reproducible here to the byte, so the expected checksum is computed by the
+tour and not taken from the guest it checks. Distinct bytes per region make a region written in
+the wrong place, lost, or read from the wrong layer of a chain show. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class Region:
-    word: str
+    letter: str
     offset_mib: int
     length_mib: int
 
     def data(self) -> bytes:
-        line = f"{self.word}\n".encode()
-        length = self.length_mib * MIB
-        return (line * (length // len(line) + 1))[:length]
+        return self.letter.encode() * (self.length_mib * MIB)
 
     def guest_write(self, device: str) -> str:
-        """The guest's shell command that writes this region (flushed to the disk)."""
-        return (f"yes {self.word} | head -c {self.length_mib * MIB} | dd of={device} bs=1M "
-                f"seek={self.offset_mib} oflag=direct conv=fsync,notrunc 2>/dev/null")
+        """The guest's shell command that writes this region through to the disk: built in a
+        file first, so the disk gets whole 1 MiB direct writes."""
+        staged = f"/tmp/demo-region-{self.letter}"
+        return (f"dd if=/dev/zero bs=1M count={self.length_mib} 2>/dev/null | "
+                f"tr '\\000' '{self.letter}' > {staged} && dd if={staged} of={device} bs=1M "
+                f"seek={self.offset_mib} oflag=direct conv=fsync,notrunc 2>/dev/null && "
+                f"rm -f {staged}")
 
 
 def expected_checksum(regions: list[Region], span_mib: int) -> str:

@@ -22,8 +22,8 @@ from blockplane.cli.demo.patterns import Region, expected_checksum, guest_checks
 from blockplane.cli.demo.session import MIB, TourFailure, TourSession
 
 SPAN_MIB = 8
-BEFORE_FULL = Region("delta", 0, 4)
-BEFORE_INCREMENTAL = Region("echo", 6, 2)
+BEFORE_FULL = Region("d", 0, 4)
+BEFORE_INCREMENTAL = Region("e", 6, 2)
 QEMU_IMG_TIMEOUT_S = 120
 
 
@@ -34,13 +34,13 @@ def backup_step(tour: TourSession) -> StepOutcome:
     figures: list[Figure] = []
 
     tour.sh(BEFORE_FULL.guest_write(device))
-    tour.narrator.say(f"guest wrote '{BEFORE_FULL.word}' ({BEFORE_FULL.length_mib} MiB)")
+    tour.narrator.say(f"guest wrote {BEFORE_FULL.length_mib} MiB of '{BEFORE_FULL.letter}' at "
+                      f"{BEFORE_FULL.offset_mib} MiB")
     full = _push(tour, guest.name, target, Path(pool.path) / tour.name("backup-full"), None,
                  figures)
     tour.sh(BEFORE_INCREMENTAL.guest_write(device))
-    tour.narrator.say(f"guest wrote '{BEFORE_INCREMENTAL.word}' "
-                      f"({BEFORE_INCREMENTAL.length_mib} MiB) at {BEFORE_INCREMENTAL.offset_mib}"
-                      " MiB")
+    tour.narrator.say(f"guest wrote {BEFORE_INCREMENTAL.length_mib} MiB of "
+                      f"'{BEFORE_INCREMENTAL.letter}' at {BEFORE_INCREMENTAL.offset_mib} MiB")
     incremental = _push(tour, guest.name, target, Path(pool.path) / tour.name("backup-inc"),
                         full["spec"]["checkpoint"], figures)
 

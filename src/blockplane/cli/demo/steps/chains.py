@@ -15,7 +15,7 @@ from blockplane.cli.demo.session import TourSession
 #: Small on purpose: under TCG the guest's CPU, not the disk, bounds how fast it writes and
 #: hashes. The second region overlaps the first, so a snapshot's overlay must shadow its base.
 SPAN_MIB = 6
-REGIONS = (Region("alpha", 0, 2), Region("bravo", 1, 2), Region("charlie", 4, 2))
+REGIONS = (Region("a", 0, 2), Region("b", 1, 2), Region("c", 4, 2))
 
 
 class ChainCheck:
@@ -31,8 +31,8 @@ class ChainCheck:
     def write(self, region: Region) -> None:
         self.tour.sh(region.guest_write(self.device))
         self.written.append(region)
-        self.tour.narrator.say(f"guest wrote '{region.word}' at {region.offset_mib} MiB "
-                               f"({region.length_mib} MiB)")
+        self.tour.narrator.say(f"guest wrote {region.length_mib} MiB of '{region.letter}' at "
+                               f"{region.offset_mib} MiB")
 
     def chain(self) -> list[dict[str, Any]]:
         elements: list[dict[str, Any]] = self.tour.get("vms", self.vm, "disks", self.target,
