@@ -97,7 +97,10 @@ class Narrator:
         verdict = "[green]every step ok[/green]" if report.ok else "[red]not every step ok[/red]"
         if report.interrupted:
             verdict = "[yellow]interrupted; cleaned up what the tour had made[/yellow]"
-        self.console.print(f"{verdict}: {report.seconds:.1f} s in all")
+        host = report.extra.get("host", {})
+        load = (f" (this host: {host['cpus']} CPUs, load average {host['load_average_start']}"
+                f" at the start, {host['load_average_end']} at the end)" if host else "")
+        self.console.print(f"{verdict}: {report.seconds:.1f} s in all{load}")
 
 
 def _phase_status(phase: Phase, failed: str) -> str:

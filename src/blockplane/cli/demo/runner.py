@@ -7,6 +7,7 @@ patterns: only the ledger says what is the tour's.
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import time
@@ -63,7 +64,7 @@ def run_tour(client: AgentClient, home: Path, *, steps: Sequence[str] = (),
              as_json: bool = False, keep: bool = False) -> int:
     """Run the tour (every step, or those named); the exit status."""
     narrator = Narrator.for_output(as_json)
-    started = time.monotonic()
+    started, load_at_start = time.monotonic(), os.getloadavg()[0]
     chosen = [step for step in STEPS if not steps or step.name in steps]
     ledgers = home / "demo"
     with _shielded(narrator):
@@ -95,7 +96,10 @@ def run_tour(client: AgentClient, home: Path, *, steps: Sequence[str] = (),
     tour_report = TourReport(tuple(reports), time.monotonic() - started,
                         Phase(tour.setup_seconds, tuple(leftovers + tour.setup_did),
                               (tour.stage_failure,) if tour.stage_failure else ()), cleanup,
-                        interrupted, {"run": run_id})
+                        interrupted, {"run": run_id, "host": {
+                            "cpus": os.cpu_count(),
+                            "load_average_start": round(load_at_start, 2),
+                            "load_average_end": round(os.getloadavg()[0], 2)}})
     narrator.summary(tour_report)
     if as_json:
         print_json(tour_report)

@@ -40,10 +40,10 @@ def _fio(tour: TourSession, arguments: list[str], timeout: float) -> FioResult:
 
 
 def random_read_rate(tour: TourSession, device: str) -> FioResult:
-    """4 KiB random reads, 128 in flight, for a few seconds: the rate a limit lets through (a
+    """4 KiB random reads, 32 in flight, for a few seconds: the rate a limit lets through (a
     TCG guest stalls now and then on a busy host; a deep queue keeps the limit busy meanwhile)."""
     return _fio(tour, ["--name=rate", f"--filename={device}", "--rw=randread", "--bs=4k",
-                       "--iodepth=128", f"--runtime={RATE_RUNTIME_S}", "--time_based",
+                       "--iodepth=32", f"--runtime={RATE_RUNTIME_S}", "--time_based",
                        f"--ramp_time={RAMP_S}"], timeout=60)
 
 
