@@ -13,8 +13,10 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,9 @@ from blockplane.cli.client import AgentClient, CLIError, api_path
 
 Kind = Literal["vms", "pools", "directories", "labs"]
 KINDS: tuple[Kind, ...] = ("vms", "directories", "pools", "labs")  # the order of removal
+#: Refusals that pass once what the tour interrupted has ended (a block job sees its VM gone).
+TRANSIENT = ("job.busy", "vm.busy", "volume.in_use", "pool.in_use", "timeout.vm_lock")
+SETTLE_S = 30.0
 
 
 def _process_start(pid: int) -> int | None:
@@ -137,7 +142,7 @@ class Cleanup:
             raise
         if vm["state"] not in ("shutoff", "crashed"):
             self.client.request("POST", api_path("vms", name, "destroy"))
-        self.client.request("DELETE", api_path("vms", name))
+        _settled(lambda: self.client.request("DELETE", api_path("vms", name)))
         return f"VM {name}"
 
     def _directory(self, path: str) -> str | None:
@@ -154,8 +159,9 @@ class Cleanup:
                 return None
             raise
         for volume in volumes:  # e.g. a copy's destination an interrupted job left
-            self.client.request("DELETE", api_path("pools", name, "volumes", volume["name"]))
-        self.client.request("DELETE", api_path("pools", name))
+            path = api_path("pools", name, "volumes", volume["name"])
+            _settled(partial(self.client.request, "DELETE", path))
+        _settled(lambda: self.client.request("DELETE", api_path("pools", name)))
         return f"pool {name}" + (f" (and {len(volumes)} volumes)" if volumes else "")
 
     def _lab(self, root: str) -> str | None:
@@ -163,3 +169,16 @@ class Cleanup:
             return None
         self.lab_down(Path(root))
         return f"lab {root}"
+
+
+def _settled(action: Callable[[], object]) -> None:
+    """``action``, again while the agent refuses it for a reason that passes by itself."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        try:
+            action()
+            return
+        except CLIError as error:
+            if error.code not in TRANSIENT or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
