@@ -25,7 +25,7 @@ from blockplane.cli.demo.patterns import MIB, Region, expected_checksum
 def test_a_rate_near_its_limit_is_within_and_one_off_by_more_is_not() -> None:
     assert near("IOPS", 185, 200, 0.10, "IOPS", "limit 200").within is True
     assert near("IOPS", 174, 200, 0.10, "IOPS", "limit 200").within is False
-    assert near("IOPS", 221, 200, 0.10, "IOPS", "limit").bounds_text() == "180-220 (limit ±10%)"
+    assert near("IOPS", 221, 200, 0.10, "IOPS", "limit").bounds_text() == "180-220: limit ±10%"
 
 
 def test_exact_minimum_and_text_bounds() -> None:

@@ -68,7 +68,7 @@ class Figure:
             text = f"<= {_number(self.high)}"
         else:
             return ""
-        return f"{text} ({self.basis})" if self.basis else text
+        return f"{text}: {self.basis}" if self.basis else text
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,7 +84,9 @@ class Figure:
 
 
 def _number(value: float) -> str:
-    return f"{int(value)}" if float(value).is_integer() else f"{value:.3g}"
+    if float(value).is_integer():
+        return f"{int(value)}"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def near(name: str, value: float, target: float, tolerance: float, unit: str,

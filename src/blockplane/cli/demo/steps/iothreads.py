@@ -42,6 +42,7 @@ def iothreads_step(tour: TourSession) -> StepOutcome:
     listing = tour.sh(f"ls {device}; echo --; for q in {device}/*; do "
                       "echo \"$(basename $q): cpus $(cat $q/cpu_list)\"; done").split("--\n")
     guest_queues = len(listing[0].split())
+    tour.narrator.say(f"guest: {guest_queues} queues in {device}/")
     for line in listing[1].strip().splitlines():
         tour.narrator.say(f"guest {device}/{line}")
 

@@ -26,7 +26,8 @@ def limits_step(tour: TourSession) -> StepOutcome:
     guest = tour.guest()
     group = tour.put("vms", guest.name, "throttle-groups", GROUP,
                      body={"limits": {"total_iops_sec": GROUP_IOPS}})
-    tour.narrator.say(f"VM group {GROUP}: {group['limits']} ({', '.join(group['changed'])})")
+    tour.narrator.say(f"VM group {GROUP}: {_limits(group['limits'])} "
+                      f"({', '.join(group['changed'])})")
     disk = tour.attach({"size": "256M", "queues": guest.vcpus, "io_threads": 2,
                         "limits": {"total_iops_sec": DISK_IOPS}, "throttle_groups": [GROUP]})
     target, plan = disk["target"], disk["plan"]
@@ -43,7 +44,7 @@ def limits_step(tour: TourSession) -> StepOutcome:
     changed = tour.put("vms", guest.name, "throttle-groups", GROUP,
                        body={"limits": {"total_iops_sec": LOWERED_GROUP_IOPS}, "live": True})
     targets = [use["target"] for use in changed["disks"]]
-    tour.narrator.say(f"live change: {GROUP} -> {changed['limits']} "
+    tour.narrator.say(f"live change: {GROUP} -> {_limits(changed['limits'])} "
                       f"({', '.join(changed['changed']) or 'unchanged'}; disks {targets})")
     second_limit, second_chain = _tightest(tour, guest.name, disk)
     tour.narrator.say(f"limits read back: {second_chain}; fio again ...")
@@ -81,3 +82,7 @@ def _tightest(tour: TourSession, vm: str, disk: dict[str, Any]) -> tuple[float, 
     text = " -> ".join(f"{name} {groups[name]['limits'].get('total_iops_sec')} IOPS"
                        for name in chain)
     return min(limits)[0], text
+
+
+def _limits(limits: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in sorted(limits.items())) or "none"
