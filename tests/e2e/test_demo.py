@@ -9,6 +9,7 @@ back, no pauses, checksums equal to the data written, a restore identical to the
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -111,8 +112,8 @@ def test_ctrl_c_mid_tour_leaves_no_vm_pool_loop_device_or_lab(agent: AgentUnderT
             break
     else:
         pytest.fail("the tour ended before its lab was up:\n" + "".join(seen[-40:]))
-    run = next(line.split("/tmp/bp-demo-lab-")[1].split()[0] for line in seen
-               if "/tmp/bp-demo-lab-" in line)
+    [run] = {match.group(1) for line in seen
+             if (match := re.search(r"/tmp/bp-demo-lab-([0-9a-f]+)", line))}
     narration = "".join(seen)
     assert "    ok vda" in narration, f"the first step did not succeed:\n{narration[-3000:]}"
     assert [vm["name"] for vm in agent.json("vm", "list")] == [f"demo-{run}"]
