@@ -25,6 +25,9 @@ SPAN_MIB = 8
 BEFORE_FULL = Region("d", 0, 4)
 BEFORE_INCREMENTAL = Region("e", 6, 2)
 QEMU_IMG_TIMEOUT_S = 120
+#: Pull backups over NBD and the agent's own restore join this step once the agent has them.
+PULL_ROUTE = "/v1/vms/{vm}/backup/pull"
+RESTORE_ROUTE = "/v1/restore"
 
 
 def backup_step(tour: TourSession) -> StepOutcome:
@@ -59,6 +62,9 @@ def backup_step(tour: TourSession) -> StepOutcome:
     ]
     for figure in figures[-3:]:
         tour.narrator.figure(figure)
+    if not (tour.has_route("post", PULL_ROUTE) and tour.has_route("post", RESTORE_ROUTE)):
+        tour.narrator.note("pull backups (NBD) and `blockplane restore` are not built on this "
+                           f"agent yet (no POST {PULL_ROUTE}, {RESTORE_ROUTE}): push only")
     title = (f"{target}: full push backup (checkpoint {full['spec']['checkpoint']}), "
              f"incremental on it, restored on the host from both")
     return StepOutcome(title, f"restore {identical} to the disk", tuple(figures),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from blockplane.cli.client import api_path
 from blockplane.cli.demo.figures import Figure, StepOutcome, at_least, equal, exactly, measured
-from blockplane.cli.demo.lab_hosts import LabAgent, LabStarter, describe, start_lab
-from blockplane.cli.demo.session import TourSession
+from blockplane.cli.demo.lab_hosts import LabStarter, describe, start_lab
+from blockplane.cli.demo.session import TourSession, route_served
 
 MIGRATE_ROUTE = "/v1/vms/{vm}/migrate"
 
@@ -65,7 +65,7 @@ def hosts_step(tour: TourSession) -> StepOutcome:
         at_least("lab hosts", len(lab.hosts), 2),
         measured("lab up", lab.seconds, "s"),
     ]
-    migrated = _has_route(source, MIGRATE_ROUTE)
+    migrated = route_served(source.request("GET", "/v1/openapi.json"), "post", MIGRATE_ROUTE)
     if not migrated:
         tour.narrator.note(f"live migration is not built on this agent yet (no POST "
                            f"{MIGRATE_ROUTE}): the step ends at the check a migration starts "
@@ -79,7 +79,3 @@ def hosts_step(tour: TourSession) -> StepOutcome:
     return StepOutcome(title, f"{destination.name} answers as a peer, {len(check['gaps'])} gaps",
                        tuple(figures), f"gaps for {vm} on {destination.name}")
 
-
-def _has_route(agent: LabAgent, route: str) -> bool:
-    document = agent.request("GET", "/v1/openapi.json")
-    return "post" in document.get("paths", {}).get(route, {})
