@@ -11,7 +11,7 @@ from typing import Any
 
 from blockplane.cli.demo.figures import StepOutcome, near
 from blockplane.cli.demo.session import TourFailure, TourSession
-from blockplane.cli.demo.steps.guest_io import random_read_rate
+from blockplane.cli.demo.steps.guest_io import RATE_SECONDS, random_read_rate
 
 GROUP = "vm-agg"
 TOLERANCE = 0.10
@@ -35,8 +35,9 @@ def limits_step(tour: TourSession) -> StepOutcome:
     tour.narrator.say(f"IOThreads: {plan['reason']}")
 
     first_limit, first_chain = _tightest(tour, guest.name, disk)
-    tour.narrator.say(f"limits read back: {first_chain}; fio 4k random reads for a few s ...")
-    first = random_read_rate(tour, f"/dev/{target}")
+    tour.narrator.say(f"limits read back: {first_chain}; fio: {RATE_SECONDS} s worth of 4k "
+                      "random reads ...")
+    first = random_read_rate(tour, f"/dev/{target}", first_limit)
     before = near("IOPS under the per-disk limit", first.iops, first_limit, TOLERANCE, "IOPS",
                   f"tightest limit {first_limit:g}")
     tour.narrator.figure(before)
@@ -48,7 +49,7 @@ def limits_step(tour: TourSession) -> StepOutcome:
                       f"({', '.join(changed['changed']) or 'unchanged'}; disks {targets})")
     second_limit, second_chain = _tightest(tour, guest.name, disk)
     tour.narrator.say(f"limits read back: {second_chain}; fio again ...")
-    second = random_read_rate(tour, f"/dev/{target}")
+    second = random_read_rate(tour, f"/dev/{target}", second_limit)
     after = near("IOPS after the group's live change", second.iops, second_limit, TOLERANCE,
                  "IOPS", f"tightest limit {second_limit:g}")
     tour.narrator.figure(after)
