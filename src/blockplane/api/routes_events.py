@@ -15,6 +15,19 @@ from blockplane.store.events import EventPublisher
 from blockplane.store.records import EventRecord
 
 KEEPALIVE_S = 15.0
+#: One event (``EventRecord.to_json``): its id, time, type and VM, and its data beside them.
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Event",
+    "required": ["id", "at", "type", "vm"],
+    "properties": {
+        "id": {"type": "integer"},
+        "at": {"type": "number"},
+        "type": {"type": "string"},
+        "vm": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "additionalProperties": True,
+}
 MAX_EVENT_ID = (1 << 63) - 1
 
 
@@ -39,8 +52,12 @@ def events_router(event_log: EventStream) -> APIRouter:
 
     @router.get(
         "/events",
+        # The body is either a JSON list or an endless stream: both are declared here.
         response_model=None,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        responses={200: {"content": {
+            "application/json": {"schema": {"type": "array", "items": EVENT_SCHEMA}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        }}},
     )
     async def events(
         request: Request,

@@ -2,18 +2,18 @@
 
 ``confirmed`` is true once a pass has checked every IOThread plan and every thin volume against
 libvirt and found them as the agent recorded them; ``checked_at`` is when that full check last
-ran (at start, then every 30 s).
+ran (at start, then every 30 s). ``unknown_intents``: pending intents of a kind this agent does
+not know, kept for one that does.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
-
 from fastapi import APIRouter
 
+from blockplane.api.models import response_model
 from blockplane.observe.confirm import Confirmer
 from blockplane.observe.reconcile import ReconcileLog
+from blockplane.observe.views import ReconcileReport
 from blockplane.store.intents import IntentRecovery
 
 
@@ -22,13 +22,8 @@ def reconcile_router(
 ) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/reconcile")
-    def reconcile() -> dict[str, Any]:
-        return {
-            **log.to_json(),
-            "checked_at": confirmer.checked_at,
-            "disagreements": confirmer.last_disagreements,
-            "unknown_intents": [asdict(intent) for intent in intents.unknown()],
-        }
+    @router.get("/reconcile", response_model=response_model(ReconcileReport))
+    def reconcile() -> ReconcileReport:
+        return log.report(confirmer.checked_at, confirmer.last_disagreements, intents.unknown())
 
     return router

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
+from blockplane.api.models import response_list
 from blockplane.thin.monitor import ThinMonitor
+from blockplane.thin.views import ThinVolumeView
 from blockplane.vms.lifecycle import VMService
 
 
 def thin_router(vms: VMService, thin: ThinMonitor) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/thin")
-    def thin_status(vm: str | None = None) -> list[dict[str, Any]]:
+    @router.get("/thin", response_model=response_list(ThinVolumeView))
+    def thin_status(vm: str | None = None) -> list[ThinVolumeView]:
         if vm is not None:
             vms.record(vm)
         return thin.status(vm)

@@ -83,9 +83,12 @@ class ChainVolumes:
     def create(
         self, vm: str, target: str, pool: str, name: str, virtual_bytes: int, *, thin: bool,
         backing: str | None, backing_format: str | None, origin: str,
+        initial_bytes: int | None = None,
     ) -> VolumeRecord:
-        """A new qcow2 volume (on ``backing`` if given), recorded as ``creating``."""
-        record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, "qcow2", thin)
+        """A new qcow2 volume (on ``backing`` if given), recorded as ``creating``; a thin one
+        starts at ``initial_bytes`` if given (``VolumeService.initial_physical``)."""
+        record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, "qcow2", thin,
+                                      initial_bytes)
         try:
             if backing is not None:
                 create_qcow2(record.path, virtual_bytes, backing, backing_format)
@@ -128,8 +131,10 @@ class ChainVolumes:
             self._chain.forget_volume(ref.pool, ref.volume)
 
     def keep_apart(self, ref: VolumeRef) -> None:
-        """Leave ``ref`` as a standalone volume of its pool (a point-in-time copy)."""
+        """Leave ``ref`` as a standalone volume of its pool (a point-in-time copy); no VM
+        writes it any more, so the thin monitor lets it go."""
         with self._lock:
+            self._forget_thin(ref.pool, ref.volume)
             self._chain.forget_volume(ref.pool, ref.volume)
 
     # dropping images from chains

@@ -12,6 +12,7 @@ from typing import Any
 
 from blockplane.iothreads import DiskMapping, VMIOThreads
 from blockplane.iothreads.model import FIRST_PLANNER_ID
+from blockplane.iothreads.views import DiskIOThreadsView, IOThreadsView, IOThreadView, ServedQueues
 from blockplane.model.disk import DiskDevice
 from blockplane.xml.disk import parse_disks
 from blockplane.xml.domain import parse_iothread_ids
@@ -34,18 +35,18 @@ def vm_iothreads(domain_xml: str) -> VMIOThreads:
     return VMIOThreads(ids, disks, reserved)
 
 
-def iothread_report(domain_xml: str, stored: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def iothread_report(
+    vm: str, domain_xml: str, stored: Mapping[str, Mapping[str, Any]]
+) -> IOThreadsView:
     """Per IOThread the disks and queues it serves, plus every disagreement with ``stored``.
 
     ``stored`` maps a disk target to the plan saved when it was attached.
     """
     state = vm_iothreads(domain_xml)
-    serving: dict[int, list[dict[str, Any]]] = {iothread: [] for iothread in state.iothread_ids}
+    serving: dict[int, list[ServedQueues]] = {iothread: [] for iothread in state.iothread_ids}
     for disk in state.disks:
         for iothread, queues in disk.mapping:
-            serving.setdefault(iothread, []).append(
-                {"disk": disk.target, "queues": list(queues), "mode": disk.mode}
-            )
+            serving.setdefault(iothread, []).append(ServedQueues(disk.target, queues, disk.mode))
     disagreements = []
     for disk in state.disks:
         plan = stored.get(disk.target)
@@ -59,21 +60,22 @@ def iothread_report(domain_xml: str, stored: Mapping[str, Mapping[str, Any]]) ->
             )
     for target in sorted(set(stored) - {disk.target for disk in state.disks}):
         disagreements.append(f"{target}: in the store but not in the domain")
-    return {
-        "iothreads": [
-            {"id": iothread, "serves": serving[iothread]} for iothread in sorted(serving)
-        ],
-        "disks": [
-            {
-                "target": disk.target,
-                "bus": disk.bus,
-                "mode": disk.mode,
-                "queues": disk.queues,
-                "mapping": [[iothread, list(queues)] for iothread, queues in disk.mapping],
-                "reason": stored.get(disk.target, {}).get("reason"),
-            }
+    return IOThreadsView(
+        vm=vm,
+        iothreads=tuple(
+            IOThreadView(iothread, tuple(serving[iothread])) for iothread in sorted(serving)
+        ),
+        disks=tuple(
+            DiskIOThreadsView(
+                target=disk.target,
+                bus=disk.bus,
+                mode=disk.mode,
+                queues=disk.queues,
+                mapping=disk.mapping,
+                reason=stored.get(disk.target, {}).get("reason"),
+            )
             for disk in state.disks
-        ],
-        "spread": state.spread() if state.iothread_ids else 0,
-        "disagreements": disagreements,
-    }
+        ),
+        spread=state.spread() if state.iothread_ids else 0,
+        disagreements=tuple(disagreements),
+    )

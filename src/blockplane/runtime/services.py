@@ -23,6 +23,7 @@ from blockplane.chain.jobs.holds import JobHolds
 from blockplane.chain.jobs.reconcile import JobReconciler
 from blockplane.chain.jobs.service import JobsService
 from blockplane.chain.jobs.store import JobStore
+from blockplane.chain.jobs.thin_copy import CopyRestarts, ThinCopies
 from blockplane.chain.persistent_chains import PersistentChains
 from blockplane.chain.reconcile import ChainReconciler
 from blockplane.chain.service import ChainService
@@ -154,10 +155,12 @@ def build_services(settings: Settings) -> Services:
         "disk.detach": recovery.recover_intent,
     }, locks.lock_for, wait_for=lambda vm: vm in hypervisor.unresponsive_domains())
 
-    driver = JobDriver(job_store, chains, JobCleanup(chain_volumes), events)
+    thin_copies = ThinCopies(chains, records, thin)
+    restarts = CopyRestarts(chains, records, thin_copies, thin, events)
+    driver = JobDriver(job_store, chains, JobCleanup(chain_volumes), events, restarts=restarts)
     job_reconciler = JobReconciler(job_store, chains, driver)
     jobs = JobsService(job_store, chains, driver, job_reconciler, chain_volumes, pools, records,
-                       locks, thin)
+                       locks, thin, thin_copies)
     snapshots = SnapshotService(chains, locks, records, chain_records, chain_volumes, job_store,
                                 events)
     checkpoints = CheckpointService(chains, job_store, records, events, locks.lock_for)

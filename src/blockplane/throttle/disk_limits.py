@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from blockplane.errors import BlockplaneError, Conflict, NotFound
 from blockplane.facts.capabilities import Capability
@@ -35,6 +34,7 @@ from blockplane.throttle.tiers import (
     compute_tiers,
     plan_limits,
 )
+from blockplane.throttle.views import DiskLimitsView
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +80,28 @@ class DiskLimitsPlan:
     def reason(self) -> str:
         return self.plan.reason
 
-    def to_json(self) -> dict[str, Any]:
-        """The effective limits, as the attach answer shows them.
-
-        ``tightest`` is, per limit, the lowest value any filter of the chain sets: what the
-        disk can reach at most when it runs alone (averages only).
-        """
-        answer: dict[str, Any] = {
-            "mode": self.plan.mode,
-            "reason": self.plan.reason,
-            **self.tiers.to_dict(),
-        }
+    def view(self) -> DiskLimitsView:
+        """The effective limits, as the attach answer shows them (named groups with their
+        current limits)."""
+        tiers = self.tiers.view()
+        chain = tuple(
+            replace(tier, limits=self.named_limits[tier.group].to_dict(nonzero_only=True))
+            if tier.limits is None and tier.group in self.named_limits else tier
+            for tier in tiers.chain
+        )
         tightest: dict[str, int] = {}
-        for tier in answer["chain"]:
-            if tier["limits"] is None and tier["group"] in self.named_limits:
-                limits = self.named_limits[tier["group"]]
-                tier["limits"] = limits.to_dict(nonzero_only=True)
-            for name, value in (tier["limits"] or {}).items():
+        for tier in chain:
+            for name, value in (tier.limits or {}).items():
                 if name in AVG_FIELDS:
                     tightest[name] = min(value, tightest.get(name, value))
         if self.plan.mode == "iotune":
             own = self.plan.per_disk_limits.to_dict(nonzero_only=True)
             tightest = {name: value for name, value in own.items() if name in AVG_FIELDS}
-        answer["tightest"] = tightest
-        return answer
+        return DiskLimitsView(
+            vm=tiers.vm, target=tiers.target, size_bytes=tiers.size_bytes,
+            per_disk_limits=tiers.per_disk_limits, chain=chain,
+            mode=self.plan.mode, reason=self.plan.reason, tightest=tightest,
+        )
 
 
 class DiskThrottle:

@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 from blockplane.errors import Conflict, InvalidInput
 from blockplane.model.throttle_limits import ThrottleLimits
+from blockplane.throttle.views import DiskUse
 from blockplane.xml.disk import parse_disks
 from blockplane.xml.throttle import parse_throttle_groups
 
@@ -49,18 +50,6 @@ class ThrottleDomain(Protocol):
     ) -> None: ...
 
     def block_info(self, target: str) -> tuple[int, int, int]: ...
-
-
-@dataclass(frozen=True)
-class DiskUse:
-    """One disk whose filter chain uses a group: where in the chain, and the whole chain."""
-
-    target: str
-    position: int
-    chain: tuple[str, ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {"target": self.target, "position": self.position, "chain": list(self.chain)}
 
 
 @dataclass(frozen=True)

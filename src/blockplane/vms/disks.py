@@ -13,7 +13,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from blockplane.errors import (
     CapabilityMissing,
@@ -26,7 +25,9 @@ from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
 from blockplane.iothreads.state import iothread_report
+from blockplane.iothreads.views import IOThreadsView
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
+from blockplane.model.view import view_fields
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
@@ -37,6 +38,7 @@ from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.lifecycle import VMService
 from blockplane.vms.locks import VMLocks
 from blockplane.vms.observers import DiskObservers
+from blockplane.vms.views import AttachResult, DetachResult, DiskView
 from blockplane.xml.disk import (
     disk_element,
     parse_disks,
@@ -99,7 +101,7 @@ class DiskService:
         self._guards = tuple(guards)
         self._throttle = throttle
 
-    def attach(self, request: AttachRequest) -> dict[str, Any]:
+    def attach(self, request: AttachRequest) -> AttachResult:
         vm_record = self._vms.record(request.vm)
         pool = self._pools.get(request.pool)
         if request.bus not in BUSES:
@@ -193,13 +195,13 @@ class DiskService:
                 seconds=seconds,
                 iothreads=applied.to_json(),
             )
-        return {
-            **self._describe(request.vm, device),
-            "live": live,
-            "seconds": seconds,
-            "notes": [applied.plan.reason, *([limits_plan.reason] if limits_plan else [])],
-            "throttle": limits_plan.to_json() if limits_plan else None,
-        }
+        return AttachResult(
+            **view_fields(self._describe(request.vm, device)),
+            live=live,
+            seconds=seconds,
+            notes=(applied.plan.reason, *([limits_plan.reason] if limits_plan else [])),
+            throttle=limits_plan.view() if limits_plan else None,
+        )
 
     def _plug(
         self, domain: DomainHandle, device: DiskDevice, applied: AppliedPlan, live: bool
@@ -245,14 +247,14 @@ class DiskService:
             used |= scsi_controller_indexes(domain.xml(inactive=inactive))
         return next(index for index in range(len(used) + 1) if index not in used)
 
-    def iothreads(self, vm: str) -> dict[str, Any]:
+    def iothreads(self, vm: str) -> IOThreadsView:
         self._vms.record(vm)
         domain = self._vms.domain(vm)
         xml = domain.xml(inactive=not domain.is_active())
         stored = {record.target: record.plan for record in self._records.disks(vm)}
-        return {"vm": vm, **iothread_report(xml, stored)}
+        return iothread_report(vm, xml, stored)
 
-    def detach(self, vm: str, target: str) -> dict[str, Any]:
+    def detach(self, vm: str, target: str) -> DetachResult:
         self._vms.record(vm)
         with self._locks.lock_for(vm):
             record = self._records.disk(vm, target)
@@ -301,13 +303,8 @@ class DiskService:
                 volume=record.volume,
                 iothreads_removed=list(orphans),
             )
-        return {
-            "vm": vm,
-            "target": target,
-            "detached": True,
-            "volume_deleted": record.volume,
-            "iothreads_removed": list(orphans),
-        }
+        return DetachResult(vm, target, detached=True, volume_deleted=record.volume,
+                            iothreads_removed=tuple(orphans))
 
     def _detach_device(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
         xml = to_xml(disk_element(device))
@@ -337,7 +334,7 @@ class DiskService:
         if live and _has_controller(domain.xml(), index):
             domain.detach_device(xml, live=True, config=False)
 
-    def list_disks(self, vm: str) -> list[dict[str, Any]]:
+    def list_disks(self, vm: str) -> list[DiskView]:
         self._vms.record(vm)
         domain = self._vms.domain(vm)
         devices = parse_disks(domain.xml(inactive=not domain.is_active()))
@@ -367,24 +364,24 @@ class DiskService:
                 return disk
         return None
 
-    def _describe(self, vm: str, device: DiskDevice) -> dict[str, Any]:
+    def _describe(self, vm: str, device: DiskDevice) -> DiskView:
         record = self._records.disk(vm, device.target)
         volume = self._records.volume(record.pool, record.volume) if record else None
-        return {
-            "vm": vm,
-            "target": device.target,
-            "bus": device.bus,
-            "source": device.source,
-            "format": device.format,
-            "pool": record.pool if record else None,
-            "volume": record.volume if record else None,
-            "virtual_bytes": volume.virtual_bytes if volume else None,
-            "physical_bytes": volume.physical_bytes if volume else None,
-            "thin": volume.thin if volume else False,
-            "managed": record is not None,
-            "plan": record.plan if record else {},
-            "throttle_groups": list(device.throttle_groups),
-        }
+        return DiskView(
+            vm=vm,
+            target=device.target,
+            bus=device.bus,
+            source=device.source,
+            format=device.format,
+            pool=record.pool if record else None,
+            volume=record.volume if record else None,
+            virtual_bytes=volume.virtual_bytes if volume else None,
+            physical_bytes=volume.physical_bytes if volume else None,
+            thin=volume.thin if volume else False,
+            managed=record is not None,
+            plan=record.plan if record else {},
+            throttle_groups=device.throttle_groups,
+        )
 
     def _prepare_limits(
         self, domain: DomainHandle, target: str, request: AttachRequest

@@ -11,8 +11,7 @@ import asyncio
 import shutil
 import time
 import uuid as uuid_module
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, OperationFailed
@@ -24,34 +23,13 @@ from blockplane.storage.names import validate_name
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VMRecord
 from blockplane.vms.guest_image import guest_boot
+from blockplane.vms.views import VMDeleteResult, VMView
 from blockplane.xml.domain import build_domain_xml
 
 MAX_VCPUS = 64
 MIN_MEMORY = 64 * 1024 * 1024
 MAX_MEMORY = 1024 * 1024 * 1024 * 1024
 GUEST_READY_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class VMView:
-    name: str
-    uuid: str
-    state: str
-    vcpus: int
-    memory_bytes: int
-    guest: str
-    managed: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "uuid": self.uuid,
-            "state": self.state,
-            "vcpus": self.vcpus,
-            "memory_bytes": self.memory_bytes,
-            "guest": self.guest,
-            "managed": self.managed,
-        }
 
 
 class VMService:
@@ -186,7 +164,7 @@ class VMService:
             )
         return domain
 
-    def remove(self, name: str, volumes_deleted: list[str]) -> dict[str, Any]:
+    def remove(self, name: str, volumes_deleted: list[str]) -> VMDeleteResult:
         """Undefine the stopped VM ``name`` and forget it; its disks were released already."""
         domain = self.require_stopped(name)
         released = volumes_deleted
@@ -195,7 +173,7 @@ class VMService:
         log = self._settings.paths.guest_logs / f"{name}.console.log"
         log.unlink(missing_ok=True)
         self._events.publish("vm.deleted", name, volumes_deleted=released)
-        return {"name": name, "deleted": True, "volumes_deleted": released}
+        return VMDeleteResult(name, deleted=True, volumes_deleted=tuple(released))
 
     def list_vms(self) -> list[VMView]:
         return [self._view(domain) for domain in self._hypervisor.domains()]

@@ -10,11 +10,12 @@ volumes and every chain volume) before the domain is undefined. Owns only that o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from blockplane.model.view import view_fields
 from blockplane.model.vm import GuestKind
 from blockplane.vms.disks import AttachRequest, DiskService
 from blockplane.vms.lifecycle import VMService
+from blockplane.vms.views import VMCreated, VMDeleteResult
 
 
 class Provisioner:
@@ -30,9 +31,10 @@ class Provisioner:
         guest: GuestKind,
         start: bool,
         requests: Sequence[AttachRequest],
-    ) -> dict[str, Any]:
+    ) -> VMCreated:
         if not requests:
-            return self._vms.create(name, vcpus, memory_bytes, guest, start).to_json()
+            return VMCreated(**view_fields(self._vms.create(name, vcpus, memory_bytes, guest,
+                                                           start)))
         self._vms.create(name, vcpus, memory_bytes, guest, start=False)
         try:
             attached = [self._disks.attach(request) for request in requests]
@@ -40,9 +42,9 @@ class Provisioner:
             self.delete(name)
             raise
         view = self._vms.start(name) if start else self._vms.show(name)
-        return {**view.to_json(), "disks": attached}
+        return VMCreated(**view_fields(view), disks=tuple(attached))
 
-    def delete(self, name: str) -> dict[str, Any]:
+    def delete(self, name: str) -> VMDeleteResult:
         """Delete the stopped VM ``name`` and the volumes of its disks."""
         self._vms.require_stopped(name)
         released = self._disks.release_vm(name)

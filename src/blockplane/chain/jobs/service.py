@@ -3,7 +3,8 @@ pivot|speed``.
 
 Starting a job: validate against the live chain (nothing written yet), insert the job PREPARING
 unless a live job holds one of its disks (Conflict ``job.busy``), create what it needs (a copy's
-destination volume; room in a thin commit base), call libvirt, record RUNNING. A failure records
+destination volume, thin in a loop or lvm pool and watched on the mirror's node: ``thin_copy``;
+room in a thin commit base), call libvirt, record RUNNING. A failure records
 the job FAILED and cleans up. From then on ``JobDriver`` moves it, on BLOCK_JOB_2 events
 (``on_block_job``, kept in order by one worker) and on the reconcile (``jobs.reconcile``). Must
 not edit chains itself or decide phases.
@@ -17,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from blockplane.chain.jobs.backup_plan import plan_backup
 from blockplane.chain.jobs.driver import JobDriver
@@ -36,8 +36,10 @@ from blockplane.chain.jobs.plans import (
 )
 from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
-from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
+from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, Progress, new_job
 from blockplane.chain.jobs.store import JobStore, busy_error
+from blockplane.chain.jobs.thin_copy import ThinCopies, destination_size, destination_xml
+from blockplane.chain.jobs.views import JobView, job_view
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
@@ -45,11 +47,10 @@ from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound,
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.chain import Chain
-from blockplane.storage.images import is_block_device, measure_commit, virtual_size
+from blockplane.storage.images import measure_commit, virtual_size
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
 from blockplane.vms.locks import VMLocks
-from blockplane.xml.chain import ImageTarget, copy_destination_xml
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class JobsService:
         self, store: JobStore, chains: ChainService, driver: JobDriver,
         reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
         records: Records, locks: VMLocks, thin: ThinHook | None,
+        thin_copies: ThinCopies,
     ) -> None:
         self._store = store
         self._chains = chains
@@ -69,10 +71,11 @@ class JobsService:
         self._records = records
         self._locks = locks
         self._thin = thin
+        self._thin_copies = thin_copies
 
     # starting jobs
     def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
-               bandwidth: int) -> dict[str, Any]:
+               bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target)
         plan = plan_commit(chain, self._chains.element(chain, top),
                            self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
@@ -88,7 +91,7 @@ class JobsService:
         return self._start(vm, target, plan.kind, plan.spec, plan.pivot, act,
                            chain=chain.paths())
 
-    def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> dict[str, Any]:
+    def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target)
         plan = plan_pull(chain, self._chains.element(chain, base), bandwidth=bandwidth)
 
@@ -100,7 +103,7 @@ class JobsService:
 
     def copy(self, vm: str, target: str, *, dest_path: str | None, pool: str | None,
              shallow: bool, synchronous_writes: bool, pivot: bool,
-             bandwidth: int) -> dict[str, Any]:
+             bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target)
         plan = plan_copy(chain, shallow=shallow, synchronous_writes=synchronous_writes,
                          pivot=pivot, bandwidth=bandwidth)
@@ -109,28 +112,36 @@ class JobsService:
                                              f"{vm}-{target}-copy-{job_id[:6]}")
         top = chain.top
         backing = chain.elements[1] if plan.spec.shallow else None
+        pool_record = self._pools.get(pool_name)
 
         def act(spec: JobSpec) -> JobSpec:
+            virtual = virtual_size(top.path)
+            initial = None
+            if self._thin_copies.enabled:
+                initial = destination_size(pool_record, top.path, shallow=spec.shallow,
+                                           virtual_bytes=virtual)
             record = self._volumes.create(
-                vm, target, pool_name, volume, virtual_size(top.path), thin=False,
+                vm, target, pool_name, volume, virtual, thin=initial is not None,
                 backing=backing.path if backing else None,
-                backing_format=backing.format if backing else None, origin="copy")
+                backing_format=backing.format if backing else None, origin="copy",
+                initial_bytes=initial)
             ref = VolumeRef(record.pool, record.name, record.path)
             spec = replace(spec, destination=ref, created=(ref,), new_top_path=ref.path)
             self._store.save_spec(job_id, spec)
             failpoint("job.copy.after_destination")
-            image = ImageTarget(target, "block" if is_block_device(ref.path) else "file",
-                                ref.path)
-            domain.block_copy(target, copy_destination_xml(image),
+            self._thin_copies.before_mirror(vm, target, record)
+            domain.block_copy(target, destination_xml(target, ref.path),
                               bandwidth, shallow=spec.shallow,
                               synchronous_writes=synchronous_writes)
+            failpoint("job.copy.after_mirror_start")
+            self._thin_copies.mirror_started(vm, target, ref)
             return spec
 
         return self._start(vm, target, JobKind.COPY, plan.spec, pivot, act, job_id=job_id,
                            chain=chain.paths())
 
     def backup(self, vm: str, dest_dir: str, incremental: str | None,
-               targets: list[str]) -> dict[str, Any]:
+               targets: list[str]) -> JobView:
         domain = self._chains.domain(vm)
         if not domain.is_active():
             raise Conflict(f"VM {vm} is not running; back up a running VM",
@@ -151,7 +162,7 @@ class JobsService:
 
     def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
                act: Callable[[JobSpec], JobSpec], *, job_id: str | None = None,
-               chain: tuple[str, ...] | None = None) -> dict[str, Any]:
+               chain: tuple[str, ...] | None = None) -> JobView:
         """``chain``: the paths the job was planned on; refused if a snapshot changed them."""
         job = new_job(job_id or _new_id(), vm, target, kind, now=_now(), pivot=pivot)
         with self._locks.lock_for(vm), self._driver.lock(job.id):
@@ -222,22 +233,22 @@ class JobsService:
         return self._records.pools()
 
     # requests on jobs
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]:
-        return [stored.to_json() for stored in self._store.all(vm)]
+    def list(self, vm: str | None = None) -> list[JobView]:
+        return [job_view(stored.state, stored.spec) for stored in self._store.all(vm)]
 
-    def show(self, job_id: str) -> dict[str, Any]:
+    def show(self, job_id: str) -> JobView:
+        """The job, with libvirt's live progress while it runs."""
         stored = self._driver.get(job_id)
-        data = stored.to_json()
         if stored.state.phase in (JobPhase.RUNNING, JobPhase.READY, JobPhase.PREPARING):
             try:
                 seen = probe(self._chains, self._chains.domain(stored.state.vm), stored)
             except BlockplaneError:
-                return data
+                return job_view(stored.state, stored.spec)
             if seen.present and seen.end:
-                data["progress"] = {"cur": seen.cur, "end": seen.end}
-        return data
+                return job_view(stored.state, stored.spec, Progress(seen.cur, seen.end))
+        return job_view(stored.state, stored.spec)
 
-    def abort(self, job_id: str) -> dict[str, Any]:
+    def abort(self, job_id: str) -> JobView:
         stored = self._driver.apply(job_id, AbortRequested())
         failpoint("job.abort.after_persist")
         domain = self._chains.domain(stored.state.vm)
@@ -247,11 +258,11 @@ class JobsService:
             domain.block_job_abort(stored.state.target)
         return self.show(job_id)
 
-    def pivot(self, job_id: str) -> dict[str, Any]:
+    def pivot(self, job_id: str) -> JobView:
         self._driver.apply(job_id, PivotRequested())
         return self.show(job_id)
 
-    def speed(self, job_id: str, bandwidth: int) -> dict[str, Any]:
+    def speed(self, job_id: str, bandwidth: int) -> JobView:
         stored = self._driver.get(job_id)
         if stored.state.kind is JobKind.BACKUP:
             raise InvalidInput("a backup's speed cannot be changed", code="job.invalid_request")
