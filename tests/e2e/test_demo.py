@@ -62,7 +62,8 @@ def test_the_whole_tour_shows_every_feature_within_its_bounds(agent: AgentUnderT
     print(f"tour: {summary['seconds']:.1f} s, set-up {summary['setup']['seconds']:.1f} s")
     assert [step["name"] for step in summary["steps"]] == list(STEP_NAMES)
     for step in summary["steps"]:
-        assert step["status"] == "ok", step
+        assert step["status"] == "ok", (f"{step['name']}: {step['error']}\n"
+                                        + result.stderr[-4000:])
         assert step["title"] and step["key_figure"], step
         for figure in step["figures"]:
             assert figure["within"] is not False, (step["name"], figure)
