@@ -9,6 +9,8 @@ is a client of the agent's API like any platform: it must not import services.
 from __future__ import annotations
 
 import base64
+import secrets
+import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +26,12 @@ from blockplane.cli.demo.narrator import Narrator
 MIB = 1 << 20
 GIB = 1 << 30
 #: The stage: a 4-vCPU guest, so a disk's 4 queues are one per vCPU; a loop pool whose thin
-#: volumes grow by 128 MiB once a fifth of the last chunk is used.
+#: volumes grow by 256 MiB once a fifth of the last chunk is used: the 205 MiB left then give
+#: the extend more than a second against a TCG guest writing flat out on a busy host (with
+#: 128 MiB chunks, a loaded host paused the guest now and then).
 VCPUS = 4
 MEMORY = "512M"
-CHUNK = "128M"
+CHUNK = "256M"
 UTILIZATION_PCT = 20
 TERMINAL_PHASES = ("done", "failed", "aborted")
 DEVICE_WAIT_S = 30.0
@@ -237,6 +241,29 @@ class TourSession:
                            body={"argv": argv, "timeout": timeout}, timeout_s=timeout + 10)
         return ExecResult(int(answer["exit_code"]), _decoded(answer["stdout_base64"]),
                           _decoded(answer.get("stderr_base64") or ""))
+
+    def run_detached(self, argv: list[str], timeout: float) -> ExecResult:
+        """Run ``argv`` in the guest in the background and poll for its end: libvirt refuses
+        the guest agent while the VM is paused (a thin volume that filled before its extend),
+        so one blocking exec would fail on a pause the agent resumes a moment later."""
+        files = f"/tmp/demo-{secrets.token_hex(4)}"
+        command = " ".join(shlex.quote(word) for word in argv)
+        self.sh(f"rm -f {files}.rc; ( {command} >{files}.out 2>{files}.err; "
+                f"echo $? >{files}.rc.tmp; mv {files}.rc.tmp {files}.rc ) >/dev/null 2>&1 &")
+        deadline = time.monotonic() + timeout
+        while True:
+            time.sleep(0.5)
+            try:
+                done = self.run(["/bin/sh", "-c", f"cat {files}.rc 2>/dev/null"], timeout=30)
+            except CLIError:
+                done = ExecResult(1, "", "")  # paused now; asked again in a moment
+            if done.stdout.strip():
+                break
+            if time.monotonic() > deadline:
+                raise TourFailure(f"`{command}` did not end in the guest within {timeout:.0f} s")
+        output = self.sh(f"cat {files}.out; rm -f {files}.out", timeout=30)
+        errors = self.sh(f"cat {files}.err; rm -f {files}.err {files}.rc", timeout=30)
+        return ExecResult(int(done.stdout.strip()), output, errors)
 
     def sh(self, script: str, timeout: float = 120) -> str:
         result = self.run(["/bin/sh", "-c", script], timeout)
