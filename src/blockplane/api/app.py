@@ -18,6 +18,7 @@ from blockplane.api.latency import RequestLatency
 from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
 from blockplane.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from blockplane.api.request_deadlines import RequestDeadlines
+from blockplane.api.routes_adopt import adopt_router
 from blockplane.api.routes_agent import agent_router
 from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_checkpoints import checkpoints_router
@@ -50,6 +51,7 @@ from blockplane.store.idempotency import IdempotencyStore
 from blockplane.store.intents import IntentRecovery
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.service import ThrottleService
+from blockplane.vms.adoption_wiring import AdoptionServices
 from blockplane.vms.disks import DiskService
 from blockplane.vms.lifecycle import VMService
 from blockplane.vms.provision import Provisioner
@@ -100,6 +102,8 @@ class AppServices(Protocol):
     def peers(self) -> PeerService: ...
     @property
     def hypervisor(self) -> Hypervisor: ...
+    @property
+    def adoption(self) -> AdoptionServices: ...
 
 
 def create_app(services: AppServices, token: str) -> FastAPI:
@@ -124,6 +128,7 @@ def create_app(services: AppServices, token: str) -> FastAPI:
         pools_router(services.pools),
         volumes_router(services.pool_volumes),
         vms_router(vms, services.disks, services.provisioner, services.peers),
+        adopt_router(services.adoption),
         events_router(services.events),
         throttle_router(services.throttle),
         thin_router(vms, services.thin),

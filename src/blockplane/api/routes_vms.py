@@ -66,8 +66,8 @@ def vms_router(
         return vms.show(vm)
 
     @router.get("/vms/{vm}/xml", response_class=XMLResponse)
-    def vm_xml(vm: str) -> XMLResponse:
-        return XMLResponse(vms.live_xml(vm))
+    def vm_xml(vm: str, inactive: bool = False) -> XMLResponse:
+        return XMLResponse(vms.live_xml(vm, inactive=inactive))
 
     @router.delete("/vms/{vm}", response_model=response_model(VMDeleteResult))
     def delete_vm(vm: str) -> VMDeleteResult:

@@ -21,6 +21,7 @@ from blockplane.deadlines import BoundedLock
 from blockplane.errors import Conflict, HypervisorError, NotFound
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
 
 VMLock = Callable[[str], BoundedLock]
@@ -57,12 +58,14 @@ def checkpoint_view(checkpoint: CheckpointDocument, vm: str,
 
 class CheckpointService:
     def __init__(self, chains: ChainService, store: JobStore, records: Records,
-                 events: EventPublisher, vm_lock: VMLock) -> None:
+                 events: EventPublisher, vm_lock: VMLock,
+                 foreign: AdoptedDisks | None = None) -> None:
         self._chains = chains
         self._store = store
         self._records = records
         self._events = events
         self._vm_lock = vm_lock
+        self._foreign = foreign or NothingAdopted()
 
     def list(self, vm: str) -> builtins.list[CheckpointView]:
         """Every checkpoint of ``vm``, parents first; dirty sizes when the VM runs."""
@@ -76,6 +79,9 @@ class CheckpointService:
             user = checkpoint_user(checkpoint, vm, self._store.live())
             if user is not None:
                 raise busy_error(vm, user)
+            for disk in checkpoint.disks:
+                if disk.bitmap is not None:  # libvirt merges (writes) the disk's bitmaps
+                    self._foreign.refuse(vm, disk.target, f"deleting checkpoint {name}")
             domain = self._chains.domain(vm)
             if not domain.is_active():
                 raise Conflict(

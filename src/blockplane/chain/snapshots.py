@@ -41,6 +41,7 @@ from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.locks import VMLocks
 from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.chain import ImageTarget, snapshot_xml
@@ -57,7 +58,9 @@ class SnapshotService:
         volumes: ChainVolumes,
         jobs: JobStore,
         events: EventPublisher,
+        foreign: AdoptedDisks | None = None,
     ) -> None:
+        self._foreign = foreign or NothingAdopted()
         self._chains = chains
         self._locks = locks
         self._records = records
@@ -77,6 +80,7 @@ class SnapshotService:
             raise InvalidInput(f"VM {vm} has no disks managed by blockplane to snapshot",
                                code="snapshot.invalid")
         for target in chosen:
+            self._foreign.refuse(vm, target, "a snapshot")
             if target not in managed:
                 raise NotFound(f"VM {vm} has no disk {target} managed by blockplane",
                                code="disk.not_found")

@@ -179,12 +179,14 @@ def vm_list(context: CLIContext, as_json: bool) -> None:
 @vm_group.command("show")
 @click.argument("name")
 @click.option("--xml", "as_xml", is_flag=True, help="Print the live libvirt domain XML.")
+@click.option("--inactive", is_flag=True, help="With --xml: the persistent definition.")
 @json_option
 @pass_cli
-def vm_show(context: CLIContext, name: str, as_xml: bool, as_json: bool) -> None:
+def vm_show(context: CLIContext, name: str, as_xml: bool, inactive: bool, as_json: bool) -> None:
     """Show a VM."""
     if as_xml:
-        sys.stdout.write(context.client.text(api_path("vms", name, "xml")))
+        path = api_path("vms", name, "xml") + ("?inactive=true" if inactive else "")
+        sys.stdout.write(context.client.text(path))
         return
     vm = fetch(context.client, VMView, "GET", api_path("vms", name))
     if as_json:

@@ -7,7 +7,7 @@ It decides nothing: planning is ``iothreads.planner``'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from blockplane.iothreads import DiskMapping, VMIOThreads
@@ -28,11 +28,13 @@ def disk_mapping(device: DiskDevice) -> DiskMapping:
     return DiskMapping(device.target, queues, (), "none", device.bus)
 
 
-def vm_iothreads(domain_xml: str) -> VMIOThreads:
+def vm_iothreads(domain_xml: str, reserved: Iterable[int] = ()) -> VMIOThreads:
+    """``reserved``: ids the planner must neither use nor remove beyond those below 101 (the
+    IOThreads an adopted domain already had)."""
     ids = parse_iothread_ids(domain_xml)
     disks = tuple(disk_mapping(device) for device in parse_disks(domain_xml))
-    reserved = tuple(iothread for iothread in ids if iothread < FIRST_PLANNER_ID)
-    return VMIOThreads(ids, disks, reserved)
+    kept = {iothread for iothread in ids if iothread < FIRST_PLANNER_ID} | set(reserved)
+    return VMIOThreads(ids, disks, tuple(sorted(kept)))
 
 
 def iothread_report(

@@ -55,6 +55,7 @@ from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
+from blockplane.store.adoption import AdoptionRecords
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.database import Database
 from blockplane.store.intents import IntentRecovery
@@ -65,7 +66,9 @@ from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.disk_limits import DiskThrottle
 from blockplane.throttle.rescale import DiskRescaler
 from blockplane.throttle.service import DELETE_INTENT, SET_INTENT, ThrottleService
+from blockplane.vms.adoption_wiring import AdoptionServices
 from blockplane.vms.disks import DiskService
+from blockplane.vms.foreign import ForeignDisks
 from blockplane.vms.lifecycle import VMService, emulator_path
 from blockplane.vms.locks import VMLocks
 from blockplane.vms.observers import DiskObservers
@@ -104,6 +107,7 @@ class Services:
     confirmer: Confirmer
     intents: IntentRecovery
     peers: PeerService
+    adoption: AdoptionServices
     #: Run in this order on every pass; the confirmation last, after every feature's step.
     reconcilers: tuple[ReconcileStep, ...]
     handlers: Mapping[type[HypervisorEvent], Handler]
@@ -124,8 +128,11 @@ def build_services(settings: Settings) -> Services:
 
     pools = PoolService(settings, records, events)
     volumes = VolumeService(pools, records, events)
+    adoptions = AdoptionRecords(database)
+    foreign = ForeignDisks(adoptions)
     vms = VMService(settings, hypervisor, records, events,
-                    "kvm" if facts.accel.selected == "kvm" else "qemu", emulator_path())
+                    "kvm" if facts.accel.selected == "kvm" else "qemu", emulator_path(),
+                    adoptions)
 
     throttle_capability = facts.capabilities["throttle_groups"]
     throttle_records = ThrottleRecords(database)
@@ -145,7 +152,8 @@ def build_services(settings: Settings) -> Services:
     observers = DiskObservers(throttle_disks, thin, chain_volumes)
     disks = DiskService(vms, pools, volumes, records, events,
                         IOThreadApplier(iothread_limits(settings, facts)), pending, locks,
-                        observers, guards=(holds.refuse_if_busy,), throttle=throttle_disks)
+                        observers, guards=(holds.refuse_if_busy,), throttle=throttle_disks,
+                        adopted=foreign)
     recovery = DiskRecovery(hypervisor, records, pools, volumes, events, observers)
     intents = IntentRecovery(pending, {
         # Throttle intents first, as before the registry: they never touch a disk.
@@ -160,10 +168,13 @@ def build_services(settings: Settings) -> Services:
     driver = JobDriver(job_store, chains, JobCleanup(chain_volumes), events, restarts=restarts)
     job_reconciler = JobReconciler(job_store, chains, driver)
     jobs = JobsService(job_store, chains, driver, job_reconciler, chain_volumes, pools, records,
-                       locks, thin, thin_copies)
+                       locks, thin, thin_copies, foreign=foreign)
     snapshots = SnapshotService(chains, locks, records, chain_records, chain_volumes, job_store,
-                                events)
-    checkpoints = CheckpointService(chains, job_store, records, events, locks.lock_for)
+                                events, foreign=foreign)
+    checkpoints = CheckpointService(chains, job_store, records, events, locks.lock_for,
+                                    foreign=foreign)
+    adoption = AdoptionServices.build(hypervisor, database, records, adoptions, disks, pools,
+                                      volumes, events, thin, locks.lock_for, pending)
     persistent = PersistentChains(chains, records, chain_records, job_store, vms.redefine, events)
     pool_volumes = PoolVolumes(pools, volumes, records, events,
                                ChainVolumeReferences(records, chain_records, chains, job_store),
@@ -199,10 +210,12 @@ def build_services(settings: Settings) -> Services:
         confirmer=confirmer,
         intents=intents,
         peers=PeerService(PeerStore(database), events),
+        adoption=adoption,
         reconcilers=(
             rescaler.reconcile,
             thin.reconcile,
             ChainReconciler(persistent, snapshots, jobs).run,
+            adoption.watch.reconcile,
             confirmer.run,
         ),
         handlers={

@@ -169,6 +169,10 @@ class ThinMonitor:
             self._extender.update_gauges(volume)
             return volume.physical
 
+    def monitored(self, vm: str) -> list[MonitoredVolume]:
+        """The volumes of ``vm`` being monitored now."""
+        return self._registry.all(vm)
+
     def forget(self, key: VolumeKey) -> None:
         with self._registry.lock(key):
             volume = self._registry.forget(key)

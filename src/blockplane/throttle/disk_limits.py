@@ -130,29 +130,15 @@ class DiskThrottle:
         vm_group: GroupSpec | None = None,
     ) -> DiskLimitsPlan:
         """Validate everything about the disk's limits; change nothing."""
-        vm = domain.name
-        spec = build_spec(vm, target, limits, throttle_groups, scaling, vm_group)
-        view = read_view(domain)
-        # The attach changes the live definition when the VM runs, and always the persistent one.
-        kinds = _attach_kinds(view)
-        groups_everywhere = {
-            name for name in view.group_names() if all(name in view.get(k).groups for k in kinds)
-        }
-        _refuse_half_defined(vm, spec.groups, view, kinds)
-        tiers = compute_tiers(spec, size_bytes, existing_groups=groups_everywhere)
-        plan = plan_limits(tiers, self._capability.supported, self._capability.reason)
-        creates: list[GroupToCreate] = []
-        if plan.mode == "filters":
-            for tier in plan.chain:
-                if tier.limits is None:
-                    continue
-                missing = _missing_kinds(view, kinds, tier.group, tier.limits, tier.origin)
-                if missing:
-                    creates.append(GroupToCreate(GroupSpec(tier.group, tier.limits), missing))
-        named = {
-            name: view.current.groups[name] for name in spec.groups if name in view.current.groups
-        }
-        return DiskLimitsPlan(spec, tiers, plan, tuple(creates), named)
+        return prepare_disk_limits(
+            read_view(domain), domain.name, target, size_bytes, throttle_groups, limits,
+            self._capability, scaling, vm_group,
+        )
+
+    @property
+    def capability(self) -> Capability:
+        """Whether this host has throttle groups (else limits fall back to ``<iotune>``)."""
+        return self._capability
 
     def apply_disk_plan(self, domain: ThrottleDomain, plan: DiskLimitsPlan, live: bool) -> None:
         """Record the disk's spec, then create its generated groups; before the disk is plugged."""
@@ -208,6 +194,41 @@ class DiskThrottle:
             return
         for group in (f"{PER_DISK_GROUP_PREFIX}{target}", VM_AGGREGATE_GROUP):
             _delete_if_unused(domain, view, group)
+
+
+def prepare_disk_limits(
+    view: ThrottleView,
+    vm: str,
+    target: str,
+    size_bytes: int,
+    throttle_groups: Sequence[str],
+    limits: Mapping[str, object],
+    capability: Capability,
+    scaling: CapacityScaling | None = None,
+    vm_group: GroupSpec | None = None,
+) -> DiskLimitsPlan:
+    """The disk's limits planned against the domain's definitions in ``view``; pure."""
+    spec = build_spec(vm, target, limits, throttle_groups, scaling, vm_group)
+    # The attach changes the live definition when the VM runs, and always the persistent one.
+    kinds = _attach_kinds(view)
+    groups_everywhere = {
+        name for name in view.group_names() if all(name in view.get(k).groups for k in kinds)
+    }
+    _refuse_half_defined(vm, spec.groups, view, kinds)
+    tiers = compute_tiers(spec, size_bytes, existing_groups=groups_everywhere)
+    plan = plan_limits(tiers, capability.supported, capability.reason)
+    creates: list[GroupToCreate] = []
+    if plan.mode == "filters":
+        for tier in plan.chain:
+            if tier.limits is None:
+                continue
+            missing = _missing_kinds(view, kinds, tier.group, tier.limits, tier.origin)
+            if missing:
+                creates.append(GroupToCreate(GroupSpec(tier.group, tier.limits), missing))
+    named = {
+        name: view.current.groups[name] for name in spec.groups if name in view.current.groups
+    }
+    return DiskLimitsPlan(spec, tiers, plan, tuple(creates), named)
 
 
 def _attach_kinds(view: ThrottleView) -> tuple[DefinitionKind, ...]:

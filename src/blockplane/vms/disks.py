@@ -1,21 +1,20 @@
 """Disks of VMs: attach (define-time or hotplug), detach and list.
 
-Owns the attach/detach sequence and its rollback, and how QEMU serves a disk (``with_io_policy``).
-The IOThread plan and the throttle chain are computed by their own packages and arrive here as
-fields of the ``DiskDevice``. Everything it works with is handed to its constructor: the
-observers told of each disk, the guards that may refuse a detach, the throttle hook.
+Owns the attach/detach sequence and its rollback. What an attach applies is planned by
+``vms.disk_plan.plan_disk`` (the same pure function ``POST /v1/plan/disk`` answers with), from
+the IOThread and throttle packages' policies; this module only applies that plan. Everything it
+works with is handed to its constructor: the observers told of each disk, the guards that may
+refuse a detach, the throttle hook, the adopted domains' foreign disks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from blockplane.errors import (
-    CapabilityMissing,
     InvalidInput,
     NotFound,
     OperationFailed,
@@ -26,15 +25,23 @@ from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
 from blockplane.iothreads.state import iothread_report
 from blockplane.iothreads.views import IOThreadsView
-from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
+from blockplane.model.disk import Bus, DiskDevice, SourceKind
 from blockplane.model.view import view_fields
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import DiskRecord, Records
-from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
+from blockplane.throttle.disk_limits import DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
+from blockplane.vms.disk_plan import (
+    DiskDescriptor,
+    DomainContext,
+    HostPlanning,
+    choose_target,
+    plan_disk,
+)
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.lifecycle import VMService
 from blockplane.vms.locks import VMLocks
 from blockplane.vms.observers import DiskObservers
@@ -72,6 +79,20 @@ class AttachRequest:
     scaling: CapacityScaling | None = None
     vm_group: GroupSpec | None = None
 
+    def descriptor(self) -> DiskDescriptor:
+        return DiskDescriptor(
+            size_bytes=self.size_bytes,
+            bus=self.bus,
+            format=self.format,
+            thin=self.thin,
+            queues=self.queues,
+            io_threads=self.io_threads,
+            throttle_groups=self.throttle_groups,
+            limits=self.limits,
+            scaling=self.scaling,
+            vm_group=self.vm_group,
+        )
+
 
 class DiskService:
     def __init__(
@@ -87,8 +108,10 @@ class DiskService:
         observers: DiskObservers,
         guards: Sequence[DetachGuard] = (),
         throttle: DiskThrottle | None = None,
+        adopted: AdoptedDisks | None = None,
     ) -> None:
-        """``throttle``: the disk side of I/O limits; without it limits are refused."""
+        """``throttle``: the disk side of I/O limits; without it limits are refused.
+        ``adopted``: adopted domains' foreign disks and own IOThreads (vms.foreign)."""
         self._pending = pending
         self._iothreads = iothreads
         self._vms = vms
@@ -100,9 +123,10 @@ class DiskService:
         self._observers = observers
         self._guards = tuple(guards)
         self._throttle = throttle
+        self.adopted: AdoptedDisks = adopted or NothingAdopted()
 
     def attach(self, request: AttachRequest) -> AttachResult:
-        vm_record = self._vms.record(request.vm)
+        self._vms.record(request.vm)
         pool = self._pools.get(request.pool)
         if request.bus not in BUSES:
             raise InvalidInput(
@@ -111,26 +135,19 @@ class DiskService:
         bus = _bus(request.bus)
         with self._locks.lock_for(request.vm):
             domain = self._vms.domain(request.vm)
-            live = domain.is_active()
-            current_xml = domain.xml(inactive=not live)
-            target = next_free_target(bus, self._used_targets(domain))
+            context = self.context(request.vm, domain)
+            live = context.running
+            target = choose_target(context, bus)
             volume_name = request.name or f"{request.vm}-{target}"
             self._volumes.validate(
                 pool, volume_name, request.size_bytes, request.format, request.thin
             )
-            limits_plan = self._prepare_limits(domain, target, request)
-            applied = self._iothreads.plan(
-                current_xml,
-                target,
-                bus,
-                vm_record.vcpus,
-                request.io_threads,
-                request.queues,
-                self._largest_request(request.vm),
-                throttled=limits_plan is not None and limits_plan.throttles,
-            )
-            controller_index = self._next_controller(domain) if bus == "scsi" else None
-            plan_json = {**applied.to_json(), "controller_index": controller_index}
+            source_kind: SourceKind = "block" if self._volumes.is_block(pool) else "file"
+            plan = plan_disk(context, request.descriptor(), self.planning(), source_kind)
+            limits_plan = plan.limits
+            applied = plan.applied
+            controller_index = plan.controller_index
+            plan_json = plan.plan_json()
             intent = self._pending.begin(
                 "disk.attach",
                 request.vm,
@@ -152,19 +169,7 @@ class DiskService:
                 self._pending.finish(intent)
                 raise
             failpoint("attach.after_volume")
-            device = DiskDevice(
-                target=target,
-                bus=bus,
-                source=volume.path,
-                source_kind="block" if self._volumes.is_block(pool) else "file",
-                format=_format(request.format),
-                queues=applied.queues,
-                iothread=applied.single_iothread,
-                queue_mapping=applied.queue_mapping,
-                error_policy="enospace" if request.thin else None,
-                controller_index=controller_index,
-            )
-            device = _with_limits(with_io_policy(device), limits_plan)
+            device = plan.for_source(volume.path, source_kind)
             try:
                 if self._throttle is not None and limits_plan is not None:
                     self._throttle.apply_disk_plan(domain, limits_plan, live)
@@ -237,15 +242,28 @@ class DiskService:
         self._iothreads.remove_iothreads(domain, applied.plan.iothreads_to_add, live)
         self._records.delete_disk(domain.name, device.target)
 
+    def context(self, vm: str, domain: DomainHandle) -> DomainContext:
+        """What an attach to ``vm`` plans on: its definitions as libvirt has them now."""
+        live = domain.is_active()
+        persistent = domain.is_persistent()
+        return DomainContext(
+            vm=vm,
+            vcpus=self._vms.record(vm).vcpus,
+            running=live,
+            persistent=persistent,
+            live_xml=domain.xml() if live else None,
+            config_xml=domain.xml(inactive=True) if persistent or not live else None,
+            reserved_iothreads=self.adopted.reserved_iothreads(vm),
+            largest_request=self._largest_request(vm),
+        )
+
+    def planning(self) -> HostPlanning:
+        capability = self._throttle.capability if self._throttle is not None else None
+        return HostPlanning(self._iothreads.limits, capability)
+
     def _largest_request(self, vm: str) -> int:
         requested = [record.plan.get("io_threads_requested") for record in self._records.disks(vm)]
         return max((value for value in requested if isinstance(value, int)), default=0)
-
-    def _next_controller(self, domain: DomainHandle) -> int:
-        used: set[int] = set()
-        for inactive in (True, False):
-            used |= scsi_controller_indexes(domain.xml(inactive=inactive))
-        return next(index for index in range(len(used) + 1) if index not in used)
 
     def iothreads(self, vm: str) -> IOThreadsView:
         self._vms.record(vm)
@@ -262,6 +280,7 @@ class DiskService:
                 raise NotFound(
                     f"VM {vm} has no disk {target} managed by blockplane", code="disk.not_found"
                 )
+            self.adopted.refuse(vm, target, "detach (which deletes the volume)")
             for guard in self._guards:
                 guard(vm, target)
             domain = self._vms.domain(vm)
@@ -270,7 +289,9 @@ class DiskService:
             device = self._find(domain, target, inactive=not live)
             if device is None:
                 device = self._find(domain, target, inactive=True)
-            orphans = IOThreadApplier.orphans_after_detach(xml_before, target)
+            orphans = IOThreadApplier.orphans_after_detach(
+                xml_before, target, self.adopted.reserved_iothreads(vm)
+            )
             intent = self._pending.begin(
                 "disk.detach",
                 vm,
@@ -352,12 +373,6 @@ class DiskService:
             released.append(record.volume)
         return released
 
-    def _used_targets(self, domain: DomainHandle) -> set[str]:
-        used = {disk.target for disk in parse_disks(domain.xml(inactive=True))}
-        if domain.is_active():
-            used |= {disk.target for disk in parse_disks(domain.xml())}
-        return used
-
     def _find(self, domain: DomainHandle, target: str, *, inactive: bool) -> DiskDevice | None:
         for disk in parse_disks(domain.xml(inactive=inactive)):
             if disk.target == target:
@@ -381,49 +396,8 @@ class DiskService:
             managed=record is not None,
             plan=record.plan if record else {},
             throttle_groups=device.throttle_groups,
+            foreign=self.adopted.foreign_reason(vm, device.target),
         )
-
-    def _prepare_limits(
-        self, domain: DomainHandle, target: str, request: AttachRequest
-    ) -> DiskLimitsPlan | None:
-        """Validate the disk's I/O limits before anything is created (throttle.disk_limits)."""
-        asks = request.throttle_groups or request.limits or request.scaling or request.vm_group
-        if self._throttle is None:
-            if asks:
-                raise CapabilityMissing(
-                    "this agent has no I/O limit support wired in", code="capability.missing"
-                )
-            return None
-        return self._throttle.prepare_disk(
-            domain,
-            target,
-            request.size_bytes,
-            request.throttle_groups,
-            request.limits,
-            request.scaling,
-            request.vm_group,
-        )
-
-
-def with_io_policy(device: DiskDevice) -> DiskDevice:
-    """How QEMU serves every disk blockplane attaches: without the host page cache
-    (``cache='none'``: a host crash loses no write the guest saw completed, and native AIO needs
-    it), with the guest's discards passed down so a thin volume's pool gets space back
-    (``discard='unmap'``), and with Linux native AIO on block devices (``io='native'``), the
-    thread pool on files (``io='threads'``)."""
-    io = "native" if device.source_kind == "block" else "threads"
-    return dataclasses.replace(device, cache="none", discard="unmap", io=io)
-
-
-def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:
-    if plan is None:
-        return device
-    return dataclasses.replace(
-        device,
-        throttle_groups=plan.throttle_groups,
-        iotune=plan.iotune,
-        iotune_group=plan.iotune_group,
-    )
 
 
 def _has_controller(domain_xml: str, index: int) -> bool:
@@ -435,6 +409,3 @@ def _bus(value: str) -> Bus:
         return "scsi"
     return "virtio"
 
-
-def _format(value: str) -> ImageFormat:
-    return "raw" if value == "raw" else "qcow2"

@@ -8,6 +8,7 @@ then calls ``remove`` here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 import uuid as uuid_module
@@ -20,6 +21,7 @@ from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
 from blockplane.hypervisor.events import LifecycleEvent
 from blockplane.model.vm import DomainDefinition, GuestKind, VMSpec
 from blockplane.storage.names import validate_name
+from blockplane.store.adoption import AdoptionRecord, AdoptionRecords
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VMRecord
 from blockplane.vms.guest_image import guest_boot
@@ -41,7 +43,9 @@ class VMService:
         events: EventPublisher,
         virt_type: Literal["qemu", "kvm"],
         emulator: str,
+        adoptions: AdoptionRecords | None = None,
     ) -> None:
+        self._adoptions = adoptions
         self._settings = settings
         self._hypervisor = hypervisor
         self._records = records
@@ -176,13 +180,24 @@ class VMService:
         return VMDeleteResult(name, deleted=True, volumes_deleted=tuple(released))
 
     def list_vms(self) -> list[VMView]:
-        return [self._view(domain) for domain in self._hypervisor.domains()]
+        views = [self._view(domain) for domain in self._hypervisor.domains()]
+        present = {view.name for view in views}
+        views += [self._undefined(record) for record in self._records.vms()
+                  if record.name not in present]
+        return views
 
     def show(self, name: str) -> VMView:
-        return self._view(self._hypervisor.lookup(name))
+        try:
+            return self._view(self._hypervisor.lookup(name))
+        except NotFound:
+            record = self._records.vm(name)
+            if record is None:
+                raise
+            return self._undefined(record)
 
-    def live_xml(self, name: str) -> str:
-        return self._hypervisor.lookup(name).xml()
+    def live_xml(self, name: str, *, inactive: bool = False) -> str:
+        """The domain XML libvirt has now (``inactive``: the persistent definition)."""
+        return self._hypervisor.lookup(name).xml(inactive=inactive)
 
     def guest_exec(self, name: str, argv: list[str], timeout_s: float) -> GuestExecResult:
         if not argv:
@@ -223,13 +238,24 @@ class VMService:
         self.record(name)
         return self._hypervisor.lookup(name)
 
+    def _undefined(self, record: VMRecord) -> VMView:
+        """A managed VM whose domain is no longer in libvirt (undefined outside blockplane)."""
+        return _with_adoption(
+            VMView(record.name, record.uuid, "undefined", record.vcpus, record.memory_bytes,
+                   record.guest, managed=True),
+            self._adoption(record.name),
+        )
+
+    def _adoption(self, name: str) -> AdoptionRecord | None:
+        return self._adoptions.get(name) if self._adoptions is not None else None
+
     def _view(self, domain: DomainHandle) -> VMView:
         record = self._records.vm(domain.name)
         current = domain.state()
         state = "crashed" if current.crashed else current.state
         if record is None:
             return VMView(domain.name, domain.uuid, state, 0, 0, "unknown", managed=False)
-        return VMView(
+        view = VMView(
             record.name,
             domain.uuid,
             state,
@@ -238,6 +264,16 @@ class VMService:
             record.guest,
             managed=True,
         )
+        return _with_adoption(view, self._adoption(record.name))
+
+
+def _with_adoption(view: VMView, adoption: AdoptionRecord | None) -> VMView:
+    if adoption is None:
+        return view
+    return dataclasses.replace(
+        view, adopted=True, gone_since=adoption.gone_since,
+        reserved_iothreads=adoption.reserved_iothreads, foreign_disks=adoption.foreign_disks,
+    )
 
 
 def emulator_path() -> str:

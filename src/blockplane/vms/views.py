@@ -12,6 +12,9 @@ from blockplane.throttle.views import DiskLimitsView
 
 @dataclass(frozen=True)
 class VMView:
+    """``adopted``: taken under management by ``vm adopt``; then what it had at adoption (its
+    own IOThreads, its foreign disks) and, once someone else undefined it, since when."""
+
     name: str
     uuid: str
     state: str
@@ -19,6 +22,12 @@ class VMView:
     memory_bytes: int
     guest: str
     managed: bool
+    adopted: bool = False
+    gone_since: float | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
+    reserved_iothreads: tuple[int, ...] | None = field(default=None, kw_only=True,
+                                                       metadata=KEY_IF_SET)
+    foreign_disks: tuple[dict[str, Any], ...] | None = field(default=None, kw_only=True,
+                                                             metadata=KEY_IF_SET)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class DiskView:
     managed: bool
     plan: dict[str, Any]
     throttle_groups: tuple[str, ...]
+    #: Why blockplane must not write this disk of an adopted domain (None: it may).
+    foreign: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,6 +50,7 @@ from blockplane.model.chain import Chain
 from blockplane.storage.images import measure_commit, virtual_size
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import PoolRecord, Records, VolumeRecord
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.locks import VMLocks
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class JobsService:
         self, store: JobStore, chains: ChainService, driver: JobDriver,
         reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
         records: Records, locks: VMLocks, thin: ThinHook | None,
-        thin_copies: ThinCopies,
+        thin_copies: ThinCopies, foreign: AdoptedDisks | None = None,
     ) -> None:
+        self._foreign = foreign or NothingAdopted()
         self._store = store
         self._chains = chains
         self._driver = driver
@@ -76,9 +78,11 @@ class JobsService:
     # starting jobs
     def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
                bandwidth: int) -> JobView:
-        domain, chain = self._live_chain(vm, target)
+        domain, chain = self._live_chain(vm, target, "a commit")
         plan = plan_commit(chain, self._chains.element(chain, top),
                            self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
+        self._foreign.refuse(vm, target, "a commit into it",
+                                   [plan.spec.base_path] if plan.spec.base_path else [])
         between = list(plan.spec.invalidated[1:])
 
         def act(spec: JobSpec) -> JobSpec:
@@ -92,7 +96,7 @@ class JobsService:
                            chain=chain.paths())
 
     def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> JobView:
-        domain, chain = self._live_chain(vm, target)
+        domain, chain = self._live_chain(vm, target, "a pull")
         plan = plan_pull(chain, self._chains.element(chain, base), bandwidth=bandwidth)
 
         def act(spec: JobSpec) -> JobSpec:
@@ -104,7 +108,7 @@ class JobsService:
     def copy(self, vm: str, target: str, *, dest_path: str | None, pool: str | None,
              shallow: bool, synchronous_writes: bool, pivot: bool,
              bandwidth: int) -> JobView:
-        domain, chain = self._live_chain(vm, target)
+        domain, chain = self._live_chain(vm, target, "a copy")
         plan = plan_copy(chain, shallow=shallow, synchronous_writes=synchronous_writes,
                          pivot=pivot, bandwidth=bandwidth)
         job_id = _new_id()
@@ -146,6 +150,8 @@ class JobsService:
         if not domain.is_active():
             raise Conflict(f"VM {vm} is not running; back up a running VM",
                            code="vm.not_running")
+        for target in targets:
+            self._foreign.refuse(vm, target, "a backup")
         managed = [disk.target for disk in self._records.disks(vm)]
         job_id = _new_id()
         plan = plan_backup(job_id, managed, targets, dest_dir, incremental,
@@ -217,9 +223,10 @@ class JobsService:
     def _volume_at(self, path: str) -> VolumeRecord | None:
         return next((v for v in self._records.volumes() if v.path == path), None)
 
-    def _live_chain(self, vm: str, target: str) -> tuple[DomainHandle, Chain]:
+    def _live_chain(self, vm: str, target: str, action: str) -> tuple[DomainHandle, Chain]:
         if self._records.vm(vm) is None:
             raise NotFound(f"no VM named {vm!r} is managed by blockplane", code="vm.not_found")
+        self._foreign.refuse(vm, target, action)
         holder = self._store.holding(vm, target)
         if holder is not None:
             raise busy_error(vm, holder)
