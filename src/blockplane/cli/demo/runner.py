@@ -93,19 +93,22 @@ def run_tour(client: AgentClient, home: Path, *, steps: Sequence[str] = (),
             interrupted = True
             narrator.warn("interrupted: cleaning up what the tour made")
         cleanup = _cleanup(client, tour, narrator, keep)
-    tour_report = TourReport(tuple(reports), time.monotonic() - started,
-                        Phase(tour.setup_seconds, tuple(leftovers + tour.setup_did),
-                              (tour.stage_failure,) if tour.stage_failure else ()), cleanup,
-                        interrupted, {"run": run_id, "host": {
-                            "cpus": os.cpu_count(),
-                            "load_average_start": round(load_at_start, 2),
-                            "load_average_end": round(os.getloadavg()[0], 2)}})
+    setup = Phase(tour.setup_seconds, tuple(leftovers + tour.setup_did),
+                  (tour.stage_failure,) if tour.stage_failure else ())
+    tour_report = TourReport(tuple(reports), time.monotonic() - started, setup, cleanup,
+                             interrupted, {"run": run_id, "host": _host(load_at_start)})
     narrator.summary(tour_report)
     if as_json:
         print_json(tour_report)
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if tour_report.ok else 1
+
+
+def _host(load_at_start: float) -> dict[str, object]:
+    """What the tour's times and rates depend on under TCG: the CPUs and how busy they were."""
+    return {"cpus": os.cpu_count(), "load_average_start": round(load_at_start, 2),
+            "load_average_end": round(os.getloadavg()[0], 2)}
 
 
 def _run_step(tour: TourSession, step: Step) -> StepReport:
