@@ -13,6 +13,7 @@ from typing import Protocol
 from fastapi import Depends, FastAPI
 
 from blockplane import __version__
+from blockplane.adoption.wiring import AdoptionServices
 from blockplane.api.auth import TokenGuard
 from blockplane.api.latency import RequestLatency
 from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
@@ -51,7 +52,6 @@ from blockplane.store.idempotency import IdempotencyStore
 from blockplane.store.intents import IntentRecovery
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.service import ThrottleService
-from blockplane.vms.adoption_wiring import AdoptionServices
 from blockplane.vms.disks import DiskService
 from blockplane.vms.lifecycle import VMService
 from blockplane.vms.provision import Provisioner

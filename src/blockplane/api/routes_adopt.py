@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from blockplane.adoption.wiring import AdoptionServices
 from blockplane.api.adopt_schemas import (
     AdoptAnswer,
     AdoptionAnswer,
@@ -15,7 +16,6 @@ from blockplane.api.adopt_schemas import (
 )
 from blockplane.api.sizes import size
 from blockplane.api.throttle_bodies import attach_throttle
-from blockplane.vms.adoption_wiring import AdoptionServices
 from blockplane.vms.disk_plan import DiskDescriptor
 from blockplane.vms.plan_service import PlanRequest
 

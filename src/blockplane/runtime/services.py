@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from blockplane.adoption.wiring import AdoptionServices
 from blockplane.chain.checkpoints import CheckpointService
 from blockplane.chain.jobs.cleanup import JobCleanup
 from blockplane.chain.jobs.driver import JobDriver
@@ -66,7 +67,6 @@ from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.disk_limits import DiskThrottle
 from blockplane.throttle.rescale import DiskRescaler
 from blockplane.throttle.service import DELETE_INTENT, SET_INTENT, ThrottleService
-from blockplane.vms.adoption_wiring import AdoptionServices
 from blockplane.vms.disks import DiskService
 from blockplane.vms.foreign import ForeignDisks
 from blockplane.vms.lifecycle import VMService, emulator_path

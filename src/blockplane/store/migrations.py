@@ -161,7 +161,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             version TEXT
         )""",
     ),
-    # VMs taken under management (vms/adopt.py): what the domain had when it was adopted
+    # VMs taken under management (adoption/adopt.py): what the domain had when it was adopted
     # (IOThreads blockplane must not use, foreign disks and chain elements it must never write,
     # throttle groups, <iotune>, checkpoints) and whether the domain has since gone.
     (

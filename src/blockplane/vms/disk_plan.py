@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lxml import etree
-
 from blockplane.errors import CapabilityMissing, InvalidInput
 from blockplane.facts.capabilities import Capability
 from blockplane.iothreads.apply import AppliedPlan, HostIOThreadLimits, plan_disk_iothreads
@@ -290,7 +288,7 @@ def stand_in_domain(vm: str, vcpus: int, iothread_ids: Sequence[int]) -> str:
         domain.append(el("iothreadids",
                          *[el("iothread", id=str(i)) for i in sorted(set(iothread_ids))]))
     domain.append(el("devices"))
-    return etree.tostring(domain, encoding="unicode")
+    return to_xml(domain)
 
 
 def context_from_xml(

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from blockplane.adoption.adopt import AdoptService
+from blockplane.adoption.release import ReleaseService, ThinRelease
 from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.ports import ThinHook
 from blockplane.deadlines import BoundedLock
@@ -22,11 +24,9 @@ from blockplane.store.database import Database
 from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records
-from blockplane.vms.adopt import AdoptService
 from blockplane.vms.disks import DiskService
 from blockplane.vms.domain_watch import AdoptedDomainWatch
 from blockplane.vms.plan_service import PlanService
-from blockplane.vms.release import ReleaseService, ThinRelease
 
 
 class ThinMonitorLike(ThinHook, ThinRelease, Protocol):
