@@ -28,7 +28,8 @@ class VolumeService:
         self._events = events
 
     def validate(
-        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool
+        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool,
+        physical_bytes: int | None = None,
     ) -> None:
         if image_format not in FORMATS:
             raise InvalidInput(
@@ -53,7 +54,7 @@ class VolumeService:
             raise Conflict(
                 f"volume {name} already exists in pool {pool.name}", code="volume.exists"
             )
-        needed = self.initial_physical(pool, virtual_bytes, image_format, thin)
+        needed = physical_bytes or self.initial_physical(pool, virtual_bytes, image_format, thin)
         self.check_capacity(pool, needed)
 
     def initial_physical(
@@ -78,10 +79,16 @@ class VolumeService:
             )
 
     def create(
-        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool
+        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool,
+        physical_bytes: int | None = None,
     ) -> VolumeRecord:
-        self.validate(pool, name, virtual_bytes, image_format, thin)
-        physical = self.initial_physical(pool, virtual_bytes, image_format, thin)
+        """``physical_bytes``: the size of a thin volume blockplane fills by copying
+        (``storage.fill_size``) instead of one chunk; ignored on dir pools."""
+        if pool.type == "dir":
+            physical_bytes = None
+        self.validate(pool, name, virtual_bytes, image_format, thin, physical_bytes)
+        physical = physical_bytes or self.initial_physical(pool, virtual_bytes, image_format,
+                                                           thin)
         backend = self._pools.backend(pool)
         volume = backend.create(name, physical)
         try:

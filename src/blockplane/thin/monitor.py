@@ -97,10 +97,16 @@ class ThinMonitor:
             if volume.target == target:
                 self.forget(volume.key)
 
-    def track(self, vm: str, target: str, record: VolumeRecord) -> MonitoredVolume:
-        """Monitor ``record`` as a volume of ``vm``'s disk ``target``; arm it if running."""
+    def track(self, vm: str, target: str, record: VolumeRecord,
+              libvirt_index: int | None = None) -> MonitoredVolume:
+        """Monitor ``record`` as a volume of ``vm``'s disk ``target``; arm it if running.
+
+        ``libvirt_index``: where libvirt has it when that is not in the disk's chain (a pull
+        backup's scratch image, ``vda[N]`` as the backup's description numbers it).
+        """
         volume = MonitoredVolume(vm, target, record.pool, record.name, record.path,
-                                 record.virtual_bytes, physical=record.physical_bytes)
+                                 record.virtual_bytes, physical=record.physical_bytes,
+                                 libvirt_index=libvirt_index)
         with self._registry.lock(volume.key):
             volume = self._registry.save(volume)
             domain = self._hypervisor.lookup(vm)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import (
     CapabilityMissing,
+    Conflict,
     InvalidInput,
     NotFound,
     OperationFailed,
@@ -70,6 +71,9 @@ class AttachRequest:
     limits: dict[str, int | str] = field(default_factory=dict)
     scaling: CapacityScaling | None = None
     vm_group: GroupSpec | None = None
+    #: Attach the volume ``name`` that already exists in ``pool`` (a restored one) instead of
+    #: creating one; it is left in place if the attach fails.
+    existing: bool = False
 
 
 class DiskService:
@@ -121,9 +125,11 @@ class DiskService:
             current_xml = domain.xml(inactive=not live)
             target = next_free_target(bus, self._used_targets(domain))
             volume_name = request.name or f"{request.vm}-{target}"
-            self._volumes.validate(
-                pool, volume_name, request.size_bytes, request.format, request.thin
-            )
+            existing = self._existing(request) if request.existing else None
+            if existing is None:
+                self._volumes.validate(
+                    pool, volume_name, request.size_bytes, request.format, request.thin
+                )
             limits_plan = self._prepare_limits(domain, target, request)
             applied = self._iothreads.plan(
                 current_xml,
@@ -151,7 +157,7 @@ class DiskService:
             )
             started = time.monotonic()
             try:
-                volume = self._volumes.create(
+                volume = existing or self._volumes.create(
                     pool, volume_name, request.size_bytes, request.format, request.thin
                 )
             except BaseException:
@@ -185,7 +191,8 @@ class DiskService:
                 self._unplug_after_failure(domain, device, applied, live)
                 if self.throttle is not None and limits_plan is not None:
                     self.throttle.rollback_disk_plan(domain, limits_plan)
-                self._volumes.delete(pool.name, volume_name)
+                if existing is None:
+                    self._volumes.delete(pool.name, volume_name)
                 self.pending.finish(intent)
                 raise
             self.pending.finish(intent)
@@ -209,6 +216,17 @@ class DiskService:
             "notes": [applied.plan.reason, *([limits_plan.reason] if limits_plan else [])],
             "throttle": limits_plan.to_json() if limits_plan else None,
         }
+
+    def _existing(self, request: AttachRequest) -> VolumeRecord:
+        volume = self._records.volume(request.pool, request.name or "")
+        if volume is None:
+            raise NotFound(f"no volume {request.name!r} in pool {request.pool}",
+                           code="volume.not_found")
+        if any(disk.pool == volume.pool and disk.volume == volume.name
+               for vm in self._records.vms() for disk in self._records.disks(vm.name)):
+            raise Conflict(f"volume {volume.name} is already a disk of a VM",
+                           code="volume.in_use")
+        return volume
 
     def _plug(
         self, domain: DomainHandle, device: DiskDevice, applied: AppliedPlan, live: bool

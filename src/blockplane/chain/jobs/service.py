@@ -23,6 +23,7 @@ from blockplane.chain.jobs.backup_plan import plan_backup
 from blockplane.chain.jobs.driver import JobDriver
 from blockplane.chain.jobs.phases import (
     AbortRequested,
+    EndRequested,
     PivotRequested,
     Started,
     StartFailed,
@@ -36,7 +37,7 @@ from blockplane.chain.jobs.plans import (
 )
 from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
-from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
+from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, Outcome, new_job
 from blockplane.chain.jobs.store import JobStore, busy_error
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
@@ -149,6 +150,26 @@ class JobsService:
         return self._start(vm, ",".join(plan.spec.targets), JobKind.BACKUP, plan.spec, False,
                            act, job_id=job_id)
 
+    def start(self, vm: str, kind: JobKind, spec: JobSpec, act: Callable[[JobSpec], JobSpec],
+              *, job_id: str) -> dict[str, Any]:
+        """Start a job another package planned (a pull backup): PREPARING, ``act``, RUNNING,
+        with the same refusals and the same FAILED-and-cleaned-up on a failure as the rest."""
+        return self._start(vm, ",".join(spec.targets), kind, spec, False, act, job_id=job_id)
+
+    def save_spec(self, job_id: str, spec: JobSpec) -> None:
+        """Record what a starting job created, before libvirt is asked (see ``copy``)."""
+        self._store.save_spec(job_id, spec)
+
+    def end(self, job_id: str, outcome: Outcome, reason: str) -> dict[str, Any]:
+        """End a running job with ``outcome``, whatever libvirt reports of the end."""
+        stored = self._driver.apply(job_id, EndRequested(outcome, reason))
+        domain = self._chains.domain(stored.state.vm)
+        if stored.state.kind is JobKind.BACKUP:
+            domain.abort_job()
+        else:
+            domain.block_job_abort(stored.state.target)
+        return self.show(job_id)
+
     def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
                act: Callable[[JobSpec], JobSpec], *, job_id: str | None = None,
                chain: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -235,6 +256,8 @@ class JobsService:
                 return data
             if seen.present and seen.end:
                 data["progress"] = {"cur": seen.cur, "end": seen.end}
+            if seen.present and stored.spec.mode == "pull":
+                data["scratch"] = scratch_usage(self._chains.domain(stored.state.vm))
         return data
 
     def abort(self, job_id: str) -> dict[str, Any]:
@@ -290,6 +313,17 @@ class JobsService:
             if stored.state.vm == vm:
                 paths |= stored.spec.paths() - set(stored.spec.invalidated)
         return paths
+
+
+def scratch_usage(domain: DomainHandle) -> dict[str, int] | None:
+    """A running pull backup's scratch images: bytes they hold, and their virtual sizes."""
+    try:
+        stats = domain.job_stats()
+    except BlockplaneError:
+        return None
+    if "disk_temp_total" not in stats:
+        return None
+    return {"used": int(stats.get("disk_temp_used", 0)), "total": int(stats["disk_temp_total"])}
 
 
 def _status(value: int) -> BlockJobStatus | None:

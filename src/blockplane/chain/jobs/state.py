@@ -96,7 +96,9 @@ class Progress:
 class JobState:
     """One job. ``ready``: READY was reached at least once. ``libvirt_status``: the last end
     status libvirt's events reported (COMPLETED, FAILED or CANCELED), None if none was seen.
-    ``outcome`` is set once, when the job ends, and then never changes."""
+    ``outcome`` is set once, when the job ends, and then never changes. ``forced_outcome``:
+    blockplane itself ended the job (a pull backup's scratch ran out, its export timed out),
+    so libvirt's verdict on the ending is overruled by this one, with ``error`` saying why."""
 
     id: str
     vm: str
@@ -114,6 +116,7 @@ class JobState:
     point_in_time_copy: bool = False
     error: str | None = None
     finished_at: float | None = None
+    forced_outcome: Outcome | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +138,7 @@ class JobState:
             "point_in_time_copy": self.point_in_time_copy,
             "error": self.error,
             "finished_at": self.finished_at,
+            "forced_outcome": self.forced_outcome.value if self.forced_outcome else None,
         }
 
     @classmethod
@@ -142,6 +146,7 @@ class JobState:
         progress = data.get("progress")
         status = data.get("libvirt_status")
         outcome = data.get("outcome")
+        forced = data.get("forced_outcome")
         return cls(
             id=data["id"],
             vm=data["vm"],
@@ -159,6 +164,7 @@ class JobState:
             point_in_time_copy=bool(data.get("point_in_time_copy", False)),
             error=data.get("error"),
             finished_at=data.get("finished_at"),
+            forced_outcome=Outcome(forced) if forced else None,
         )
 
 
