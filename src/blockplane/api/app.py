@@ -17,6 +17,7 @@ from blockplane.api.middleware import BodySizeLimit, IdempotencyKeys
 from blockplane.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from blockplane.api.request_deadlines import RequestDeadlines
 from blockplane.api.routes_agent import agent_router
+from blockplane.api.routes_backup import backup_router
 from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_checkpoints import checkpoints_router
 from blockplane.api.routes_events import events_router
@@ -63,6 +64,7 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         thin_router(agent),
         chain_router(agent),
         checkpoints_router(agent),
+        backup_router(agent),
         top_router(agent),
         reconcile_router(agent),
         peers_router(agent.peers),

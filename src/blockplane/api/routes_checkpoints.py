@@ -26,9 +26,10 @@ def checkpoints_router(agent: Agent) -> APIRouter:
 
     @router.delete("/vms/{vm}/checkpoints/{checkpoint}")
     def delete_checkpoint(vm: str, checkpoint: str) -> dict[str, Any]:
-        """Delete a checkpoint; its bitmaps merge into its parent's. 404
+        """Delete a checkpoint; its bitmaps merge into its parent's (a broken one's metadata
+        only goes: it has no bitmap left). 404
         ``checkpoint.not_found``; 409 ``job.busy`` while a job uses it, ``vm.not_running``
         while the VM is off."""
-        return checkpoints.delete(vm, checkpoint)
+        return agent.backups.checkpoints.delete(vm, checkpoint)
 
     return router

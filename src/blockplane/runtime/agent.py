@@ -19,6 +19,7 @@ from typing import Any
 from blockplane.api.app import create_app
 from blockplane.api.auth import ensure_token
 from blockplane.api.listeners import check_listen, serve_api, tcp_socket
+from blockplane.backup.wiring import BackupServices
 from blockplane.chain.wiring import ChainServices
 from blockplane.config import Settings
 from blockplane.facts.host import HostFacts, LibvirtRuntime, gather_host_facts
@@ -128,6 +129,11 @@ class Agent:
             self.thin,
         )
         self.reconcilers.append(self.chain.reconcile)
+        self.backups = BackupServices.build(
+            self.chain, self.volumes, self.pools, self.disks, self.records, self.database,
+            self.events, self.thin, settings.paths.home,
+        )
+        self.reconcilers.append(self.backups.reconcile)
         self.disks.guards.append(self.chain.jobs.refuse_if_busy)
         self.pool_volumes = PoolVolumes(self.pools, self.volumes, self.records, self.events,
                                         self.chain.volume_references, self.thin.forget)
@@ -204,6 +210,7 @@ class Agent:
         background = [
             asyncio.create_task(self._dispatch_events()),
             asyncio.create_task(self._reconcile_forever()),
+            asyncio.create_task(self.backups.pull.watch_refusals(self.events)),
         ]
         try:
             await serve_api(app, unix, tcp, listener)
@@ -300,6 +307,8 @@ class Agent:
     async def _on_lifecycle(self, event: LifecycleEvent) -> None:
         if self.records.vm(event.domain) is None:
             return
+        if event.event == "started":
+            await asyncio.to_thread(self.backups.vm_started, event.domain)
         await asyncio.to_thread(
             self.events.publish,
             "vm.lifecycle",
