@@ -9,7 +9,7 @@ in blockplane's store (``remember``), and whatever libvirt lacks is defined agai
 checkpoint whose bitmap is really gone is redefined all the same and then listed ``broken``.
 
 When: at the agent's first reconcile and every ``SYNC_INTERVAL_S`` after, when a VM starts,
-after a backup began, and on request (a migration's destination passes the source's
+after a backup began (a pull backup at once, a push backup at the next reconcile), and on request (a migration's destination passes the source's
 definitions in). Checkpoints deleted through blockplane are forgotten; one deleted behind its
 back is defined again. Must not create or delete checkpoints' bitmaps.
 """
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from blockplane.backup.records import CheckpointDefinition, CheckpointDefinitions
+from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.store.events import EventPublisher
@@ -49,6 +50,7 @@ class CheckpointKeeper:
         self._records = records
         self._events = events
         self._last_sync: float | None = None
+        self._jobs_seen_at = 0.0
 
     def remember(self, vm: str) -> list[str]:
         """Record every checkpoint libvirt has for ``vm`` now; their names, parents first."""
@@ -109,6 +111,18 @@ class CheckpointKeeper:
             self._events.publish("checkpoint.redefined", vm, checkpoints=redefined,
                                  failed=[name for name, _ in failed])
         return RedefineResult(vm, tuple(redefined), tuple(sorted(present)), tuple(failed))
+
+    def remember_new(self, jobs: JobStore) -> None:
+        """Record the checkpoints of backups started since the last call (push backups create
+        theirs in ``chain.jobs``, which does not tell this keeper)."""
+        since, self._jobs_seen_at = self._jobs_seen_at, time.time()
+        vms = {stored.state.vm for stored in jobs.created_since(since - 1.0, "backup")
+               if stored.spec.checkpoint}
+        for vm in sorted(vms):
+            try:
+                self.remember(vm)
+            except BlockplaneError:
+                log.exception("recording the checkpoints of %s failed", vm)
 
     def sync(self, *, force: bool = False) -> list[RedefineResult]:
         """Every managed VM: redefine what libvirt lost, record what it gained. At most once

@@ -297,6 +297,7 @@ class PullBackupService:
                 self._jobs.end(stored.id, Outcome.ABORTED,
                                f"the export's timeout ({export.timeout_s:.0f} s) passed")
         self._sockets.sweep({stored.id for stored in live})
+        self._keeper.remember_new(self._store)
         self._keeper.sync()
 
     def _live_pulls(self) -> list[StoredJob]:
