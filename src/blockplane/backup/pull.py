@@ -42,7 +42,7 @@ from blockplane.backup.views import ExportView, PullBackupView, ScratchUsage
 from blockplane.chain.checkpoints import CheckpointService
 from blockplane.chain.jobs.service import JobsService, scratch_usage
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
-from blockplane.chain.jobs.state import JobKind, Outcome
+from blockplane.chain.jobs.state import JobKind, JobPhase, Outcome
 from blockplane.chain.jobs.store import JobStore, StoredJob
 from blockplane.chain.service import ChainService
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, OperationFailed
@@ -291,7 +291,11 @@ class PullBackupService:
         live = self._live_pulls()
         for stored in live:
             export = self._exports.get(stored.id)
-            if export is None or now < export.deadline:
+            if export is None:
+                continue
+            if stored.state.phase is JobPhase.RUNNING and _unsettled(export):
+                self._settle(stored, export)
+            if now < export.deadline:
                 continue
             with contextlib.suppress(BlockplaneError):
                 self._jobs.end(stored.id, Outcome.ABORTED,
@@ -300,8 +304,20 @@ class PullBackupService:
         self._keeper.remember_new(self._store)
         self._keeper.sync()
 
+    def _settle(self, stored: StoredJob, export: PullExportRecord) -> None:
+        """An export libvirt began while the agent died before finishing its start: lock the
+        socket down and let the thin monitor take the scratch images, as the start would."""
+        try:
+            self._after_begin(self._chains.domain(stored.state.vm), export)
+        except BlockplaneError:
+            log.exception("settling pull backup %s failed", stored.id)
+
     def _live_pulls(self) -> list[StoredJob]:
         return [stored for stored in self._store.live() if stored.spec.mode == "pull"]
+
+
+def _unsettled(export: PullExportRecord) -> bool:
+    return any(disk.scratch_index is None for disk in export.disks)
 
 
 async def _records(queue: _Queue) -> AsyncIterator[EventRecord]:
