@@ -9,9 +9,10 @@ in blockplane's store (``remember``), and whatever libvirt lacks is defined agai
 checkpoint whose bitmap is really gone is redefined all the same and then listed ``broken``.
 
 When: at the agent's first reconcile and every ``SYNC_INTERVAL_S`` after, when a VM starts,
-after a backup began (a pull backup at once, a push backup at the next reconcile), and on request (a migration's destination passes the source's
-definitions in). Checkpoints deleted through blockplane are forgotten; one deleted behind its
-back is defined again. Must not create or delete checkpoints' bitmaps.
+after a backup began (a pull backup at once, a push backup at the next reconcile), and on
+request (a migration's destination passes the source's definitions in). Checkpoints deleted
+through blockplane are forgotten; one deleted behind its back is defined again. Must not
+create or delete checkpoints' bitmaps.
 """
 
 from __future__ import annotations
