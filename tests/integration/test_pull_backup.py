@@ -297,6 +297,15 @@ def test_a_disk_newer_than_the_checkpoint_is_exported_fully(
     setup.checkpoints.append(answer["checkpoint"])
 
 
+def test_quiescing_needs_a_guest_agent(agent: AgentUnderTest, setup: Setup) -> None:
+    refused = agent.cli("backup", VM, "--pull", "--require-quiesce")
+    assert refused.returncode == 2 and "guest.no_agent" in refused.stderr
+    answer = pull_backup(agent, VM, "--quiesce", "--disk", "vda")
+    assert answer["quiesced"] is False and "no guest agent" in answer["quiesce_error"]
+    assert stop_and_wait(agent, answer["job"])["phase"] == "done"
+    setup.checkpoints.append(answer["checkpoint"])
+
+
 def test_an_export_ends_when_its_timeout_passes(agent: AgentUnderTest, setup: Setup) -> None:
     answer = pull_backup(agent, VM, "--export-timeout", "2s", "--disk", "vda")
     ended = wait_phase(agent, answer["job"], ("done", "failed", "aborted"), timeout=60)
