@@ -35,11 +35,13 @@ def checkpoint_list(context: CLIContext, vm: str, as_json: bool) -> None:
             f"{d['target']} ({human_bytes(d['dirty_bytes'])} changed)"
             if d["dirty_bytes"] is not None else d["target"]
             for d in c["disks"] if d["bitmap"] is not None),
-        "state": c.get("state", "unknown"),
         "used_by_job": c["used_by_job"],
     } for c in checkpoints]
+    for row, checkpoint in zip(rows, checkpoints, strict=True):
+        if checkpoint.get("state") == "broken":  # its bitmap is gone: no incremental from it
+            row["name"] = f"{row['name']} (broken)"
     table(rows, [("name", "name"), ("parent", "parent"), ("created", "created"),
-                 ("state", "state"), ("disks", "disks"), ("used_by_job", "used by job")],
+                 ("disks", "disks"), ("used_by_job", "used by job")],
           title=f"checkpoints of {vm}")
 
 
