@@ -8,7 +8,8 @@ sha256. The module goes through one VM's life: a full export read while the VM w
 incrementals, a restore of the three (into a dir and a loop pool) and of push backups, the
 checkpoint lost and redefined across an agent restart, QEMU killed (the bitmaps go with it: the
 checkpoint is broken, refused by name, and ``auto`` falls back), a disk newer than the
-checkpoint, and an export's timeout.
+checkpoint, an export's timeout, quiescing without a guest agent, and an export over TCP with
+TLS (a client certificate required).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from blockplane.lab.tls import make_ca, make_host_certificate
 from tests.chain_helpers import (
     Reference,
     chain_paths,
@@ -79,6 +83,12 @@ def stop_and_wait(agent: AgentUnderTest, job: str) -> dict[str, Any]:
     stopped = agent.json("backup", "stop", job)
     assert stopped["job"] == job
     return wait_phase(agent, job, ("done", "failed", "aborted"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def gone_soon(path: Path, timeout_s: float = 20.0) -> bool:
@@ -314,3 +324,42 @@ def test_an_export_ends_when_its_timeout_passes(agent: AgentUnderTest, setup: Se
     assert gone_soon(Path(answer["socket"]).parent)
     refused = agent.cli("backup", "stop", "no-such-job")
     assert refused.returncode == 2
+
+
+def test_an_export_over_tcp_needs_tls_and_a_client_certificate(
+        agent: AgentUnderTest, setup: Setup) -> None:
+    """Last: it restarts the agent with a TCP listener."""
+    refused = agent.cli("backup", VM, "--pull", "--tcp")
+    assert refused.returncode == 2 and "backup.tcp_unavailable" in refused.stderr
+    ca = make_ca(setup.scratch / "ca")
+    server = make_host_certificate(ca, setup.scratch / "server", "localhost", "127.0.0.1")
+    client = make_host_certificate(ca, setup.scratch / "client", "backup-server", "127.0.0.1")
+    credentials = agent.home / "nbd-tls"
+    credentials.mkdir(mode=0o700)
+    for name, source in (("ca-cert.pem", ca.certificate), ("server-cert.pem",
+                                                            server.certificate),
+                         ("server-key.pem", server.key)):
+        shutil.copy(source, credentials / name)
+    client_dir = setup.scratch / "client-tls"
+    client_dir.mkdir()
+    for name, source in (("ca-cert.pem", ca.certificate), ("client-cert.pem",
+                                                            client.certificate),
+                         ("client-key.pem", client.key)):
+        shutil.copy(source, client_dir / name)
+    agent.ok("agent", "stop")
+    agent.ok("agent", "start", "--listen", f"127.0.0.1:{free_port()}")
+
+    answer = pull_backup(agent, VM, "--tcp", "--disk", "vda")
+    [disk] = answer["disks"]
+    assert answer["socket"] is None and disk["url"].startswith("nbds://127.0.0.1:")
+
+    def nbdinfo(url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nbdinfo", "--size", url], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    with_certificate = nbdinfo(f"{disk['url']}?tls-certificates={client_dir}")
+    assert with_certificate.stdout.strip() == str(SIZE), with_certificate.stderr
+    assert nbdinfo(disk["url"]).returncode != 0  # no client certificate: refused
+    assert nbdinfo(disk["url"].replace("nbds://", "nbd://", 1)).returncode != 0  # no TLS
+    assert stop_and_wait(agent, answer["job"])["phase"] == "done"
+    setup.checkpoints.append(answer["checkpoint"])

@@ -72,7 +72,8 @@ class _Queue(Protocol):
     async def get(self) -> EventRecord: ...
 
 
-TcpEndpoint = Callable[[str], TcpExport]  # job id -> where QEMU listens (TCP with TLS)
+# (job id, QEMU's uid and gid) -> where QEMU listens on TCP with TLS (``tcp_export``)
+TcpEndpoint = Callable[[str, tuple[int, int] | None], TcpExport]
 
 
 class PullBackupService:
@@ -109,10 +110,8 @@ class PullBackupService:
                            f"{record.guest}): --require-quiesce cannot freeze its filesystems",
                            code="guest.no_agent")
         if request.tcp and self._tcp is None:
-            raise InvalidInput(
-                "an export over TCP needs the agent's TCP listener with TLS (agent start "
-                "--listen HOST:PORT --tls-cert ... --tls-key ... --tls-ca ...)",
-                code="backup.tcp_unavailable")
+            raise InvalidInput("exports over TCP are not set up on this agent",
+                               code="backup.tcp_unavailable")
         with contextlib.suppress(BlockplaneError):  # a lost checkpoint is back before planning
             self._keeper.redefine_checkpoints(request.vm)
         job_id = uuid.uuid4().hex[:12]
@@ -148,9 +147,9 @@ class PullBackupService:
             spec = replace(spec, created=tuple(created))
             self._jobs.save_spec(job_id, spec)  # recorded first: a failure deletes them
         failpoint("backup.pull.after_scratch")
-        tcp = self._tcp(job_id) if request.tcp and self._tcp is not None else None
-        socket = None if tcp else str(self._sockets.prepare(job_id,
-                                                            qemu_process_owner(domain.xml())))
+        owner = qemu_process_owner(domain.xml())
+        tcp = self._tcp(job_id, owner) if request.tcp and self._tcp is not None else None
+        socket = None if tcp else str(self._sockets.prepare(job_id, owner))
         export = PullExportRecord(
             job_id=job_id, vm=request.vm, socket=socket,
             socket_dir=str(self._sockets.directory(job_id)), checkpoint=plan.checkpoint,

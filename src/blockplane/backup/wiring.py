@@ -57,6 +57,7 @@ class BackupServices:
         disks: DiskService, records: Records, database: Database, events: EventPublisher,
         thin: ThinHook | None, home: Path, tcp: TcpEndpoint | None = None,
     ) -> BackupServices:
+        """``tcp``: where exports over TCP listen (``tcp_export.TcpExports.endpoint``)."""
         keeper = CheckpointKeeper(chain.chains, CheckpointDefinitions(database), records, events)
         scratch = ScratchImages(volumes, chain.volumes, records, thin)
         pull = PullBackupService(

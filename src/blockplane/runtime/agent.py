@@ -19,6 +19,7 @@ from typing import Any
 from blockplane.api.app import create_app
 from blockplane.api.auth import ensure_token
 from blockplane.api.listeners import check_listen, serve_api, tcp_socket
+from blockplane.backup.tcp_export import TcpExports
 from blockplane.backup.wiring import BackupServices
 from blockplane.chain.wiring import ChainServices
 from blockplane.config import Settings
@@ -132,6 +133,9 @@ class Agent:
         self.backups = BackupServices.build(
             self.chain, self.volumes, self.pools, self.disks, self.records, self.database,
             self.events, self.thin, settings.paths.home,
+            TcpExports(settings.paths.home, settings.listen,
+                       settings.paths.libvirt_root if self.hypervisor.is_embedded else None
+                       ).endpoint,
         )
         self.reconcilers.append(self.backups.reconcile)
         self.disks.guards.append(self.chain.jobs.refuse_if_busy)
