@@ -240,6 +240,7 @@ def test_free_pass_over_every_operation(fuzz_run: FuzzRun) -> None:
     _report(fuzz_run, "free", operations)
 
 
+@pytest.mark.timeout(900)  # 36 operations, about 860 requests: 5 to 10 min on a busy 2-core host
 def test_aimed_pass_at_a_real_vm_pool_and_group(fuzz_run: FuzzRun) -> None:
     fuzz_run.reset()
     operations = _fuzz(fuzz_run, aimed=True, examples=AIMED_EXAMPLES)

@@ -36,11 +36,17 @@ SYNC_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
+class RedefineFailure:
+    name: str
+    error: str
+
+
+@dataclass(frozen=True)
 class RedefineResult:
     vm: str
     redefined: tuple[str, ...]
     present: tuple[str, ...]
-    failed: tuple[tuple[str, str], ...] = ()
+    failed: tuple[RedefineFailure, ...] = ()
 
 
 class CheckpointKeeper:
@@ -92,14 +98,14 @@ class CheckpointKeeper:
         domain = self._chains.domain(vm)
         present = set(domain.checkpoint_names())
         redefined: list[str] = []
-        failed: list[tuple[str, str]] = []
+        failed: list[RedefineFailure] = []
         for definition in self._definitions.of_vm(vm):
             if definition.name in present:
                 continue
             try:
                 domain.redefine_checkpoint(definition.xml)
             except BlockplaneError as error:
-                failed.append((definition.name, error.message))
+                failed.append(RedefineFailure(definition.name, error.message))
                 log.warning("redefining checkpoint %s of %s failed: %s", definition.name, vm,
                             error.message)
                 continue
@@ -110,7 +116,7 @@ class CheckpointKeeper:
             self.remember(vm)
         if redefined or failed:
             self._events.publish("checkpoint.redefined", vm, checkpoints=redefined,
-                                 failed=[name for name, _ in failed])
+                                 failed=[failure.name for failure in failed])
         return RedefineResult(vm, tuple(redefined), tuple(sorted(present)), tuple(failed))
 
     def remember_new(self, jobs: JobStore) -> None:
