@@ -16,7 +16,7 @@ disk) filled with random bytes on the host before the VM starts. Then, in one ru
    it: IOPS, and the ratio to no backup. The first write to each cluster during an export costs a
    copy into the scratch image (copy-before-write).
 
-    python -m bench.backup_pull [--data-mib 512] [--repeat 3] [--fio-runtime 10]
+    python -m bench.backup_pull [--data-mib 512] [--repeat 3] [--fio-runtime 10] [--io-threads N]
 """
 
 from __future__ import annotations
@@ -79,15 +79,17 @@ def fio_iops(client: AgentClient, device: str, offset_mib: int, region_mib: int,
     return float(data["jobs"][0]["write"]["iops"])
 
 
-def run(data_mib: int, repeat: int, fio_runtime: int) -> dict[str, Any]:
+def run(data_mib: int, repeat: int, fio_runtime: int, io_threads: int | None) -> dict[str, Any]:
     shm = tmpfs_dir("bp-pull-bench")
-    results: dict[str, Any] = {"data_mib": data_mib}
+    results: dict[str, Any] = {"data_mib": data_mib, "io_threads": io_threads}
     with bench_agent() as client:
         client.request("POST", "/v1/pools", {"name": "pb", "type": "dir"})
         client.request("POST", "/v1/vms", {"name": VM, "vcpus": 2, "memory": "1G",
                                            "guest": "linux"})
-        disk = client.request("POST", api_path("vms", VM, "disks"),
-                              {"pool": "pb", "size": f"{data_mib}M"})
+        attach: dict[str, Any] = {"pool": "pb", "size": f"{data_mib}M"}
+        if io_threads is not None:
+            attach["io_threads"] = io_threads
+        disk = client.request("POST", api_path("vms", VM, "disks"), attach)
         source = shm / "random.raw"
         subprocess.run(["dd", "if=/dev/urandom", f"of={source}", "bs=1M", f"count={data_mib}"],
                        check=True, capture_output=True)
@@ -104,7 +106,7 @@ def run(data_mib: int, repeat: int, fio_runtime: int) -> dict[str, Any]:
                 if job["phase"] == "running":
                     stop(client, job["id"])
             shutil.rmtree(shm, ignore_errors=True)
-    save("backup_pull", results)
+    save("backup_pull" if io_threads is None else f"backup_pull-io{io_threads}", results)
     return results
 
 
@@ -175,8 +177,10 @@ def main() -> None:
     parser.add_argument("--data-mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--fio-runtime", type=int, default=10)
+    parser.add_argument("--io-threads", type=int, default=None,
+                        help="IOThreads of the disk (default: blockplane's policy; 0: none)")
     options = parser.parse_args()
-    results = run(options.data_mib, options.repeat, options.fio_runtime)
+    results = run(options.data_mib, options.repeat, options.fio_runtime, options.io_threads)
     full, inc, guest = results["full"], results["incremental"], results["guest"]
     print(f"full read, {options.data_mib} MiB: NBD {full['nbd_s']:.2f} s "
           f"({full['nbd_mib_s']:.0f} MiB/s), image file {full['file_s']:.2f} s "
