@@ -20,6 +20,7 @@ of jobs that ended, and keeps the checkpoints (``CheckpointKeeper``). Must not e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -272,8 +273,6 @@ class PullBackupService:
 
     async def watch_refusals(self, events: EventStream) -> None:
         """Follow the event log for the thin monitor's refusals to grow a scratch image."""
-        import asyncio
-
         async with events.listen() as queue:
             async for record in _records(queue):
                 if record.type != "thin.extend_refused":
