@@ -12,8 +12,8 @@ disk) filled with random bytes on the host before the VM starts. Then, in one ru
    exactly CHANGED bytes), then the reference pull client reads the incremental export:
    bytes read over NBD / bytes changed (goal <= 1.1), and its time against the client's full read.
 3. the guest's fio (4k random writes, O_DIRECT, iodepth 16, on a fresh region each time) with no
-   backup, with an export open and idle, and with an export open while ``qemu-img convert`` reads
-   it: IOPS, and the ratio to no backup. The first write to each cluster during an export costs a
+   backup, with an export open and idle, with an export open while ``qemu-img convert -r`` reads
+   it for the whole run, and with no backup again: IOPS, and the ratio to the first. The first write to each cluster during an export costs a
    copy into the scratch image (copy-before-write).
 
     python -m bench.backup_pull [--data-mib 512] [--repeat 3] [--fio-runtime 10] [--io-threads N]
@@ -158,14 +158,16 @@ def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: 
     iops = {"none": fio_iops(client, device, 0, region, fio_runtime)}
     answer = pull(client)
     iops["export_idle"] = fio_iops(client, device, region, region, fio_runtime)
-    reader = subprocess.Popen(["qemu-img", "convert", "-f", "raw", "-O", "raw",
-                               answer["disks"][0]["url"], str(out)],
+    rate = max(1, data_mib // (fio_runtime + 2))  # MiB/s: the read lasts the whole fio run
+    reader = subprocess.Popen(["qemu-img", "convert", "-r", f"{rate}M", "-f", "raw", "-O",
+                               "raw", answer["disks"][0]["url"], str(out)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     iops["export_read"] = fio_iops(client, device, 2 * region, region, fio_runtime)
     reader_done = reader.poll() is not None
     reader.wait()
     out.unlink(missing_ok=True)
     stop(client, answer["job"])
+    iops["none_after"] = fio_iops(client, device, 3 * region, region, fio_runtime)
     results["guest"] = {
         "iops": iops, "vs_none": {k: v / iops["none"] for k, v in iops.items()},
         "region_mib": region, "reader_finished_during_fio": reader_done,
