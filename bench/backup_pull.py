@@ -13,8 +13,9 @@ disk) filled with random bytes on the host before the VM starts. Then, in one ru
    bytes read over NBD / bytes changed (goal <= 1.1), and its time against the client's full read.
 3. the guest's fio (4k random writes, O_DIRECT, iodepth 16, on a fresh region each time) with no
    backup, with an export open and idle, with an export open while ``qemu-img convert -r`` reads
-   it for the whole run, and with no backup again: IOPS, and the ratio to the first. The first write to each cluster during an export costs a
-   copy into the scratch image (copy-before-write).
+   it for the whole run, and with no backup again: IOPS, and the ratio to the first. The first
+   write to each cluster during an export costs a copy into the scratch image
+   (copy-before-write).
 
     python -m bench.backup_pull [--data-mib 512] [--repeat 3] [--fio-runtime 10] [--io-threads N]
 """
