@@ -49,6 +49,14 @@ class RedefineResult:
     failed: tuple[RedefineFailure, ...] = ()
 
 
+@dataclass(frozen=True)
+class CheckpointDefinitionsView:
+    """The recorded ``<domaincheckpoint>`` documents of ``vm``, parents first."""
+
+    vm: str
+    definitions: tuple[str, ...]
+
+
 class CheckpointKeeper:
     def __init__(self, chains: ChainService, definitions: CheckpointDefinitions,
                  records: Records, events: EventPublisher) -> None:
@@ -78,10 +86,11 @@ class CheckpointKeeper:
         except BlockplaneError:
             log.exception("re-recording the checkpoints of %s failed", vm)
 
-    def definitions(self, vm: str) -> tuple[str, ...]:
+    def definitions(self, vm: str) -> CheckpointDefinitionsView:
         """The recorded ``<domaincheckpoint>`` documents of ``vm``, parents first (what a
         migration's destination is given to redefine)."""
-        return tuple(definition.xml for definition in self._definitions.of_vm(vm))
+        return CheckpointDefinitionsView(
+            vm, tuple(definition.xml for definition in self._definitions.of_vm(vm)))
 
     def redefine_checkpoints(self, vm: str,
                              documents: Sequence[str] | None = None) -> RedefineResult:

@@ -232,8 +232,7 @@ class PullBackupService:
         usage = None
         if not stored.state.phase.ended:
             with contextlib.suppress(BlockplaneError):
-                seen = scratch_usage(self._chains.domain(stored.state.vm))
-                usage = ScratchUsage(**seen) if seen else None
+                usage = scratch_usage(self._chains.domain(stored.state.vm))
         return _view(stored, export, usage)
 
     def stop(self, job_id: str) -> PullBackupView:

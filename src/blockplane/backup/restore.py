@@ -110,7 +110,7 @@ class RestoreService:
                 ["measure", "--output=json", "-O", "qcow2", spec]).stdout)["required"]
             physical = fill_size(int(measured), chunk_bytes=pool.chunk_bytes,
                                  ceiling_bytes=qcow2_max_physical(size))
-        volume = self._volumes.create(pool, name, size, "qcow2", thin, physical_bytes=physical)
+        volume = self._volumes.create(pool, name, size, "qcow2", thin, initial_bytes=physical)
         try:
             run_qemu_img(["convert", "-n", "--target-is-zero", "-O", "qcow2", spec,
                           volume.path], timeout_s=COPY_TIMEOUT_S)
@@ -135,7 +135,7 @@ class RestoreService:
         answer = self._disks.attach(AttachRequest(
             vm=request.attach, pool=volume.pool, size_bytes=volume.virtual_bytes,
             name=volume.name, thin=volume.thin, existing=True))
-        return str(answer["target"])
+        return answer.target
 
     def _manifest(self, directory: Path) -> BackupManifest:
         manifest = read_manifest(directory)

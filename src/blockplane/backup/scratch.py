@@ -54,7 +54,7 @@ class ScratchImages:
             physical = fill_size(measure_new(virtual_bytes), chunk_bytes=pool.chunk_bytes,
                                  ceiling_bytes=qcow2_max_physical(virtual_bytes))
         record = self._volumes.create(pool, name, virtual_bytes, "qcow2", thin,
-                                      physical_bytes=physical)
+                                      initial_bytes=physical)
         return VolumeRef(record.pool, record.name, record.path), thin
 
     def watch(self, vm: str, target: str, ref: VolumeRef, libvirt_index: int) -> None:

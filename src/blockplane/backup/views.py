@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from blockplane.backup.records import ExportedDiskRecord, PullExportRecord, TcpExport
+from blockplane.chain.jobs.views import ScratchUsage
+
+__all__ = ["ExportView", "PullBackupView", "ScratchUsage", "nbd_url"]
 
 BITMAP_CONTEXT = "qemu:dirty-bitmap:"
 
@@ -22,15 +25,6 @@ def nbd_url(export: str, socket: str | None, tcp: TcpExport | None) -> str:
         host = f"[{tcp.host}]" if ":" in tcp.host else tcp.host
         return f"{scheme}://{host}:{tcp.port}/{quote(export)}"
     return f"nbd+unix:///{quote(export)}?socket={socket or ''}"
-
-
-@dataclass(frozen=True)
-class ScratchUsage:
-    """``used``: bytes the scratch images hold (what the guest overwrote meanwhile);
-    ``total``: their virtual sizes."""
-
-    used: int
-    total: int
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,34 @@
-"""Builds the backup services on top of the chain services.
+"""Builds the backup services from the collaborators ``runtime.services.build_services`` made.
 
-Owns only the wiring; the agent calls ``build`` once, runs ``reconcile`` with the other
-reconciles, follows the event log with ``pull.watch_refusals``, and calls ``vm_started`` on a
-VM's STARTED lifecycle event.
+Owns only the wiring: the keeper is made first (the checkpoint service is handed its
+``forget``, so that a deleted checkpoint is not defined again), then the pull backups and the
+restore. The agent runs ``reconcile`` with the other reconciles, ``watch_refusals`` in the
+background, and ``on_lifecycle`` wraps the VM service's lifecycle handler so that a VM that
+started gets back whatever checkpoint libvirt lost meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from blockplane.backup.checkpoint_keeper import CheckpointKeeper, RedefineResult
-from blockplane.backup.pull import PullBackupService, TcpEndpoint
+from blockplane.backup.pull import EventStream, PullBackupService, TcpEndpoint
 from blockplane.backup.records import CheckpointDefinitions, PullExports
 from blockplane.backup.restore import RestoreService
 from blockplane.backup.scratch import ScratchImages, SocketRoom
 from blockplane.chain.checkpoints import CheckpointService
+from blockplane.chain.jobs.service import JobsService
 from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.ports import ThinHook
-from blockplane.chain.wiring import ChainServices
+from blockplane.chain.service import ChainService
+from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import BlockplaneError
+from blockplane.hypervisor.events import LifecycleEvent
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.database import Database
@@ -29,49 +36,57 @@ from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
 from blockplane.vms.disks import DiskService
 
-
-class BackupCheckpoints:
-    """``checkpoint delete`` through the chain's checkpoint service, then forgotten here too,
-    so that the keeper does not define it again."""
-
-    def __init__(self, checkpoints: CheckpointService, keeper: CheckpointKeeper) -> None:
-        self._checkpoints = checkpoints
-        self._keeper = keeper
-
-    def delete(self, vm: str, name: str) -> dict[str, Any]:
-        result = self._checkpoints.delete(vm, name)
-        self._keeper.forget(vm, name)
-        return result
+LifecycleHandler = Callable[[LifecycleEvent], Awaitable[None]]
 
 
-@dataclass
+def checkpoint_keeper(chains: ChainService, database: Database, records: Records,
+                      events: EventPublisher) -> CheckpointKeeper:
+    return CheckpointKeeper(chains, CheckpointDefinitions(database), records, events)
+
+
+@dataclass(frozen=True)
 class BackupServices:
     pull: PullBackupService
     keeper: CheckpointKeeper
-    checkpoints: BackupCheckpoints
     restore: RestoreService
+    records: Records
 
     @classmethod
     def build(
-        cls, chain: ChainServices, volumes: VolumeService, pools: PoolService,
-        disks: DiskService, records: Records, database: Database, events: EventPublisher,
-        thin: ThinHook | None, home: Path, tcp: TcpEndpoint | None = None,
+        cls, keeper: CheckpointKeeper, jobs: JobsService, job_store: JobStore,
+        chains: ChainService, checkpoints: CheckpointService, chain_volumes: ChainVolumes,
+        volumes: VolumeService, pools: PoolService, disks: DiskService, records: Records,
+        database: Database, events: EventPublisher, thin: ThinHook | None, home: Path,
+        tcp: TcpEndpoint | None = None,
     ) -> BackupServices:
         """``tcp``: where exports over TCP listen (``tcp_export.TcpExports.endpoint``)."""
-        keeper = CheckpointKeeper(chain.chains, CheckpointDefinitions(database), records, events)
-        scratch = ScratchImages(volumes, chain.volumes, records, thin)
+        scratch = ScratchImages(volumes, chain_volumes, records, thin)
         pull = PullBackupService(
-            chain.jobs, JobStore(database), chain.chains, chain.checkpoints, keeper,
-            PullExports(database), scratch, SocketRoom(home), records, events, tcp,
+            jobs, job_store, chains, checkpoints, keeper, PullExports(database), scratch,
+            SocketRoom(home), records, events, tcp,
         )
-        restore = RestoreService(JobStore(database), volumes, pools, disks, records, events)
-        return cls(pull, keeper, BackupCheckpoints(chain.checkpoints, keeper), restore)
+        restore = RestoreService(job_store, volumes, pools, disks, records, events)
+        return cls(pull, keeper, restore, records)
 
     def reconcile(self) -> None:
         self.pull.reconcile()
+
+    def watch_refusals(self, events: EventStream
+                       ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """The background task that ends a pull backup whose scratch cannot grow."""
+        return lambda: self.pull.watch_refusals(events)
 
     def vm_started(self, vm: str) -> RedefineResult | None:
         """A VM (re)started: define again whatever checkpoint libvirt lost meanwhile."""
         with contextlib.suppress(BlockplaneError):
             return self.keeper.redefine_checkpoints(vm)
         return None
+
+    def on_lifecycle(self, then: LifecycleHandler) -> LifecycleHandler:
+        """``then`` (the VM service's handler), after the checkpoints of a managed VM that
+        started are defined again."""
+        async def handle(event: LifecycleEvent) -> None:
+            if event.event == "started" and self.records.vm(event.domain) is not None:
+                await asyncio.to_thread(self.vm_started, event.domain)
+            await then(event)
+        return handle

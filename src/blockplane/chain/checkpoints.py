@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from blockplane.chain.checkpoint_health import (
     DiskHealth,
@@ -25,14 +24,18 @@ from blockplane.chain.checkpoint_health import (
 from blockplane.chain.jobs.state import JobKind
 from blockplane.chain.jobs.store import JobStore, StoredJob, busy_error
 from blockplane.chain.service import ChainService
+from blockplane.chain.views import CheckpointDeleteResult, CheckpointDiskView, CheckpointView
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import BlockplaneError, Conflict, HypervisorError, NotFound
 from blockplane.storage.images import image_bitmaps
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
 
 VMLock = Callable[[str], BoundedLock]
+#: Told ``(vm, name)`` of each checkpoint deleted (the backup package's keeper forgets it).
+DeletedHook = Callable[[str, str], None]
 
 
 def checkpoint_user(checkpoint: CheckpointDocument, vm: str,
@@ -50,42 +53,44 @@ def checkpoint_user(checkpoint: CheckpointDocument, vm: str,
     return None
 
 
-def checkpoint_json(checkpoint: CheckpointDocument, vm: str, jobs: Iterable[StoredJob],
-                    health: dict[str, DiskHealth] | None = None) -> dict[str, Any]:
+def checkpoint_view(checkpoint: CheckpointDocument, vm: str, jobs: Iterable[StoredJob],
+                    health: dict[str, DiskHealth] | None = None) -> CheckpointView:
     """``health``: each tracked disk's verdict (``state`` is "unknown" without it)."""
     user = checkpoint_user(checkpoint, vm, jobs)
     health = health or {}
-    return {
-        "vm": vm,
-        "name": checkpoint.name,
-        "parent": checkpoint.parent,
-        "created_at": checkpoint.created_at,
-        "state": checkpoint_state(health),
-        "disks": [
-            {"target": disk.target, "bitmap": disk.bitmap, "dirty_bytes": disk.dirty_bytes,
-             "state": health.get(disk.target, DiskHealth.UNKNOWN).value}
-            for disk in checkpoint.disks
-        ],
-        "used_by_job": user.id if user is not None else None,
-    }
+    return CheckpointView(
+        vm=vm,
+        name=checkpoint.name,
+        parent=checkpoint.parent,
+        created_at=checkpoint.created_at,
+        state=checkpoint_state(health),
+        disks=tuple(CheckpointDiskView(disk.target, disk.bitmap, disk.dirty_bytes,
+                                       health.get(disk.target, DiskHealth.UNKNOWN).value)
+                    for disk in checkpoint.disks),
+        used_by_job=user.id if user is not None else None,
+    )
 
 
 class CheckpointService:
     def __init__(self, chains: ChainService, store: JobStore, records: Records,
-                 events: EventPublisher, vm_lock: VMLock) -> None:
+                 events: EventPublisher, vm_lock: VMLock,
+                 foreign: AdoptedDisks | None = None,
+                 deleted: DeletedHook | None = None) -> None:
         self._chains = chains
         self._store = store
         self._records = records
         self._events = events
         self._vm_lock = vm_lock
+        self._foreign = foreign or NothingAdopted()
+        self._deleted = deleted
 
-    def list(self, vm: str) -> builtins.list[dict[str, Any]]:
+    def list(self, vm: str) -> builtins.list[CheckpointView]:
         """Every checkpoint of ``vm``, parents first; dirty sizes when the VM runs; each
         ``broken`` whose bitmap on a disk is missing or inconsistent."""
         live = self._store.live()
         documents, sizes_asked = self._read(vm, with_sizes=True)
         healths = self.health(vm, documents, sizes_asked=sizes_asked)
-        return [checkpoint_json(checkpoint, vm, live, healths.get(checkpoint.name))
+        return [checkpoint_view(checkpoint, vm, live, healths.get(checkpoint.name))
                 for checkpoint in documents]
 
     def health(self, vm: str, documents: Iterable[CheckpointDocument], *, sizes_asked: bool
@@ -113,12 +118,15 @@ class CheckpointService:
                 for disk in checkpoint.disks if disk.bitmap is not None}
         return verdicts
 
-    def delete(self, vm: str, name: str) -> dict[str, Any]:
+    def delete(self, vm: str, name: str) -> CheckpointDeleteResult:
         with self._vm_lock(vm):
             checkpoint = self._find(vm, name)
             user = checkpoint_user(checkpoint, vm, self._store.live())
             if user is not None:
                 raise busy_error(vm, user)
+            for disk in checkpoint.disks:
+                if disk.bitmap is not None:  # libvirt merges (writes) the disk's bitmaps
+                    self._foreign.refuse(vm, disk.target, f"deleting checkpoint {name}")
             domain = self._chains.domain(vm)
             if not domain.is_active():
                 raise Conflict(
@@ -133,9 +141,11 @@ class CheckpointService:
                     raise
                 domain.delete_checkpoint(name, metadata_only=True)  # no bitmap left to merge
                 merged_into = None
+        if self._deleted is not None:
+            self._deleted(vm, name)
         self._events.publish("checkpoint.deleted", vm, checkpoint=name,
                              merged_into=merged_into)
-        return {"vm": vm, "name": name, "deleted": True, "merged_into": merged_into}
+        return CheckpointDeleteResult(vm, name, deleted=True, merged_into=merged_into)
 
     def _broken(self, vm: str, name: str) -> bool:
         documents, sized = self._read(vm, with_sizes=True)

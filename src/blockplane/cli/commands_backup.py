@@ -7,13 +7,16 @@ start web --pull`` (name it explicitly for a VM called ``stop`` or ``show``).
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import click
 
+from blockplane.backup.restore import RestoreResult
+from blockplane.backup.views import PullBackupView
+from blockplane.chain.jobs.views import JobView
 from blockplane.cli.client import api_path
 from blockplane.cli.commands_chain import wait_option
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import fetch
 from blockplane.cli.job_wait import wait_for_job
 from blockplane.cli.output import console, human_bytes, print_json
 
@@ -78,20 +81,19 @@ def backup_start(context: CLIContext, vm: str, dest: str | None, pull: bool,
         if scratch_pool or quiesce or require_quiesce or tcp:
             raise click.UsageError("--scratch-pool, --quiesce, --require-quiesce and --tcp "
                                    "are for --pull")
-        job = context.client.request("POST", api_path("vms", vm, "backup"),
-                                     {"dest": dest, "incremental": incremental,
-                                      "disks": list(disks)})
+        job = fetch(context.client, JobView, "POST", api_path("vms", vm, "backup"),
+                    {"dest": dest, "incremental": incremental, "disks": list(disks)})
         if wait:
             raise click.exceptions.Exit(wait_for_job(context.client, job))
         if as_json:
             print_json(job)
         else:
-            console.print(f"job {job['id']}: backup of {vm} ({job['phase']})")
+            console.print(f"job {job.id}: backup of {vm} ({job.phase})")
         return
     if wait:
         raise click.UsageError("a pull backup runs until `backup stop JOB`: no --wait")
-    answer = context.client.request(
-        "POST", api_path("vms", vm, "backup", "pull"),
+    answer = fetch(
+        context.client, PullBackupView, "POST", api_path("vms", vm, "backup", "pull"),
         {"incremental": incremental, "disks": list(disks), "scratch_pool": scratch_pool,
          "quiesce": quiesce, "require_quiesce": require_quiesce,
          "timeout": parse_duration(export_timeout), "tcp": tcp})
@@ -107,11 +109,11 @@ def backup_start(context: CLIContext, vm: str, dest: str | None, pull: bool,
 @pass_cli
 def backup_stop(context: CLIContext, job_id: str, as_json: bool) -> None:
     """End a pull backup's export; its scratch images are deleted."""
-    answer = context.client.request("POST", api_path("jobs", job_id, "stop"))
+    answer = fetch(context.client, PullBackupView, "POST", api_path("jobs", job_id, "stop"))
     if as_json:
         print_json(answer)
     else:
-        console.print(f"job {job_id}: {answer['phase']}")
+        console.print(f"job {job_id}: {answer.phase}")
 
 
 @backup_group.command("show")
@@ -120,28 +122,28 @@ def backup_stop(context: CLIContext, job_id: str, as_json: bool) -> None:
 @pass_cli
 def backup_show(context: CLIContext, job_id: str, as_json: bool) -> None:
     """A pull backup: its exports and how full its scratch images are."""
-    answer = context.client.request("GET", api_path("pull-backups", job_id))
+    answer = fetch(context.client, PullBackupView, "GET", api_path("pull-backups", job_id))
     if as_json:
         print_json(answer)
     else:
         _print_pull(answer)
 
 
-def _print_pull(answer: dict[str, Any]) -> None:
-    base = f"incremental from {answer['incremental']}" if answer["incremental"] else "full"
-    console.print(f"job {answer['job']}: pull backup of {answer['vm']} ({base}), "
-                  f"{answer['phase']}; creates checkpoint {answer['checkpoint']}")
-    if answer.get("fallback"):
-        console.print(f"note: {answer['fallback']}")
-    if answer.get("quiesce_error"):
-        console.print(f"not quiesced: {answer['quiesce_error']}")
-    for disk in answer["disks"]:
-        bitmap = f"  changed extents: {disk['bitmap']}" if disk["bitmap"] else ""
-        console.print(f"  {disk['target']} ({disk['mode']}, {human_bytes(disk['size'])}): "
-                      f"{disk['url']}{bitmap}", soft_wrap=True)
-    if answer.get("scratch"):
-        used, total = answer["scratch"]["used"], answer["scratch"]["total"]
-        console.print(f"scratch: {human_bytes(used)} of {human_bytes(total)}")
+def _print_pull(answer: PullBackupView) -> None:
+    base = f"incremental from {answer.incremental}" if answer.incremental else "full"
+    console.print(f"job {answer.job}: pull backup of {answer.vm} ({base}), "
+                  f"{answer.phase}; creates checkpoint {answer.checkpoint}")
+    if answer.fallback:
+        console.print(f"note: {answer.fallback}")
+    if answer.quiesce_error:
+        console.print(f"not quiesced: {answer.quiesce_error}")
+    for disk in answer.disks:
+        bitmap = f"  changed extents: {disk.bitmap}" if disk.bitmap else ""
+        console.print(f"  {disk.target} ({disk.mode}, {human_bytes(disk.size)}): "
+                      f"{disk.url}{bitmap}", soft_wrap=True)
+    if answer.scratch is not None:
+        console.print(f"scratch: {human_bytes(answer.scratch.used)} of "
+                      f"{human_bytes(answer.scratch.total)}")
 
 
 @click.command("restore")
@@ -156,15 +158,15 @@ def _print_pull(answer: dict[str, Any]) -> None:
 def restore_command(context: CLIContext, sources: tuple[str, ...], pool: str, name: str,
                     disk: str | None, attach: str | None, as_json: bool) -> None:
     """Rebuild a volume from a full backup followed by its incrementals."""
-    result = context.client.request("POST", "/v1/restore",
-                                    {"sources": list(sources), "pool": pool, "name": name,
-                                     "disk": disk, "attach": attach})
+    result = fetch(context.client, RestoreResult, "POST", "/v1/restore",
+                   {"sources": list(sources), "pool": pool, "name": name, "disk": disk,
+                    "attach": attach})
     if as_json:
         print_json(result)
         return
-    console.print(f"restored {result['disk']} from {len(result['chain'])} backup(s) into "
-                  f"{result['pool']}/{result['volume']} ({human_bytes(result['virtual_bytes'])}"
-                  f"{', thin' if result['thin'] else ''})")
-    console.print(f"sha256 {result['sha256']}")
-    if result.get("attached_to"):
-        console.print(f"attached to {result['attached_to']} as {result['attached_as']}")
+    console.print(f"restored {result.disk} from {len(result.chain)} backup(s) into "
+                  f"{result.pool}/{result.volume} ({human_bytes(result.virtual_bytes)}"
+                  f"{', thin' if result.thin else ''})")
+    console.print(f"sha256 {result.sha256}")
+    if result.attached_to:
+        console.print(f"attached to {result.attached_to} as {result.attached_as}")
