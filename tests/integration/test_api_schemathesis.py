@@ -8,8 +8,9 @@ a disk and a throttle group to aim at. Two passes, seeded (``derandomize``) and 
 - **aimed**: the operations that take a VM, pool, group or disk, with those path parameters set
   to the real ones so that bodies reach the handlers. Left out here: VM start/stop/destroy/delete
   and disk detach (lifecycle; a no-OS guest cannot answer a stop or a live unplug, and their
-  happy paths are other tests'), and, for positive cases only, commit/pull/copy/backup (a block
-  job that starts keeps changing the state while later requests are being compared).
+  happy paths are other tests'), and, for positive cases only, commit/pull/copy/backup and pull
+  backups (a block job that starts keeps changing the state while later requests are being
+  compared).
 
 Every response must be a non-5xx that matches the document (status, content type, body schema;
 negative cases must be refused). After every non-GET request the observable state is read
@@ -84,6 +85,7 @@ JOB_STARTS = frozenset(
         "POST /v1/vms/{vm}/disks/{target}/pull",
         "POST /v1/vms/{vm}/disks/{target}/copy",
         "POST /v1/vms/{vm}/backup",
+        "POST /v1/vms/{vm}/backup/pull",
     }
 )
 
@@ -239,6 +241,7 @@ def test_free_pass_over_every_operation(fuzz_run: FuzzRun) -> None:
     _report(fuzz_run, "free", operations)
 
 
+@pytest.mark.timeout(900)  # 36 operations, about 860 requests: 5 to 10 min on a busy 2-core host
 def test_aimed_pass_at_a_real_vm_pool_and_group(fuzz_run: FuzzRun) -> None:
     fuzz_run.reset()
     operations = _fuzz(fuzz_run, aimed=True, examples=AIMED_EXAMPLES)

@@ -20,7 +20,7 @@ def openapi(tmp_path: Path) -> dict[str, Any]:
         facts=None, pools=None, pool_volumes=None, vms=None, disks=None, provisioner=None,
         throttle=None, thin=None, chains=None, snapshots=None, jobs=None, checkpoints=None,
         top=None, reconcile_log=None, confirmer=None, intents=None, peers=None,
-        hypervisor=SimpleNamespace(gate=None), adoption=None)
+        hypervisor=SimpleNamespace(gate=None), adoption=None, backups=None)
     document: dict[str, Any] = create_app(services, "token").openapi()
     return document
 

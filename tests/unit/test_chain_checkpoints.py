@@ -77,4 +77,6 @@ def test_ended_jobs_and_other_vms_do_not_count() -> None:
 def test_json_names_the_job_using_it() -> None:
     data = encode(checkpoint_view(CHECKPOINT, "web", [job(JobKind.COPY, ("vda",))]))
     assert data["used_by_job"] == "j1" and data["parent"] == "bp-1"
-    assert data["disks"][1] == {"target": "vdb", "bitmap": None, "dirty_bytes": None}
+    assert data["disks"][1] == {"target": "vdb", "bitmap": None, "dirty_bytes": None,
+                                "state": "unknown"}
+    assert data["state"] == "unknown"  # no verdict given

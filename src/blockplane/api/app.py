@@ -21,6 +21,7 @@ from blockplane.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from blockplane.api.request_deadlines import RequestDeadlines
 from blockplane.api.routes_adopt import adopt_router
 from blockplane.api.routes_agent import agent_router
+from blockplane.api.routes_backup import backup_router
 from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_checkpoints import checkpoints_router
 from blockplane.api.routes_events import EventStream, events_router
@@ -34,6 +35,7 @@ from blockplane.api.routes_top import top_router
 from blockplane.api.routes_vms import vms_router
 from blockplane.api.routes_volumes import volumes_router
 from blockplane.api.state_room import StateRoomGuard
+from blockplane.backup.wiring import BackupServices
 from blockplane.chain.checkpoints import CheckpointService
 from blockplane.chain.jobs.service import JobsService
 from blockplane.chain.service import ChainService
@@ -104,6 +106,8 @@ class AppServices(Protocol):
     def hypervisor(self) -> Hypervisor: ...
     @property
     def adoption(self) -> AdoptionServices: ...
+    @property
+    def backups(self) -> BackupServices: ...
 
 
 def create_app(services: AppServices, token: str) -> FastAPI:
@@ -134,6 +138,7 @@ def create_app(services: AppServices, token: str) -> FastAPI:
         thin_router(vms, services.thin),
         chain_router(vms, services.chains, services.snapshots, services.jobs),
         checkpoints_router(services.checkpoints),
+        backup_router(vms, services.backups),
         top_router(vms, services.top),
         reconcile_router(services.reconcile_log, services.confirmer, services.intents),
         peers_router(services.peers),

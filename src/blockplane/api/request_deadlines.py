@@ -36,11 +36,13 @@ DEFAULT_BUDGETS_S: dict[str, float] = {
     "change": 90.0,  # attach, detach, throttle, snapshot, job start/abort/pivot, pool, volume
     "lifecycle": 120.0,  # vm create/start/stop/destroy/delete: a Linux guest boots under TCG
     "guest": 130.0,  # guest exec: its own --timeout (default 120 s) plus time to collect output
+    "restore": 3600.0,  # restore: copies a whole disk
 }
 
 _KINDS: list[tuple[str, re.Pattern[str], str | None]] = [
     ("GET", re.compile(r"^/v1/events$"), None),  # a stream: no deadline
     ("POST", re.compile(r"^/v1/vms/[^/]+/exec$"), "guest"),
+    ("POST", re.compile(r"^/v1/restore$"), "restore"),
     ("POST", re.compile(r"^/v1/vms(/[^/]+/(start|stop|destroy))?$"), "lifecycle"),
     ("DELETE", re.compile(r"^/v1/vms/[^/]+$"), "lifecycle"),
     ("GET", re.compile(r"^/v1/"), "read"),

@@ -25,7 +25,8 @@ def checkpoints_router(checkpoints: CheckpointService) -> APIRouter:
     @router.delete("/vms/{vm}/checkpoints/{checkpoint}",
                    response_model=response_model(CheckpointDeleteResult))
     def delete_checkpoint(vm: str, checkpoint: str) -> CheckpointDeleteResult:
-        """Delete a checkpoint; its bitmaps merge into its parent's. 404
+        """Delete a checkpoint; its bitmaps merge into its parent's (a broken one's metadata
+        only goes: it has no bitmap left). 404
         ``checkpoint.not_found``; 409 ``job.busy`` while a job uses it, ``vm.not_running``
         while the VM is off."""
         return checkpoints.delete(vm, checkpoint)

@@ -12,8 +12,10 @@ from blockplane.store.records import VolumeRecord
 
 
 class ThinHook(Protocol):
-    def track(self, vm: str, target: str, record: VolumeRecord) -> Any:
-        """Monitor ``record`` as a volume of ``vm``'s disk ``target`` (arms it if running)."""
+    def track(self, vm: str, target: str, record: VolumeRecord,
+              libvirt_index: int | None = None) -> Any:
+        """Monitor ``record`` as a volume of ``vm``'s disk ``target`` (arms it if running);
+        ``libvirt_index`` where libvirt numbers it outside the disk's chain."""
         ...
 
     def forget(self, key: tuple[str, str]) -> None:

@@ -72,16 +72,20 @@ class SnapshotCreated(SnapshotView):
 
 @dataclass(frozen=True)
 class CheckpointDiskView:
-    """``bitmap`` None: the disk is not tracked; ``dirty_bytes`` only while the VM runs."""
+    """``bitmap`` None: the disk is not tracked; ``dirty_bytes`` only while the VM runs.
+    ``state``: whether its bitmap can start an incremental (``chain.checkpoint_health``:
+    ok, broken, untracked, detached, unknown)."""
 
     target: str
     bitmap: str | None
     dirty_bytes: int | None
+    state: str = "unknown"
 
 
 @dataclass(frozen=True)
 class CheckpointView:
-    """``used_by_job``: the live job that keeps it from being deleted, if any."""
+    """``used_by_job``: the live job that keeps it from being deleted, if any. ``state``:
+    ``broken`` if a tracked disk's bitmap is, ``ok``, or ``unknown`` if none could be judged."""
 
     vm: str
     name: str
@@ -89,6 +93,7 @@ class CheckpointView:
     created_at: int | None
     disks: tuple[CheckpointDiskView, ...]
     used_by_job: str | None
+    state: str = "unknown"
 
 
 @dataclass(frozen=True)

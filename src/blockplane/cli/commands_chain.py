@@ -1,4 +1,5 @@
-"""``blockplane chain``, ``snapshot create|list``, ``commit``, ``pull``, ``copy`` and ``backup``.
+"""``blockplane chain``, ``snapshot create|list``, ``commit``, ``pull`` and ``copy``
+(``backup`` is in ``commands_backup``).
 
 Chain elements are named ``vda`` (the active top), ``vda[N]`` (N = depth, 0 at the top) or by
 path. Job commands print the new job (``--json``) and, with ``--wait``, follow it to its end.
@@ -161,22 +162,4 @@ def copy_command(context: CLIContext, vm: str, target: str, dest: str | None, po
         "POST", api_path("vms", vm, "disks", target, "copy"),
         {"dest": dest, "pool": pool, "shallow": shallow, "sync_writes": sync_writes,
          "pivot": pivot, "bandwidth": bandwidth})
-    _started(context, job, as_json, wait)
-
-
-@click.command("backup")
-@click.argument("vm")
-@click.option("--dest", required=True, help="Directory inside a pool for <target>.qcow2 files.")
-@click.option("--incremental", metavar="CHECKPOINT", help="Only what changed since CHECKPOINT.")
-@click.option("--disk", "disks", multiple=True, metavar="TARGET",
-              help="Disk to back up (repeatable; default every managed disk).")
-@wait_option
-@json_option
-@pass_cli
-def backup_command(context: CLIContext, vm: str, dest: str, incremental: str | None,
-                   disks: tuple[str, ...], wait: bool, as_json: bool) -> None:
-    """Push a full or incremental backup; each backup creates a checkpoint for the next one."""
-    job = context.client.request("POST", api_path("vms", vm, "backup"),
-                                 {"dest": dest, "incremental": incremental,
-                                  "disks": list(disks)})
     _started(context, job, as_json, wait)

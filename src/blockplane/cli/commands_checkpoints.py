@@ -40,6 +40,9 @@ def checkpoint_list(context: CLIContext, vm: str, as_json: bool) -> None:
             for d in c.disks if d.bitmap is not None),
         "used_by_job": c.used_by_job,
     } for c in checkpoints]
+    for row, checkpoint in zip(rows, checkpoints, strict=True):
+        if checkpoint.state == "broken":  # its bitmap is gone: no incremental from it
+            row["name"] = f"{row['name']} (broken)"
     table(rows, [("name", "name"), ("parent", "parent"), ("created", "created"),
                  ("disks", "disks"), ("used_by_job", "used by job")],
           title=f"checkpoints of {vm}")

@@ -11,8 +11,8 @@ from rich.markup import escape
 from blockplane.cli.client import EXIT_FAILED, AgentClient, CLIError
 from blockplane.cli.commands_adopt import plan_group
 from blockplane.cli.commands_agent import agent_group
+from blockplane.cli.commands_backup import backup_group, restore_command
 from blockplane.cli.commands_chain import (
-    backup_command,
     chain_command,
     commit_command,
     copy_command,
@@ -104,7 +104,8 @@ for command in (
     commit_command,
     pull_command,
     copy_command,
-    backup_command,
+    backup_group,
+    restore_command,
     checkpoint_group,
     job_group,
     peer_group,

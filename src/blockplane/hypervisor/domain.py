@@ -17,7 +17,7 @@ import libvirt
 import libvirt_qemu
 
 from blockplane import deadlines
-from blockplane.errors import DeadlineExceeded, OperationFailed
+from blockplane.errors import DeadlineExceeded, HypervisorError, OperationFailed
 from blockplane.hypervisor.calls import CallGate, CallKind
 from blockplane.hypervisor.errors import AGENT_TIMEOUTS, libvirt_errors, translate
 
@@ -405,11 +405,51 @@ class DomainHandle:
             int(info["type"]), int(info["cur"]), int(info["end"]), int(info["bandwidth"])
         )
 
-    def backup_begin(self, backup_xml: str, checkpoint_xml: str | None) -> None:
+    def backup_begin(self, backup_xml: str, checkpoint_xml: str | None, *,
+                     reuse_external: bool = False) -> None:
+        """``reuse_external``: the scratch (pull) or target (push) images exist already,
+        created by blockplane; libvirt uses them as they are and never deletes them."""
+        flags = libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL if reuse_external else 0
         self._call(
             f"starting a backup of {self.name}",
-            lambda: self._domain.backupBegin(backup_xml, checkpoint_xml, 0),
+            lambda: self._domain.backupBegin(backup_xml, checkpoint_xml, flags),
         )
+
+    def backup_description(self) -> str | None:
+        """libvirt's ``<domainbackup>`` of the running backup job, or None when none runs."""
+        try:
+            return self._call(f"reading the backup of {self.name}",
+                              lambda: str(self._domain.backupGetXMLDesc(0)))
+        except HypervisorError as error:
+            if error.details.get("libvirt_code") == libvirt.VIR_ERR_NO_DOMAIN_BACKUP:
+                return None
+            raise
+
+    def job_stats(self) -> dict[str, Any]:
+        """Statistics of the running domain job (a pull backup's ``disk_temp_used`` and
+        ``disk_temp_total``: the bytes its scratch images hold, and their virtual sizes)."""
+        return dict(self._call(f"reading the job of {self.name}",
+                               lambda: self._domain.jobStats(0)))
+
+    def redefine_checkpoint(self, checkpoint_xml: str) -> None:
+        """Define a checkpoint's metadata again (its bitmaps stay where they are), e.g. after
+        libvirt lost it; not validated, so that a broken one is listed as such."""
+        self._call(
+            f"redefining a checkpoint of {self.name}",
+            lambda: self._domain.checkpointCreateXML(
+                checkpoint_xml, libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE),
+        )
+
+    def fs_freeze(self) -> int:
+        """Freeze the guest's filesystems through the guest agent; how many were frozen."""
+        return int(self._call(f"freezing the filesystems of {self.name}",
+                              lambda: self._domain.fsFreeze(None, 0), kind=CallKind.AGENT,
+                              timeout_s=AGENT_COMMAND_TIMEOUT_S + AGENT_REPLY_GRACE_S))
+
+    def fs_thaw(self) -> int:
+        return int(self._call(f"thawing the filesystems of {self.name}",
+                              lambda: self._domain.fsThaw(None, 0), kind=CallKind.AGENT,
+                              timeout_s=AGENT_COMMAND_TIMEOUT_S + AGENT_REPLY_GRACE_S))
 
     def domain_job(self) -> tuple[int, int]:
         """The running domain job (a backup) as (processed, total) bytes; (0, 0) if none.
@@ -456,12 +496,15 @@ class DomainHandle:
 
         return self._call(f"listing checkpoints of {self.name}", documents)
 
-    def delete_checkpoint(self, name: str) -> None:
+    def delete_checkpoint(self, name: str, *, metadata_only: bool = False) -> None:
         """Delete checkpoint ``name``: libvirt merges its bitmaps into its parent's (or drops
-        them when it has none), so the checkpoints after it stay exact."""
+        them when it has none), so the checkpoints after it stay exact. ``metadata_only``:
+        forget it and leave the bitmaps alone (for one whose bitmaps are gone: libvirt refuses
+        the full delete, "bitmap ... not found in backing chain")."""
+        flags = libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY if metadata_only else 0
         self._call(
             f"deleting checkpoint {name} of {self.name}",
-            lambda: self._domain.checkpointLookupByName(name, 0).delete(0),
+            lambda: self._domain.checkpointLookupByName(name, 0).delete(flags),
         )
 
 

@@ -37,6 +37,8 @@ def translate(
             f"{action}: libvirt timed out waiting for the VM's job ({message})",
             code="timeout.hypervisor", libvirt_code=code,
         )
+    if code == libvirt.VIR_ERR_CHECKPOINT_INCONSISTENT:
+        return Conflict(f"{action}: {message}", code="checkpoint.inconsistent")
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return NotFound(f"{action}: no such VM ({message})", code="vm.not_found")
     if NO_FREE_SLOT in message:

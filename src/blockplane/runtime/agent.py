@@ -68,6 +68,7 @@ class Agent:
         background = [
             asyncio.create_task(self._dispatch_events()),
             asyncio.create_task(self._reconcile_forever()),
+            *(asyncio.create_task(task()) for task in services.background),
         ]
         try:
             await serve_api(app, unix, tcp, listener)

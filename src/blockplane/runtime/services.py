@@ -11,11 +11,13 @@ runs. Owns no behaviour beyond choosing who gets what.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from blockplane.adoption.wiring import AdoptionServices
+from blockplane.backup.tcp_export import TcpExports
+from blockplane.backup.wiring import BackupServices, checkpoint_keeper
 from blockplane.chain.checkpoints import CheckpointService
 from blockplane.chain.jobs.cleanup import JobCleanup
 from blockplane.chain.jobs.driver import JobDriver
@@ -79,6 +81,8 @@ from blockplane.vms.recovery import DiskRecovery
 Handler = Callable[[Any], Awaitable[None]]
 #: One step of the periodic reconcile; a mapping it returns is recorded as counts.
 ReconcileStep = Callable[[], object]
+#: A task the agent runs in the background while it serves.
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Services:
     intents: IntentRecovery
     peers: PeerService
     adoption: AdoptionServices
+    backups: BackupServices
     #: A full pass (at start, after a reconnect, every ``full_reconcile_interval_s``): every
     #: step looks at everything, in this order; the confirmation last, after every feature's.
     reconcilers: tuple[ReconcileStep, ...]
@@ -115,6 +120,7 @@ class Services:
     #: last pass (``runtime.reconcile_schedule``).
     quick_reconcilers: tuple[ReconcileStep, ...]
     handlers: Mapping[type[HypervisorEvent], Handler]
+    background: tuple[BackgroundTask, ...] = ()
 
 
 def build_services(settings: Settings) -> Services:
@@ -175,8 +181,15 @@ def build_services(settings: Settings) -> Services:
                        locks, thin, thin_copies, foreign=foreign)
     snapshots = SnapshotService(chains, locks, records, chain_records, chain_volumes, job_store,
                                 events, foreign=foreign)
+    keeper = checkpoint_keeper(chains, database, records, events)
     checkpoints = CheckpointService(chains, job_store, records, events, locks.lock_for,
-                                    foreign=foreign)
+                                    foreign=foreign, deleted=keeper.forget)
+    backups = BackupServices.build(
+        keeper, jobs, job_store, chains, checkpoints, chain_volumes, volumes, pools, disks,
+        records, database, events, thin, settings.paths.home,
+        TcpExports(settings.paths.home, settings.listen,
+                   settings.paths.libvirt_root if hypervisor.is_embedded else None).endpoint,
+    )
     adoption = AdoptionServices.build(hypervisor, database, records, adoptions, disks, pools,
                                       volumes, events, thin, locks.lock_for, pending)
     persistent = PersistentChains(chains, records, chain_records, job_store, vms.redefine, events)
@@ -216,28 +229,32 @@ def build_services(settings: Settings) -> Services:
         intents=intents,
         peers=PeerService(PeerStore(database), events),
         adoption=adoption,
+        backups=backups,
         reconcilers=(
             rescaler.reconcile,
             thin.reconcile,
             chain_reconciler.run,
+            backups.reconcile,
             adoption.watch.reconcile,
             confirmer.run_full,
         ),
         # No capacity rescale: a resize made outside blockplane is caught by the next full pass.
-        # The chain and adoption steps cost one SQL query each while no job runs and nothing
-        # is adopted.
+        # The chain, backup and adoption steps cost one SQL query each while no job runs, no
+        # export is open and nothing is adopted.
         quick_reconcilers=(
             thin.quick_reconcile,
             chain_reconciler.run,
+            backups.reconcile,
             adoption.watch.reconcile,
             confirmer.run,
         ),
         handlers={
-            LifecycleEvent: vms.on_lifecycle,
+            LifecycleEvent: backups.on_lifecycle(vms.on_lifecycle),
             BlockThresholdEvent: thin.on_threshold,
             IOErrorEvent: thin.on_io_error,
             BlockJobEvent: JobEvents(job_store, chains, driver).on_block_job,
         },
+        background=(backups.watch_refusals(events),),
     )
 
 

@@ -38,11 +38,13 @@ def run_qemu_img(
     *,
     runner: CommandRunner | None = None,
     accept: Collection[int] | None = (0,),
+    timeout_s: float = QEMU_IMG_TIMEOUT_S,
 ) -> CommandResult:
     """``qemu-img ARGUMENTS``; an exit status outside ``accept`` raises ``image.failed``
-    (``accept`` None: the caller judges every status itself)."""
+    (``accept`` None: the caller judges every status itself). ``timeout_s``: longer for a
+    command that copies a whole disk."""
     runner = runner or SubprocessRunner()
-    result = runner.run(["qemu-img", *arguments], check=False, timeout=QEMU_IMG_TIMEOUT_S)
+    result = runner.run(["qemu-img", *arguments], check=False, timeout=timeout_s)
     if accept is not None and result.returncode not in accept:
         raise OperationFailed(
             f"qemu-img {arguments[0]} failed: {result.stderr.strip() or 'no output'}",
@@ -137,6 +139,25 @@ def measure_copy(
     result = run_qemu_img(["measure", "-U", "--output=json", "-O", "qcow2", os.fspath(path)],
                           runner=run)
     return int(_json(result.stdout, "qemu-img measure")["required"])
+
+
+def measure_new(virtual_bytes: int, *, runner: CommandRunner | None = None) -> int:
+    """Bytes an empty qcow2 of ``virtual_bytes`` needs (its metadata): what a pull backup's
+    scratch image holds before the guest overwrites anything."""
+    result = run_qemu_img(["measure", "--output=json", "-O", "qcow2", "--size",
+                           str(virtual_bytes)], runner=runner)
+    return int(_json(result.stdout, "qemu-img measure")["required"])
+
+
+def image_bitmaps(path: str | Path, *, runner: CommandRunner | None = None
+                  ) -> dict[str, tuple[str, ...]]:
+    """The persistent dirty bitmaps stored in one image (not its chain), with their flags
+    (``in-use`` on an image no QEMU holds open means the bitmap is inconsistent)."""
+    info = _json(run_qemu_img(["info", "-U", "--output=json", os.fspath(path)],
+                              runner=runner).stdout, "qemu-img info")
+    data = (info.get("format-specific") or {}).get("data") or {}
+    return {str(bitmap.get("name")): tuple(str(flag) for flag in bitmap.get("flags", ()))
+            for bitmap in data.get("bitmaps") or ()}
 
 
 def image_end_offset(path: str | Path, runner: CommandRunner) -> int:

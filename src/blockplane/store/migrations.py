@@ -175,4 +175,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             adopted_at REAL NOT NULL
         )""",
     ),
+    # Backups (blockplane.backup): each pull backup's export (socket, per-disk export names,
+    # bitmaps and scratch images, its timeout), and every checkpoint's definition, kept so that
+    # libvirt's checkpoint metadata can be defined again after it was lost.
+    (
+        """CREATE TABLE pull_exports (
+            job_id TEXT PRIMARY KEY REFERENCES chain_jobs(id) ON DELETE CASCADE,
+            vm TEXT NOT NULL,
+            record_json TEXT NOT NULL,
+            deadline REAL NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE checkpoint_definitions (
+            vm TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            parent TEXT,
+            xml TEXT NOT NULL,
+            created_at INTEGER,
+            recorded_at REAL NOT NULL,
+            PRIMARY KEY (vm, name)
+        )""",
+    ),
 )

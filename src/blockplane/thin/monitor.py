@@ -114,15 +114,19 @@ class ThinMonitor:
             if volume.target == target:
                 self.forget(volume.key)
 
-    def track(self, vm: str, target: str, record: VolumeRecord) -> MonitoredVolume:
+    def track(self, vm: str, target: str, record: VolumeRecord,
+              libvirt_index: int | None = None) -> MonitoredVolume:
         """Monitor ``record`` as a volume of ``vm``'s disk ``target``; arm it if running.
 
         A volume already monitored for the same VM and path (a copy's destination, now the
         disk's top after the pivot) keeps its record, its counters and the threshold QEMU
-        holds on its node: monitoring goes on without a gap.
+        holds on its node: monitoring goes on without a gap. ``libvirt_index``: where libvirt
+        has it when that is not in the disk's chain (a pull backup's scratch image, ``vda[N]``
+        as the backup's description numbers it).
         """
         fresh = MonitoredVolume(vm, target, record.pool, record.name, record.path,
-                                record.virtual_bytes, physical=record.physical_bytes)
+                                record.virtual_bytes, physical=record.physical_bytes,
+                                libvirt_index=libvirt_index)
         with self._registry.lock(fresh.key):
             current = self._registry.get(fresh.key)
             if current is not None and (current.vm, current.path) == (vm, record.path):

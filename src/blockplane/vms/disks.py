@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from blockplane.errors import (
+    Conflict,
     InvalidInput,
     NotFound,
     OperationFailed,
@@ -31,7 +32,7 @@ from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
-from blockplane.store.records import DiskRecord, Records
+from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.throttle.disk_limits import DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.disk_plan import (
@@ -78,6 +79,9 @@ class AttachRequest:
     limits: dict[str, int | str] = field(default_factory=dict)
     scaling: CapacityScaling | None = None
     vm_group: GroupSpec | None = None
+    #: Attach the volume ``name`` that already exists in ``pool`` (a restored one) instead of
+    #: creating one; it is left in place if the attach fails.
+    existing: bool = False
 
     def descriptor(self) -> DiskDescriptor:
         return DiskDescriptor(
@@ -139,9 +143,11 @@ class DiskService:
             live = context.running
             target = choose_target(context, bus)
             volume_name = request.name or f"{request.vm}-{target}"
-            self._volumes.validate(
-                pool, volume_name, request.size_bytes, request.format, request.thin
-            )
+            existing = self._existing(request) if request.existing else None
+            if existing is None:
+                self._volumes.validate(
+                    pool, volume_name, request.size_bytes, request.format, request.thin
+                )
             source_kind: SourceKind = "block" if self._volumes.is_block(pool) else "file"
             plan = plan_disk(context, request.descriptor(), self.planning(), source_kind)
             limits_plan = plan.limits
@@ -158,11 +164,12 @@ class DiskService:
                     "bus": request.bus,
                     "plan": plan_json,
                     "controller_index": controller_index,
+                    **({"existing": True} if existing is not None else {}),
                 },
             )
             started = time.monotonic()
             try:
-                volume = self._volumes.create(
+                volume = existing or self._volumes.create(
                     pool, volume_name, request.size_bytes, request.format, request.thin
                 )
             except BaseException:
@@ -184,7 +191,8 @@ class DiskService:
                 self._unplug_after_failure(domain, device, applied, live)
                 if self._throttle is not None and limits_plan is not None:
                     self._throttle.rollback_disk_plan(domain, limits_plan)
-                self._volumes.delete(pool.name, volume_name)
+                if existing is None:
+                    self._volumes.delete(pool.name, volume_name)
                 self._pending.finish(intent)
                 raise
             self._pending.finish(intent)
@@ -207,6 +215,17 @@ class DiskService:
             notes=(applied.plan.reason, *([limits_plan.reason] if limits_plan else [])),
             throttle=limits_plan.view() if limits_plan else None,
         )
+
+    def _existing(self, request: AttachRequest) -> VolumeRecord:
+        volume = self._records.volume(request.pool, request.name or "")
+        if volume is None:
+            raise NotFound(f"no volume {request.name!r} in pool {request.pool}",
+                           code="volume.not_found")
+        if any(disk.pool == volume.pool and disk.volume == volume.name
+               for vm in self._records.vms() for disk in self._records.disks(vm.name)):
+            raise Conflict(f"volume {volume.name} is already a disk of a VM",
+                           code="volume.in_use")
+        return volume
 
     def _plug(
         self, domain: DomainHandle, device: DiskDevice, applied: AppliedPlan, live: bool

@@ -111,7 +111,8 @@ class DiskRecovery:
             self._remove_unused_iothreads(
                 domain, data.get("plan", {}).get("iothreads_added", []), live
             )
-        self._delete_volume(data["pool"], data["volume"])
+        if not data.get("existing"):  # a volume that existed before (a restored one) stays
+            self._delete_volume(data["pool"], data["volume"])
         self._records.delete_disk(operation.vm, operation.target)
 
     def _complete_detach(self, domain: DomainHandle | None, operation: PendingOperation) -> None:

@@ -4,7 +4,9 @@ Success: the images the job dropped from the chain are invalidated (deleted once
 references them) and the disk record follows the new top (a copy's destination, an active
 commit's base). No success: a copy's destination is deleted, unless an abort after READY left a
 consistent point-in-time copy, which is kept as a standalone volume; a backup's partial files are
-deleted. Every step is idempotent, because a restart may run it again. Must not call libvirt.
+deleted. A pull backup's scratch images are deleted whatever the outcome: they hold nothing but
+the export's copy-before-write data. Every step is idempotent, because a restart may run it
+again. Must not call libvirt.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class JobCleanup:
 
     def run(self, stored: StoredJob) -> None:
         job, spec = stored.state, stored.spec
+        if job.kind is JobKind.BACKUP and spec.mode == "pull":
+            for ref in spec.created:
+                self._volumes.discard(ref)
+            return
         if job.outcome is Outcome.SUCCEEDED:
             if job.kind is JobKind.ACTIVE_COMMIT and spec.new_top_path:
                 self._volumes.top_of(job.vm, job.target, spec.new_top_path)

@@ -46,6 +46,7 @@ __all__ = [
     "CleanupDone",
     "CopyRestarted",
     "Effect",
+    "EndRequested",
     "JobAbsent",
     "JobEventObserved",
     "JobInfoObserved",
@@ -128,6 +129,15 @@ class AbortRequested:
 
 
 @dataclass(frozen=True)
+class EndRequested:
+    """blockplane ends the job itself and decides its outcome (a pull backup whose scratch ran
+    out fails, one whose export timed out is aborted), whatever libvirt reports of the end."""
+
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(frozen=True)
 class PivotIssued:
     """The service is about to ask libvirt to pivot (persisted first)."""
 
@@ -159,8 +169,8 @@ class RestartFailed:
 
 Observation = JobEventObserved | JobInfoObserved | JobAbsent | PivotObserved
 Request = (
-    Started | StartFailed | PivotRequested | AbortRequested | PivotIssued | PivotFailed
-    | CleanupDone | CopyRestarted | RestartFailed
+    Started | StartFailed | PivotRequested | AbortRequested | EndRequested | PivotIssued
+    | PivotFailed | CleanupDone | CopyRestarted | RestartFailed
 )
 JobSignal = Observation | Request
 
@@ -252,6 +262,8 @@ def _absent(job: JobState, effect: Effect) -> JobState:
 def _end(
     job: JobState, outcome: Outcome, error: str | None = None, *, point_in_time_copy: bool = False
 ) -> JobState:
+    if job.forced_outcome is not None and outcome is not Outcome.FAILED:
+        outcome, error = job.forced_outcome, job.error
     progress = _complete(job.progress) if outcome is Outcome.SUCCEEDED else job.progress
     return replace(job, phase=JobPhase.CLEANUP, outcome=outcome, error=error,
                    point_in_time_copy=point_in_time_copy, progress=progress)
@@ -284,6 +296,14 @@ def _request(job: JobState, signal: Request) -> JobState:
             if phase is JobPhase.PIVOTING:
                 raise _invalid(job, "a pivot is under way")
             return replace(job, phase=JobPhase.ABORTING, abort_requested=True)
+        case EndRequested(outcome, reason):
+            if job.forced_outcome is not None and phase is JobPhase.ABORTING:
+                return job
+            _require_live(job, "end")
+            if phase in (JobPhase.PREPARING, JobPhase.PIVOTING):
+                raise _invalid(job, "it is starting or pivoting")
+            return replace(job, phase=JobPhase.ABORTING, abort_requested=True,
+                           forced_outcome=outcome, error=reason)
         case PivotIssued():
             if phase is JobPhase.PIVOTING:
                 return job

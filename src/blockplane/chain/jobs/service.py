@@ -23,6 +23,7 @@ from blockplane.chain.jobs.backup_plan import plan_backup
 from blockplane.chain.jobs.driver import JobDriver
 from blockplane.chain.jobs.phases import (
     AbortRequested,
+    EndRequested,
     PivotRequested,
     Started,
     StartFailed,
@@ -36,10 +37,17 @@ from blockplane.chain.jobs.plans import (
 )
 from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
-from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, Progress, new_job
+from blockplane.chain.jobs.state import (
+    BlockJobStatus,
+    JobKind,
+    JobPhase,
+    Outcome,
+    Progress,
+    new_job,
+)
 from blockplane.chain.jobs.store import JobStore, busy_error
 from blockplane.chain.jobs.thin_copy import ThinCopies, destination_size, destination_xml
-from blockplane.chain.jobs.views import JobView, job_view
+from blockplane.chain.jobs.views import JobView, ScratchUsage, job_view
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
@@ -166,6 +174,26 @@ class JobsService:
         return self._start(vm, ",".join(plan.spec.targets), JobKind.BACKUP, plan.spec, False,
                            act, job_id=job_id)
 
+    def start(self, vm: str, kind: JobKind, spec: JobSpec, act: Callable[[JobSpec], JobSpec],
+              *, job_id: str) -> JobView:
+        """Start a job another package planned (a pull backup): PREPARING, ``act``, RUNNING,
+        with the same refusals and the same FAILED-and-cleaned-up on a failure as the rest."""
+        return self._start(vm, ",".join(spec.targets), kind, spec, False, act, job_id=job_id)
+
+    def save_spec(self, job_id: str, spec: JobSpec) -> None:
+        """Record what a starting job created, before libvirt is asked (see ``copy``)."""
+        self._store.save_spec(job_id, spec)
+
+    def end(self, job_id: str, outcome: Outcome, reason: str) -> JobView:
+        """End a running job with ``outcome``, whatever libvirt reports of the end."""
+        stored = self._driver.apply(job_id, EndRequested(outcome, reason))
+        domain = self._chains.domain(stored.state.vm)
+        if stored.state.kind is JobKind.BACKUP:
+            domain.abort_job()
+        else:
+            domain.block_job_abort(stored.state.target)
+        return self.show(job_id)
+
     def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
                act: Callable[[JobSpec], JobSpec], *, job_id: str | None = None,
                chain: tuple[str, ...] | None = None) -> JobView:
@@ -246,14 +274,18 @@ class JobsService:
     def show(self, job_id: str) -> JobView:
         """The job, with libvirt's live progress while it runs."""
         stored = self._driver.get(job_id)
+        progress: Progress | None = None
+        scratch: ScratchUsage | None = None
         if stored.state.phase in (JobPhase.RUNNING, JobPhase.READY, JobPhase.PREPARING):
             try:
                 seen = probe(self._chains, self._chains.domain(stored.state.vm), stored)
             except BlockplaneError:
                 return job_view(stored.state, stored.spec)
             if seen.present and seen.end:
-                return job_view(stored.state, stored.spec, Progress(seen.cur, seen.end))
-        return job_view(stored.state, stored.spec)
+                progress = Progress(seen.cur, seen.end)
+            if seen.present and stored.spec.mode == "pull":
+                scratch = scratch_usage(self._chains.domain(stored.state.vm))
+        return job_view(stored.state, stored.spec, progress, scratch)
 
     def abort(self, job_id: str) -> JobView:
         stored = self._driver.apply(job_id, AbortRequested())
@@ -286,6 +318,17 @@ class JobsService:
         self._reconciler.run()
         self._volumes.collect()
 
+
+
+def scratch_usage(domain: DomainHandle) -> ScratchUsage | None:
+    """A running pull backup's scratch images: bytes they hold, and their virtual sizes."""
+    try:
+        stats = domain.job_stats()
+    except BlockplaneError:
+        return None
+    if "disk_temp_total" not in stats:
+        return None
+    return ScratchUsage(int(stats.get("disk_temp_used", 0)), int(stats["disk_temp_total"]))
 
 
 def _status(value: int) -> BlockJobStatus | None:

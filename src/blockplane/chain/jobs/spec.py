@@ -36,7 +36,9 @@ class JobSpec:
     ``top_path`` (the source top) and ``destination``. Mirror jobs end with ``new_top_path`` on
     top. ``invalidated``: the images a success drops from the chain. ``created``: volumes this job
     made, deleted if it does not succeed. Backup: ``backup_dir``, ``backup_files``,
-    ``incremental`` (the checkpoint it starts from) and ``checkpoint`` (the one it creates).
+    ``incremental`` (the checkpoint it starts from) and ``checkpoint`` (the one it creates);
+    ``mode`` "pull" for a pull backup, whose scratch images (``created``) go whatever the
+    outcome (its export's details are the backup package's own record).
     """
 
     targets: tuple[str, ...]
@@ -55,6 +57,7 @@ class JobSpec:
     backup_files: Mapping[str, str] = field(default_factory=dict)
     incremental: str | None = None
     checkpoint: str | None = None
+    mode: str = "push"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class JobSpec:
             "backup_files": dict(self.backup_files),
             "incremental": self.incremental,
             "checkpoint": self.checkpoint,
+            "mode": self.mode,
         }
 
     @classmethod
@@ -96,6 +100,7 @@ class JobSpec:
             backup_files=dict(data.get("backup_files", {})),
             incremental=data.get("incremental"),
             checkpoint=data.get("checkpoint"),
+            mode=str(data.get("mode") or "push"),
         )
 
     def paths(self) -> set[str]:

@@ -97,7 +97,10 @@ class JobState:
     """One job. ``ready``: READY was reached at least once. ``libvirt_status``: the last end
     status libvirt's events reported (COMPLETED, FAILED or CANCELED), None if none was seen.
     ``outcome`` is set once, when the job ends, and then never changes. ``restarts``: how
-    often a copy was started again after its thin destination ran out of room."""
+    often a copy was started again after its thin destination ran out of room.
+    ``forced_outcome``: blockplane itself ended the job (a pull backup's scratch ran out, its
+    export timed out), so libvirt's verdict on the ending is overruled by this one, with
+    ``error`` saying why."""
 
     id: str
     vm: str
@@ -116,6 +119,7 @@ class JobState:
     error: str | None = None
     finished_at: float | None = None
     restarts: int = 0
+    forced_outcome: Outcome | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,6 +142,7 @@ class JobState:
             "error": self.error,
             "finished_at": self.finished_at,
             "restarts": self.restarts,
+            "forced_outcome": self.forced_outcome.value if self.forced_outcome else None,
         }
 
     @classmethod
@@ -145,6 +150,7 @@ class JobState:
         progress = data.get("progress")
         status = data.get("libvirt_status")
         outcome = data.get("outcome")
+        forced = data.get("forced_outcome")
         return cls(
             id=data["id"],
             vm=data["vm"],
@@ -163,6 +169,7 @@ class JobState:
             error=data.get("error"),
             finished_at=data.get("finished_at"),
             restarts=int(data.get("restarts", 0)),
+            forced_outcome=Outcome(forced) if forced else None,
         )
 
 

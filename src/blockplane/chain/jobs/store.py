@@ -100,6 +100,13 @@ class JobStore:
             )
         return [_stored(row) for row in reversed(rows)]
 
+    def created_since(self, moment: float, kind: str | None = None) -> list[StoredJob]:
+        """Jobs created after ``moment`` (of ``kind`` if given), oldest first."""
+        rows = self._db.query(
+            "SELECT * FROM chain_jobs WHERE created_at > ? AND (? IS NULL OR kind = ?)"
+            " ORDER BY created_at", (moment, kind, kind))
+        return [_stored(row) for row in rows]
+
     def holding(self, vm: str, target: str) -> StoredJob | None:
         """The live job that occupies ``vm``'s disk ``target``, if any."""
         for job in self.live():

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from blockplane.chain.jobs.spec import JobSpec
 from blockplane.chain.jobs.state import JobState, Progress
+from blockplane.model.view import KEY_IF_SET
+
+
+@dataclass(frozen=True)
+class ScratchUsage:
+    """A running pull backup's scratch images: bytes they hold, and their virtual sizes
+    (libvirt's job stats ``disk_temp_used``/``disk_temp_total``)."""
+
+    used: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -32,13 +42,19 @@ class JobView:
     spec: JobSpec
     #: How many times a copy started again into a regrown thin destination (``thin_copy``).
     restarts: int = 0
+    #: blockplane ended the job itself with this outcome (a pull backup's scratch ran out, its
+    #: export timed out), whatever libvirt reported of the end.
+    forced_outcome: str | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
+    #: A running pull backup's scratch usage.
+    scratch: ScratchUsage | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
 
     @property
     def ended(self) -> bool:
         return self.phase in ("cleanup", "done", "failed", "aborted")
 
 
-def job_view(state: JobState, spec: JobSpec, progress: Progress | None = None) -> JobView:
+def job_view(state: JobState, spec: JobSpec, progress: Progress | None = None,
+             scratch: ScratchUsage | None = None) -> JobView:
     """``state`` and ``spec`` as answered; ``progress`` replaces the recorded one."""
     return JobView(
         id=state.id,
@@ -59,4 +75,6 @@ def job_view(state: JobState, spec: JobSpec, progress: Progress | None = None) -
         finished_at=state.finished_at,
         spec=spec,
         restarts=state.restarts,
+        forced_outcome=state.forced_outcome.value if state.forced_outcome else None,
+        scratch=scratch,
     )

@@ -1,0 +1,203 @@
+"""Pull backups read over NBD, side by side with the image file, and what they cost the guest.
+
+A throwaway agent boots the bundled Linux guest with a DATA-sized qcow2 disk (dir pool, host
+disk) filled with random bytes on the host before the VM starts. Then, in one run:
+
+1. full read: ``qemu-img convert`` of the pull backup's NBD URL to a raw file on tmpfs, against
+   ``qemu-img convert -U -T none`` of the disk's image file to the same place (the VM's disks are
+   opened with O_DIRECT too); alternated, ``--repeat`` times, medians; ratio = file time / NBD
+   time (NBD throughput as a share of the file's; goal >= 0.8). The reference pull client's full
+   read (nbdcopy into a qcow2) is timed once as well.
+2. incremental: the guest rewrites 5% of the disk (fio randwrite, 64 KiB blocks, no block twice:
+   exactly CHANGED bytes), then the reference pull client reads the incremental export:
+   bytes read over NBD / bytes changed (goal <= 1.1), and its time against the client's full read.
+3. the guest's fio (4k random writes, O_DIRECT, iodepth 16, on a fresh region each time) with no
+   backup, with an export open and idle, with an export open while ``qemu-img convert -r`` reads
+   it for the whole run, and with no backup again: IOPS, and the ratio to the first. The first
+   write to each cluster during an export costs a copy into the scratch image
+   (copy-before-write).
+
+    python -m bench.backup_pull [--data-mib 512] [--repeat 3] [--fio-runtime 10] [--io-threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import bench_agent, fio_json, guest_run, save, tmpfs_dir, wait_for_block_device
+from blockplane.cli.client import AgentClient, api_path
+
+MIB = 1 << 20
+VM = "pullbench"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def timed(argv: list[str]) -> float:
+    started = time.monotonic()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def pull(client: AgentClient, **body: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = client.request("POST", api_path("vms", VM, "backup", "pull"), body)
+    return answer
+
+
+def stop(client: AgentClient, job: str) -> None:
+    client.request("POST", api_path("jobs", job, "stop"))
+    deadline = time.monotonic() + 60
+    while client.request("GET", api_path("jobs", job))["phase"] not in ("done", "failed",
+                                                                         "aborted"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job} did not end")
+        time.sleep(0.2)
+
+
+def pull_client(answer: dict[str, Any], out: Path) -> tuple[dict[str, Any], float]:
+    target = answer["disks"][0]["target"]
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "blockplane.backup.pull_client", "--answer",
+                             "-", "--out", str(out)], input=json.dumps(answer), text=True,
+                            capture_output=True, check=True, cwd=REPO)
+    report: dict[str, Any] = json.loads(result.stdout)["disks"][target]
+    return report, time.monotonic() - started
+
+
+def fio_iops(client: AgentClient, device: str, offset_mib: int, region_mib: int,
+             runtime: int) -> float:
+    data = fio_json(client, VM, f"--name=w --filename={device} --rw=randwrite --bs=4k "
+                                f"--direct=1 --ioengine=libaio --iodepth=16 "
+                                f"--offset={offset_mib}M --size={region_mib}M --time_based "
+                                f"--runtime={runtime} --ramp_time=1")
+    return float(data["jobs"][0]["write"]["iops"])
+
+
+def run(data_mib: int, repeat: int, fio_runtime: int, io_threads: int | None) -> dict[str, Any]:
+    shm = tmpfs_dir("bp-pull-bench")
+    results: dict[str, Any] = {"data_mib": data_mib, "io_threads": io_threads}
+    with bench_agent() as client:
+        client.request("POST", "/v1/pools", {"name": "pb", "type": "dir"})
+        client.request("POST", "/v1/vms", {"name": VM, "vcpus": 2, "memory": "1G",
+                                           "guest": "linux"})
+        attach: dict[str, Any] = {"pool": "pb", "size": f"{data_mib}M"}
+        if io_threads is not None:
+            attach["io_threads"] = io_threads
+        disk = client.request("POST", api_path("vms", VM, "disks"), attach)
+        source = shm / "random.raw"
+        subprocess.run(["dd", "if=/dev/urandom", f"of={source}", "bs=1M", f"count={data_mib}"],
+                       check=True, capture_output=True)
+        subprocess.run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "qcow2", str(source),
+                        disk["source"]], check=True, capture_output=True)
+        source.unlink()
+        client.request("POST", api_path("vms", VM, "start"))
+        wait_for_block_device(client, VM, disk["target"])
+        device = f"/dev/{disk['target']}"
+        try:
+            run_cases(client, disk, device, data_mib, repeat, fio_runtime, shm, results)
+        finally:
+            for job in client.request("GET", "/v1/jobs", vm=VM):
+                if job["phase"] == "running":
+                    stop(client, job["id"])
+            shutil.rmtree(shm, ignore_errors=True)
+    save("backup_pull" if io_threads is None else f"backup_pull-io{io_threads}", results)
+    return results
+
+
+def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: int,
+              repeat: int, fio_runtime: int, shm: Path, results: dict[str, Any]) -> None:
+    # 1. full read, NBD against the image file
+    answer = pull(client)
+    url = answer["disks"][0]["url"]
+    out = shm / "out.raw"
+    nbd_s, file_s = [], []
+    for _ in range(repeat):
+        nbd_s.append(timed(["qemu-img", "convert", "-f", "raw", "-O", "raw", url,
+                            str(out)]))
+        out.unlink()
+        file_s.append(timed(["qemu-img", "convert", "-U", "-T", "none", "-f", "qcow2",
+                             "-O", "raw", disk["source"], str(out)]))
+        out.unlink()
+    full_report, full_client_s = pull_client(answer, shm / "full")
+    subprocess.run(["rm", "-rf", str(shm / "full")], check=True)
+    stop(client, answer["job"])
+    results["full"] = {
+        "nbd_s": statistics.median(nbd_s), "file_s": statistics.median(file_s),
+        "ratio": statistics.median(file_s) / statistics.median(nbd_s),
+        "nbd_mib_s": data_mib / statistics.median(nbd_s),
+        "file_mib_s": data_mib / statistics.median(file_s),
+        "client_s": full_client_s, "client_bytes_read": full_report["bytes_read"],
+        "best_ratio": min(file_s) / min(nbd_s),
+        "runs": {"nbd_s": nbd_s, "file_s": file_s},
+    }
+
+    # 2. incremental after 5% changed
+    changed = (data_mib * MIB // 20) // (64 * 1024) * (64 * 1024)
+    guest_run(client, VM, f"fio --name=c --filename={device} --rw=randwrite --bs=64k "
+                          f"--direct=1 --ioengine=psync --size={data_mib}M "
+                          f"--io_size={changed} --randrepeat=0 >/dev/null")
+    answer = pull(client, incremental="auto")
+    report, inc_client_s = pull_client(answer, shm / "inc")
+    subprocess.run(["rm", "-rf", str(shm / "inc")], check=True)
+    stop(client, answer["job"])
+    results["incremental"] = {
+        "changed_bytes": changed, "bytes_read": report["bytes_read"],
+        "extents": report["extents"], "read_per_changed": report["bytes_read"] / changed,
+        "client_s": inc_client_s, "full_client_s": full_client_s,
+        "time_vs_full": inc_client_s / full_client_s,
+    }
+
+    # 3. guest fio during an export
+    region = max(16, data_mib // 8)
+    iops = {"none": fio_iops(client, device, 0, region, fio_runtime)}
+    answer = pull(client)
+    iops["export_idle"] = fio_iops(client, device, region, region, fio_runtime)
+    rate = max(1, data_mib // (fio_runtime + 2))  # MiB/s: the read lasts the whole fio run
+    reader = subprocess.Popen(["qemu-img", "convert", "-r", f"{rate}M", "-f", "raw", "-O",
+                               "raw", answer["disks"][0]["url"], str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    iops["export_read"] = fio_iops(client, device, 2 * region, region, fio_runtime)
+    reader_done = reader.poll() is not None
+    reader.wait()
+    out.unlink(missing_ok=True)
+    stop(client, answer["job"])
+    iops["none_after"] = fio_iops(client, device, 3 * region, region, fio_runtime)
+    results["guest"] = {
+        "iops": iops, "vs_none": {k: v / iops["none"] for k, v in iops.items()},
+        "region_mib": region, "reader_finished_during_fio": reader_done,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-mib", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--fio-runtime", type=int, default=10)
+    parser.add_argument("--io-threads", type=int, default=None,
+                        help="IOThreads of the disk (default: blockplane's policy; 0: none)")
+    options = parser.parse_args()
+    results = run(options.data_mib, options.repeat, options.fio_runtime, options.io_threads)
+    full, inc, guest = results["full"], results["incremental"], results["guest"]
+    print(f"full read, {options.data_mib} MiB: NBD {full['nbd_s']:.2f} s "
+          f"({full['nbd_mib_s']:.0f} MiB/s), image file {full['file_s']:.2f} s "
+          f"({full['file_mib_s']:.0f} MiB/s): ratio {full['ratio']:.2f} (goal >= 0.8), best "
+          f"runs {full['best_ratio']:.2f}; "
+          f"reference client (nbdcopy) {full['client_s']:.2f} s")
+    print(f"incremental, {inc['changed_bytes'] / MIB:.1f} MiB changed in {inc['extents']} "
+          f"extents: read {inc['bytes_read'] / MIB:.1f} MiB, ratio "
+          f"{inc['read_per_changed']:.3f} (goal <= 1.1); {inc['client_s']:.2f} s, "
+          f"{inc['time_vs_full']:.2f} of the full read")
+    print("guest 4k randwrite IOPS: " + ", ".join(
+        f"{name} {value:.0f} ({guest['vs_none'][name]:.2f})"
+        for name, value in guest["iops"].items()))
+
+
+if __name__ == "__main__":
+    main()
