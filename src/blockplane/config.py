@@ -87,6 +87,8 @@ class Settings:
     tls_key: Path | None = None
     iothread_cap: int = DEFAULT_IOTHREAD_CAP
     reconcile_interval_s: float = 2.0
+    #: The libvirt URI a peer's libvirt migrates VMs to this host by (``--migration-uri``).
+    migration_uri: str | None = None
 
 
 def embedded_uri(paths: Paths) -> str:
@@ -104,7 +106,8 @@ def load_settings(
     chosen_accel = accel or _accel_from_env()
     cap = int(os.environ.get("BLOCKPLANE_IOTHREAD_CAP", DEFAULT_IOTHREAD_CAP))
     return Settings(
-        paths=paths, libvirt_uri=uri, accel=chosen_accel, listen=listen, iothread_cap=cap
+        paths=paths, libvirt_uri=uri, accel=chosen_accel, listen=listen, iothread_cap=cap,
+        migration_uri=os.environ.get("BLOCKPLANE_MIGRATION_URI") or None,
     )
 
 

@@ -21,6 +21,7 @@ from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_checkpoints import checkpoints_router
 from blockplane.api.routes_events import events_router
 from blockplane.api.routes_host import host_router
+from blockplane.api.routes_migration import migration_router
 from blockplane.api.routes_peers import peers_router
 from blockplane.api.routes_pools import pools_router
 from blockplane.api.routes_reconcile import reconcile_router
@@ -66,6 +67,7 @@ def create_app(agent: Agent, token: str) -> FastAPI:
         top_router(agent),
         reconcile_router(agent),
         peers_router(agent.peers),
+        migration_router(agent.migrations.source, agent.migrations.destination),
     ):
         app.include_router(router, prefix="/v1", responses=PROBLEM_RESPONSES)
     app.add_middleware(IdempotencyKeys, store=IdempotencyStore(agent.database), token=token)

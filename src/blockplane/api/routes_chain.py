@@ -19,6 +19,7 @@ from blockplane.api.chain_bodies import (
     SpeedSet,
     bandwidth,
 )
+from blockplane.errors import InvalidInput
 
 if TYPE_CHECKING:
     from blockplane.runtime.agent import Agent
@@ -70,24 +71,39 @@ def chain_router(agent: Agent) -> APIRouter:
         agent.vms.record(vm)
         return chain.jobs.backup(vm, body.dest, body.incremental, body.disks)
 
+    # Migrations (kind ``migrate``) are jobs too: listed with the block jobs, oldest first.
+    migrations = agent.migrations.source
+
     @router.get("/jobs")
     def list_jobs(vm: str | None = None) -> list[dict[str, Any]]:
-        return chain.jobs.list(vm)
+        jobs = chain.jobs.list(vm) + [view.to_json() for view in migrations.list(vm)]
+        return sorted(jobs, key=lambda job: float(job["created_at"]))
 
     @router.get("/jobs/{job_id}")
     def show_job(job_id: str) -> dict[str, Any]:
+        if migrations.owns(job_id):
+            return migrations.show(job_id).to_json()
         return chain.jobs.show(job_id)
 
     @router.post("/jobs/{job_id}/abort")
     def abort_job(job_id: str) -> dict[str, Any]:
+        if migrations.owns(job_id):
+            return migrations.abort(job_id).to_json()
         return chain.jobs.abort(job_id)
 
     @router.post("/jobs/{job_id}/pivot")
     def pivot_job(job_id: str) -> dict[str, Any]:
+        _refuse_migration(job_id, "pivot")
         return chain.jobs.pivot(job_id)
 
     @router.post("/jobs/{job_id}/speed")
     def job_speed(job_id: str, body: SpeedSet) -> dict[str, Any]:
+        _refuse_migration(job_id, "speed")
         return chain.jobs.speed(job_id, bandwidth(body.bandwidth))
+
+    def _refuse_migration(job_id: str, verb: str) -> None:
+        if migrations.owns(job_id):
+            raise InvalidInput(f"job {job_id} is a migration: it has no {verb}",
+                               code="job.invalid_request")
 
     return router

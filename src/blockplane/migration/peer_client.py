@@ -78,6 +78,12 @@ class PeerClient:
         return PeerFacts(facts_document(self.name, self._get("/v1/facts")))
 
     def _get(self, path: str) -> Any:
+        return self.call("GET", path)
+
+    def call(self, method: str, path: str, body: Any = None,
+             params: Mapping[str, str] | None = None) -> Any:
+        """One request to the peer's API; its JSON answer. A refusal the peer explains
+        (problem+json) comes back as ``PeerRefused`` with the peer's own code and status."""
         try:
             with (
                 httpx.Client(
@@ -88,23 +94,48 @@ class PeerClient:
                     trust_env=False,
                     follow_redirects=False,
                 ) as client,
-                client.stream("GET", path) as response,
+                client.stream(method, path, json=body, params=params) as response,
             ):
-                body = _read_capped(response)
+                answer = _read_capped(response)
                 status = response.status_code
         except httpx.TransportError as error:
             raise transport_failure(self.name, self.address.url, error) from None
+        if status >= 400 and status != 401:
+            refused = _problem(self.name, status, answer)
+            if refused is not None:
+                raise refused
         failure = answer_failure(self.name, self.address.url, status, path)
         if failure is not None:
             raise failure
         try:
-            return json.loads(body)
+            return json.loads(answer) if answer else None
         except ValueError:
             raise PeerBadAnswer(
                 f"peer {self.name!r} ({self.address.url}) answered {path} with something "
                 "that is not JSON",
                 peer=self.name,
             ) from None
+
+
+class PeerRefused(BlockplaneError):
+    """The peer refused a request and said why: its code and HTTP status, as it gave them."""
+
+    def __init__(self, message: str, *, code: str, status: int, peer: str) -> None:
+        super().__init__(message, code=code, peer=peer)
+        self.http_status = status
+        self.title = "Refused by the peer"
+
+
+def _problem(name: str, status: int, answer: bytes) -> PeerRefused | None:
+    try:
+        problem = json.loads(answer)
+    except ValueError:
+        return None
+    if not isinstance(problem, Mapping) or not isinstance(problem.get("code"), str):
+        return None
+    code = str(problem["code"])[:64]
+    detail = str(problem.get("detail") or problem.get("title") or code)[:2000]
+    return PeerRefused(f"peer {name}: {detail}", code=code, status=status, peer=name)
 
 
 def _read_capped(response: httpx.Response) -> bytes:

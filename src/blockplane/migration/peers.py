@@ -141,6 +141,10 @@ class PeerService:
         ).facts()
         return facts.document
 
+    def client(self, name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> PeerClient:
+        """A client of peer ``name`` (``peer.not_found`` if there is none)."""
+        return self._clients(self._record(name), timeout_s)
+
     def _record(self, name: str) -> PeerRecord:
         validate_peer_name(name)
         record = self._store.get(name)

@@ -38,6 +38,7 @@ from blockplane.iothreads.apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.metrics import AgentMetrics
 from blockplane.migration.peer_store import PeerStore
 from blockplane.migration.peers import PeerService
+from blockplane.migration.wiring import MigrationServices
 from blockplane.observe.wiring import ObserveServices
 from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pool_volumes import PoolVolumes
@@ -132,6 +133,14 @@ class Agent:
         self.pool_volumes = PoolVolumes(self.pools, self.volumes, self.records, self.events,
                                         self.chain.volume_references, self.thin.forget)
         self.on_event(BlockJobEvent, self.chain.events.on_block_job)
+        self.migrations = MigrationServices.build(
+            settings, self.hypervisor, self.database, self.records, self.pools, self.volumes,
+            self.peers, self.events, limits=self._iothread_limits,
+            capabilities=lambda: self.facts().capabilities, vm_lock=self.disks.vm_lock,
+            chain_busy=lambda vm: self.chain.jobs.refuse_if_busy(vm, None),
+            thin_track=self.thin.track, forget_thin=self.thin.forget,
+        )
+        self.reconcilers.append(self.migrations.reconcile)
         # Last: it reads what every feature above built, and confirms after their reconciles.
         self.observe = ObserveServices.build(
             self.hypervisor,
@@ -215,6 +224,7 @@ class Agent:
                     await task
             self.settings.paths.socket.unlink(missing_ok=True)
             self.settings.paths.pid_file.unlink(missing_ok=True)
+            self.migrations.source.close()
             self.thin.close()
             self.hypervisor.close()
             self.database.close()
