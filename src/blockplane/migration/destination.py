@@ -307,9 +307,8 @@ class DestinationService:
     def _adopt_volume(self, pool: str, volume: str, path: str, image_format: str,
                       virtual: int, thin: bool) -> VolumeRecord:
         """A volume on shared storage, made by another host: recorded here as it is."""
-        physical = 0
-        with contextlib.suppress(BlockplaneError):
-            physical = self._pools.backend(self._pools.get(pool)).physical_size(volume)
+        physical = self._volumes.initial_physical(self._pools.get(pool), virtual, image_format,
+                                                  thin)
         record = VolumeRecord(pool, volume, path, image_format, virtual, physical, thin)
         self._records.add_volume(record)
         return record

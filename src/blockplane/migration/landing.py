@@ -197,6 +197,10 @@ def plan_landing(
                           if move.thin else ")"))
         mapping = replanned[move.target]
         single = mapping.disk.mode == "single"
+        reason = mapping.reason
+        stored_reason = move.stored_plan.get("reason")
+        if mapping.kept and isinstance(stored_reason, str) and stored_reason:
+            reason = f"{stored_reason} (kept: this host runs it as it is)"
         homes[move.target] = DiskHome(
             None if shared else (path or None), kind,
             mapping.disk.mapping[0][0] if single and mapping.disk.mapping else None,
@@ -206,7 +210,7 @@ def plan_landing(
             path=path, kind=kind, physical_bytes=physical, thin=move.thin, format=move.format,
             virtual_bytes=move.virtual_bytes, mode=mapping.disk.mode,
             queues=mapping.disk.queues, mapping=mapping.disk.mapping,
-            iothreads_reason=mapping.reason, storage_reason=storage))
+            iothreads_reason=reason, storage_reason=storage))
         if move.thin and not host.block_threshold.supported:
             notes.append(f"{move.target}: {host.block_threshold.reason}: the thin volume "
                          "grows here only after an ENOSPC pause")
