@@ -2,12 +2,14 @@
 
 Owns only the wiring (which service gets which collaborator) and the rule for the libvirt URI
 this host tells a source to migrate to: ``--migration-uri`` when given; none for embedded
-libvirt (it cannot receive a migration); else ``qemu+tls://HOST/system`` for the host the API
-listens on. The agent calls ``build`` once and runs ``reconcile`` with its other reconciles.
+libvirt (it cannot receive a migration) or an API on loopback only; else
+``qemu+tls://HOST/system`` for the address the API listens on. The agent calls ``build``
+once and runs ``reconcile`` with its other reconciles.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,11 @@ def receiving_uri(settings: Settings, embedded: bool) -> str | None:
     if embedded or not settings.listen:
         return None
     host = settings.listen.rsplit(":", 1)[0].strip("[]")
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None  # no other host reaches it; on one machine, give --migration-uri
+    except ValueError:
+        pass  # a host name
     return f"qemu+tls://{host}/system"
 
 
