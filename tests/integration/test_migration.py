@@ -266,6 +266,7 @@ def test_a_destination_that_cannot_receive_is_refused(
         # no --migration-uri, and no address outside loopback to derive one from
         assert "migration.destination_unsupported" in refused(one, vm, two.name)
     finally:
+        two.cli("agent", "stop")  # not the lab's: `lab restart` would leave it running
         restart_agent(lab, two)
     nothing_changed(lab, one, two, vm, before)
 

@@ -117,6 +117,7 @@ class DestinationService:
 
     # what the VM would get here
     def plan(self, request: MigrationRequest) -> MigrationPlan:
+        failpoint("migrate.destination.plan")
         return plan_landing(request, self._view(request), request.id)
 
     def _view(self, request: MigrationRequest) -> HostView:
