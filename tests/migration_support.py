@@ -68,9 +68,12 @@ class Reference:
             handle.truncate(size)
 
     def write(self, offset: int, length: int, pattern: int) -> None:
+        self.write_bytes(offset, bytes([pattern]) * length)
+
+    def write_bytes(self, offset: int, data: bytes) -> None:
         with self.path.open("r+b") as handle:
             handle.seek(offset)
-            handle.write(bytes([pattern]) * length)
+            handle.write(data)
 
 
 def make_vm(host: LabHost, name: str, *, thin_mib: int = 256, data_mib: int = 8,
@@ -99,7 +102,10 @@ def make_vm(host: LabHost, name: str, *, thin_mib: int = 256, data_mib: int = 8,
 
 def migrate(host: LabHost, vm: str, to: str, *args: str, timeout: float = 300
             ) -> subprocess.CompletedProcess[str]:
-    return host.cli("vm", "migrate", vm, "--to", to, "--wait", "--json", *args, timeout=timeout)
+    """``vm migrate --wait``; never starting an agent of its own if the host's died (one
+    without the lab's TLS listener would take the host's place)."""
+    return host.cli("--no-autostart", "vm", "migrate", vm, "--to", to, "--wait", "--json",
+                    *args, timeout=timeout)
 
 
 def migrated(host: LabHost, vm: str, to: str, *args: str) -> dict[str, Any]:
@@ -108,6 +114,13 @@ def migrated(host: LabHost, vm: str, to: str, *args: str) -> dict[str, Any]:
     assert result.returncode == 0, f"{result.returncode}: {result.stderr}\n{result.stdout}"
     job: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     assert job["phase"] == "done", job
+    return job
+
+
+def waited(host: LabHost, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """A command run with ``--wait --json``: the job as it ended (its last JSON line)."""
+    output = host.ok(*args, "--wait", "--json", timeout=timeout)
+    job: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return job
 
 

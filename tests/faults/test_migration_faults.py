@@ -64,7 +64,8 @@ class Case:
     def migrate_in_background(self, *args: str) -> subprocess.Popen[str]:
         argv = ["vm", "migrate", self.vm, "--to", self.two.name, "--json", "--wait", *args]
         command, environment = host_command(load(self.lab.dir), self.one.name,
-                                            [sys.executable, "-m", "blockplane", *argv])
+                                            [sys.executable, "-m", "blockplane",
+                                             "--no-autostart", *argv])
         return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
@@ -177,7 +178,8 @@ def test_the_destination_agent_killed_during_the_copy(case: Case) -> None:
     os.kill(agent_pid(case.lab, case.two), signal.SIGKILL)
     # the copy goes on between the two libvirtds; the source waits for the destination
     wait_for(lambda: case.vm in running_vms(case.two), "the VM to land", 120)
-    assert job_of(case.one, case.job_id())["phase"] == "finishing"
+    wait_for(lambda: job_of(case.one, case.job_id())["phase"] == "finishing",
+             "the source to wait for the destination to finish", 60)
     restart_agent(case.lab, case.two)
     waiting.communicate(timeout=300)
     case.settle("done")

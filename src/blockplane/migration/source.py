@@ -138,6 +138,8 @@ class SourceMigrations:
         self._guard = threading.Lock()
         self._job_locks: dict[str, threading.RLock] = {}
         self._workers: dict[str, threading.Thread] = {}
+        #: Jobs a request or a worker of this process drives: ``recover`` leaves them alone.
+        self._claimed: set[str] = set()
         self._stopping = threading.Event()
 
     # requests
@@ -162,8 +164,9 @@ class SourceMigrations:
                            f"({lock.describe_holder()}); migrate it once that is done",
                            code="vm.busy")
         handed = False
+        job = new_job(uuid.uuid4().hex[:12], vm, options.peer, self._clock())
+        self._claim(job.id)
         try:
-            job = new_job(uuid.uuid4().hex[:12], vm, options.peer, self._clock())
             self._store.insert_source(job, {"options": options.to_json()})
             try:
                 plan_doc = self._check(job, domain, options, client)
@@ -177,6 +180,7 @@ class SourceMigrations:
         finally:
             if not handed:
                 lock.release()
+                self._unclaim(job.id)
         return self.show(job.id)
 
     def _check(self, job: SourceJob, domain: Any, options: MigrateOptions,
@@ -215,14 +219,23 @@ class SourceMigrations:
         """A worker for every live job nobody drives (after a restart, or a worker's crash)."""
         for stored in self._store.sources(live_only=True):
             with self._guard:
-                worker = self._workers.get(stored.id)
-                if worker is not None and worker.is_alive():
+                if stored.id in self._claimed:
                     continue
+                self._claimed.add(stored.id)
             self._apply(stored.id, Restarted())
             self._spawn(stored.id, None, resumed=True)
 
     def close(self) -> None:
         self._stopping.set()
+
+    def _claim(self, job_id: str) -> None:
+        with self._guard:
+            self._claimed.add(job_id)
+
+    def _unclaim(self, job_id: str) -> None:
+        with self._guard:
+            self._claimed.discard(job_id)
+            self._workers.pop(job_id, None)
 
     # the worker
     def _spawn(self, job_id: str, lock: BoundedLock | None, *, resumed: bool) -> None:
@@ -257,8 +270,7 @@ class SourceMigrations:
         finally:
             if lock is not None:
                 lock.release()
-            with self._guard:
-                self._workers.pop(job_id, None)
+            self._unclaim(job_id)
 
     def _take_lock(self, vm: str) -> BoundedLock | None:
         lock = self._vm_lock(vm)
