@@ -271,6 +271,10 @@ def same_content(reference: Path, image: Path) -> bool:
     return result.returncode == 0
 
 
+#: The hosts whose agent runs with failpoints armed (see ``restart_agent``).
+ARMED: set[str] = set()
+
+
 def restart_agent(lab: Lab, host: LabHost, failpoints: str | None = None) -> None:
     """Start ``host``'s agent again (stopping it first if it runs), with ``failpoints``."""
     env = {key: value for key, value in os.environ.items() if key != "BLOCKPLANE_FAILPOINTS"}
@@ -278,6 +282,17 @@ def restart_agent(lab: Lab, host: LabHost, failpoints: str | None = None) -> Non
         env["BLOCKPLANE_FAILPOINTS"] = failpoints
     result = lab_command("restart", "--dir", str(lab.dir), host.name, "agent", env=env)
     assert result.returncode == 0, result.stderr
+    if failpoints:
+        ARMED.add(host.name)
+    else:
+        ARMED.discard(host.name)
+
+
+def agents_as_they_were(lab: Lab) -> None:
+    """Every host's agent up and without failpoints (restarting only those that need it)."""
+    for host in lab.hosts:
+        if host.name in ARMED or not agent_alive(lab, host):
+            restart_agent(lab, host)
 
 
 def agent_pid(lab: Lab, host: LabHost) -> int:

@@ -26,6 +26,7 @@ from tests.lab_support import Lab, LabHost, lab_command
 from tests.migration_support import Reference as RawReference
 from tests.migration_support import (
     agent_alive,
+    agents_as_they_were,
     agent_pid,
     assert_gone,
     assert_holds,
@@ -110,8 +111,7 @@ def case(lab: Lab, hosts: tuple[LabHost, LabHost], tmp_path: Path) -> Iterator[C
     try:
         yield Case(lab, one, two, vm, reference, volumes)
     finally:
-        for host in (one, two):
-            restart_agent(lab, host)  # without failpoints, whatever the test left
+        agents_as_they_were(lab)  # without failpoints, whatever the test left
         destroy_everywhere(lab, vm)
 
 
