@@ -26,8 +26,8 @@ from tests.lab_support import Lab, LabHost, lab_command
 from tests.migration_support import Reference as RawReference
 from tests.migration_support import (
     agent_alive,
-    agents_as_they_were,
     agent_pid,
+    agents_as_they_were,
     assert_gone,
     assert_holds,
     destroy_everywhere,
