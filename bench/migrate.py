@@ -15,7 +15,7 @@ VMs; "writing": Linux guests writing 1 MiB every 0.1 s (O_DIRECT) while they mig
 VM migrates there and back, the two tools taking turns first. Then N VMs one after another and
 M at once, per-VM medians. Results go to ``bench/out/migrate.json``.
 
-    python -m bench.migrate [--data-mib 1024] [--sequential 10] [--concurrent 4]
+    python -m bench.migrate [--data-mib 1024] [--rounds 2] [--sequential 10] [--concurrent 4]
                             [--scenario idle|writing ...]
 """
 
@@ -157,7 +157,8 @@ def ready_twin_destination(host: BenchHost, twin: str, disk_mib: int) -> None:
     host.run("qemu-img", "create", "-q", "-f", "qcow2", f"{TWINS}/{twin}.qcow2", f"{disk_mib}M")
 
 
-def side_by_side(one: BenchHost, two: BenchHost, scenario: str, data_mib: int) -> list[Sample]:
+def side_by_side(one: BenchHost, two: BenchHost, scenario: str, data_mib: int,
+                 rounds: int) -> list[Sample]:
     guest = "linux" if scenario == "writing" else "none"
     disk_mib = 2 * data_mib
     vm, twin = f"bp-{scenario}", f"virsh-{scenario}"
@@ -169,11 +170,13 @@ def side_by_side(one: BenchHost, two: BenchHost, scenario: str, data_mib: int) -
         time.sleep(2)
     samples = []
     try:
-        samples.append(bp_migrate(one, two, vm, scenario))
-        samples.append(virsh_migrate(one, two, twin, scenario))
-        ready_twin_destination(one, twin, disk_mib)
-        samples.append(virsh_migrate(two, one, twin, scenario))
-        samples.append(bp_migrate(two, one, vm, scenario))
+        for _ in range(rounds):  # there and back, each tool first once
+            samples.append(bp_migrate(one, two, vm, scenario))
+            samples.append(virsh_migrate(one, two, twin, scenario))
+            ready_twin_destination(one, twin, disk_mib)
+            samples.append(virsh_migrate(two, one, twin, scenario))
+            samples.append(bp_migrate(two, one, vm, scenario))
+            ready_twin_destination(two, twin, disk_mib)
     finally:
         remove(one, two, [vm], [twin])
     return samples
@@ -256,9 +259,12 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
                  for tool, group in (("blockplane", bp), ("virsh", vs))}
     phases = {name: round(median([s.phases.get(name, 0.0) for s in bp]), 3)
               for name in ("check", "prepare", "migrate", "finish", "cleanup")}
+    # Until the VM runs there and is recorded there: everything but this host's cleanup.
+    landed = median([s.total_s - s.phases.get("cleanup", 0.0) for s in bp])
     return {
         "blockplane_s": round(bp_total, 2), "virsh_s": round(virsh_total, 2),
         "ratio": round(bp_total / virsh_total, 3),
+        "blockplane_landed_s": round(landed, 2), "landed_ratio": round(landed / virsh_total, 3),
         "blockplane_downtime_ms": median([float(d) for d in downtimes["blockplane"]]),
         "virsh_downtime_ms": median([float(d) for d in downtimes["virsh"]]),
         "phases_s": phases, "samples": len(bp),
@@ -271,6 +277,7 @@ def main() -> None:
     parser.add_argument("--many-data-mib", type=int, default=256)
     parser.add_argument("--sequential", type=int, default=10)
     parser.add_argument("--concurrent", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="Round trips per scenario.")
     parser.add_argument("--scenario", action="append", choices=["idle", "writing"])
     args = parser.parse_args()
     scenarios = args.scenario or ["idle", "writing"]
@@ -280,7 +287,7 @@ def main() -> None:
         for host in (one, two):
             host.cli("pool", "create", POOL, "--type", "dir")
         for scenario in scenarios:
-            samples = side_by_side(one, two, scenario, args.data_mib)
+            samples = side_by_side(one, two, scenario, args.data_mib, args.rounds)
             every += samples
             report[scenario] = summary(samples)
             print(scenario, report[scenario], flush=True)

@@ -49,6 +49,9 @@ class MigrateRequest:
     copy_disks: tuple[str, ...]
     bandwidth_bps: int = 0
     migration_uri: str | None = None
+    #: Copied disks whose zeroes are not written (a thin destination keeps only data; the
+    #: scan costs CPU, so only where the space matters).
+    detect_zeroes: tuple[str, ...] = ()
 
     def parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -57,8 +60,9 @@ class MigrateRequest:
         }
         if self.copy_disks:
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(self.copy_disks)
-            # Zeroes are not written: a thin destination keeps only what holds data.
-            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS_DETECT_ZEROES] = list(self.copy_disks)
+        if self.detect_zeroes:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS_DETECT_ZEROES] = list(
+                self.detect_zeroes)
         if self.bandwidth_bps:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = -(-self.bandwidth_bps // MIB)
         if self.migration_uri:

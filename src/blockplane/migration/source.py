@@ -80,7 +80,8 @@ INCOMING = "/v1/migrations/incoming"
 #: prepare makes volumes (qemu-img, loop devices).
 CALL_TIMEOUT_S = 30.0
 PREPARE_TIMEOUT_S = 120.0
-POLL_S = 0.5
+#: How often the migration's statistics are read (each reading is a QMP round trip).
+POLL_S = 1.0
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
 
@@ -325,7 +326,8 @@ class SourceMigrations:
                     destination_uri=plan.libvirt_uri, live_xml=plan.live_xml,
                     persistent_xml=plan.persistent_xml, copy_disks=plan.copied,
                     bandwidth_bps=int(options.get("bandwidth") or 0),
-                    migration_uri=plan.migration_uri))
+                    migration_uri=plan.migration_uri,
+                    detect_zeroes=tuple(d.target for d in plan.disks if d.copy and d.thin)))
                 outcome: Signal = MigrationReturned()
             except BlockplaneError as error:
                 outcome = MigrationFailed(error.message)
