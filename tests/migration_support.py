@@ -76,20 +76,28 @@ class Reference:
             handle.write(data)
 
 
+def api(host: LabHost, method: str, path: str, body: Any = None) -> Any:
+    """One request to ``host``'s agent over TLS (what the CLI sends, without its start-up)."""
+    with host.http() as client:
+        answer = client.request(method, f"/v1{path}", json=body)
+    assert answer.status_code < 400, f"{host.name} {method} {path}: {answer.text}"
+    return answer.json()
+
+
 def make_vm(host: LabHost, name: str, *, thin_mib: int = 256, data_mib: int = 8,
             reference: Path | None = None, throttled: bool = True) -> Reference | None:
     """A no-OS VM with ``vda`` (thin, under a 2-filter throttle chain, so on one IOThread) and
     ``vdb`` (2 queues mapped over 2 IOThreads, unthrottled); ``data_mib`` written into vda."""
-    host.ok("vm", "create", name, "--vcpus", "2", "--memory", "128M", "--start")
-    attach = ["disk", "attach", name, "--pool", FAST, "--size", f"{thin_mib}M", "--thin",
-              "--queues", "2"]
+    api(host, "POST", "/vms", {"name": name, "vcpus": 2, "memory": "128M", "start": True})
+    vda: dict[str, Any] = {"pool": FAST, "size": f"{thin_mib}M", "thin": True, "queues": 2}
     if throttled:
-        host.ok("throttle", "set", name, "tier1", "--total-iops-sec", "20000")
-        host.ok("throttle", "set", name, "tier2", "--total-iops-sec", "10000")
-        attach += ["--throttle-groups", "tier1,tier2"]
-    host.ok(*attach)
-    host.ok("disk", "attach", name, "--pool", FAST, "--size", "64M", "--queues", "2",
-            "--io-threads", "2")
+        for group, iops in (("tier1", 20000), ("tier2", 10000)):
+            api(host, "PUT", f"/vms/{name}/throttle-groups/{group}",
+                {"limits": {"total_iops_sec": iops}})
+        vda["throttle_groups"] = ["tier1", "tier2"]
+    api(host, "POST", f"/vms/{name}/disks", vda)
+    api(host, "POST", f"/vms/{name}/disks",
+        {"pool": FAST, "size": "64M", "queues": 2, "io_threads": 2})
     if not data_mib:
         return None
     qemu_io(host, name, "vda", f"write -P 0x5a 1M {data_mib}M")
@@ -213,9 +221,9 @@ def assert_holds(lab: Lab, host: LabHost, vm: str) -> dict[str, Any]:
         host, "SELECT d.target, v.path, d.plan_json FROM disks d JOIN volumes v "
         "ON v.pool = d.pool AND v.name = d.volume WHERE d.vm = ?", vm)}
     assert stored == live, f"{host.name}: store {stored} != live {live}"
-    report = host.json("iothreads", vm)
+    report = api(host, "GET", f"/vms/{vm}/iothreads")
     assert report["disagreements"] == [], report["disagreements"]
-    thin = [row for row in host.json("thin", "status", vm)]
+    thin = [row for row in api(host, "GET", f"/thin?vm={vm}")]
     assert thin, "no thin volume monitored"
     for row in thin:
         assert row["state"] == "set" and row["threshold"] == row["armed_threshold"], row
@@ -315,9 +323,10 @@ def unique(prefix: str) -> str:
 def destroy_everywhere(lab: Lab, vm: str) -> None:
     """Best-effort cleanup of a test VM on every host (records through the agent)."""
     for host in lab.hosts:
-        if vm in running_vms(host):
-            host.cli("vm", "destroy", vm)
-        if rows(host, "SELECT name FROM vms WHERE name = ?", vm):
-            host.cli("vm", "delete", vm)
-        elif vm in defined_vms(host):
-            host.virsh("undefine", vm)
+        with host.http() as client:
+            if vm in running_vms(host):
+                client.post(f"/v1/vms/{vm}/destroy")
+            if rows(host, "SELECT name FROM vms WHERE name = ?", vm):
+                client.delete(f"/v1/vms/{vm}")
+            elif vm in defined_vms(host):
+                host.virsh("undefine", vm)

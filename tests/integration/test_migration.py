@@ -119,8 +119,9 @@ def test_a_vm_migrates_there_and_back_with_its_mapping_groups_thin_volume_and_da
 
     qemu_io(two, vm, "vda", "write -P 0x33 40M 4M")
     reference.write(40 << 20, 4 << 20, 0x33)
-    back = migrated(two, vm, one.name)
+    back = migrated(two, vm, one.name, "--max-downtime", "300", "--bandwidth", "512M")
     assert back["outcome"] == "succeeded"
+    assert back["spec"]["max_downtime_ms"] == 300 and back["spec"]["bandwidth"] == 512 << 20
     assert_holds(lab, one, vm)
     assert_gone(lab, two, vm, volumes_of(one, vm) | volumes)
     assert same_content(reference.path, disk_path(lab, one, vm, "vda"))
