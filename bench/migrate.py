@@ -29,7 +29,9 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from lxml import etree
@@ -203,35 +205,48 @@ def _quietly(call: Any, *args: str) -> None:
 
 def many(one: BenchHost, two: BenchHost, sequential: int, concurrent: int,
          data_mib: int) -> dict[str, list[Sample]]:
+    """``sequential`` VMs of each kind one after another (the tools taking turns, so a change
+    in the machine's load falls on both), then ``concurrent`` at once, each group once first."""
     disk_mib = 2 * data_mib
-    vms = [f"bp-seq{i}" for i in range(sequential)]
-    twins = [f"virsh-seq{i}" for i in range(sequential)]
+    count = max(sequential, concurrent)
+    vms = [f"bp-seq{i}" for i in range(count)]
+    twins = [f"virsh-seq{i}" for i in range(count)]
     results: dict[str, list[Sample]] = {"sequential": [], "concurrent": []}
     try:
         for vm, twin in zip(vms, twins, strict=True):
             make_bp_vm(one, vm, "none", disk_mib, data_mib)
             make_twin(one, two, vm, twin, disk_mib, data_mib, "none")
-        for vm in vms:
-            results["sequential"].append(bp_migrate(one, two, vm, "sequential"))
-        for twin in twins:
-            results["sequential"].append(virsh_migrate(one, two, twin, "sequential"))
+        for index, (vm, twin) in enumerate(zip(vms, twins, strict=True)):
+            if index >= sequential:  # only there for the concurrent part, not measured
+                bp_migrate(one, two, vm, "moved")
+                virsh_migrate(one, two, twin, "moved")
+                continue
+            pair = [partial(bp_migrate, one, two, vm, "sequential"),
+                    partial(virsh_migrate, one, two, twin, "sequential")]
+            for call in pair if index % 2 == 0 else reversed(pair):
+                results["sequential"].append(call())
         for twin in twins[:concurrent]:
             ready_twin_destination(one, twin, disk_mib)
         results["concurrent"] += _at_once(
-            [lambda vm=vm: bp_migrate(two, one, vm, "concurrent") for vm in vms[:concurrent]])
+            [partial(bp_migrate, two, one, vm, "concurrent") for vm in vms[:concurrent]])
         results["concurrent"] += _at_once(
-            [lambda twin=twin: virsh_migrate(two, one, twin, "concurrent")
-             for twin in twins[:concurrent]])
+            [partial(virsh_migrate, two, one, twin, "concurrent") for twin in twins[:concurrent]])
+        for twin in twins[:concurrent]:
+            ready_twin_destination(two, twin, disk_mib)
+        results["concurrent"] += _at_once(
+            [partial(virsh_migrate, one, two, twin, "concurrent") for twin in twins[:concurrent]])
+        results["concurrent"] += _at_once(
+            [partial(bp_migrate, one, two, vm, "concurrent") for vm in vms[:concurrent]])
     finally:
         remove(one, two, vms, twins)
     return results
 
 
-def _at_once(calls: list[Any]) -> list[Sample]:
+def _at_once(calls: list[Callable[[], Sample]]) -> list[Sample]:
     samples: list[Sample] = []
     errors: list[BaseException] = []
 
-    def run(call: Any) -> None:
+    def run(call: Callable[[], Sample]) -> None:
         try:
             samples.append(call())
         except BaseException as error:
