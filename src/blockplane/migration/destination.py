@@ -24,14 +24,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from blockplane.errors import BlockplaneError, Conflict, NotFound
+from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.migration import JOB_OPERATION_MIGRATION_IN, PAUSED_MIGRATION
+from blockplane.iothreads.apply import HostIOThreadLimits
 from blockplane.migration.landing import HostView, PoolRoom, plan_landing
 from blockplane.migration.phases import DestinationView
 from blockplane.migration.plan import MigrationPlan, MigrationRequest
@@ -44,6 +46,7 @@ from blockplane.store.chain_records import ChainRecords, ChainVolumeRecord
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import DiskRecord, Records, VMRecord, VolumeRecord
 from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecords
+from blockplane.vms.migrate_check import migrate_check
 from blockplane.xml.chain import parse_checkpoint
 from blockplane.xml.relocate import host_files, serial_log_paths
 
@@ -81,17 +84,18 @@ class IncomingView:
         return DestinationView(self.present, self.running, self.incoming)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostSide:
-    """What the destination needs of this host besides its stores."""
+    """What the destination needs of this host besides its stores: its IOThread limits and
+    capabilities (facts), the libvirt URI it receives migrations by, the thin monitor."""
 
-    limits: Callable[[], Any]  # -> HostIOThreadLimits
-    capabilities: Callable[[], Mapping[str, Any]]  # -> facts capabilities
+    limits: Callable[[], HostIOThreadLimits]
+    capabilities: Callable[[], Mapping[str, Capability]]
+    facts: Callable[[], Mapping[str, Any]]  # ``facts --json``, for migrate-check's gaps
     libvirt_uri: str | None
     migration_uri: str | None = None
     thin_track: Callable[[str, str, VolumeRecord], object] | None = None
     clock: Callable[[], float] = time.time
-    locks: dict[str, threading.Lock] = field(default_factory=dict)
 
 
 class DestinationService:
@@ -110,15 +114,21 @@ class DestinationService:
         self._events = events
         self._host = host
         self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
 
     def _lock(self, job_id: str) -> threading.Lock:
         with self._guard:
-            return self._host.locks.setdefault(job_id, threading.Lock())
+            return self._locks.setdefault(job_id, threading.Lock())
 
     # what the VM would get here
     def plan(self, request: MigrationRequest) -> MigrationPlan:
         failpoint("migrate.destination.plan")
-        return plan_landing(request, self._view(request), request.id)
+        return self._with_gaps(request, plan_landing(request, self._view(request), request.id))
+
+    def _with_gaps(self, request: MigrationRequest, plan: MigrationPlan) -> MigrationPlan:
+        """The plan with ``vm migrate-check``'s gaps against this host's live facts."""
+        gaps = migrate_check(request.live_xml, self._host.facts())["gaps"]
+        return replace(plan, gaps=tuple(gaps))
 
     def _view(self, request: MigrationRequest) -> HostView:
         capabilities = self._host.capabilities()
@@ -172,7 +182,7 @@ class DestinationService:
                 failpoint("migrate.destination.prepare")
                 paths = self._make_volumes(incoming, plan)
                 self._make_log_dirs(request.live_xml)
-                final = plan_landing(request, host, request.id, paths)
+                final = self._with_gaps(request, plan_landing(request, host, request.id, paths))
             except BaseException as error:
                 self._roll_back(self._get(request.id), str(error))
                 raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,8 @@ class PeerClient:
         self._token = token
         self._context = pinned_context(ca_pem)
         self._timeout_s = timeout_s
+        self._http: httpx.Client | None = None
+        self._http_lock = threading.Lock()
 
     def __repr__(self) -> str:  # no token, ever
         return f"PeerClient({self.name!r}, {self.address.url!r})"
@@ -77,25 +80,44 @@ class PeerClient:
     def facts(self) -> PeerFacts:
         return PeerFacts(facts_document(self.name, self._get("/v1/facts")))
 
+    def facts_once(self) -> PeerFacts:
+        """``facts`` on a client used for nothing else (its connection is closed after)."""
+        try:
+            return self.facts()
+        finally:
+            self.close()
+
     def _get(self, path: str) -> Any:
         return self.call("GET", path)
 
-    def call(self, method: str, path: str, body: Any = None,
-             params: Mapping[str, str] | None = None) -> Any:
-        """One request to the peer's API; its JSON answer. A refusal the peer explains
-        (problem+json) comes back as ``PeerRefused`` with the peer's own code and status."""
-        try:
-            with (
-                httpx.Client(
+    def connection(self) -> httpx.Client:
+        """One HTTPS client per peer, kept: its connections (and TLS sessions) are reused."""
+        with self._http_lock:
+            if self._http is None:
+                self._http = httpx.Client(
                     base_url=self.address.url,
                     verify=self._context,
                     headers={"Authorization": f"Bearer {self._token}"},
                     timeout=self._timeout_s,
                     trust_env=False,
                     follow_redirects=False,
-                ) as client,
-                client.stream(method, path, json=body, params=params) as response,
-            ):
+                )
+            return self._http
+
+    def close(self) -> None:
+        with self._http_lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+
+    def call(self, method: str, path: str, body: Any = None,
+             params: Mapping[str, str] | None = None, timeout_s: float | None = None) -> Any:
+        """One request to the peer's API; its JSON answer. A refusal the peer explains
+        (problem+json) comes back as ``PeerRefused`` with the peer's own code and status."""
+        timeout = timeout_s if timeout_s is not None else self._timeout_s
+        try:
+            with self.connection().stream(method, path, json=body, params=params,
+                                          timeout=timeout) as response:
                 answer = _read_capped(response)
                 status = response.status_code
         except httpx.TransportError as error:

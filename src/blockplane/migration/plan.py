@@ -213,6 +213,8 @@ class MigrationPlan:
     libvirt_uri: str
     migration_uri: str | None = None
     notes: tuple[str, ...] = ()
+    #: ``vm migrate-check``'s gaps, against this host's live facts.
+    gaps: tuple[Mapping[str, str], ...] = ()
 
     @property
     def copied(self) -> tuple[str, ...]:
@@ -227,6 +229,7 @@ class MigrationPlan:
             "iothread_ids": list(self.iothread_ids), "live_xml": self.live_xml,
             "persistent_xml": self.persistent_xml, "libvirt_uri": self.libvirt_uri,
             "migration_uri": self.migration_uri, "notes": list(self.notes),
+            "gaps": [dict(gap) for gap in self.gaps],
         }  # fmt: skip
 
     @classmethod
@@ -237,6 +240,8 @@ class MigrationPlan:
             live_xml=str(data["live_xml"]), persistent_xml=str(data["persistent_xml"]),
             libvirt_uri=str(data["libvirt_uri"]), migration_uri=data.get("migration_uri"),
             notes=tuple(str(note) for note in data.get("notes") or ()),
+            gaps=tuple({str(k): str(v) for k, v in gap.items()}
+                       for gap in data.get("gaps") or () if isinstance(gap, Mapping)),
         )  # fmt: skip
 
     def summary(self) -> list[dict[str, Any]]:

@@ -71,7 +71,6 @@ from blockplane.storage.names import validate_name
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
-from blockplane.vms.migrate_check import migrate_check
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +81,7 @@ CALL_TIMEOUT_S = 30.0
 PREPARE_TIMEOUT_S = 120.0
 #: How often the migration's statistics are read (each reading is a QMP round trip).
 POLL_S = 1.0
+FIRST_POLL_S = 0.2
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
 
@@ -151,7 +151,7 @@ class SourceMigrations:
         if options.bandwidth_bps < 0 or options.max_downtime_ms < 0:
             raise InvalidInput("bandwidth and max downtime must not be negative",
                                code="migration.invalid")
-        client = self._peers.client(options.peer, CALL_TIMEOUT_S)  # peer.not_found
+        client = self._peers.client(options.peer)  # peer.not_found
         if self._records.vm(vm) is None:
             raise NotFound(f"no VM named {vm!r} is managed by blockplane", code="vm.not_found")
         domain = self._hypervisor.lookup(vm)
@@ -190,11 +190,11 @@ class SourceMigrations:
         targets = [disk.target for disk in self._records.disks(job.vm)]
         refuse_if_busy(job.vm, domain, targets, self._chain_busy, self._chain)
         request = self._describer.describe(job.id, domain, options, socket.gethostname())
-        gaps = migrate_check(request.live_xml, client.facts().document)["gaps"]
-        plan = MigrationPlan.from_json(
-            client.call("POST", f"{INCOMING}/plan", request.to_json()))
+        answer = client.call("POST", f"{INCOMING}/plan", request.to_json(),
+                             timeout_s=CALL_TIMEOUT_S)
+        plan = MigrationPlan.from_json(answer)
         return {"options": options.to_json(), "request": request.to_json(),
-                "check": plan.to_json(), "gaps": gaps}
+                "check": plan.to_json(), "gaps": list(plan.gaps)}
 
     def abort(self, job_id: str) -> MigrationJobView:
         with self._job_lock(job_id):
@@ -300,8 +300,8 @@ class SourceMigrations:
         failpoint("migrate.prepare")
         request = MigrationRequest.from_json(stored.plan["request"])
         try:
-            client = self._peers.client(stored.job.peer, PREPARE_TIMEOUT_S)
-            answer = client.call("POST", INCOMING, request.to_json())
+            answer = self._peers.client(stored.job.peer).call(
+                "POST", INCOMING, request.to_json(), timeout_s=PREPARE_TIMEOUT_S)
             plan = MigrationPlan.from_json(answer)
         except (BlockplaneError, KeyError, TypeError, ValueError) as error:
             self._apply(stored.id, StepFailed(f"the destination did not prepare: {error}"))
@@ -364,8 +364,8 @@ class SourceMigrations:
         if source is None:
             return Where.UNKNOWN
         try:
-            answer = self._peers.client(job.peer, CALL_TIMEOUT_S).call(
-                "GET", f"{INCOMING}/{job.id}", params={"vm": job.vm})
+            answer = self._peers.client(job.peer).call(
+                "GET", f"{INCOMING}/{job.id}", params={"vm": job.vm}, timeout_s=CALL_TIMEOUT_S)
             destination: DestinationView | None = DestinationView(
                 bool(answer["present"]), bool(answer["running"]), bool(answer["incoming"]))
         except (BlockplaneError, KeyError, TypeError) as error:
@@ -396,7 +396,7 @@ class SourceMigrations:
     def _finish(self, stored: StoredMigration) -> None:
         failpoint("migrate.finishing")
         answer = self._retrying(stored.job, "finish", lambda client: client.call(
-            "POST", f"{INCOMING}/{stored.id}/finish"))
+            "POST", f"{INCOMING}/{stored.id}/finish", timeout_s=CALL_TIMEOUT_S))
         if answer is None:
             return
         downtime = answer.get("downtime_ms") if isinstance(answer, Mapping) else None
@@ -426,7 +426,7 @@ class SourceMigrations:
             nonlocal landed
             try:
                 return client.call("POST", f"{INCOMING}/{job.id}/abort",
-                                   params={"vm": job.vm}) or {}
+                                   params={"vm": job.vm}, timeout_s=CALL_TIMEOUT_S) or {}
             except PeerRefused as error:
                 if error.code != "migration.landed":
                     raise
@@ -450,7 +450,7 @@ class SourceMigrations:
         delay = RETRY_FIRST_S
         while not self._stopping.is_set():
             try:
-                return call(self._peers.client(job.peer, CALL_TIMEOUT_S))
+                return call(self._peers.client(job.peer))
             except BlockplaneError as error:
                 log.warning("migration %s: the destination's %s did not answer (%s); retrying "
                             "in %.0f s", job.id, what, error, delay)
@@ -503,7 +503,9 @@ class _Monitor:
 
     def _run(self) -> None:
         owner = self._owner
-        while not self._done.wait(POLL_S):
+        interval = FIRST_POLL_S  # a first reading soon: a small VM migrates in a second or two
+        while not self._done.wait(interval):
+            interval = POLL_S
             try:
                 migration = owner._hypervisor.lookup(self._vm).migration()
                 stats = migration.job_stats()

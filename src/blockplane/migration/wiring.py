@@ -16,6 +16,7 @@ from typing import Any
 
 from blockplane.config import Settings
 from blockplane.deadlines import BoundedLock
+from blockplane.facts.capabilities import Capability
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.iothreads.apply import HostIOThreadLimits
 from blockplane.migration.destination import DestinationService, HostSide
@@ -57,7 +58,9 @@ class MigrationServices:
         cls, settings: Settings, hypervisor: Hypervisor, database: Database, records: Records,
         pools: PoolService, volumes: VolumeService, peers: PeerService,
         events: EventPublisher, *, limits: Callable[[], HostIOThreadLimits],
-        capabilities: Callable[[], Mapping[str, Any]], vm_lock: Callable[[str], BoundedLock],
+        capabilities: Callable[[], Mapping[str, Capability]],
+        facts: Callable[[], Mapping[str, Any]],
+        vm_lock: Callable[[str], BoundedLock],
         chain_busy: Callable[[str], None],
         thin_track: Callable[[str, str, VolumeRecord], object], forget_thin: ForgetThin,
     ) -> MigrationServices:
@@ -72,7 +75,7 @@ class MigrationServices:
         )  # fmt: skip
         destination = DestinationService(
             hypervisor, records, pools, volumes, store, chain_records, throttle_records, events,
-            HostSide(limits=limits, capabilities=capabilities,
+            HostSide(limits=limits, capabilities=capabilities, facts=facts,
                      libvirt_uri=receiving_uri(settings, hypervisor.is_embedded),
                      thin_track=thin_track),
         )  # fmt: skip

@@ -136,7 +136,8 @@ class Agent:
         self.migrations = MigrationServices.build(
             settings, self.hypervisor, self.database, self.records, self.pools, self.volumes,
             self.peers, self.events, limits=self._iothread_limits,
-            capabilities=lambda: self.facts().capabilities, vm_lock=self.disks.vm_lock,
+            capabilities=lambda: self.facts().capabilities, facts=self.facts_json,
+            vm_lock=self.disks.vm_lock,
             chain_busy=lambda vm: self.chain.jobs.refuse_if_busy(vm, None),
             thin_track=self.thin.track, forget_thin=self.thin.forget,
         )
