@@ -40,6 +40,7 @@ from blockplane.migration.plan import MigrationPlan, MigrationRequest
 from blockplane.migration.shared_pools import pool_identity
 from blockplane.migration.store import MigrationStore, StoredIncoming
 from blockplane.storage.images import create_qcow2
+from blockplane.storage.names import validate_name
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.chain_records import ChainRecords, ChainVolumeRecord
@@ -224,7 +225,7 @@ class DestinationService:
     # where the VM is here
     def status(self, job_id: str, vm: str) -> IncomingView:
         stored = self._store.incoming(job_id)
-        name = stored.vm if stored is not None else vm
+        name = stored.vm if stored is not None else validate_name("vm", vm)
         present, running, incoming = self._domain_view(name)
         return IncomingView(
             job_id, name, stored.phase if stored is not None else "unknown", present, running,
@@ -233,8 +234,9 @@ class DestinationService:
         )  # fmt: skip
 
     def _domain_view(self, vm: str) -> tuple[bool, bool, bool]:
-        """(present, running, incoming): a domain arriving is paused for the migration or
-        has a migration-in job; anything else active has landed."""
+        """(present, running, incoming): a domain still arriving is paused for the migration
+        (libvirt's own state: no question to QEMU, whose incoming job has no statistics on
+        this side); anything else active has landed."""
         try:
             domain = self._hypervisor.lookup(vm)
         except NotFound:
@@ -243,12 +245,6 @@ class DestinationService:
         if not state.active:
             return True, False, False
         arriving = state.state == "paused" and state.reason == PAUSED_MIGRATION
-        try:
-            stats = domain.migration().job_stats()
-            arriving = arriving or (int(stats.get("type", 0)) != 0
-                                    and stats.get("operation") == JOB_OPERATION_MIGRATION_IN)
-        except BlockplaneError:
-            pass
         return True, not arriving, arriving
 
     # finish
