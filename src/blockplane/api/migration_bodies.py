@@ -2,8 +2,8 @@
 
 ``MigrateStart`` is what ``vm migrate`` sends; ``IncomingBody`` is what a source agent sends a
 destination (``migration.plan.MigrationRequest`` as JSON, checked again when it is decoded);
-the answers are the job (the block jobs' shape, kind ``migrate``), the destination's plan and
-the destination's view of one migration.
+the destination's plan is answered as ``PlanOut`` (the job and the destination's view of one
+migration are the services' views, ``api.models``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from pydantic import BaseModel, Field
 
 from blockplane.api.schemas import Body, Size
 from blockplane.errors import InvalidInput
-from blockplane.migration.destination import IncomingView
 from blockplane.migration.plan import MigrationPlan, MigrationRequest
-from blockplane.migration.source import MigrationJobView
 
 MAX_XML = 1024 * 1024
 
@@ -58,35 +56,6 @@ class IncomingBody(Body):
                                code="migration.invalid") from None
 
 
-class MigrationJobOut(BaseModel):
-    id: str
-    vm: str
-    target: str = Field(description="The VM's disks, comma separated")
-    kind: Literal["migrate"]
-    phase: str
-    created_at: float
-    updated_at: float
-    pivot_requested: bool
-    abort_requested: bool
-    ready: bool
-    progress: dict[str, int] | None = Field(
-        description="libvirt's job statistics: cur/end bytes, memory and disks")
-    libvirt_status: None
-    outcome: str | None
-    point_in_time_copy: bool
-    error: str | None
-    finished_at: float | None
-    peer: str
-    downtime_ms: int | None
-    phase_seconds: dict[str, float] = Field(description="check, prepare, migrate, finish, "
-                                            "cleanup, rollback: seconds in each")
-    spec: dict[str, Any] = Field(description="The options, and per disk what it gets there")
-
-    @classmethod
-    def of(cls, view: MigrationJobView) -> MigrationJobOut:
-        return cls.model_validate(view.to_json())
-
-
 class PlanOut(BaseModel):
     disks: list[dict[str, Any]]
     iothread_ids: list[int]
@@ -99,19 +68,3 @@ class PlanOut(BaseModel):
     @classmethod
     def of(cls, plan: MigrationPlan) -> PlanOut:
         return cls.model_validate(plan.to_json())
-
-
-class IncomingOut(BaseModel):
-    id: str
-    vm: str
-    phase: str = Field(description="preparing, prepared, finishing, done, rolling_back, "
-                       "rolled_back, or unknown (no record of it here)")
-    present: bool
-    running: bool
-    incoming: bool
-    error: str | None
-    downtime_ms: int | None
-
-    @classmethod
-    def of(cls, view: IncomingView) -> IncomingOut:
-        return cls.model_validate(view.to_json())

@@ -1,12 +1,11 @@
 """Chain routes: ``/v1/vms/{vm}/disks/{target}/chain``, ``/v1/vms/{vm}/snapshots``, the block
-jobs (``.../commit``, ``.../pull``, ``.../copy``, ``/v1/vms/{vm}/backup``) and ``/v1/jobs``.
+jobs (``.../commit``, ``.../pull``, ``.../copy``, ``/v1/vms/{vm}/backup``) and ``/v1/jobs``,
+where migrations (kind ``migrate``) are listed with the block jobs, oldest first.
 
 Handlers translate between JSON and the chain services; they hold no policy.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
@@ -19,43 +18,56 @@ from blockplane.api.chain_bodies import (
     SpeedSet,
     bandwidth,
 )
+from blockplane.api.job_answers import JOB_RESPONSE, AnyJob
+from blockplane.api.models import response_list, response_model
+from blockplane.chain.jobs.service import JobsService
+from blockplane.chain.jobs.views import JobView
+from blockplane.chain.service import ChainService
+from blockplane.chain.snapshots import SnapshotService
+from blockplane.chain.views import ChainView, SnapshotCreated, SnapshotView
 from blockplane.errors import InvalidInput
+from blockplane.migration.source import SourceMigrations
+from blockplane.vms.lifecycle import VMService
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
 
-
-def chain_router(agent: Agent) -> APIRouter:
+def chain_router(
+    vms: VMService,
+    chains: ChainService,
+    snapshots: SnapshotService,
+    jobs: JobsService,
+    migrations: SourceMigrations,
+) -> APIRouter:
     router = APIRouter()
-    chain = agent.chain
+    job = response_model(JobView)
 
-    @router.get("/vms/{vm}/disks/{target}/chain")
-    def show_chain(vm: str, target: str) -> dict[str, Any]:
-        return chain.chains.show(vm, target)
+    @router.get("/vms/{vm}/disks/{target}/chain", response_model=response_model(ChainView))
+    def show_chain(vm: str, target: str) -> ChainView:
+        return chains.show(vm, target)
 
-    @router.get("/vms/{vm}/snapshots")
-    def list_snapshots(vm: str) -> list[dict[str, Any]]:
-        agent.vms.record(vm)
-        return chain.snapshots.list(vm)
+    @router.get("/vms/{vm}/snapshots", response_model=response_list(SnapshotView))
+    def list_snapshots(vm: str) -> list[SnapshotView]:
+        vms.record(vm)
+        return snapshots.list(vm)
 
-    @router.post("/vms/{vm}/snapshots", status_code=201)
-    def create_snapshot(vm: str, body: SnapshotCreate) -> dict[str, Any]:
-        agent.vms.record(vm)
-        return chain.snapshots.create(vm, body.disks, quiesce=body.quiesce, name=body.name)
+    @router.post("/vms/{vm}/snapshots", status_code=201,
+                 response_model=response_model(SnapshotCreated))
+    def create_snapshot(vm: str, body: SnapshotCreate) -> SnapshotCreated:
+        vms.record(vm)
+        return snapshots.create(vm, body.disks, quiesce=body.quiesce, name=body.name)
 
-    @router.post("/vms/{vm}/disks/{target}/commit", status_code=202)
-    def commit(vm: str, target: str, body: CommitStart) -> dict[str, Any]:
-        return chain.jobs.commit(
+    @router.post("/vms/{vm}/disks/{target}/commit", status_code=202, response_model=job)
+    def commit(vm: str, target: str, body: CommitStart) -> JobView:
+        return jobs.commit(
             vm, target, body.top, body.base, pivot=body.pivot, bandwidth=bandwidth(body.bandwidth)
         )
 
-    @router.post("/vms/{vm}/disks/{target}/pull", status_code=202)
-    def pull(vm: str, target: str, body: PullStart) -> dict[str, Any]:
-        return chain.jobs.pull(vm, target, body.base, bandwidth=bandwidth(body.bandwidth))
+    @router.post("/vms/{vm}/disks/{target}/pull", status_code=202, response_model=job)
+    def pull(vm: str, target: str, body: PullStart) -> JobView:
+        return jobs.pull(vm, target, body.base, bandwidth=bandwidth(body.bandwidth))
 
-    @router.post("/vms/{vm}/disks/{target}/copy", status_code=202)
-    def copy(vm: str, target: str, body: CopyStart) -> dict[str, Any]:
-        return chain.jobs.copy(
+    @router.post("/vms/{vm}/disks/{target}/copy", status_code=202, response_model=job)
+    def copy(vm: str, target: str, body: CopyStart) -> JobView:
+        return jobs.copy(
             vm,
             target,
             dest_path=body.dest,
@@ -66,40 +78,37 @@ def chain_router(agent: Agent) -> APIRouter:
             bandwidth=bandwidth(body.bandwidth),
         )
 
-    @router.post("/vms/{vm}/backup", status_code=202)
-    def backup(vm: str, body: BackupStart) -> dict[str, Any]:
-        agent.vms.record(vm)
-        return chain.jobs.backup(vm, body.dest, body.incremental, body.disks)
+    @router.post("/vms/{vm}/backup", status_code=202, response_model=job)
+    def backup(vm: str, body: BackupStart) -> JobView:
+        vms.record(vm)
+        return jobs.backup(vm, body.dest, body.incremental, body.disks)
 
-    # Migrations (kind ``migrate``) are jobs too: listed with the block jobs, oldest first.
-    migrations = agent.migrations.source
+    @router.get("/jobs", response_model=list[JOB_RESPONSE])
+    def list_jobs(vm: str | None = None) -> list[AnyJob]:
+        listed: list[AnyJob] = [*jobs.list(vm), *migrations.list(vm)]
+        return sorted(listed, key=lambda one: one.created_at)
 
-    @router.get("/jobs")
-    def list_jobs(vm: str | None = None) -> list[dict[str, Any]]:
-        jobs = chain.jobs.list(vm) + [view.to_json() for view in migrations.list(vm)]
-        return sorted(jobs, key=lambda job: float(job["created_at"]))
-
-    @router.get("/jobs/{job_id}")
-    def show_job(job_id: str) -> dict[str, Any]:
+    @router.get("/jobs/{job_id}", response_model=JOB_RESPONSE)
+    def show_job(job_id: str) -> AnyJob:
         if migrations.owns(job_id):
-            return migrations.show(job_id).to_json()
-        return chain.jobs.show(job_id)
+            return migrations.show(job_id)
+        return jobs.show(job_id)
 
-    @router.post("/jobs/{job_id}/abort")
-    def abort_job(job_id: str) -> dict[str, Any]:
+    @router.post("/jobs/{job_id}/abort", response_model=JOB_RESPONSE)
+    def abort_job(job_id: str) -> AnyJob:
         if migrations.owns(job_id):
-            return migrations.abort(job_id).to_json()
-        return chain.jobs.abort(job_id)
+            return migrations.abort(job_id)
+        return jobs.abort(job_id)
 
-    @router.post("/jobs/{job_id}/pivot")
-    def pivot_job(job_id: str) -> dict[str, Any]:
+    @router.post("/jobs/{job_id}/pivot", response_model=job)
+    def pivot_job(job_id: str) -> JobView:
         _refuse_migration(job_id, "pivot")
-        return chain.jobs.pivot(job_id)
+        return jobs.pivot(job_id)
 
-    @router.post("/jobs/{job_id}/speed")
-    def job_speed(job_id: str, body: SpeedSet) -> dict[str, Any]:
+    @router.post("/jobs/{job_id}/speed", response_model=job)
+    def job_speed(job_id: str, body: SpeedSet) -> JobView:
         _refuse_migration(job_id, "speed")
-        return chain.jobs.speed(job_id, bandwidth(body.bandwidth))
+        return jobs.speed(job_id, bandwidth(body.bandwidth))
 
     def _refuse_migration(job_id: str, verb: str) -> None:
         if migrations.owns(job_id):

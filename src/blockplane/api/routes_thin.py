@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fastapi import APIRouter
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.api.models import response_list
+from blockplane.thin.monitor import ThinMonitor
+from blockplane.thin.views import ThinVolumeView
+from blockplane.vms.lifecycle import VMService
 
 
-def thin_router(agent: Agent) -> APIRouter:
+def thin_router(vms: VMService, thin: ThinMonitor) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/thin")
-    def thin_status(vm: str | None = None) -> list[dict[str, Any]]:
+    @router.get("/thin", response_model=response_list(ThinVolumeView))
+    def thin_status(vm: str | None = None) -> list[ThinVolumeView]:
         if vm is not None:
-            agent.vms.record(vm)
-        return agent.thin.status(vm)
+            vms.record(vm)
+        return thin.status(vm)
 
     return router

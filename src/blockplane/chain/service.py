@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
 
 from blockplane.chain.addressing import resolve_element
+from blockplane.chain.views import ChainElementView, ChainView, MirrorView
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
@@ -45,7 +45,7 @@ class ChainService:
             return None
         return resolve_element(chain, spec, canonical=os.path.realpath)
 
-    def show(self, vm: str, target: str) -> dict[str, Any]:
+    def show(self, vm: str, target: str) -> ChainView:
         """``blockplane chain VM TARGET``: every element, top to base, with sizes."""
         self._vms.record(vm)
         domain = self.domain(vm)
@@ -62,12 +62,29 @@ class ChainService:
         elements = []
         for element in chain.elements:
             row = self._chain.volume_at(element.path)
-            elements.append({
-                **element.to_json(),
-                "pool": row.pool if row else None,
-                "volume": row.volume if row else None,
-            })
-        return {"vm": vm, **chain.to_json(), "elements": elements, "running": chain.live}
+            elements.append(ChainElementView(
+                name=element.name,
+                position=element.position,
+                libvirt_index=element.libvirt_index,
+                path=element.path,
+                format=element.format,
+                backing_format=element.backing_format,
+                source_kind=element.source_kind,
+                virtual_bytes=element.virtual_bytes,
+                allocation_bytes=element.allocation_bytes,
+                pool=row.pool if row else None,
+                volume=row.volume if row else None,
+            ))
+        mirror = chain.mirror
+        return ChainView(
+            vm=vm,
+            target=chain.target,
+            complete=chain.complete,
+            elements=tuple(elements),
+            mirror=MirrorView(mirror.job, mirror.path, mirror.format, mirror.ready,
+                              mirror.libvirt_index) if mirror else None,
+            running=chain.live,
+        )
 
     def disk_paths(self, vm: str) -> set[str]:
         """Every image path in the chains of ``vm``'s disks (raises if they cannot be read)."""

@@ -13,8 +13,10 @@ import click
 
 from blockplane.cli.client import EXIT_INVALID, CLIError, api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import decode
 from blockplane.cli.job_wait import wait_for_job
 from blockplane.cli.output import console, human_bytes, print_json, table
+from blockplane.migration.views import MigrationJobView
 
 
 def _pool_map(value: str | None) -> dict[str, str]:
@@ -56,7 +58,8 @@ def migrate_command(context: CLIContext, vm: str, peer: str, copy_storage: str,
         body["bandwidth"] = int(bandwidth) if bandwidth.isdigit() else bandwidth
     if max_downtime is not None:
         body["max_downtime"] = max_downtime
-    job = context.client.request("POST", api_path("vms", vm, "migrate"), body)
+    job = decode(MigrationJobView,
+                 context.client.request("POST", api_path("vms", vm, "migrate"), body))
     if as_json and not wait:
         print_json(job)
         return
@@ -66,9 +69,9 @@ def migrate_command(context: CLIContext, vm: str, peer: str, copy_storage: str,
         raise click.exceptions.Exit(wait_for_job(context.client, job))
 
 
-def _print_plan(job: dict[str, Any]) -> None:
-    spec = job.get("spec") or {}
-    console.print(f"migration {job['id']}: {job['vm']} -> {job['peer']} ({job['phase']})")
+def _print_plan(job: MigrationJobView) -> None:
+    spec = job.spec
+    console.print(f"migration {job.id}: {job.vm} -> {job.peer} ({job.phase})")
     rows = [{**disk, "physical_h": human_bytes(disk.get("physical_bytes"))}
             for disk in spec.get("disks", [])]
     table(rows, [("target", "disk"), ("storage", "storage"), ("pool", "pool"),

@@ -6,7 +6,9 @@ import click
 
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, human_bytes, key_values, print_json, table
+from blockplane.cli.decode import fetch, fetch_list
+from blockplane.cli.output import console, human_bytes, key_values, plain, print_json, table
+from blockplane.storage.views import PoolDeleteResult, PoolView
 
 
 @click.group("pool")
@@ -39,7 +41,9 @@ def pool_create(
     as_json: bool,
 ) -> None:
     """Create a pool."""
-    pool = context.client.request(
+    pool = fetch(
+        context.client,
+        PoolView,
         "POST",
         "/v1/pools",
         {
@@ -54,7 +58,7 @@ def pool_create(
     if as_json:
         print_json(pool)
     else:
-        console.print(f"pool {pool['name']} ({pool['type']}) created at {pool['path']}")
+        console.print(f"pool {pool.name} ({pool.type}) created at {pool.path}")
 
 
 @pool_group.command("list")
@@ -62,16 +66,17 @@ def pool_create(
 @pass_cli
 def pool_list(context: CLIContext, as_json: bool) -> None:
     """List pools."""
-    pools = context.client.request("GET", "/v1/pools")
+    pools = fetch_list(context.client, PoolView, "GET", "/v1/pools")
     if as_json:
         print_json(pools)
         return
-    for pool in pools:
-        pool["used"] = human_bytes(pool["used_bytes"])
-        pool["capacity"] = human_bytes(pool["capacity_bytes"])
-        pool["chunk"] = human_bytes(pool["chunk_bytes"])
+    rows = [
+        {**plain(pool), "used": human_bytes(pool.used_bytes),
+         "capacity": human_bytes(pool.capacity_bytes), "chunk": human_bytes(pool.chunk_bytes)}
+        for pool in pools
+    ]
     table(
-        pools,
+        rows,
         [
             ("name", "name"),
             ("type", "type"),
@@ -91,7 +96,7 @@ def pool_list(context: CLIContext, as_json: bool) -> None:
 @pass_cli
 def pool_show(context: CLIContext, name: str, as_json: bool) -> None:
     """Show one pool."""
-    pool = context.client.request("GET", api_path("pools", name))
+    pool = fetch(context.client, PoolView, "GET", api_path("pools", name))
     if as_json:
         print_json(pool)
     else:
@@ -107,11 +112,11 @@ def pool_show(context: CLIContext, name: str, as_json: bool) -> None:
 def pool_set(context: CLIContext, name: str, capacity: str, as_json: bool) -> None:
     """Change a pool's capacity (thin extends it refused are retried)."""
     value = None if capacity.lower() == "none" else capacity
-    pool = context.client.request("PATCH", api_path("pools", name), {"capacity": value})
+    pool = fetch(context.client, PoolView, "PATCH", api_path("pools", name), {"capacity": value})
     if as_json:
         print_json(pool)
     else:
-        console.print(f"pool {name} capacity set to {human_bytes(pool['capacity_bytes'])}")
+        console.print(f"pool {name} capacity set to {human_bytes(pool.capacity_bytes)}")
 
 
 @pool_group.command("delete")
@@ -120,7 +125,7 @@ def pool_set(context: CLIContext, name: str, capacity: str, as_json: bool) -> No
 @pass_cli
 def pool_delete(context: CLIContext, name: str, as_json: bool) -> None:
     """Delete an empty pool."""
-    result = context.client.request("DELETE", api_path("pools", name))
+    result = fetch(context.client, PoolDeleteResult, "DELETE", api_path("pools", name))
     if as_json:
         print_json(result)
     else:

@@ -8,6 +8,7 @@ answer, undoing what it added when asked to roll back.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,35 @@ class AppliedPlan:
         }
 
 
+def plan_disk_iothreads(
+    limits: HostIOThreadLimits,
+    domain_xml: str,
+    target: str,
+    bus: Bus,
+    vcpus: int,
+    io_threads: int | None,
+    queues: int | None,
+    largest_request: int,
+    *,
+    throttled: bool = False,
+    reserved: Iterable[int] = (),
+) -> AppliedPlan:
+    """One disk's IOThreads on the domain ``domain_xml`` describes; pure (``reserved``: ids
+    that are not blockplane's to use, as an adopted domain's own IOThreads)."""
+    decision = decide(
+        IOThreadRequest(io_threads, queues, bus, throttled=throttled),
+        vcpus,
+        limits.host_cpus,
+        limits.host_cap,
+        limits.support_blk,
+        limits.support_scsi,
+        vm_largest_request=largest_request,
+        support_throttled=limits.support_throttled,
+    )
+    plan = plan_attach(vm_iothreads(domain_xml, reserved), target, decision)
+    return AppliedPlan(decision, plan, io_threads)
+
+
 class IOThreadApplier:
     def __init__(self, limits: HostIOThreadLimits) -> None:
         self.limits = limits
@@ -84,19 +114,12 @@ class IOThreadApplier:
         largest_request: int,
         *,
         throttled: bool = False,
+        reserved: Iterable[int] = (),
     ) -> AppliedPlan:
-        decision = decide(
-            IOThreadRequest(io_threads, queues, bus, throttled=throttled),
-            vcpus,
-            self.limits.host_cpus,
-            self.limits.host_cap,
-            self.limits.support_blk,
-            self.limits.support_scsi,
-            vm_largest_request=largest_request,
-            support_throttled=self.limits.support_throttled,
+        return plan_disk_iothreads(
+            self.limits, domain_xml, target, bus, vcpus, io_threads, queues, largest_request,
+            throttled=throttled, reserved=reserved,
         )
-        plan = plan_attach(vm_iothreads(domain_xml), target, decision)
-        return AppliedPlan(decision, plan, io_threads)
 
     @staticmethod
     def add_iothreads(domain: DomainHandle, iothread_ids: tuple[int, ...], live: bool) -> list[int]:
@@ -118,8 +141,10 @@ class IOThreadApplier:
                 domain.del_iothread(iothread, live=live, config=True)
 
     @staticmethod
-    def orphans_after_detach(domain_xml_before: str, target: str) -> tuple[int, ...]:
-        state = vm_iothreads(domain_xml_before)
+    def orphans_after_detach(
+        domain_xml_before: str, target: str, reserved: Iterable[int] = ()
+    ) -> tuple[int, ...]:
+        state = vm_iothreads(domain_xml_before, reserved)
         if state.disk(target) is None:
             return ()
         _after, orphans = plan_detach(state, target)

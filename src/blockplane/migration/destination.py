@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +128,8 @@ class DestinationService:
 
     def _with_gaps(self, request: MigrationRequest, plan: MigrationPlan) -> MigrationPlan:
         """The plan with ``vm migrate-check``'s gaps against this host's live facts."""
-        gaps = migrate_check(request.live_xml, self._host.facts())["gaps"]
-        return replace(plan, gaps=tuple(gaps))
+        check = migrate_check(request.vm.name, request.live_xml, self._host.facts())
+        return replace(plan, gaps=tuple(asdict(gap) for gap in check.gaps))
 
     def _view(self, request: MigrationRequest) -> HostView:
         capabilities = self._host.capabilities()

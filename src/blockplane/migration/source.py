@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from blockplane.deadlines import BoundedLock
@@ -67,6 +66,7 @@ from blockplane.migration.plan import COPY_STORAGE_MODES, MigrationPlan, Migrati
 from blockplane.migration.source_check import MigrateOptions, SourceDescriber, refuse_if_busy
 from blockplane.migration.source_cleanup import SourceCleanup
 from blockplane.migration.store import MigrationStore, StoredMigration
+from blockplane.migration.views import MigrationJobView
 from blockplane.storage.names import validate_name
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.events import EventPublisher
@@ -86,29 +86,6 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
 
 VMLock = Callable[[str], BoundedLock]
-
-
-@dataclass(frozen=True)
-class MigrationJobView:
-    """A migration as ``job list|show`` shows it (the block jobs' shape, kind ``migrate``)."""
-
-    job: SourceJob
-    targets: tuple[str, ...]
-    spec: Mapping[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        job = self.job
-        return {
-            "id": job.id, "vm": job.vm, "target": ",".join(self.targets), "kind": "migrate",
-            "phase": job.phase.value, "created_at": job.created_at,
-            "updated_at": job.updated_at, "pivot_requested": False,
-            "abort_requested": job.abort_requested, "ready": False,
-            "progress": job.progress.to_json() if job.progress else None,
-            "libvirt_status": None, "outcome": job.outcome, "point_in_time_copy": False,
-            "error": job.error, "finished_at": job.finished_at, "peer": job.peer,
-            "downtime_ms": job.downtime_ms, "phase_seconds": dict(job.phase_seconds),
-            "spec": dict(self.spec),
-        }  # fmt: skip
 
 
 def parse_pool_map(entries: Mapping[str, str] | None) -> dict[str, str]:
@@ -535,4 +512,4 @@ def _view(stored: StoredMigration) -> MigrationJobView:
     targets = tuple(str(disk["target"]) for disk in request.get("disks", ()))
     spec = {**dict(plan.get("options") or {}), "disks": disks, "gaps": plan.get("gaps", []),
             "notes": notes}
-    return MigrationJobView(stored.job, targets, spec)
+    return MigrationJobView.of(stored.job, targets, spec)

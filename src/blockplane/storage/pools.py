@@ -7,39 +7,19 @@ is the backend's business (``storage.backends``).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.view import view_fields
 from blockplane.storage.backends.factory import POOL_TYPES, VolumeBackend, backend_of
 from blockplane.storage.names import validate_name
+from blockplane.storage.views import PoolDeleteResult, PoolView
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
 
 DEFAULT_CHUNK_BYTES = 2560 * 1024 * 1024
 DEFAULT_UTILIZATION_PCT = 20
-
-
-@dataclass(frozen=True)
-class PoolView:
-    record: PoolRecord
-    volumes: int
-    used_bytes: int
-
-    def to_json(self) -> dict[str, Any]:
-        record = self.record
-        return {
-            "name": record.name,
-            "type": record.type,
-            "path": record.path,
-            "capacity_bytes": record.capacity_bytes,
-            "chunk_bytes": record.chunk_bytes,
-            "utilization_pct": record.utilization_pct,
-            "volumes": self.volumes,
-            "used_bytes": self.used_bytes,
-        }
 
 
 class PoolService:
@@ -122,7 +102,7 @@ class PoolService:
                              capacity_bytes=capacity_bytes, previous=record.capacity_bytes)
         return self.show(name)
 
-    def delete(self, name: str) -> dict[str, Any]:
+    def delete(self, name: str) -> PoolDeleteResult:
         record = self.get(name)
         volumes = self._records.volumes(name)
         if volumes:
@@ -136,7 +116,7 @@ class PoolService:
             with contextlib.suppress(OSError):
                 Path(record.path).rmdir()
         self._events.publish("pool.deleted", None, pool=name)
-        return {"name": name, "deleted": True}
+        return PoolDeleteResult(name, deleted=True)
 
     def backend(self, record: PoolRecord) -> VolumeBackend:
         return backend_of(record)
@@ -146,7 +126,8 @@ class PoolService:
 
     def _view(self, record: PoolRecord) -> PoolView:
         volumes = self._records.volumes(record.name)
-        return PoolView(record, len(volumes), sum(v.physical_bytes for v in volumes))
+        return PoolView(**view_fields(record), volumes=len(volumes),
+                        used_bytes=sum(volume.physical_bytes for volume in volumes))
 
 
 def _make_pool_directory(directory: Path) -> None:
