@@ -93,6 +93,8 @@ class Settings:
     iothread_cap: int = DEFAULT_IOTHREAD_CAP
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
     full_reconcile_interval_s: float = DEFAULT_FULL_RECONCILE_INTERVAL_S
+    #: The libvirt URI a peer's libvirt migrates VMs to this host by (``--migration-uri``).
+    migration_uri: str | None = None
 
 
 def embedded_uri(paths: Paths) -> str:
@@ -114,6 +116,7 @@ def load_settings(
     return Settings(
         paths=paths, libvirt_uri=uri, accel=chosen_accel, listen=listen, iothread_cap=cap,
         full_reconcile_interval_s=full_s,
+        migration_uri=os.environ.get("BLOCKPLANE_MIGRATION_URI") or None,
     )
 
 

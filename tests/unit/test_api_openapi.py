@@ -20,7 +20,8 @@ def openapi(tmp_path: Path) -> dict[str, Any]:
         facts=None, pools=None, pool_volumes=None, vms=None, disks=None, provisioner=None,
         throttle=None, thin=None, chains=None, snapshots=None, jobs=None, checkpoints=None,
         top=None, reconcile_log=None, confirmer=None, intents=None, peers=None,
-        hypervisor=SimpleNamespace(gate=None), adoption=None, backups=None)
+        hypervisor=SimpleNamespace(gate=None), adoption=None, backups=None,
+        migrations=SimpleNamespace(source=None, destination=None))
     document: dict[str, Any] = create_app(services, "token").openapi()
     return document
 
@@ -32,6 +33,10 @@ def described(schema: dict[str, Any], components: dict[str, Any]) -> bool:
         return described(components[schema["$ref"].rsplit("/", 1)[1]], components)
     if schema.get("type") == "array":
         return described(schema.get("items", {}), components)
+    # One of several views (``/v1/jobs``: a block job or a migration): each must be described.
+    for alternatives in ("oneOf", "anyOf"):
+        if alternatives in schema:
+            return all(described(one, components) for one in schema[alternatives])
     return bool(schema.get("properties"))
 
 

@@ -26,6 +26,7 @@ from blockplane.api.routes_chain import chain_router
 from blockplane.api.routes_checkpoints import checkpoints_router
 from blockplane.api.routes_events import EventStream, events_router
 from blockplane.api.routes_host import host_router
+from blockplane.api.routes_migration import migration_router
 from blockplane.api.routes_peers import peers_router
 from blockplane.api.routes_pools import pools_router
 from blockplane.api.routes_reconcile import reconcile_router
@@ -44,6 +45,7 @@ from blockplane.facts.host import HostFacts
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.metrics import AgentMetrics
 from blockplane.migration.peers import PeerService
+from blockplane.migration.wiring import MigrationServices
 from blockplane.observe.confirm import Confirmer
 from blockplane.observe.reconcile import ReconcileLog
 from blockplane.observe.top import TopService
@@ -108,6 +110,8 @@ class AppServices(Protocol):
     def adoption(self) -> AdoptionServices: ...
     @property
     def backups(self) -> BackupServices: ...
+    @property
+    def migrations(self) -> MigrationServices: ...
 
 
 def create_app(services: AppServices, token: str) -> FastAPI:
@@ -136,12 +140,14 @@ def create_app(services: AppServices, token: str) -> FastAPI:
         events_router(services.events),
         throttle_router(services.throttle),
         thin_router(vms, services.thin),
-        chain_router(vms, services.chains, services.snapshots, services.jobs),
+        chain_router(vms, services.chains, services.snapshots, services.jobs,
+                     services.migrations.source),
         checkpoints_router(services.checkpoints),
         backup_router(vms, services.backups),
         top_router(vms, services.top),
         reconcile_router(services.reconcile_log, services.confirmer, services.intents),
         peers_router(services.peers),
+        migration_router(services.migrations.source, services.migrations.destination),
     ):
         app.include_router(router, prefix="/v1", responses=PROBLEM_RESPONSES)
     app.add_middleware(IdempotencyKeys, store=IdempotencyStore(services.database), token=token)

@@ -1,5 +1,6 @@
 """Chain routes: ``/v1/vms/{vm}/disks/{target}/chain``, ``/v1/vms/{vm}/snapshots``, the block
-jobs (``.../commit``, ``.../pull``, ``.../copy``, ``/v1/vms/{vm}/backup``) and ``/v1/jobs``.
+jobs (``.../commit``, ``.../pull``, ``.../copy``, ``/v1/vms/{vm}/backup``) and ``/v1/jobs``,
+where migrations (kind ``migrate``) are listed with the block jobs, oldest first.
 
 Handlers translate between JSON and the chain services; they hold no policy.
 """
@@ -17,17 +18,24 @@ from blockplane.api.chain_bodies import (
     SpeedSet,
     bandwidth,
 )
+from blockplane.api.job_answers import JOB_RESPONSE, AnyJob
 from blockplane.api.models import response_list, response_model
 from blockplane.chain.jobs.service import JobsService
 from blockplane.chain.jobs.views import JobView
 from blockplane.chain.service import ChainService
 from blockplane.chain.snapshots import SnapshotService
 from blockplane.chain.views import ChainView, SnapshotCreated, SnapshotView
+from blockplane.errors import InvalidInput
+from blockplane.migration.source import SourceMigrations
 from blockplane.vms.lifecycle import VMService
 
 
 def chain_router(
-    vms: VMService, chains: ChainService, snapshots: SnapshotService, jobs: JobsService
+    vms: VMService,
+    chains: ChainService,
+    snapshots: SnapshotService,
+    jobs: JobsService,
+    migrations: SourceMigrations,
 ) -> APIRouter:
     router = APIRouter()
     job = response_model(JobView)
@@ -75,24 +83,36 @@ def chain_router(
         vms.record(vm)
         return jobs.backup(vm, body.dest, body.incremental, body.disks)
 
-    @router.get("/jobs", response_model=response_list(JobView))
-    def list_jobs(vm: str | None = None) -> list[JobView]:
-        return jobs.list(vm)
+    @router.get("/jobs", response_model=list[JOB_RESPONSE])
+    def list_jobs(vm: str | None = None) -> list[AnyJob]:
+        listed: list[AnyJob] = [*jobs.list(vm), *migrations.list(vm)]
+        return sorted(listed, key=lambda one: one.created_at)
 
-    @router.get("/jobs/{job_id}", response_model=job)
-    def show_job(job_id: str) -> JobView:
+    @router.get("/jobs/{job_id}", response_model=JOB_RESPONSE)
+    def show_job(job_id: str) -> AnyJob:
+        if migrations.owns(job_id):
+            return migrations.show(job_id)
         return jobs.show(job_id)
 
-    @router.post("/jobs/{job_id}/abort", response_model=job)
-    def abort_job(job_id: str) -> JobView:
+    @router.post("/jobs/{job_id}/abort", response_model=JOB_RESPONSE)
+    def abort_job(job_id: str) -> AnyJob:
+        if migrations.owns(job_id):
+            return migrations.abort(job_id)
         return jobs.abort(job_id)
 
     @router.post("/jobs/{job_id}/pivot", response_model=job)
     def pivot_job(job_id: str) -> JobView:
+        _refuse_migration(job_id, "pivot")
         return jobs.pivot(job_id)
 
     @router.post("/jobs/{job_id}/speed", response_model=job)
     def job_speed(job_id: str, body: SpeedSet) -> JobView:
+        _refuse_migration(job_id, "speed")
         return jobs.speed(job_id, bandwidth(body.bandwidth))
+
+    def _refuse_migration(job_id: str, verb: str) -> None:
+        if migrations.owns(job_id):
+            raise InvalidInput(f"job {job_id} is a migration: it has no {verb}",
+                               code="job.invalid_request")
 
     return router

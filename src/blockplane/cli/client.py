@@ -157,6 +157,8 @@ def agent_command(settings: Settings) -> list[str]:
         command += ["--listen", settings.listen]
     if settings.tls_cert is not None and settings.tls_key is not None:
         command += ["--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
+    if settings.migration_uri:
+        command += ["--migration-uri", settings.migration_uri]
     return command
 
 

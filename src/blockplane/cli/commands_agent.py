@@ -48,6 +48,11 @@ def listen_options(function: F) -> F:
                 "--tls-key", type=click.Path(path_type=Path), default=None,
                 help="PEM private key of --tls-cert.",
             ),
+            click.option(
+                "--migration-uri", default=None, metavar="URI",
+                help="The libvirt URI peers migrate VMs to this host by (env "
+                "BLOCKPLANE_MIGRATION_URI), e.g. qemu+tls://HOST/system.",
+            ),
         )
     ):
         function = option(function)
@@ -55,7 +60,8 @@ def listen_options(function: F) -> F:
 
 
 def listening_settings(
-    settings: Settings, listen: str | None, tls_cert: Path | None, tls_key: Path | None
+    settings: Settings, listen: str | None, tls_cert: Path | None, tls_key: Path | None,
+    migration_uri: str | None = None,
 ) -> Settings:
     """``settings`` with the TCP listener asked for, refused (exit 2) before anything starts."""
     from blockplane.api.listeners import check_listen
@@ -66,6 +72,8 @@ def listening_settings(
         check_listen(listen, cert, key)
     except BlockplaneError as error:
         raise CLIError(error.message, error.exit_code, error.code) from None
+    if migration_uri:
+        settings = replace(settings, migration_uri=migration_uri)
     if listen is None:
         return settings
     return replace(settings, listen=listen, tls_cert=cert, tls_key=key)
@@ -75,12 +83,13 @@ def listening_settings(
 @listen_options
 @pass_cli
 def agent_run(
-    context: CLIContext, listen: str | None, tls_cert: Path | None, tls_key: Path | None
+    context: CLIContext, listen: str | None, tls_cert: Path | None, tls_key: Path | None,
+    migration_uri: str | None,
 ) -> None:
     """Run the agent in the foreground."""
     from blockplane.runtime.agent import run_agent
 
-    settings = listening_settings(context.settings, listen, tls_cert, tls_key)
+    settings = listening_settings(context.settings, listen, tls_cert, tls_key, migration_uri)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if agent_pid(settings) is not None and context.client.is_up():
         raise CLIError(f"an agent is already running for {settings.paths.home}", 1)
@@ -96,10 +105,11 @@ def agent_start(
     listen: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    migration_uri: str | None,
     as_json: bool,
 ) -> None:
     """Start the agent in the background; return once it answers."""
-    settings = listening_settings(context.settings, listen, tls_cert, tls_key)
+    settings = listening_settings(context.settings, listen, tls_cert, tls_key, migration_uri)
     if context.client.is_up():
         result = {"running": True, "pid": agent_pid(settings), "started": False}
     else:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import click
 
+from blockplane.api.job_answers import AnyJob
 from blockplane.chain.jobs.views import JobView
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.decode import fetch, fetch_list
+from blockplane.cli.decode import fetch, fetch_job, fetch_jobs
 from blockplane.cli.job_wait import wait_for_job
 from blockplane.cli.output import console, key_values, plain, print_json, table
 
 
 @click.group("job")
 def job_group() -> None:
-    """Block jobs: commit, pull, copy and backup."""
+    """Block jobs (commit, pull, copy and backup) and migrations."""
 
 
-def _progress(job: JobView) -> str:
+def _progress(job: AnyJob) -> str:
     progress = job.progress
     if not progress or not progress.end:
         return "-"
@@ -30,7 +31,7 @@ def _progress(job: JobView) -> str:
 @pass_cli
 def job_list(context: CLIContext, vm: str | None, as_json: bool) -> None:
     """Jobs, oldest first, with their phase and outcome."""
-    jobs = fetch_list(context.client, JobView, "GET", "/v1/jobs", vm=vm)
+    jobs = fetch_jobs(context.client, "/v1/jobs", vm=vm)
     if as_json:
         print_json(jobs)
         return
@@ -47,7 +48,7 @@ def job_list(context: CLIContext, vm: str | None, as_json: bool) -> None:
 @pass_cli
 def job_show(context: CLIContext, job_id: str, wait: bool, as_json: bool) -> None:
     """One job: phase, progress, outcome and what it acts on."""
-    job = fetch(context.client, JobView, "GET", api_path("jobs", job_id))
+    job = fetch_job(context.client, "GET", api_path("jobs", job_id))
     if wait:
         raise click.exceptions.Exit(wait_for_job(context.client, job))
     if as_json:
@@ -64,7 +65,7 @@ def _action(verb: str, help_text: str) -> click.Command:
     @json_option
     @pass_cli
     def command(context: CLIContext, job_id: str, as_json: bool) -> None:
-        job = fetch(context.client, JobView, "POST", api_path("jobs", job_id, verb))
+        job = fetch_job(context.client, "POST", api_path("jobs", job_id, verb))
         if as_json:
             print_json(job)
         else:

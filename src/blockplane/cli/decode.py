@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
+from blockplane.api.job_answers import JOB_ANSWER, AnyJob
 from blockplane.api.models import response_model
 from blockplane.cli.client import EXIT_FAILED, AgentClient, CLIError
 
@@ -59,3 +60,24 @@ def fetch(client: AgentClient, view: type[View], method: str, path: str, body: A
 def fetch_list(client: AgentClient, view: type[View], method: str, path: str, body: Any = None,
                **params: Any) -> list[View]:
     return decode_list(view, client.request(method, path, body, **params))
+
+
+def fetch_job(client: AgentClient, method: str, path: str, body: Any = None,
+              **params: Any) -> AnyJob:
+    """One request to ``/v1/jobs``: a block job or a migration (kind ``migrate``)."""
+    try:
+        return JOB_ANSWER.validate_python(client.request(method, path, body, **params))
+    except ValueError as error:
+        message = f"the agent answered in an unexpected shape: {error}"
+        raise CLIError(message, EXIT_FAILED) from error
+
+
+def fetch_jobs(client: AgentClient, path: str, **params: Any) -> list[AnyJob]:
+    answer = client.request("GET", path, **params)
+    if not isinstance(answer, list):
+        raise CLIError(f"the agent answered in an unexpected shape: {answer!r}", EXIT_FAILED)
+    try:
+        return [JOB_ANSWER.validate_python(item) for item in answer]
+    except ValueError as error:
+        message = f"the agent answered in an unexpected shape: {error}"
+        raise CLIError(message, EXIT_FAILED) from error

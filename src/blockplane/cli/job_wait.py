@@ -15,23 +15,23 @@ import time
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from blockplane.chain.jobs.views import JobView
+from blockplane.api.job_answers import AnyJob
 from blockplane.cli.client import EXIT_FAILED, AgentClient, api_path
-from blockplane.cli.decode import fetch
+from blockplane.cli.decode import fetch_job
 from blockplane.cli.output import error_console, plain
 
 POLL_S = 0.25
 TERMINAL = ("done", "failed", "aborted")
 
 
-def finished(job: JobView) -> bool:
+def finished(job: AnyJob) -> bool:
     if job.phase in TERMINAL:
         return True
     mirrors = job.kind in ("copy", "active_commit")
     return mirrors and job.phase == "ready" and not job.pivot_requested
 
 
-def wait_for_job(client: AgentClient, job: JobView) -> int:
+def wait_for_job(client: AgentClient, job: AnyJob) -> int:
     """Follow ``job`` to its end; return the exit status."""
     job = _with_bar(client, job) if sys.stdout.isatty() else _with_lines(client, job)
     if job.phase in ("failed", "aborted"):
@@ -41,12 +41,12 @@ def wait_for_job(client: AgentClient, job: JobView) -> int:
     return 0
 
 
-def _poll(client: AgentClient, job: JobView) -> JobView:
+def _poll(client: AgentClient, job: AnyJob) -> AnyJob:
     time.sleep(POLL_S)
-    return fetch(client, JobView, "GET", api_path("jobs", job.id))
+    return fetch_job(client, "GET", api_path("jobs", job.id))
 
 
-def _with_lines(client: AgentClient, job: JobView) -> JobView:
+def _with_lines(client: AgentClient, job: AnyJob) -> AnyJob:
     last = None
     while True:
         line = plain(job)
@@ -59,7 +59,7 @@ def _with_lines(client: AgentClient, job: JobView) -> JobView:
         job = _poll(client, job)
 
 
-def _with_bar(client: AgentClient, job: JobView) -> JobView:
+def _with_bar(client: AgentClient, job: AnyJob) -> AnyJob:
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(_label(job), total=1.0)
@@ -72,10 +72,10 @@ def _with_bar(client: AgentClient, job: JobView) -> JobView:
             job = _poll(client, job)
 
 
-def _label(job: JobView) -> str:
+def _label(job: AnyJob) -> str:
     # Escaped: rich would take "[running]" for a style tag and print nothing.
     return escape(f"{job.kind} {job.vm}/{job.target} [{job.phase}]")
 
 
-def _fraction(job: JobView) -> float:
+def _fraction(job: AnyJob) -> float:
     return job.progress.fraction if job.progress else 0.0

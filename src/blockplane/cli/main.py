@@ -24,6 +24,7 @@ from blockplane.cli.commands_demo import demo_command
 from blockplane.cli.commands_host import events_command, facts_command
 from blockplane.cli.commands_iothreads import iothreads_command, migrate_check_command
 from blockplane.cli.commands_jobs import job_group
+from blockplane.cli.commands_migrate import migrate_command
 from blockplane.cli.commands_peers import peer_group
 from blockplane.cli.commands_pools import pool_group
 from blockplane.cli.commands_thin import thin_group
@@ -113,6 +114,7 @@ for command in (
 ):
     cli.add_command(command)
 vm_group.add_command(migrate_check_command)
+vm_group.add_command(migrate_command)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from blockplane import deadlines
 from blockplane.errors import DeadlineExceeded, HypervisorError, OperationFailed
 from blockplane.hypervisor.calls import CallGate, CallKind
 from blockplane.hypervisor.errors import AGENT_TIMEOUTS, libvirt_errors, translate
+from blockplane.hypervisor.migration import DomainMigration
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -93,6 +94,10 @@ class DomainHandle:
         """A call to this domain was abandoned past its deadline and has not returned: what
         it changes is unknown until it does, so reconcilers leave the domain alone."""
         return self._gate.stuck(self.name, CallKind.MONITOR) is not None
+
+    def migration(self) -> DomainMigration:
+        """The calls of a live migration of this domain (``hypervisor.migration``)."""
+        return DomainMigration(self._domain, self._gate)
 
     @property
     def uuid(self) -> str:

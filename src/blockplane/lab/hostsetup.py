@@ -233,7 +233,8 @@ def start_agent(state: LabState, host: HostState, certificate: CertificateFiles)
             "--home", str(HOST_DATA_PATH), "--libvirt-uri", "qemu:///system",
             "agent", "start", "--listen", f"{host.address}:{AGENT_PORT}",
             "--tls-cert", str(certificate.certificate), "--tls-key", str(certificate.key),
-            "--json",
+            # The other hosts' libvirtd reach this one's on its socket in the lab dir.
+            "--migration-uri", host.layout.libvirt_uri, "--json",
         ),
         what="agent start", timeout=120,
     )  # fmt: skip

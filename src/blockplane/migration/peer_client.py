@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,8 @@ class PeerClient:
         self._token = token
         self._context = pinned_context(ca_pem)
         self._timeout_s = timeout_s
+        self._http: httpx.Client | None = None
+        self._http_lock = threading.Lock()
 
     def __repr__(self) -> str:  # no token, ever
         return f"PeerClient({self.name!r}, {self.address.url!r})"
@@ -77,34 +80,84 @@ class PeerClient:
     def facts(self) -> PeerFacts:
         return PeerFacts(facts_document(self.name, self._get("/v1/facts")))
 
-    def _get(self, path: str) -> Any:
+    def facts_once(self) -> PeerFacts:
+        """``facts`` on a client used for nothing else (its connection is closed after)."""
         try:
-            with (
-                httpx.Client(
+            return self.facts()
+        finally:
+            self.close()
+
+    def _get(self, path: str) -> Any:
+        return self.call("GET", path)
+
+    def connection(self) -> httpx.Client:
+        """One HTTPS client per peer, kept: its connections (and TLS sessions) are reused."""
+        with self._http_lock:
+            if self._http is None:
+                self._http = httpx.Client(
                     base_url=self.address.url,
                     verify=self._context,
                     headers={"Authorization": f"Bearer {self._token}"},
                     timeout=self._timeout_s,
                     trust_env=False,
                     follow_redirects=False,
-                ) as client,
-                client.stream("GET", path) as response,
-            ):
-                body = _read_capped(response)
+                )
+            return self._http
+
+    def close(self) -> None:
+        with self._http_lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+
+    def call(self, method: str, path: str, body: Any = None,
+             params: Mapping[str, str] | None = None, timeout_s: float | None = None) -> Any:
+        """One request to the peer's API; its JSON answer. A refusal the peer explains
+        (problem+json) comes back as ``PeerRefused`` with the peer's own code and status."""
+        timeout = timeout_s if timeout_s is not None else self._timeout_s
+        try:
+            with self.connection().stream(method, path, json=body, params=params,
+                                          timeout=timeout) as response:
+                answer = _read_capped(response)
                 status = response.status_code
         except httpx.TransportError as error:
             raise transport_failure(self.name, self.address.url, error) from None
+        if status >= 400 and status != 401:
+            refused = _problem(self.name, status, answer)
+            if refused is not None:
+                raise refused
         failure = answer_failure(self.name, self.address.url, status, path)
         if failure is not None:
             raise failure
         try:
-            return json.loads(body)
+            return json.loads(answer) if answer else None
         except ValueError:
             raise PeerBadAnswer(
                 f"peer {self.name!r} ({self.address.url}) answered {path} with something "
                 "that is not JSON",
                 peer=self.name,
             ) from None
+
+
+class PeerRefused(BlockplaneError):
+    """The peer refused a request and said why: its code and HTTP status, as it gave them."""
+
+    def __init__(self, message: str, *, code: str, status: int, peer: str) -> None:
+        super().__init__(message, code=code, peer=peer)
+        self.http_status = status
+        self.title = "Refused by the peer"
+
+
+def _problem(name: str, status: int, answer: bytes) -> PeerRefused | None:
+    try:
+        problem = json.loads(answer)
+    except ValueError:
+        return None
+    if not isinstance(problem, Mapping) or not isinstance(problem.get("code"), str):
+        return None
+    code = str(problem["code"])[:64]
+    detail = str(problem.get("detail") or problem.get("title") or code)[:2000]
+    return PeerRefused(f"peer {name}: {detail}", code=code, status=status, peer=name)
 
 
 def _read_capped(response: httpx.Response) -> bytes:

@@ -8,6 +8,7 @@ one is set. Must not talk to the hypervisor.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,8 @@ class PeerService:
         self._store = store
         self._events = events
         self._clients = clients
+        self._kept: dict[str, tuple[tuple[str, str, str, str | None], PeerClient]] = {}
+        self._kept_lock = threading.Lock()
 
     def add(self, name: str, api: str, token: str, ca_pem: str | None) -> PeerView:
         """Record a peer once it answered correctly; on any refusal nothing is recorded."""
@@ -106,7 +109,7 @@ class PeerService:
         if self._store.get(name) is not None:
             raise Conflict(f"a peer named {name!r} already exists", code="peer.exists")
         candidate = PeerRecord(name, address.url, token, ca_pem, 0.0, None, None)
-        facts = self._clients(candidate, DEFAULT_TIMEOUT_S).facts()
+        facts = self._clients(candidate, DEFAULT_TIMEOUT_S).facts_once()
         about = facts.agent
         record = self._store.add(
             name, address.url, token, ca_pem, about.hostname, about.version
@@ -120,7 +123,7 @@ class PeerService:
     def show(self, name: str, timeout_s: float = PROBE_TIMEOUT_S) -> PeerStatus:
         record = self._record(name)
         try:
-            about = self._clients(record, timeout_s).facts().agent
+            about = self._clients(record, timeout_s).facts_once().agent
         except BlockplaneError as error:
             now = PeerNow(False, error.code, error.message, None, None)
         else:
@@ -138,8 +141,21 @@ class PeerService:
         """The peer's ``facts`` document as it is now (for ``vm migrate-check --to``)."""
         facts: PeerFacts = self._clients(
             self._record(name), DEFAULT_TIMEOUT_S
-        ).facts()
+        ).facts_once()
         return facts.document
+
+    def client(self, name: str) -> PeerClient:
+        """The client of peer ``name`` (``peer.not_found`` if there is none), kept while the
+        peer's record stays the same, so its connections are reused; calls give their own
+        timeout."""
+        record = self._record(name)
+        key = (record.name, record.api, record.token, record.ca_pem)
+        with self._kept_lock:
+            kept = self._kept.get(name)
+            if kept is None or kept[0] != key:
+                kept = (key, self._clients(record, DEFAULT_TIMEOUT_S))
+                self._kept[name] = kept
+            return kept[1]
 
     def _record(self, name: str) -> PeerRecord:
         validate_peer_name(name)

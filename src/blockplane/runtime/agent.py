@@ -80,6 +80,7 @@ class Agent:
                     await task
             settings.paths.socket.unlink(missing_ok=True)
             settings.paths.pid_file.unlink(missing_ok=True)
+            services.migrations.source.close()
             services.thin.close()
             services.hypervisor.close()
             services.database.close()

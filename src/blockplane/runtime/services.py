@@ -50,6 +50,7 @@ from blockplane.iothreads.apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.metrics import AgentMetrics
 from blockplane.migration.peer_store import PeerStore
 from blockplane.migration.peers import PeerService
+from blockplane.migration.wiring import MigrationServices
 from blockplane.observe.collector import ObserveCollector
 from blockplane.observe.confirm import Confirmer
 from blockplane.observe.reconcile import ReconcileLog
@@ -113,6 +114,7 @@ class Services:
     peers: PeerService
     adoption: AdoptionServices
     backups: BackupServices
+    migrations: MigrationServices
     #: A full pass (at start, after a reconnect, every ``full_reconcile_interval_s``): every
     #: step looks at everything, in this order; the confirmation last, after every feature's.
     reconcilers: tuple[ReconcileStep, ...]
@@ -134,6 +136,7 @@ def build_services(settings: Settings) -> Services:
     hypervisor.open()
     facts = host_facts(settings, hypervisor)
     pending = PendingOperations(database)
+    limits = iothread_limits(settings, facts)
     locks = VMLocks()
 
     pools = PoolService(settings, records, events)
@@ -161,7 +164,7 @@ def build_services(settings: Settings) -> Services:
 
     observers = DiskObservers(throttle_disks, thin, chain_volumes)
     disks = DiskService(vms, pools, volumes, records, events,
-                        IOThreadApplier(iothread_limits(settings, facts)), pending, locks,
+                        IOThreadApplier(limits), pending, locks,
                         observers, guards=(holds.refuse_if_busy,), throttle=throttle_disks,
                         adopted=foreign)
     recovery = DiskRecovery(hypervisor, records, pools, volumes, events, observers)
@@ -197,6 +200,14 @@ def build_services(settings: Settings) -> Services:
                                ChainVolumeReferences(records, chain_records, chains, job_store),
                                thin.forget)
 
+    peers = PeerService(PeerStore(database), events)
+    migrations = MigrationServices.build(
+        settings, hypervisor, database, records, pools, volumes, peers, events,
+        limits=lambda: limits, capabilities=lambda: facts.capabilities, facts=facts.to_json,
+        vm_lock=locks.lock_for, chain_busy=lambda vm: holds.refuse_if_busy(vm, None),
+        thin_track=thin.track, forget_thin=thin.forget,
+    )  # fmt: skip
+
     reconcile_log = ReconcileLog()
     confirmer = Confirmer(hypervisor.lookup, records, events, thin, hypervisor.stats_reuse.scope)
     top = TopService(hypervisor, records, events, jobs)
@@ -227,25 +238,28 @@ def build_services(settings: Settings) -> Services:
         reconcile_log=reconcile_log,
         confirmer=confirmer,
         intents=intents,
-        peers=PeerService(PeerStore(database), events),
+        peers=peers,
         adoption=adoption,
         backups=backups,
+        migrations=migrations,
         reconcilers=(
             rescaler.reconcile,
             thin.reconcile,
             chain_reconciler.run,
             backups.reconcile,
             adoption.watch.reconcile,
+            migrations.reconcile,
             confirmer.run_full,
         ),
         # No capacity rescale: a resize made outside blockplane is caught by the next full pass.
-        # The chain, backup and adoption steps cost one SQL query each while no job runs, no
-        # export is open and nothing is adopted.
+        # The chain, backup, adoption and migration steps cost one SQL query each while no job
+        # runs, no export is open, nothing is adopted and nothing migrates.
         quick_reconcilers=(
             thin.quick_reconcile,
             chain_reconciler.run,
             backups.reconcile,
             adoption.watch.reconcile,
+            migrations.reconcile,
             confirmer.run,
         ),
         handlers={

@@ -196,4 +196,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (vm, name)
         )""",
     ),
+    # Live migrations (blockplane.migration): one row per job on each end (``role`` source or
+    # destination), its phase and everything it must undo or finish, written before each step.
+    (
+        """CREATE TABLE migrations (
+            id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            vm TEXT NOT NULL,
+            peer TEXT,
+            phase TEXT NOT NULL,
+            state_json TEXT NOT NULL,
+            plan_json TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (id, role)
+        )""",
+        "CREATE INDEX migrations_by_phase ON migrations(phase, vm)",
+    ),
 )
