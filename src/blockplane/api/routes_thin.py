@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
+from blockplane.thin.rbd_rows import rbd_thin_rows
+
 if TYPE_CHECKING:
     from blockplane.runtime.agent import Agent
 
@@ -17,6 +19,6 @@ def thin_router(agent: Agent) -> APIRouter:
     def thin_status(vm: str | None = None) -> list[dict[str, Any]]:
         if vm is not None:
             agent.vms.record(vm)
-        return agent.thin.status(vm)
+        return [*agent.thin.status(vm), *rbd_thin_rows(agent.records, vm)]
 
     return router

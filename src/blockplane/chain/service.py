@@ -10,7 +10,6 @@ are named as ``addressing`` says. Must not start jobs or change any chain.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any
 
 from blockplane.chain.addressing import resolve_element
@@ -19,6 +18,7 @@ from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.chain import Chain, ChainElement
 from blockplane.storage.images import image_facts
+from blockplane.storage.volume_usage import canonical
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
 from blockplane.vms.lifecycle import VMService
@@ -43,7 +43,7 @@ class ChainService:
         """The element ``spec`` names (``vda``, ``vda[N]`` or a path), None for None."""
         if spec is None:
             return None
-        return resolve_element(chain, spec, canonical=os.path.realpath)
+        return resolve_element(chain, spec, canonical=canonical)
 
     def show(self, vm: str, target: str) -> dict[str, Any]:
         """``blockplane chain VM TARGET``: every element, top to base, with sizes."""

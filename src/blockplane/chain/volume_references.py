@@ -55,3 +55,22 @@ class ChainVolumeReferences:
                     f"{job.state.kind.value} job {job.id} of {job.state.vm}")
         return VolumeReferences({path: list(dict.fromkeys(users))
                                  for path, users in by_path.items()}, unreadable)
+
+    def live_users(self, path: str) -> list[str]:
+        """Who uses ``path`` now, by the live chains and the live jobs only (the chain records
+        of a disk being released are not users). A chain that cannot be read counts as a user:
+        never delete what cannot be checked."""
+        wanted = canonical(path)
+        users: list[str] = []
+        for vm in self._records.vms():
+            try:
+                paths = self._chains.disk_paths(vm.name)
+            except BlockplaneError as error:
+                users.append(f"VM {vm.name}, whose chains cannot be read ({error.message})")
+                continue
+            if wanted in {canonical(found) for found in paths}:
+                users.append(f"the backing chain of VM {vm.name}")
+        for job in self._store.live():
+            if wanted in {canonical(found) for found in job.spec.paths()}:
+                users.append(f"{job.state.kind.value} job {job.id} of {job.state.vm}")
+        return list(dict.fromkeys(users))

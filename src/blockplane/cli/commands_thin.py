@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import human_bytes, print_json, table
+from blockplane.cli.output import console, human_bytes, print_json, table
 
 
 @click.group("thin")
@@ -47,3 +47,6 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
         ],
         title="thin volumes",
     )
+    for row in rows:
+        if row.get("reason"):
+            console.print(f"{row['vm']}/{row['disk']}: {row['reason']}")

@@ -35,6 +35,8 @@ class HostIOThreadLimits:
     support_scsi: MappingSupport
     #: Several IOThreads for one throttled disk (facts: ``throttle_multi_iothread``).
     support_throttled: MappingSupport = NO_KNOWN_DEFECT
+    #: Several IOThreads for one rbd disk (facts: ``rbd_multi_iothread``).
+    support_rbd: MappingSupport = NO_KNOWN_DEFECT
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,10 @@ class IOThreadApplier:
         largest_request: int,
         *,
         throttled: bool = False,
+        rbd: bool = False,
     ) -> AppliedPlan:
         decision = decide(
-            IOThreadRequest(io_threads, queues, bus, throttled=throttled),
+            IOThreadRequest(io_threads, queues, bus, throttled=throttled, rbd=rbd),
             vcpus,
             self.limits.host_cpus,
             self.limits.host_cap,
@@ -94,6 +97,7 @@ class IOThreadApplier:
             self.limits.support_scsi,
             vm_largest_request=largest_request,
             support_throttled=self.limits.support_throttled,
+            support_rbd=self.limits.support_rbd,
         )
         plan = plan_attach(vm_iothreads(domain_xml), target, decision)
         return AppliedPlan(decision, plan, io_threads)

@@ -33,6 +33,7 @@ from blockplane.hypervisor.events import (
     IOErrorEvent,
     LifecycleEvent,
 )
+from blockplane.hypervisor.secrets import SecretStore
 from blockplane.iothreads import MappingSupport
 from blockplane.iothreads.apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.metrics import AgentMetrics
@@ -40,11 +41,14 @@ from blockplane.migration.peer_store import PeerStore
 from blockplane.migration.peers import PeerService
 from blockplane.observe.wiring import ObserveServices
 from blockplane.runtime.eventlog import EventLog
+from blockplane.storage.ceph_health import CephHealth
 from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
+from blockplane.storage.rbd_pools import RbdPools
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.database import Database
 from blockplane.store.pending import PendingOperations
+from blockplane.store.rbd_pools import RbdPoolStore
 from blockplane.store.records import Records
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.wiring import ThrottleServices
@@ -71,7 +75,11 @@ class Agent:
         self.hypervisor.open()
         self._facts: HostFacts | None = None
         virt_type = self.facts().accel.selected
-        self.pools = PoolService(settings, self.records, self.events)
+        self.secrets = SecretStore(self.hypervisor)
+        self.secrets.open()  # before any VM with an rbd disk starts on an embedded libvirt
+        self.rbd = RbdPools(RbdPoolStore(self.database), self.secrets)
+        self.rbd.health.listeners.append(self._ceph_health_observed)
+        self.pools = PoolService(settings, self.records, self.events, self.rbd)
         self.volumes = VolumeService(self.pools, self.records, self.events)
         self.vms = VMService(
             settings,
@@ -131,6 +139,7 @@ class Agent:
         self.disks.guards.append(self.chain.jobs.refuse_if_busy)
         self.pool_volumes = PoolVolumes(self.pools, self.volumes, self.records, self.events,
                                         self.chain.volume_references, self.thin.forget)
+        self.disks.volume_users = self.chain.volume_references.live_users
         self.on_event(BlockJobEvent, self.chain.events.on_block_job)
         # Last: it reads what every feature above built, and confirms after their reconciles.
         self.observe = ObserveServices.build(
@@ -168,16 +177,27 @@ class Agent:
         blk = capabilities["iothread_vq_mapping"]
         scsi = capabilities["scsi_iothread_vq_mapping"]
         throttled = capabilities["throttle_multi_iothread"]
+        rbd = capabilities["rbd_multi_iothread"]
         return HostIOThreadLimits(
             host_cpus=facts.cpus or 1,
             host_cap=self.settings.iothread_cap,
             support_blk=MappingSupport(blk.supported, blk.reason),
             support_scsi=MappingSupport(scsi.supported, scsi.reason),
             support_throttled=MappingSupport(throttled.supported, throttled.reason),
+            support_rbd=MappingSupport(rbd.supported, rbd.reason),
         )
 
     def facts_json(self) -> dict[str, Any]:
-        return self.facts().to_json()
+        """The host's facts, and the health of each rbd pool's cluster (the last probe)."""
+        return {**self.facts().to_json(),
+                "ceph": {"pools": [health.to_json() for health in self.rbd.health.all()]}}
+
+    def _ceph_health_observed(self, health: CephHealth) -> None:
+        self.metrics.ceph_pool_healthy.labels(health.pool).set(1 if health.healthy else 0)
+        self.metrics.ceph_probe_seconds.labels(health.pool).set(health.probe_seconds or 0)
+        since = health.unhealthy_since
+        self.metrics.ceph_unhealthy_seconds.labels(health.pool).set(
+            time.time() - since if since is not None else 0)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -201,6 +221,7 @@ class Agent:
         await asyncio.to_thread(self.throttle.groups.recover)
         await asyncio.to_thread(self.recovery.recover)
         await asyncio.to_thread(self.reconcile_once)
+        self.rbd.health.start()
         background = [
             asyncio.create_task(self._dispatch_events()),
             asyncio.create_task(self._reconcile_forever()),
@@ -216,6 +237,8 @@ class Agent:
             self.settings.paths.socket.unlink(missing_ok=True)
             self.settings.paths.pid_file.unlink(missing_ok=True)
             self.thin.close()
+            self.rbd.health.stop()
+            self.secrets.close()
             self.hypervisor.close()
             self.database.close()
 

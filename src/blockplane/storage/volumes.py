@@ -11,7 +11,7 @@ from pathlib import Path
 
 from blockplane.errors import Conflict, InvalidInput
 from blockplane.storage.images import create_qcow2
-from blockplane.storage.names import confine
+from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
 from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.events import EventPublisher
@@ -41,13 +41,17 @@ class VolumeService:
             )
         if thin and image_format != "qcow2":
             raise InvalidInput("a thin volume must be qcow2", code="volume.invalid")
+        if pool.type == "rbd":
+            _check_rbd_volume(pool, image_format, thin)
         if thin and pool.type == "dir":
             raise InvalidInput(
                 f"pool {pool.name} is a dir pool; thin volumes need a growable block pool "
                 "(loop or lvm)",
                 code="volume.invalid",
             )
-        if pool.type != "lvm":
+        if pool.type == "rbd":
+            validate_volume_name(name)
+        elif pool.type != "lvm":
             confine(Path(pool.path), name)
         if self._records.volume(pool.name, name) is not None:
             raise Conflict(
@@ -59,7 +63,7 @@ class VolumeService:
     def initial_physical(
         self, pool: PoolRecord, virtual_bytes: int, image_format: str, thin: bool
     ) -> int:
-        if pool.type == "dir":
+        if pool.type in ("dir", "rbd"):
             return virtual_bytes
         if image_format == "raw":
             return virtual_bytes
@@ -114,3 +118,22 @@ class VolumeService:
 
     def is_block(self, pool: PoolRecord) -> bool:
         return pool.type in ("loop", "lvm")
+
+    @staticmethod
+    def default_format(pool: PoolRecord) -> str:
+        """The format a request that names none gets: raw on rbd, qcow2 elsewhere."""
+        return "raw" if pool.type == "rbd" else "qcow2"
+
+
+def _check_rbd_volume(pool: PoolRecord, image_format: str, thin: bool) -> None:
+    """RBD images are raw and thin by nature: qcow2 on them, or a thin monitor, is refused."""
+    if image_format != "raw":
+        raise InvalidInput(
+            f"pool {pool.name} is an rbd pool: its volumes are raw RBD images (snapshots, "
+            "clones and thin provisioning are Ceph's); use --format raw or leave it out",
+            code="volume.invalid")
+    if thin:
+        raise InvalidInput(
+            f"pool {pool.name} is an rbd pool: RBD images are thin by nature (objects exist "
+            "once written), so there is no write-threshold monitor to ask for; drop --thin",
+            code="volume.invalid")

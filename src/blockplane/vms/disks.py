@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import (
     CapabilityMissing,
+    Conflict,
     InvalidInput,
     NotFound,
     OperationFailed,
@@ -35,6 +36,7 @@ from blockplane.store.records import DiskRecord, Records, VolumeRecord
 from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.lifecycle import VMService
+from blockplane.vms.shared_volumes import VolumeUsers, shared_volume_in_use
 from blockplane.xml.disk import (
     disk_element,
     parse_disks,
@@ -62,7 +64,8 @@ class AttachRequest:
     size_bytes: int
     name: str | None = None
     thin: bool = False
-    format: str = "qcow2"
+    #: None: the pool's default (raw on rbd, qcow2 elsewhere).
+    format: str | None = None
     bus: str = "virtio"
     queues: int | None = None
     io_threads: int | None = None
@@ -96,6 +99,9 @@ class DiskService:
         self.guards: list[Callable[[str, str | None], None]] = []
         #: I/O limits (throttle.disk_limits); set by the agent. Without it limits are refused.
         self.throttle: DiskThrottle | None = None
+        #: Who references a volume's path besides its disk record (chains, jobs); set by the
+        #: agent. Consulted before a shared (rbd) volume is deleted.
+        self.volume_users: VolumeUsers | None = None
         self._vm_locks: dict[str, BoundedLock] = {}
         self._locks_guard = threading.Lock()
 
@@ -121,8 +127,10 @@ class DiskService:
             current_xml = domain.xml(inactive=not live)
             target = next_free_target(bus, self._used_targets(domain))
             volume_name = request.name or f"{request.vm}-{target}"
+            image_format = request.format or self._volumes.default_format(pool)
+            rbd = pool.type == "rbd"
             self._volumes.validate(
-                pool, volume_name, request.size_bytes, request.format, request.thin
+                pool, volume_name, request.size_bytes, image_format, request.thin
             )
             limits_plan = self._prepare_limits(domain, target, request)
             applied = self._iothreads.plan(
@@ -134,6 +142,7 @@ class DiskService:
                 request.queues,
                 self._largest_request(request.vm),
                 throttled=limits_plan is not None and limits_plan.throttles,
+                rbd=rbd,
             )
             controller_index = self._next_controller(domain) if bus == "scsi" else None
             plan_json = {**applied.to_json(), "controller_index": controller_index}
@@ -152,23 +161,26 @@ class DiskService:
             started = time.monotonic()
             try:
                 volume = self._volumes.create(
-                    pool, volume_name, request.size_bytes, request.format, request.thin
+                    pool, volume_name, request.size_bytes, image_format, request.thin
                 )
             except BaseException:
                 self.pending.finish(intent)
                 raise
             failpoint("attach.after_volume")
+            network = self._pools.network_source(pool, volume.path) if rbd else None
             device = DiskDevice(
                 target=target,
                 bus=bus,
                 source=volume.path,
-                source_kind="block" if self._volumes.is_block(pool) else "file",
-                format=_format(request.format),
+                source_kind="network" if rbd else (
+                    "block" if self._volumes.is_block(pool) else "file"),
+                format=_format(image_format),
                 queues=applied.queues,
                 iothread=applied.single_iothread,
                 queue_mapping=applied.queue_mapping,
                 error_policy="enospace" if request.thin else None,
                 controller_index=controller_index,
+                network=network,
             )
             device = _with_limits(with_io_policy(device), limits_plan)
             try:
@@ -302,7 +314,7 @@ class DiskService:
             for observer in self.observers:
                 observer.disk_detached(vm, target)
             self._records.delete_disk(vm, target)
-            self._volumes.delete(record.pool, record.volume)
+            kept = self.release_volume(record.pool, record.volume)
             self.pending.finish(intent)
             self._events.publish(
                 "disk.detached",
@@ -310,14 +322,32 @@ class DiskService:
                 target=target,
                 volume=record.volume,
                 iothreads_removed=list(orphans),
+                **({"volume_kept": kept} if kept else {}),
             )
         return {
             "vm": vm,
             "target": target,
             "detached": True,
-            "volume_deleted": record.volume,
+            "volume_deleted": None if kept else record.volume,
+            **({"volume_kept": kept} if kept else {}),
             "iothreads_removed": list(orphans),
         }
+
+    def release_volume(self, pool: str, volume: str) -> str | None:
+        """Delete a volume no disk needs any more; on a shared (rbd) pool only once nothing
+        else references it: the reason it was kept, or None once deleted."""
+        record = self._records.pool(pool)
+        if record is not None and self._pools.is_shared(record):
+            kept = shared_volume_in_use(self._records, self.volume_users, pool, volume)
+            if kept is not None:
+                return kept
+            try:
+                self._volumes.delete(pool, volume)
+            except Conflict as error:  # Ceph: another client (host) still has it open
+                return f"kept: {error.message}"
+            return None
+        self._volumes.delete(pool, volume)
+        return None
 
     def _detach_device(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
         xml = to_xml(disk_element(device))
@@ -362,8 +392,8 @@ class DiskService:
             for observer in self.observers:
                 observer.disk_detached(vm, record.target)
             self._records.delete_disk(vm, record.target)
-            self._volumes.delete(record.pool, record.volume)
-            released.append(record.volume)
+            if self.release_volume(record.pool, record.volume) is None:
+                released.append(record.volume)
         return released
 
     def _used_targets(self, domain: DomainHandle) -> set[str]:
@@ -422,10 +452,11 @@ class DiskService:
 def with_io_policy(device: DiskDevice) -> DiskDevice:
     """How QEMU serves every disk blockplane attaches: without the host page cache
     (``cache='none'``: a host crash loses no write the guest saw completed, and native AIO needs
-    it), with the guest's discards passed down so a thin volume's pool gets space back
-    (``discard='unmap'``), and with Linux native AIO on block devices (``io='native'``), the
-    thread pool on files (``io='threads'``)."""
-    io = "native" if device.source_kind == "block" else "threads"
+    it; on rbd it also turns librbd's cache off), with the guest's discards passed down so a
+    thin volume's pool gets space back (``discard='unmap'``), and with Linux native AIO on block
+    devices (``io='native'``), the thread pool on files (``io='threads'``); an rbd image is
+    served by librbd's own threads (no ``io``)."""
+    io: str | None = {"block": "native", "file": "threads"}.get(device.source_kind)
     return dataclasses.replace(device, cache="none", discard="unmap", io=io)
 
 

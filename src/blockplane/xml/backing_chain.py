@@ -71,16 +71,24 @@ def _layer(
         kind, path = "file", source.get("file")
     elif node.get("type") == "block":
         kind, path = "block", source.get("dev")
+    elif node.get("type") == "network" and source.get("protocol") == "rbd":
+        kind, path = "network", _network_path(source)
     else:
         raise Conflict(
-            f"{target} has a {node.get('type')} source in its chain; blockplane manages file"
-            " and block images only",
+            f"{target} has a {node.get('type')} source in its chain; blockplane manages file,"
+            " block and rbd images only",
             code="chain.unsupported_source",
         )
     if not path:
         raise Conflict(f"a {kind} element of {target} names no path", code="chain.no_source")
     index = source.get("index") if node.tag == "disk" else node.get("index")
     return (kind, path, int(index) if index is not None else None, fmt)
+
+
+def _network_path(source: etree._Element) -> str | None:
+    """``rbd:POOL/IMAGE``, the name blockplane gives an RBD image wherever a path goes."""
+    name = source.get("name")
+    return f"{source.get('protocol')}:{name}" if name else None
 
 
 def _terminated(disk: etree._Element) -> bool:
@@ -102,6 +110,8 @@ def _mirror(disk: etree._Element) -> Mirror | None:
     index = None
     if source is not None:
         path = source.get("file") or source.get("dev")
+        if source.get("protocol") == "rbd":
+            path = _network_path(source)
         raw_index = source.get("index")
         index = int(raw_index) if raw_index is not None else None
     return Mirror(
