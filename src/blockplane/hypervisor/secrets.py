@@ -73,13 +73,11 @@ class SecretStore:
         connection = self._connection()
         with libvirt_errors(f"defining libvirt secret {uuid}"):
             existing = self._lookup(connection, uuid)
-            if existing is None:
-                holder = self._by_usage(connection, usage_name)
-                if holder is not None:
-                    raise Conflict(
-                        f"libvirt already has a ceph secret for {usage_name!r} under another "
-                        f"UUID ({holder}); give that one with --secret-uuid, or remove it",
-                        code="pool.secret_conflict")
+            holder = None if existing is not None else self._by_usage(connection, usage_name)
+            if holder is not None:
+                raise Conflict(f"libvirt already has the ceph secret {usage_name!r} under "
+                               f"another UUID ({holder}); remove it first",
+                               code="pool.secret_conflict")
             secret = connection.secretDefineXML(ceph_secret_xml(uuid, usage_name, description))
             secret.setValue(key)
 

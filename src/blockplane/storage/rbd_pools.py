@@ -65,8 +65,9 @@ def secret_uuid_for(fsid: str, user: str) -> str:
     return str(uuid.uuid5(SECRET_NAMESPACE, f"{fsid.lower()}/client.{user}"))
 
 
-def secret_usage_name(fsid: str, user: str) -> str:
-    return f"ceph client.{user} {fsid.lower()}"
+def secret_usage_name(fsid: str, user: str, secret_uuid: str) -> str:
+    """libvirt wants one usage name per secret: the UUID makes a pinned one distinct too."""
+    return f"ceph client.{user} {fsid.lower()} {secret_uuid}"
 
 
 class RbdPools:
@@ -140,7 +141,7 @@ class RbdPools:
                           RBD_UTILIZATION_PCT)
         rbd = RbdPoolRecord(name, conf, user, keyring, ceph_pool, fsid, secret, monitors)
         had_secret = self._secrets.exists(secret)
-        self._secrets.define_ceph(secret, secret_usage_name(fsid, user), key,
+        self._secrets.define_ceph(secret, secret_usage_name(fsid, user, secret), key,
                                   f"blockplane: cephx key of client.{user} on cluster {fsid}")
         try:
             self._store.add(pool, rbd)

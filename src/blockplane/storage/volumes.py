@@ -30,6 +30,8 @@ class VolumeService:
     def validate(
         self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool
     ) -> None:
+        if pool.type == "rbd":
+            _check_rbd_volume(pool, image_format, thin)
         if image_format not in FORMATS:
             raise InvalidInput(
                 f"unknown format {image_format!r}: use qcow2 or raw", code="volume.invalid"
@@ -41,8 +43,6 @@ class VolumeService:
             )
         if thin and image_format != "qcow2":
             raise InvalidInput("a thin volume must be qcow2", code="volume.invalid")
-        if pool.type == "rbd":
-            _check_rbd_volume(pool, image_format, thin)
         if thin and pool.type == "dir":
             raise InvalidInput(
                 f"pool {pool.name} is a dir pool; thin volumes need a growable block pool "
