@@ -30,7 +30,7 @@ def chain_router(agent: Agent) -> APIRouter:
 
     @router.get("/vms/{vm}/disks/{target}/chain")
     def show_chain(vm: str, target: str) -> dict[str, Any]:
-        return chain.chains.show(vm, target)
+        return chain.show(vm, target)
 
     @router.get("/vms/{vm}/snapshots")
     def list_snapshots(vm: str) -> list[dict[str, Any]]:

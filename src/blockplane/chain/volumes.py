@@ -81,9 +81,12 @@ class ChainVolumes:
     def create(
         self, vm: str, target: str, pool: str, name: str, virtual_bytes: int, *, thin: bool,
         backing: str | None, backing_format: str | None, origin: str,
+        image_format: str = "qcow2",
     ) -> VolumeRecord:
-        """A new qcow2 volume (on ``backing`` if given), recorded as ``creating``."""
-        record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, "qcow2", thin)
+        """A new volume (qcow2 on ``backing`` if given; raw on rbd pools), recorded as
+        ``creating``."""
+        record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, image_format,
+                                      thin)
         try:
             if backing is not None:
                 create_qcow2(record.path, virtual_bytes, backing, backing_format)

@@ -47,11 +47,14 @@ def chain_command(context: CLIContext, vm: str, target: str, as_json: bool) -> N
           title=f"{vm}/{target}")
     if chain.get("mirror"):
         console.print(f"mirror: {chain['mirror']}")
+    for snapshot in chain.get("rbd_snapshots", []):
+        console.print(f"RBD snapshot {snapshot['name']} ({snapshot['timestamp']}): "
+                      f"{snapshot['path']}")
 
 
 @click.group("snapshot")
 def snapshot_group() -> None:
-    """External disk-only snapshots."""
+    """Disk-only snapshots: qcow2 overlays on local pools, RBD snapshots on rbd pools."""
 
 
 @snapshot_group.command("create")

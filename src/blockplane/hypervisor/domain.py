@@ -139,6 +139,19 @@ class DomainHandle:
     def resume(self) -> None:
         self._call(f"resuming {self.name}", lambda: self._domain.resume())
 
+    def suspend(self) -> None:
+        self._call(f"pausing {self.name}", lambda: self._domain.suspend())
+
+    def fs_freeze(self) -> int:
+        """Freeze the guest's filesystems through its agent; how many were frozen."""
+        return int(self._call(f"freezing the filesystems of {self.name}",
+                              lambda: self._domain.fsFreeze(None, 0), kind=CallKind.AGENT))
+
+    def fs_thaw(self) -> int:
+        """Thaw them again (nothing to do, and no error, when none is frozen)."""
+        return int(self._call(f"thawing the filesystems of {self.name}",
+                              lambda: self._domain.fsThaw(None, 0), kind=CallKind.AGENT))
+
     def undefine(self) -> None:
         flags = (
             libvirt.VIR_DOMAIN_UNDEFINE_NVRAM

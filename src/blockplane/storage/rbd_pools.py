@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from blockplane.errors import BlockplaneError, InvalidInput, NotFound
 from blockplane.model.disk import NetworkHost, NetworkSource
-from blockplane.storage.backends.rbd import RbdBackend, split_rbd_path
+from blockplane.storage.backends.rbd import RbdBackend, rbd_path, split_rbd_path
 from blockplane.storage.capacity import PoolCapacity
 from blockplane.storage.ceph import CephClient, CephConnection, check_name
 from blockplane.storage.ceph_conf import keyring_of, monitors_of, read_key
@@ -50,6 +50,23 @@ class CephSecrets(Protocol):
     def undefine(self, uuid: str) -> bool: ...
 
     def exists(self, uuid: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RbdImage:
+    """One image, with the client (user and cluster) of the pool it belongs to."""
+
+    client: CephClient
+    ceph_pool: str
+    name: str
+    pool: RbdPoolRecord
+
+    @property
+    def path(self) -> str:
+        return rbd_path(self.ceph_pool, self.name)
+
+    def snapshot_path(self, snapshot: str) -> str:
+        return f"{self.path}@{snapshot}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,12 @@ class RbdPools:
             auth_username=rbd.user,
             secret_uuid=rbd.secret_uuid,
         )
+
+    def image(self, pool: str, path: str) -> RbdImage:
+        """The image at ``path`` (``rbd:POOL/IMAGE``) of blockplane pool ``pool``."""
+        rbd = self.record(pool)
+        ceph_pool, image = split_rbd_path(path)
+        return RbdImage(self.client(rbd), ceph_pool, image, rbd)
 
     def pool_of_path(self, path: str) -> RbdPoolRecord | None:
         """The rbd pool whose RADOS pool holds ``path`` (the first, if several name it)."""

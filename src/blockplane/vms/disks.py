@@ -26,6 +26,7 @@ from blockplane.errors import (
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
+from blockplane.iothreads.model import MappingSupport
 from blockplane.iothreads.state import iothread_report
 from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
 from blockplane.storage.pools import PoolService
@@ -104,6 +105,11 @@ class DiskService:
         self.volume_users: VolumeUsers | None = None
         self._vm_locks: dict[str, BoundedLock] = {}
         self._locks_guard = threading.Lock()
+
+    @property
+    def rbd_mapping(self) -> MappingSupport:
+        """Whether an rbd disk's queues may run in several IOThreads on this host."""
+        return self._iothreads.limits.support_rbd
 
     def vm_lock(self, vm: str) -> BoundedLock:
         """The lock every multi-step change of ``vm`` holds; waited for within the deadline."""

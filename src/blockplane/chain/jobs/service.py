@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from blockplane.chain.jobs.backup_plan import plan_backup
+from blockplane.backup.rbd import run_backup as run_rbd_backup
+from blockplane.chain.jobs.backup_plan import backup_directory, plan_backup
 from blockplane.chain.jobs.driver import JobDriver
 from blockplane.chain.jobs.phases import (
     AbortRequested,
+    JobEventObserved,
     PivotRequested,
     Started,
     StartFailed,
@@ -34,6 +36,7 @@ from blockplane.chain.jobs.plans import (
     plan_copy,
     plan_pull,
 )
+from blockplane.chain.jobs.rbd_copies import RbdCopies, refuse_on_rbd, refuse_unsafe_mapping
 from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
 from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
@@ -41,17 +44,28 @@ from blockplane.chain.jobs.store import JobStore, busy_error
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
-from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, outcome_unknown
+from blockplane.errors import (
+    BlockplaneError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    outcome_unknown,
+)
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.chain import Chain
-from blockplane.storage.images import is_block_device, measure_commit, virtual_size
+from blockplane.storage.backends.rbd import is_rbd_path
+from blockplane.storage.images import is_block_device, measure_commit
 from blockplane.storage.pools import PoolService
-from blockplane.store.records import PoolRecord, Records, VolumeRecord
+from blockplane.store.records import DiskRecord, PoolRecord, Records, VolumeRecord
 from blockplane.vms.disks import DiskService
 from blockplane.xml.chain import ImageTarget, copy_destination_xml
 
 log = logging.getLogger(__name__)
+
+#: virDomainBlockJobType of a backup (``state.LIBVIRT_JOB_TYPES``).
+LIBVIRT_BACKUP_JOB_TYPE = 5
 
 
 class JobsService:
@@ -69,11 +83,13 @@ class JobsService:
         self._records = records
         self._disks = disks
         self._thin = thin
+        self._rbd_copies = RbdCopies(pools, records)
 
     # starting jobs
     def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
                bandwidth: int) -> dict[str, Any]:
         domain, chain = self._live_chain(vm, target)
+        refuse_on_rbd(chain, "commit")
         plan = plan_commit(chain, self._chains.element(chain, top),
                            self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
         between = list(plan.spec.invalidated[1:])
@@ -90,6 +106,7 @@ class JobsService:
 
     def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> dict[str, Any]:
         domain, chain = self._live_chain(vm, target)
+        refuse_on_rbd(chain, "pull")
         plan = plan_pull(chain, self._chains.element(chain, base), bandwidth=bandwidth)
 
         def act(spec: JobSpec) -> JobSpec:
@@ -109,18 +126,31 @@ class JobsService:
                                              f"{vm}-{target}-copy-{job_id[:6]}")
         top = chain.top
         backing = chain.elements[1] if plan.spec.shallow else None
+        destination_pool = self._pools.get(pool_name)
+        into_rbd = destination_pool.type == "rbd"
+        if into_rbd and plan.spec.shallow:
+            raise InvalidInput(
+                f"--shallow into rbd pool {pool_name} is refused: a raw RBD image has no "
+                "backing file to keep the chain below the top on; copy the whole chain",
+                code="job.invalid_request")
+        if into_rbd and (pivot or synchronous_writes):
+            refuse_unsafe_mapping(domain.xml(), target, self._disks.rbd_mapping,
+                                  "a copy with --pivot" if pivot else "a copy with --sync-writes")
+        size = self._rbd_copies.virtual_size(vm, target, top.path)
 
         def act(spec: JobSpec) -> JobSpec:
             record = self._volumes.create(
-                vm, target, pool_name, volume, virtual_size(top.path), thin=False,
+                vm, target, pool_name, volume, size, thin=False,
                 backing=backing.path if backing else None,
-                backing_format=backing.format if backing else None, origin="copy")
+                backing_format=backing.format if backing else None, origin="copy",
+                image_format="raw" if into_rbd else "qcow2")
             ref = VolumeRef(record.pool, record.name, record.path)
             spec = replace(spec, destination=ref, created=(ref,), new_top_path=ref.path)
             self._store.save_spec(job_id, spec)
             failpoint("job.copy.after_destination")
-            image = ImageTarget(target, "block" if is_block_device(ref.path) else "file",
-                                ref.path)
+            image = self._rbd_copies.destination(destination_pool, ref.path, target) if into_rbd \
+                else ImageTarget(target, "block" if is_block_device(ref.path) else "file",
+                                 ref.path)
             domain.block_copy(target, copy_destination_xml(image),
                               bandwidth, shallow=spec.shallow,
                               synchronous_writes=synchronous_writes)
@@ -137,6 +167,16 @@ class JobsService:
                            code="vm.not_running")
         managed = [disk.target for disk in self._records.disks(vm)]
         job_id = _new_id()
+        chosen = list(dict.fromkeys(targets)) or managed
+        on_rbd, local = self._rbd_copies.on_rbd(vm, chosen)
+        if on_rbd and local:
+            raise InvalidInput(
+                f"VM {vm}: {', '.join(d.target for d in on_rbd)} on rbd and "
+                f"{', '.join(d.target for d in local)} on local pools cannot be backed up as "
+                "one job (RBD snapshots and libvirt's bitmaps are not one instant); back them "
+                "up with --disk, one kind at a time", code="backup.mixed_storage")
+        if on_rbd and len(on_rbd) == len(chosen):
+            return self._backup_rbd(vm, domain, job_id, on_rbd, dest_dir, incremental)
         plan = plan_backup(job_id, managed, targets, dest_dir, incremental,
                            domain.checkpoint_names(), self._pools_list())
 
@@ -148,6 +188,28 @@ class JobsService:
 
         return self._start(vm, ",".join(plan.spec.targets), JobKind.BACKUP, plan.spec, False,
                            act, job_id=job_id)
+
+    def _backup_rbd(self, vm: str, domain: DomainHandle, job_id: str, disks: list[DiskRecord],
+                    dest_dir: str, incremental: str | None) -> dict[str, Any]:
+        """RBD snapshots exported by the agent (``backup.rbd``), as a job that ends before the
+        request returns."""
+        directory = backup_directory(dest_dir, self._pools_list())
+        spec, plan = self._rbd_copies.plan_backup(job_id, disks, directory, incremental)
+
+        def act(spec: JobSpec) -> JobSpec:
+            try:
+                os.makedirs(directory, mode=0o711, exist_ok=True)
+            except OSError as error:
+                raise OperationFailed(f"cannot make {directory}: {error.strerror}",
+                                      code="backup.failed") from error
+            run_rbd_backup(domain, plan, str(spec.checkpoint), incremental)
+            return spec
+
+        self._start(vm, ",".join(spec.targets), JobKind.BACKUP, spec, False, act,
+                    job_id=job_id)
+        self._driver.apply(job_id, JobEventObserved(BlockJobStatus.COMPLETED,
+                                                    LIBVIRT_BACKUP_JOB_TYPE))
+        return self.show(job_id)
 
     def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
                act: Callable[[JobSpec], JobSpec], *, job_id: str | None = None,
@@ -248,6 +310,13 @@ class JobsService:
         return self.show(job_id)
 
     def pivot(self, job_id: str) -> dict[str, Any]:
+        stored = self._driver.get(job_id)
+        destination = stored.spec.destination
+        if stored.state.kind is JobKind.COPY and destination is not None and \
+                is_rbd_path(destination.path) and not stored.state.phase.ended:
+            domain = self._chains.domain(stored.state.vm)
+            refuse_unsafe_mapping(domain.xml(), stored.state.target, self._disks.rbd_mapping,
+                                  "a pivot")
         self._driver.apply(job_id, PivotRequested())
         return self.show(job_id)
 
