@@ -2,8 +2,9 @@
 
 Reads what libvirt wrote and decides nothing: which element a user means, or whether a job may run,
 is ``chain.addressing``'s business. The top's format comes from ``<driver type>``, every backing
-element's from its own ``<format type>``; an empty ``<backingStore/>`` ends the chain, and a chain
-that stops without one (inactive XML) is marked incomplete. Must not call libvirt or read files.
+element's from its own ``<format type>``; an empty ``<backingStore/>`` (or a raw element, which
+has no backing) ends the chain, and a chain that stops without one (inactive XML) is marked
+incomplete. Must not call libvirt or read files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def parse_chain(domain_xml: str, target: str) -> Chain:
         )
         for position, (kind, path, index, fmt) in enumerate(layers)
     )
-    return Chain(target, elements, complete=_terminated(disk), mirror=_mirror(disk))
+    # A raw image has no backing file: libvirt leaves out the empty <backingStore/> where it
+    # did not look (a network disk), yet the chain ends there.
+    complete = _terminated(disk) or layers[-1][3] == "raw"
+    return Chain(target, elements, complete=complete, mirror=_mirror(disk))
 
 
 def _find_disk(root: etree._Element, target: str) -> etree._Element:
