@@ -48,10 +48,10 @@ def parse_mon_host(value: str) -> tuple[Monitor, ...]:
     on a bare ``IP:PORT``); a bare host keeps no port, so the client tries both defaults.
     """
     monitors: list[Monitor] = []
-    text = value.strip()
-    groups = re.findall(r"\[([^\[\]]*:[^\[\]]*)\]|([^\s,;\[\]]+)", text)
-    for bracketed, plain in groups:
-        entries = [part.strip() for part in (bracketed or plain).split(",") if part.strip()]
+    for token in _split(value.strip(), " \t,;"):
+        vector = token.startswith("[") and token.endswith("]") and (
+            token[1:3] in ("v1", "v2"))
+        entries = _split(token[1:-1], ",") if vector else [token]
         parsed = [_address(entry) for entry in entries]
         v2 = [monitor for proto, monitor in parsed if proto == "v2"]
         chosen = v2[0] if v2 else parsed[0][1]
@@ -60,6 +60,20 @@ def parse_mon_host(value: str) -> tuple[Monitor, ...]:
     if not monitors:
         raise CephConfInvalid("the ceph.conf names no monitor (mon host is empty)")
     return tuple(monitors)
+
+
+def _split(text: str, separators: str) -> list[str]:
+    """``text`` cut at ``separators`` outside brackets (an IPv6 address is ``[::1]``)."""
+    parts, current, depth = [], "", 0
+    for character in text:
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        if depth == 0 and character in separators:
+            parts.append(current)
+            current = ""
+        else:
+            current += character
+    parts.append(current)
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _address(entry: str) -> tuple[str | None, Monitor]:
