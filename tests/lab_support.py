@@ -32,6 +32,7 @@ from blockplane.lab.bringup import agents_supported
 # Test modules that use the lab: they run on one xdist worker, one after another.
 LAB_MODULES = (
     "tests/integration/test_lab.py",
+    "tests/integration/test_lab_ceph.py",
     "tests/integration/test_migrat",
     "tests/faults/test_migrat",
     "tests/e2e/test_migrat",
