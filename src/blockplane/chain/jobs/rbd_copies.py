@@ -53,7 +53,8 @@ def refuse_unsafe_mapping(domain_xml: str, target: str, support: MappingSupport,
         raise CapabilityMissing(
             f"{what} of {target} into rbd refused: its queues run in {len(iothreads)} "
             f"IOThreads ({', '.join(map(str, sorted(iothreads)))}) and {support.reason}. Copy "
-            "without --pivot (a point-in-time copy), or attach the disk with --io-threads 1",
+            "without --pivot (a point-in-time copy), or use a disk served by one IOThread "
+            "(attached with --io-threads 0, or with I/O limits)",
             code="copy.rbd_multiqueue_unsafe", capability="rbd_multi_iothread")
 
 
