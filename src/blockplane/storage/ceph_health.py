@@ -99,9 +99,9 @@ class CephHealthMonitor:
 
     def probe(self, record: RbdPoolRecord) -> CephHealth:
         started = time.monotonic()
-        client = CephClient(CephConnection(record.conf, record.user, record.keyring,
-                                           timeout_s=PROBE_TIMEOUT_S))
-        try:
+        try:  # a ceph.conf or keyring gone since the pool was made is a verdict too
+            client = CephClient(CephConnection(record.conf, record.user, record.keyring,
+                                               timeout_s=PROBE_TIMEOUT_S))
             client.list_images(record.ceph_pool)
             verdict = CephHealth(record.name, True, "the cluster answers: the monitor and the "
                                  f"OSDs of pool {record.ceph_pool} served a listing")
