@@ -71,6 +71,8 @@ def test_killed_mid_rbd_snapshot_of_two_disks(agent: AgentUnderTest, fault_vm: s
     # The reconcile undid the half-taken snapshot: no record, no RBD snapshot left.
     wait_for(lambda: not [s for s in api_get(agent, f"/vms/{VM}/snapshots")
                           if s["name"] == "half"], "the half snapshot to be undone", 60)
+    # The VM was paused for the instant of the snapshots: it runs again.
+    wait_for(lambda: api_get(agent, f"/vms/{VM}")["state"] == "running", "the VM to run", 30)
     assert_consistent(agent, VM)
     taken = agent.json("snapshot", "create", VM, "--name", "whole")
     assert taken["state"] == "done" and len(taken["disks"]) >= 2

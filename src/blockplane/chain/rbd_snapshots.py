@@ -69,9 +69,14 @@ class RbdSnapshots:
                    image.client.list_snapshots(image.ceph_pool, image.name)):
                 raise Conflict(f"the image of {vm}/{disk.target} already has an RBD snapshot "
                                f"named {name}", code="snapshot.exists")
+        # How the instant is made consistent, kept so a reconcile can undo a freeze or a pause
+        # an agent that died half-way left behind.
+        consistency = "frozen" if live and quiesce else (
+            "paused" if live and len(images) > 1 else "none")
         plans = [{"target": disk.target, "pool": disk.pool, "volume": disk.volume,
                   "kind": KIND, "image": image.path, "path": image.snapshot_path(name),
-                  "backing_path": None, "backing_format": None} for disk, image in images]
+                  "backing_path": None, "backing_format": None, "consistency": consistency}
+                 for disk, image in images]
         record = SnapshotRecord(vm, name, "creating", quiesce, plans, time.time())
         self._chain.save_snapshot(record)
         made: list[RbdImage] = []
@@ -126,10 +131,13 @@ class RbdSnapshots:
 
     def settle(self, record: SnapshotRecord, domain: DomainHandle | None) -> None:
         """A snapshot the agent died taking: done if every disk has it, else undone."""
-        if record.quiesced and domain is not None:
+        consistency = {disk.get("consistency") for disk in record.disks}
+        if domain is not None:
             with contextlib.suppress(BlockplaneError):
-                if domain.is_active():
+                if "frozen" in consistency and domain.is_active():
                     domain.fs_thaw()  # the agent may have died with the guest frozen
+                if "paused" in consistency and domain.state().state == "paused":
+                    domain.resume()  # ... or with the VM paused for the instant
         present: list[tuple[RbdImage, bool]] = []
         for disk in record.disks:
             image = self._image_at(disk)  # an unreachable cluster: left for the next pass
