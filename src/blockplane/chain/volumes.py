@@ -3,9 +3,9 @@ nothing references them.
 
 A ``DiskObserver`` (see ``vms.disks``): a disk attached records its first volume; a disk detached
 (or its VM deleted) deletes every other volume of that disk's chain, while the disk service
-deletes the top named by the disk record. Images a job drops from a chain are marked
-``invalidated`` first (persisted), then deleted when neither a live chain nor a live job names
-them; ``collect`` retries what could not go yet. ``collect`` runs on the reconcile thread while
+deletes (or, still referenced, keeps) the top named by the disk record. Images a job drops from
+a chain are marked ``invalidated`` first (persisted), then deleted when neither a live chain nor
+a live job names them; ``collect`` retries what could not go yet. ``collect`` runs on the reconcile thread while
 a job's cleanup runs on the event thread: one lock keeps a cleanup's change of a volume's state
 from landing between collect's reading of the rows and its deleting of them. Must not call
 block-job APIs or edit domain XML.
@@ -68,6 +68,10 @@ class ChainVolumes:
             for row in self._chain.volumes(vm=vm, target=target):
                 if (row.pool, row.volume) != top:
                     self._delete(row)
+                else:
+                    # The disk service deletes the top, or keeps it standalone (an rbd image
+                    # still referenced elsewhere): either way it is in this chain no more.
+                    self._chain.forget_volume(row.pool, row.volume)
 
     def adopt_untracked(self) -> None:
         """Disks attached before chain tracking existed: record their top volume."""
