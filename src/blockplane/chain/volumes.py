@@ -2,12 +2,12 @@
 nothing references them.
 
 A ``DiskObserver`` (see ``vms.disks``): a disk attached records its first volume; a disk detached
-(or its VM deleted) deletes every other volume of that disk's chain, while the disk service
-deletes (or, still referenced, keeps) the top named by the disk record. Images a job drops from
-a chain are marked ``invalidated`` first (persisted), then deleted when neither a live chain nor
-a live job names them; ``collect`` retries what could not go yet. ``collect`` runs on the reconcile thread while
-a job's cleanup runs on the event thread: one lock keeps a cleanup's change of a volume's state
-from landing between collect's reading of the rows and its deleting of them. Must not call
+(or its VM deleted) deletes every other volume of that disk's chain, while the disk service deletes
+(or, still referenced, keeps) the top named by the disk record. Images a job drops from a chain are
+marked ``invalidated`` first (persisted), then deleted when neither a live chain nor a live job
+names them; ``collect`` retries what could not go yet. ``collect`` runs on the reconcile thread
+while a job's cleanup runs on the event thread: one lock keeps a cleanup's change of a volume's
+state from landing between collect's reading of the rows and its deleting of them. Must not call
 block-job APIs or edit domain XML.
 """
 
