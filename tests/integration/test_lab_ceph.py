@@ -61,8 +61,19 @@ def test_a_disk_made_on_one_host_is_opened_by_another(ceph_lab: Lab) -> None:
         path = ceph_lab.dir / "labrbd2.xml"
         path.write_text(xml)
         second.virsh_ok("create", str(path))
-        second.virsh_ok("destroy", "labrbd2")
-    finally:
+        # While the other host has the image open, a detach here keeps it (Ceph refuses to
+        # remove an image with watchers) and says so; the disk record goes.
         first.ok("vm", "destroy", "labrbd")
+        detached = first.json("disk", "detach", "labrbd", attached["target"])
+        assert detached["volume_deleted"] is None and "kept" in detached["volume_kept"]
+        kept = {v["name"] for v in first.json("volume", "list", "shared")}
+        assert attached["volume"] in kept
+        second.virsh_ok("destroy", "labrbd2")
+        first.json("volume", "delete", "shared", attached["volume"])  # nothing holds it now
+        assert attached["volume"] not in {v["name"] for v in
+                                          first.json("volume", "list", "shared")}
+    finally:
+        second.virsh("destroy", "labrbd2")
+        first.cli("vm", "destroy", "labrbd")
         first.json("vm", "delete", "labrbd")
 

@@ -305,3 +305,18 @@ def test_the_same_cluster_and_user_get_the_same_secret_uuid_on_every_host(
     finally:
         other.ok("agent", "stop")
         shutil.rmtree(other.home, ignore_errors=True)
+
+
+def test_a_stopped_vm_with_a_local_qcow2_disk_does_not_hold_a_detached_rbd_image(
+    agent: AgentUnderTest, pool: str, module_rados_pool: RadosPool,
+) -> None:
+    """A stopped VM's definition names its qcow2 disk's chain only in part: that must not keep
+    an rbd image (never a backing file) from going with its detach."""
+    agent.ok("pool", "create", "side", "--type", "dir")
+    agent.json("vm", "create", "rbdmixed", "--vcpus", "1", "--memory", "128M")
+    agent.json("disk", "attach", "rbdmixed", "--pool", "side", "--size", "8M")
+    attached = agent.json("disk", "attach", "rbdmixed", "--pool", pool, "--size", "8M")
+    detached = agent.json("disk", "detach", "rbdmixed", attached["target"])
+    assert detached["volume_deleted"] == attached["volume"] and "volume_kept" not in detached
+    assert attached["volume"] not in module_rados_pool.images()
+    agent.json("vm", "delete", "rbdmixed")
