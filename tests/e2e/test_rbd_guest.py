@@ -1,8 +1,9 @@
 """A Linux guest on an rbd disk: I/O limits and data integrity as the guest sees them.
 
-- fio (direct 4k random reads) under a 2-level throttle chain: the disk's own limit of 300 IOPS
-  under the VM group ``vm-agg`` of 400 lands within 5% of 300, and within 5% of 200 once the
-  group is lowered live;
+- fio (direct 4k random reads) under a 2-level throttle chain: the disk's own limit of 120 IOPS
+  under the VM group ``vm-agg`` of 200 lands within 5% of 120, and within 5% of 80 once the
+  group is lowered live (limits well under what the one-node cluster serves on a busy 2-core
+  host, about 700-3900 IOPS in ``bench/rbd.py``, so that the limit, not the host, sets the rate);
 - the guest writes known patterns (a raw reference on the host gets the same bytes); after an
   RBD snapshot, a copy out of Ceph with a pivot and a copy back in, the guest reads every region
   back with the reference's sha256, and the host reads the image (and the snapshot) as the
@@ -50,9 +51,9 @@ def guest(agent: AgentUnderTest, module_rados_pool: RadosPool) -> dict[str, str]
     agent.ok("pool", "create", "gl", "--type", "dir")
     agent.ok("vm", "create", VM, "--vcpus", "2", "--memory", "512M", "--guest", "linux",
              "--start")
-    agent.ok("throttle", "set", VM, "vm-agg", "--total-iops-sec", "400")
+    agent.ok("throttle", "set", VM, "vm-agg", "--total-iops-sec", "200")
     limited = agent.json("disk", "attach", VM, "--pool", "ceph", "--size", "256M",
-                         "--total-iops-sec", "300", "--throttle-groups", "vm-agg")
+                         "--total-iops-sec", "120", "--throttle-groups", "vm-agg")
     # Served by QEMU's main loop (one context), so it may be switched back onto rbd below.
     data = agent.json("disk", "attach", VM, "--pool", "ceph", "--size", "64M",
                       "--io-threads", "0")
@@ -75,12 +76,12 @@ def fio_iops(agent: AgentUnderTest, target: str) -> float:
 def test_fio_under_a_two_level_chain_lands_on_the_limit(agent: AgentUnderTest,
                                                         guest: dict[str, str]) -> None:
     iops = fio_iops(agent, guest["limited"])
-    print(f"rbd disk under per-disk 300 / VM group 400: {iops:.1f} IOPS")
-    assert abs(iops - 300) <= TOLERANCE * 300, iops
-    agent.ok("throttle", "set", VM, "vm-agg", "--total-iops-sec", "200")
+    print(f"rbd disk under per-disk 120 / VM group 200: {iops:.1f} IOPS")
+    assert abs(iops - 120) <= TOLERANCE * 120, iops
+    agent.ok("throttle", "set", VM, "vm-agg", "--total-iops-sec", "80")
     lowered = fio_iops(agent, guest["limited"])
-    print(f"after the VM group went to 200 live: {lowered:.1f} IOPS")
-    assert abs(lowered - 200) <= TOLERANCE * 200, lowered
+    print(f"after the VM group went to 80 live: {lowered:.1f} IOPS")
+    assert abs(lowered - 80) <= TOLERANCE * 80, lowered
 
 
 class Writes:
