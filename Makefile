@@ -30,6 +30,7 @@ guest:
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy --strict
+	$(BIN)/lint-imports
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

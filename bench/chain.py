@@ -8,7 +8,12 @@ buffers, written by the guest with O_DIRECT):
 - active commit: base <- s1 (DATA); commit with pivot (time to DONE, pivot included);
 - pull: base (DATA) <- s1; pull everything into s1;
 - copy: base (DATA); full copy to a new volume, with pivot;
-- backup: base (DATA); full push backup.
+- backup: base (DATA); full push backup;
+- thin_copy: base (DATA) copied with pivot into a thin loop pool (64 MiB chunks at 20%), and the
+  same into a loop pool whose chunk is larger than the disk, so that its destination is made
+  fully allocated: the ratio is the full copy's time / the thin copy's (goal >= 0.9), and the thin
+  destination's final physical size is compared with QEMU's allocation of it (goal: at most
+  2 chunks above).
 
 The job's time is the agent's own (``finished_at - created_at``: from the job's record to the
 event that ended it). Just before each job, ``qemu-img convert`` copies the same layer(s) into a
@@ -37,7 +42,8 @@ from blockplane.cli.client import AgentClient, api_path
 
 MIB = 1 << 20
 VM = "chainbench"
-KINDS = ("commit", "active_commit", "pull", "copy", "backup")
+KINDS = ("commit", "active_commit", "pull", "copy", "backup", "thin_copy")
+THIN_CHUNK_MIB = 64
 LOADS = ("idle", "writing", "writing-other-disk", "reading", "busy-cpu", "host-writing")
 
 
@@ -66,6 +72,30 @@ class Result:
     @property
     def ratio_direct_serial(self) -> float:
         return self.convert_direct_serial_s / self.job_s
+
+
+@dataclass
+class ThinCopyResult:
+    guest: str
+    data_mib: int
+    thin_s: float
+    full_s: float
+    thin_ready_s: float
+    full_ready_s: float
+    physical: int
+    allocation: int
+    extends: int
+    restarts: int
+
+    @property
+    def ratio(self) -> float:
+        """Thin throughput / full-size throughput (goal >= 0.9)."""
+        return self.full_s / self.thin_s
+
+    @property
+    def slack_chunks(self) -> float:
+        """(final physical - allocation) in chunks (goal <= 2)."""
+        return (self.physical - self.allocation) / (THIN_CHUNK_MIB * MIB)
 
 
 def request(client: AgentClient, method: str, path: str, body: Any = None) -> Any:
@@ -217,6 +247,64 @@ def run_case(client: AgentClient, kind: str, guest: str, data_mib: int, rate: st
     return result
 
 
+def copy_into(client: AgentClient, guest: str, data_mib: int, rate: str, source_pool: str,
+              pool: str, io_threads: int | None) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """A fresh disk with DATA, copied with pivot into ``pool`` under the load ``guest``: the
+    job's seconds, the job, and the thin monitor's row of the destination at the end."""
+    wanted: dict[str, Any] = {"pool": source_pool, "size": f"{data_mib + 512}M"}
+    if io_threads is not None:
+        wanted["io_threads"] = io_threads
+    target = request(client, "POST", api_path("vms", VM, "disks"), wanted)["target"]
+    wait_for_block_device(client, VM, target)
+    fill(client, target, data_mib)
+    if guest == "writing":
+        start_writer(client, target, data_mib + 64, rate)
+    job = request(client, "POST", api_path("vms", VM, "disks", target, "copy"),
+                  {"pool": pool, "pivot": True})
+    ended = wait_done(client, job["id"])
+    if guest == "writing":
+        stop_guest_load(client)
+    ready = [event for event in client.request("GET", api_path("events"), vm=VM,
+                                               type="job.ready", limit=10000)
+             if event.get("job") == job["id"]]
+    ended["ready_s"] = float(ready[0]["at"]) - float(ended["created_at"]) if ready else None
+    volume = ended["spec"]["destination"]["volume"]
+    rows = client.request("GET", api_path("thin"), vm=VM)
+    [row] = [r for r in rows if r["volume"] == volume]
+    request(client, "DELETE", api_path("vms", VM, "disks", target))
+    return float(ended["finished_at"]) - float(ended["created_at"]), ended, row
+
+
+def run_thin_copy(client: AgentClient, guest: str, data_mib: int, rate: str, run: int,
+                  io_threads: int | None) -> ThinCopyResult:
+    """The same copy into the full-size pool and into the thin one; the order alternates."""
+    order = ("full", "thin") if run % 2 == 0 else ("thin", "full")
+    seconds: dict[str, float] = {}
+    to_ready: dict[str, float] = {}
+    thin_job: dict[str, Any] = {}
+    thin_row: dict[str, Any] = {}
+    for pool in order:
+        seconds[pool], job, row = copy_into(client, guest, data_mib, rate, "bench",
+                                            f"{pool}-loop", io_threads)
+        to_ready[pool] = job["ready_s"] or seconds[pool]
+        if pool == "thin":
+            thin_job, thin_row = job, row
+    return ThinCopyResult(guest, data_mib, seconds["thin"], seconds["full"], to_ready["thin"],
+                          to_ready["full"], int(thin_row["physical"]),
+                          int(thin_row["allocation"] or 0),
+                          int(thin_row["extends"]), int(thin_job.get("restarts", 0)))
+
+
+def report_thin_copy(result: ThinCopyResult) -> None:
+    print(f"{'thin_copy':14} {result.guest:8} thin {result.thin_s:6.2f} s "
+          f"({result.data_mib / result.thin_s:6.0f} MiB/s, READY at {result.thin_ready_s:5.2f})"
+          f"  full-size {result.full_s:6.2f} s ({result.data_mib / result.full_s:6.0f} MiB/s, "
+          f"READY at {result.full_ready_s:5.2f})  ratio {result.ratio:4.2f}  "
+          f"physical {result.physical / MIB:7.1f} MiB allocation "
+          f"{result.allocation / MIB:7.1f} MiB (+{result.slack_chunks:4.2f} chunks)  "
+          f"{result.extends} extends {result.restarts} restarts", flush=True)
+
+
 def report(result: Result) -> None:
     print(f"{result.kind:14} {result.guest:8} job {result.job_s:6.2f} s "
           f"({result.job_mib_s:6.0f} MiB/s)  convert {result.convert_s:5.2f} s"
@@ -246,8 +334,16 @@ def main() -> None:
     loads = arguments.guest or ["idle", "writing"]
     kinds = arguments.kind or list(KINDS)
     results: list[Result] = []
+    thin_results: list[ThinCopyResult] = []
     with bench_agent() as client:
         request(client, "POST", "/v1/pools", {"name": "bench", "type": "dir"})
+        if "thin_copy" in kinds:
+            request(client, "POST", "/v1/pools", {"name": "thin-loop", "type": "loop",
+                                                 "chunk": f"{THIN_CHUNK_MIB}M",
+                                                 "utilization": 20})
+            # A chunk past the disk's qcow2 ceiling: fill_size makes the destination full size.
+            request(client, "POST", "/v1/pools", {"name": "full-loop", "type": "loop",
+                                                 "chunk": f"{arguments.data_mib + 4096}M"})
         pool_path = Path(next(p["path"] for p in request(client, "GET", "/v1/pools")))
         scratch = pool_path / "scratch"
         scratch.mkdir(mode=0o711)
@@ -262,6 +358,12 @@ def main() -> None:
         for run in range(arguments.repeat):
             for guest in loads:
                 for kind in kinds:
+                    if kind == "thin_copy":
+                        thin = run_thin_copy(client, guest, arguments.data_mib,
+                                             arguments.write_rate, run, arguments.io_threads)
+                        thin_results.append(thin)
+                        report_thin_copy(thin)
+                        continue
                     result = run_case(client, kind, guest, arguments.data_mib,
                                       arguments.write_rate, "bench", scratch, run,
                                       arguments.io_threads, other_disk)
@@ -272,6 +374,21 @@ def main() -> None:
         print("medians:")
         for guest in loads:
             for kind in kinds:
+                if kind == "thin_copy":
+                    copies = [r for r in thin_results if r.guest == guest]
+                    report_thin_copy(ThinCopyResult(
+                        guest, arguments.data_mib,
+                        statistics.median(r.thin_s for r in copies),
+                        statistics.median(r.full_s for r in copies),
+                        statistics.median(r.thin_ready_s for r in copies),
+                        statistics.median(r.full_ready_s for r in copies),
+                        int(statistics.median(r.physical for r in copies)),
+                        int(statistics.median(r.allocation for r in copies)),
+                        int(statistics.median(r.extends for r in copies)),
+                        max(r.restarts for r in copies)))
+                    print(f"{'':14} {guest:8} median of the runs' ratios "
+                          f"{statistics.median(r.ratio for r in copies):4.2f}", flush=True)
+                    continue
                 runs = [r for r in results if (r.kind, r.guest) == (kind, guest)]
                 report(Result(kind, guest, arguments.data_mib,
                               statistics.median(r.job_s for r in runs),
@@ -283,7 +400,11 @@ def main() -> None:
                           "results": [asdict(r) | {"job_mib_s": r.job_mib_s, "ratio": r.ratio,
                                                    "ratio_direct": r.ratio_direct,
                                                    "ratio_direct_serial": r.ratio_direct_serial}
-                                      for r in results]})
+                                      for r in results],
+                          "thin_copy": [asdict(r) | {"ratio": r.ratio,
+                                                     "slack_chunks": r.slack_chunks}
+                                        for r in thin_results],
+                          "thin_chunk_mib": THIN_CHUNK_MIB})
     print(f"raw results: {path}")
 
 

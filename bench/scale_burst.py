@@ -29,6 +29,7 @@ from bench.scale_phases import percentile
 from blockplane.cli.client import stop_agent
 from blockplane.config import Settings
 from blockplane.runtime.agent import Agent
+from blockplane.runtime.services import build_services
 
 WRITERS = 8
 SETTLE_TIMEOUT_S = 60.0
@@ -39,7 +40,7 @@ def agent_in_process(settings: Settings, api: Api) -> Iterator[Agent]:
     """Stop the agent process (VMs keep running) and serve the same home from this one."""
     stop_agent(settings)
     api.reset()
-    agent = Agent(settings)
+    agent = Agent(build_services(settings))
     loop = asyncio.new_event_loop()
     serving = loop.create_task(agent.serve())
 
@@ -72,7 +73,7 @@ def qemu_io_write(agent: Agent, vm: str, target: str, length: int) -> float:
     """Write ``length`` bytes at offset 0 of ``vm``'s disk; returns when the write started."""
     device = f"/machine/peripheral/ua-bp-{target}/virtio-backend"
     command = f'qemu-io -d {device} "write 0 {length}"'
-    domain = agent.hypervisor.lookup(vm)
+    domain = agent.services.hypervisor.lookup(vm)
     started = time.time()
     reply = domain.monitor_command(
         {"execute": "human-monitor-command", "arguments": {"command-line": command}}

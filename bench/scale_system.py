@@ -27,7 +27,7 @@ from bench.scale_api import Api
 from blockplane.cli.client import api_path, start_agent, stop_agent
 from blockplane.config import load_settings
 from blockplane.model.disk import DiskDevice
-from blockplane.vms.disks import with_io_policy
+from blockplane.vms.disk_plan import with_io_policy
 from blockplane.xml.disk import disk_element, to_xml
 
 URI = "qemu:///system"

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from matplotlib.figure import Figure
-
-if TYPE_CHECKING:
-    from bench.thin import Run
 
 GIB = float(1 << 30)
 
 
-def plot(runs: list[Run], path: Path) -> Path:
+class PlottedRun(Protocol):
+    """What the plot reads of one run of the bench (``bench.thin.Run``)."""
+
+    label: str
+    rate_mib_s: float
+    extends: int
+    pauses: int
+    sizes: list[tuple[float, int]]
+    allocations: list[tuple[float, int]]
+    extend_times: list[float]
+    pause_spans: list[tuple[float, float]]
+
+    @property
+    def p99_ms(self) -> float: ...
+
+
+def plot(runs: Sequence[PlottedRun], path: Path) -> Path:
     # Figure without pyplot: no GUI backend, no global state.
     figure = Figure(figsize=(9, 2.6 * len(runs) + 0.6))
     axes_list = figure.subplots(len(runs), 1, squeeze=False)[:, 0]

@@ -188,7 +188,7 @@ def main() -> int:
         shutil.rmtree(pool_path, ignore_errors=True)
     worst = max(abs(result["relative_error"]) for result in results)
     print(f"worst |error| {worst:.1%} over {len(results)} cases (goal {GOAL:.0%})")
-    print(f"saved {save('qos', {'runtime_s': options.runtime, 'cases': results})}")
+    print(f"saved {save('throttle', {'runtime_s': options.runtime, 'cases': results})}")
     return 0 if worst <= GOAL else 1
 
 

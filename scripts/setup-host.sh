@@ -34,9 +34,10 @@ fi
 backports_packages=(qemu-system-x86 qemu-utils qemu-guest-agent qemu-block-extra libvirt-daemon-system libvirt-clients
     libvirt-dev)
 # Ceph (bookworm's Pacific, none in backports) for rbd pools and the one-node test cluster;
-# openssl for the lab's CA.
+# openssl for the lab's CA; libxml2-utils (xmllint) for virt-xml-validate (libvirt-clients),
+# which the tests run on every domain XML they leave behind.
 plain_packages=(pkg-config gcc make python3-venv python3-dev busybox-static fio cpio kmod util-linux tmux file
-    openssl ceph-mon ceph-osd ceph-common)
+    openssl ceph-mon ceph-osd ceph-common libxml2-utils)
 
 missing=()
 for package in "${backports_packages[@]}" "${plain_packages[@]}"; do

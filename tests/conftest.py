@@ -63,6 +63,15 @@ LINUX_GUEST_MODULES = (
 )
 
 
+# The modules that use the system daemon (tests/system_daemon.py) form one unit: one of them
+# kills and restarts libvirtd, which the others must not meet half-way.
+SYSTEM_DAEMON_MODULES = (
+    "tests/faults/test_libvirtd_restarted.py",
+    "tests/integration/test_adopt.py",
+    "tests/integration/test_plan_matches_attach.py",
+)
+
+
 # The modules that use the lab (tests/lab_support.py) form one unit too, so one worker brings
 # the session's lab up once. A lab module that boots the Linux guest belongs here rather than
 # with LINUX_GUEST_MODULES: it may then run beside one of those.
@@ -71,6 +80,8 @@ class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist has 
         module = nodeid.split("::", 1)[0]
         if module.startswith(LAB_MODULES):
             return "lab"
+        if module.startswith(SYSTEM_DAEMON_MODULES):
+            return "system-daemon"
         return "linux-guest" if module.startswith(LINUX_GUEST_MODULES) else module
 
 

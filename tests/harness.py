@@ -9,10 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -108,8 +110,48 @@ class AgentUnderTest:
             time.sleep(0.05)
 
 
+def validate_domain_xml(domain_xml: str, what: str) -> str | None:
+    """What ``virt-xml-validate`` (libvirt's schema) says against ``domain_xml``; None if valid."""
+    with tempfile.NamedTemporaryFile("w", suffix=".xml", prefix="bp-validate-") as document:
+        document.write(domain_xml)
+        document.flush()
+        result = subprocess.run(
+            ["virt-xml-validate", document.name, "domain"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    if result.returncode == 0:
+        return None
+    return f"{what}: {(result.stderr or result.stdout).strip()}"
+
+
+def invalid_domains(agent: AgentUnderTest) -> list[str]:
+    """Every managed VM's current domain XML that libvirt's own schema refuses."""
+    problems = []
+    with agent.http() as client:
+        response = client.get("/v1/vms")
+        if response.status_code != 200:
+            return [f"GET /v1/vms answered {response.status_code}: {response.text}"]
+        for vm in response.json():
+            if not vm.get("managed") or vm.get("state") == "undefined":
+                continue
+            xml = client.get(f"/v1/vms/{quote(vm['name'], safe='')}/xml")
+            if xml.status_code != 200:
+                continue  # gone meanwhile
+            problem = validate_domain_xml(xml.text, f"VM {vm['name']}")
+            if problem is not None:
+                problems.append(problem)
+    return problems
+
+
 def cleanup_agent(agent: AgentUnderTest) -> None:
+    """Stop what the test left, after checking every domain XML it left behind against
+    libvirt's schema (``virt-xml-validate``): an invalid one fails the module's teardown."""
+    problems: list[str] = []
     if agent.cli("agent", "status").returncode == 0:
+        problems = invalid_domains(agent)
         for vm in agent.json("vm", "list"):
             if vm["state"] not in ("shutoff", "crashed"):
                 agent.cli("vm", "destroy", vm["name"])
@@ -128,6 +170,7 @@ def cleanup_agent(agent: AgentUnderTest) -> None:
             if len(parts) == 2 and parts[1].strip().startswith(str(pools)):
                 subprocess.run(["losetup", "-d", parts[0]], check=False)
     shutil.rmtree(agent.home, ignore_errors=True)
+    assert not problems, "domain XML refused by virt-xml-validate:\n" + "\n".join(problems)
 
 
 def linux_guest_available() -> bool:

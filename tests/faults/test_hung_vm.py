@@ -96,10 +96,14 @@ def thin_extends(agent: AgentUnderTest, vm: str) -> int:
 
 
 def start_busy_writes(agent: AgentUnderTest, target: str, offset_mib: int) -> None:
-    """``busy`` writes 48 MiB (three 16 MiB chunks) in the background."""
-    script = (f"dd if=/dev/urandom of=/dev/{target} bs=1M seek={offset_mib} count=48 "
-              "oflag=direct conv=fsync 2>/dev/null; echo $? >/tmp/busy.rc")
-    sh(agent, BUSY, f"rm -f /tmp/busy.rc; ( {script} ) >/dev/null 2>&1 &")
+    """``busy`` writes 48 MiB (three 16 MiB chunks) in the background, 1 MiB every 0.3 s, so
+    that the writes (and the extends they cause) span the fault."""
+    write = (f"dd if=/dev/urandom of=/dev/{target} bs=1M seek=$(({offset_mib}+i)) count=1 "
+             "oflag=direct conv=notrunc 2>/dev/null || exit 1")
+    script = (f"i=0; while [ $i -lt 48 ]; do {write}; i=$((i+1)); sleep 0.3; done; "
+              "echo 0 >/tmp/busy.rc")
+    sh(agent, BUSY, f"rm -f /tmp/busy.rc; setsid /bin/sh -c '{script}' </dev/null "
+       ">/dev/null 2>&1 &")
 
 
 def busy_writes_done(agent: AgentUnderTest) -> bool:
@@ -114,6 +118,19 @@ def assert_other_vm_answers(agent: AgentUnderTest) -> None:
         assert seconds < OTHER_VM_BOUND_S, (args, seconds)
 
 
+@contextmanager
+def busy_keeps_going(agent: AgentUnderTest, vms: dict[str, str], offset_mib: int) -> Iterator[None]:
+    """Around a fault of ``hung``: ``busy`` writes three chunks meanwhile; afterwards its reads
+    answered quickly, its thin disk was extended on the way, and it never paused."""
+    extends_before = thin_extends(agent, BUSY)
+    start_busy_writes(agent, vms[BUSY], offset_mib)
+    yield
+    assert_other_vm_answers(agent)
+    wait_for(lambda: busy_writes_done(agent), "busy's writes", 60)
+    assert thin_extends(agent, BUSY) >= extends_before + 2
+    assert not any(row["paused"] for row in api_get(agent, "/thin", vm=BUSY))
+
+
 def assert_hung_vm_recovered(agent: AgentUnderTest, vms: dict[str, str]) -> None:
     wait_for(lambda: agent.cli("guest", "exec", HUNG, "--", "true").returncode == 0,
              "the guest agent of hung to answer again", 90)
@@ -125,18 +142,13 @@ def assert_hung_vm_recovered(agent: AgentUnderTest, vms: dict[str, str]) -> None
 def test_guest_exec_while_the_guest_agent_is_frozen(
     agent: AgentUnderTest, vms: dict[str, str]
 ) -> None:
-    extends_before = thin_extends(agent, BUSY)
-    start_busy_writes(agent, vms[BUSY], 0)
-    freeze_guest_agent(agent, 45)
-    result, seconds = timed(agent, "--timeout", str(DEADLINE_S), "guest", "exec", HUNG,
-                            "--timeout", str(DEADLINE_S), "--", "true")
-    assert result.returncode == 1, result.stderr
-    assert "timeout.guest_agent" in result.stderr, result.stderr
-    assert seconds < ANSWER_BY_S, seconds
-    assert_other_vm_answers(agent)
-    wait_for(lambda: busy_writes_done(agent), "busy's writes", 60)
-    assert thin_extends(agent, BUSY) >= extends_before + 2
-    assert not any(row["paused"] for row in api_get(agent, "/thin", vm=BUSY))
+    with busy_keeps_going(agent, vms, 0):
+        freeze_guest_agent(agent, 45)
+        result, seconds = timed(agent, "--timeout", str(DEADLINE_S), "guest", "exec", HUNG,
+                                "--timeout", str(DEADLINE_S), "--", "true")
+        assert result.returncode == 1, result.stderr
+        assert "timeout.guest_agent" in result.stderr, result.stderr
+        assert seconds < ANSWER_BY_S, seconds
     assert_hung_vm_recovered(agent, vms)
 
 
@@ -144,31 +156,32 @@ def test_quiesced_snapshot_while_the_guest_agent_is_frozen(
     agent: AgentUnderTest, vms: dict[str, str]
 ) -> None:
     chain_before = agent.json("chain", HUNG, vms[HUNG])
-    freeze_guest_agent(agent, 40)
-    result, seconds = timed(agent, "--timeout", str(DEADLINE_S), "snapshot", "create", HUNG,
-                            "--quiesce")
-    assert result.returncode == 1, result.stderr
-    assert "timeout.guest_agent" in result.stderr, result.stderr
-    assert seconds < ANSWER_BY_S, seconds
-    assert_other_vm_answers(agent)
+    with busy_keeps_going(agent, vms, 48):
+        freeze_guest_agent(agent, 40)
+        result, seconds = timed(agent, "--timeout", str(DEADLINE_S), "snapshot", "create",
+                                HUNG, "--quiesce")
+        assert result.returncode == 1, result.stderr
+        assert "timeout.guest_agent" in result.stderr, result.stderr
+        assert seconds < ANSWER_BY_S, seconds
     assert_hung_vm_recovered(agent, vms)
-    # Refused and undone: the chain is as it was, and no overlay was left in the pool.
+    # Refused before anything was made: the chain is as it was, no snapshot recorded.
     assert agent.json("chain", HUNG, vms[HUNG]) == chain_before
-    assert not any(s["state"] != "done" for s in agent.json("snapshot", "list", HUNG))
+    assert agent.json("snapshot", "list", HUNG) == []
 
 
 def test_vm_stop_while_the_guest_agent_is_frozen(
     agent: AgentUnderTest, vms: dict[str, str]
 ) -> None:
-    freeze_guest_agent(agent, 40)
-    result, seconds = timed(agent, "--timeout", str(DEADLINE_S), "vm", "stop", HUNG)
-    assert result.returncode == 1, result.stderr
-    assert "timeout.guest_agent" in result.stderr, result.stderr
-    assert seconds < ANSWER_BY_S, seconds
-    assert agent.json("vm", "show", HUNG)["state"] == "running"
-    assert_other_vm_answers(agent)
+    with busy_keeps_going(agent, vms, 96):
+        freeze_guest_agent(agent, 40)
+        result, seconds = timed(agent, "--timeout", str(DEADLINE_S), "vm", "stop", HUNG)
+        assert result.returncode == 1, result.stderr
+        assert "timeout.guest_agent" in result.stderr, result.stderr
+        assert seconds < ANSWER_BY_S, seconds
+        assert agent.json("vm", "show", HUNG)["state"] == "running"
+
     # The shutdown was handed to the guest agent before libvirt gave up on it: once thawed, the
-    # guest carries it out (the user's stop, once and late). Then it starts as usual.
+    # guest may carry it out (the user's stop, once and late). Then it starts as usual.
     def settled() -> bool:
         if agent.json("vm", "show", HUNG)["state"] == "shutoff":
             return True
@@ -186,36 +199,29 @@ def test_vm_stop_while_the_guest_agent_is_frozen(
 def test_sixteen_requests_while_the_guest_agent_hangs(
     agent: AgentUnderTest, vms: dict[str, str]
 ) -> None:
-    extends_before = thin_extends(agent, BUSY)
-    start_busy_writes(agent, vms[BUSY], 48)
-    freeze_guest_agent(agent, 50)
     requests = [("guest", "exec", HUNG, "--timeout", str(DEADLINE_S), "--", "true")] * 12 + [
         ("vm", "show", HUNG, "--json"), ("disk", "list", HUNG, "--json"),
         ("thin", "status", HUNG, "--json"), ("iothreads", HUNG, "--json"),
     ]
-    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
-        answers = list(pool.map(
-            lambda args: timed(agent, "--timeout", str(DEADLINE_S), *args), requests))
-        assert_other_vm_answers(agent)
+    with busy_keeps_going(agent, vms, 144):
+        freeze_guest_agent(agent, 50)
+        with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(
+                lambda args: timed(agent, "--timeout", str(DEADLINE_S), *args), requests))
     for args, (result, seconds) in zip(requests, answers, strict=True):
         assert seconds < ANSWER_BY_S, (args, seconds)
         if args[0] == "guest":
-            assert result.returncode == 1 and "timeout.guest_agent" in result.stderr, (
-                result.stderr)
+            assert result.returncode == 1 and "timeout." in result.stderr, result.stderr
         else:  # reads that need no guest agent answer at once
             assert result.returncode == 0, (args, result.stderr)
             assert seconds < OTHER_VM_BOUND_S, (args, seconds)
-    wait_for(lambda: busy_writes_done(agent), "busy's writes", 60)
-    assert thin_extends(agent, BUSY) >= extends_before + 2
     assert_hung_vm_recovered(agent, vms)
 
 
 def test_a_stopped_qemu_costs_its_own_requests_only(
     agent: AgentUnderTest, vms: dict[str, str]
 ) -> None:
-    extends_before = thin_extends(agent, BUSY)
-    start_busy_writes(agent, vms[BUSY], 96)
-    with qemu_stopped(agent, HUNG):
+    with busy_keeps_going(agent, vms, 192), qemu_stopped(agent, HUNG):
         result, seconds = timed(agent, "--timeout", "8", "throttle", "set", HUNG, "gold",
                                 "--total-iops-sec", "500")
         assert result.returncode == 1, result.stderr
@@ -231,9 +237,6 @@ def test_a_stopped_qemu_costs_its_own_requests_only(
         # Reads of the stopped VM that need no answer from QEMU keep answering.
         shown, seconds = timed(agent, "vm", "show", HUNG, "--json")
         assert shown.returncode == 0 and seconds < OTHER_VM_BOUND_S, (shown.stderr, seconds)
-        assert_other_vm_answers(agent)
-        wait_for(lambda: busy_writes_done(agent), "busy's writes", 60)
-        assert thin_extends(agent, BUSY) >= extends_before + 2
     # Continued: the abandoned call returns, and the change it made is finished (the group holds
     # the one value that was applied, live and persistent alike) or undone, never half-done.
     wait_for(lambda: api_get(agent, "/agent")["abandoned_calls"] == [],

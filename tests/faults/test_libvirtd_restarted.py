@@ -14,7 +14,6 @@ Starts ``virtlogd`` and ``libvirtd`` if they are not running, and stops what it 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -32,66 +31,18 @@ from tests.faults.consistency import (
     wait_for,
 )
 from tests.harness import AgentUnderTest, cleanup_agent
+from tests.system_daemon import (
+    SystemAgent,
+    requires_system_daemon,
+    start_daemon,
+    stop_daemon,
+)
+from tests.system_daemon import daemons as daemons  # the module's system daemon
 
-pytestmark = [
-    pytest.mark.faults,
-    pytest.mark.skipif(
-        shutil.which("libvirtd") is None or os.geteuid() != 0,
-        reason="needs libvirtd (the system daemon) and root",
-    ),
-]
+pytestmark = [pytest.mark.faults, requires_system_daemon]
 
 VM = f"bpfault{os.getpid()}"
 HOLD_S = 5
-
-
-class SystemAgent(AgentUnderTest):
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, "BLOCKPLANE_LIBVIRT_URI": "qemu:///system"}
-
-
-def daemon_pid(name: str) -> int | None:
-    """The pid of a running (not zombie) ``name`` daemon, from its pid file."""
-    try:
-        pid = int(Path(f"/run/{name}.pid").read_text().strip())
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ValueError):
-        return None
-    comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
-    return pid if comm == name and state != "Z" else None
-
-
-def start_daemon(name: str) -> int:
-    subprocess.run([name, "-d"], check=True, timeout=30)
-    wait_for(lambda: daemon_pid(name) is not None, f"{name} to start", 30)
-    if name == "libvirtd":
-        wait_for(lambda: subprocess.run(["virsh", "-c", "qemu:///system", "version"],
-                                        capture_output=True, check=False).returncode == 0,
-                 "libvirtd to answer", 30)
-    pid = daemon_pid(name)
-    assert pid is not None
-    return pid
-
-
-def stop_daemon(name: str, sig: signal.Signals = signal.SIGTERM) -> None:
-    pid = daemon_pid(name)
-    if pid is None:
-        return
-    os.kill(pid, sig)
-    wait_for(lambda: daemon_pid(name) != pid, f"{name} to stop", 30)
-
-
-@pytest.fixture(scope="module")
-def daemons() -> Iterator[None]:
-    started = [name for name in ("virtlogd", "libvirtd") if daemon_pid(name) is None]
-    for name in started:
-        start_daemon(name)
-    try:
-        yield
-    finally:
-        for name in reversed(started):
-            stop_daemon(name)
 
 
 @pytest.fixture(scope="module")

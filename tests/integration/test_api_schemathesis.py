@@ -75,6 +75,7 @@ LIFECYCLE = frozenset(
         "POST /v1/vms/{vm}/destroy",
         "DELETE /v1/vms/{vm}",
         "DELETE /v1/vms/{vm}/disks/{target}",
+        "POST /v1/vms/{vm}/release",  # the VM would no longer be blockplane's to fuzz
     }
 )
 JOB_STARTS = frozenset(

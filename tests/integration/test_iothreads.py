@@ -10,7 +10,7 @@ import pytest
 
 from blockplane.config import load_settings
 from blockplane.errors import BlockplaneError
-from blockplane.runtime.agent import Agent
+from blockplane.runtime.services import build_services
 from blockplane.store.records import VolumeRecord
 from blockplane.vms.disks import AttachRequest
 from blockplane.xml.domain import parse_iothread_ids
@@ -136,11 +136,11 @@ def test_detach_frees_exactly_the_orphaned_iothreads(agent: AgentUnderTest) -> N
 
 def test_failed_hotplug_leaves_nothing_behind(tmp_path: Path) -> None:
     home = Path("/tmp") / f"bp-rb-{tmp_path.name[-12:]}"
-    agent = Agent(load_settings(home=home))
+    services = build_services(load_settings(home=home))
     try:
-        agent.pools.create("rb", "dir", None, None, None, None)
-        agent.vms.create("rbv", 2, 256 * 2**20, "none", start=True)
-        real_create = agent.volumes.create
+        services.pools.create("rb", "dir", None, None, None, None)
+        services.vms.create("rbv", 2, 256 * 2**20, "none", start=True)
+        real_create = services.volumes.create
 
         def broken_source(*args: Any) -> VolumeRecord:
             record = real_create(*args)
@@ -154,22 +154,22 @@ def test_failed_hotplug_leaves_nothing_behind(tmp_path: Path) -> None:
                 record.thin,
             )
 
-        agent.volumes.create = broken_source  # type: ignore[method-assign,assignment]
-        before = agent.vms.live_xml("rbv")
+        services.volumes.create = broken_source  # type: ignore[method-assign,assignment]
+        before = services.vms.live_xml("rbv")
         with pytest.raises(BlockplaneError):
-            agent.disks.attach(
+            services.disks.attach(
                 AttachRequest(vm="rbv", pool="rb", size_bytes=2**26, queues=2, io_threads=2)
             )
-        assert parse_iothread_ids(agent.vms.live_xml("rbv")) == parse_iothread_ids(before) == ()
-        assert parse_iothread_ids(agent.vms.domain("rbv").xml(inactive=True)) == ()
-        assert agent.records.disks("rbv") == []
-        assert agent.records.volumes("rb") == []
+        assert parse_iothread_ids(services.vms.live_xml("rbv")) == parse_iothread_ids(before) == ()
+        assert parse_iothread_ids(services.vms.domain("rbv").xml(inactive=True)) == ()
+        assert services.records.disks("rbv") == []
+        assert services.records.volumes("rb") == []
     finally:
-        for domain in agent.hypervisor.domains():
+        for domain in services.hypervisor.domains():
             if domain.is_active():
                 domain.destroy()
             domain.undefine()
-        agent.hypervisor.close()
+        services.hypervisor.close()
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)

@@ -17,9 +17,9 @@ import pytest
 
 from blockplane.xml.disk import parse_disks
 from tests.ceph_support import ceph_cluster, requires_ceph
-from tests.faults.test_libvirtd_restarted import daemon_pid, start_daemon, stop_daemon
-from tests.harness import AgentUnderTest, cleanup_agent
+from tests.harness import cleanup_agent
 from tests.rbd_support import RadosPool, create_rbd_pool, module_rados_pool
+from tests.system_daemon import SystemAgent, daemon_pid, start_daemon, stop_daemon
 
 __all__ = ["ceph_cluster", "module_rados_pool"]
 
@@ -31,12 +31,6 @@ pytestmark = [
 ]
 
 VM = f"bprbdsys{os.getpid()}"
-
-
-class SystemAgent(AgentUnderTest):
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, "BLOCKPLANE_LIBVIRT_URI": "qemu:///system"}
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from blockplane.chain.checkpoints import checkpoint_json, checkpoint_user
+from blockplane.chain.checkpoints import checkpoint_user, checkpoint_view
 from blockplane.chain.jobs.spec import JobSpec
 from blockplane.chain.jobs.state import JobKind, JobPhase, new_job
 from blockplane.chain.jobs.store import StoredJob
+from blockplane.cli.decode import encode
 from blockplane.xml.chain import CheckpointDisk, CheckpointDocument, parse_checkpoint
 
 LIBVIRT_XML = """<domaincheckpoint>
@@ -74,6 +75,6 @@ def test_ended_jobs_and_other_vms_do_not_count() -> None:
 
 
 def test_json_names_the_job_using_it() -> None:
-    data = checkpoint_json(CHECKPOINT, "web", [job(JobKind.COPY, ("vda",))])
+    data = encode(checkpoint_view(CHECKPOINT, "web", [job(JobKind.COPY, ("vda",))]))
     assert data["used_by_job"] == "j1" and data["parent"] == "bp-1"
     assert data["disks"][1] == {"target": "vdb", "bitmap": None, "dirty_bytes": None}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from blockplane.cli.decode import encode
 from blockplane.errors import CapabilityMissing, InvalidInput
 from blockplane.facts.accel import KvmProbe
 from blockplane.facts.host import (
@@ -126,3 +127,9 @@ def test_explicit_kvm_without_kvm_raises() -> None:
     with pytest.raises(CapabilityMissing):
         this_host(requested_accel="kvm")
     assert this_host(requested_accel="tcg").accel.selected == "tcg"
+
+
+@pytest.mark.parametrize("with_domcaps", [True, False])
+def test_the_api_answers_the_same_document(with_domcaps: bool) -> None:
+    facts = this_host(with_domcaps=with_domcaps)
+    assert json.loads(json.dumps(encode(facts.view()))) == json.loads(json.dumps(facts.to_json()))

@@ -19,9 +19,10 @@ from blockplane.hypervisor.errors import translate
 from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database, ensure_room
+from blockplane.store.intents import IntentRecovery
 from blockplane.store.pending import PendingOperations
 from blockplane.store.records import Records
-from blockplane.throttle.service import ThrottleService
+from blockplane.throttle.service import DELETE_INTENT, SET_INTENT, ThrottleService
 from tests.throttle_fakes import FakeDomain
 
 SUPPORTED = Capability(True, "QEMU 10.0.2 and libvirt 11.3.0 support it", "libvirt >= 11.2")
@@ -42,10 +43,18 @@ def database(tmp_path: Path) -> Database:
     return Database(tmp_path / "state.db")
 
 
+LOCKS: defaultdict[str, BoundedLock] = defaultdict(lambda: BoundedLock("vm", "timeout.vm_lock"))
+
+
 def service(domain: FakeDomain, database: Database) -> ThrottleService:
-    locks: defaultdict[str, BoundedLock] = defaultdict(lambda: BoundedLock("vm", "timeout.vm_lock"))
-    return ThrottleService(lambda _vm: domain, locks.__getitem__, EventLog(Records(database)),
+    return ThrottleService(lambda _vm: domain, LOCKS.__getitem__, EventLog(Records(database)),
                            SUPPORTED, PendingOperations(database))
+
+
+def intents(throttle: ThrottleService, database: Database) -> IntentRecovery:
+    """The agent's intent registry, with the throttle handlers only."""
+    handlers = {SET_INTENT: throttle.recover_intent, DELETE_INTENT: throttle.recover_intent}
+    return IntentRecovery(PendingOperations(database), handlers, LOCKS.__getitem__)
 
 
 class OutageAfterLive(FakeDomain):
@@ -67,12 +76,12 @@ def test_a_set_cut_between_live_and_config_is_finished(database: Database) -> No
         throttle.set_group("web", "gold", {"total_iops_sec": 200})
     assert len(PendingOperations(database).all()) == 1  # kept: not undone, so not finished
     domain.fail_on.clear()
-    [outcome] = throttle.recover()
-    assert (outcome["outcome"], outcome["definitions"]) == ("completed", ["live", "config"])
+    [outcome] = intents(throttle, database).recover()
+    assert (outcome.outcome, outcome.definitions) == ("completed", ("live", "config"))
     assert domain.live.groups["gold"] == domain.config.groups["gold"]
     assert domain.config.groups["gold"].total_iops_sec == 200
     assert PendingOperations(database).all() == []
-    assert throttle.recover() == []
+    assert intents(throttle, database).recover() == []
 
 
 def test_an_undone_set_leaves_no_intent(database: Database) -> None:
@@ -91,9 +100,26 @@ def test_a_delete_cut_half_way_is_finished(database: Database) -> None:
     pending = PendingOperations(database)
     pending.begin("throttle.delete", "web", "gold", {"kinds": ["live", "config"]})
     del domain.live.groups["gold"]  # the live delete happened, then the agent died
-    [outcome] = service(domain, database).recover()
-    assert (outcome["outcome"], outcome["definitions"]) == ("completed", ["config"])
+    [outcome] = intents(service(domain, database), database).recover()
+    assert (outcome.outcome, outcome.definitions) == ("completed", ("config",))
     assert "gold" not in domain.config.groups
+
+
+def test_an_intent_of_an_unknown_kind_is_kept_and_reported(database: Database) -> None:
+    pending = PendingOperations(database)
+    pending.begin("migration.prepare", "web", "peer-b", {"step": 2})
+    pending.begin("throttle.delete", "web", "gold", {"kinds": ["config"]})
+    domain = FakeDomain()
+    domain.add_group("gold", ThrottleLimits(total_iops_sec=100))
+    recovery = intents(service(domain, database), database)
+    [outcome] = recovery.recover()
+    assert outcome.operation == "throttle.delete"
+    [kept] = pending.all()
+    assert (kept.kind, kept.vm, kept.target, kept.data) == (
+        "migration.prepare", "web", "peer-b", {"step": 2})
+    assert [(intent.kind, intent.target) for intent in recovery.unknown()] == [
+        ("migration.prepare", "peer-b")]
+    assert recovery.recover() == [] and len(pending.all()) == 1
 
 
 def test_the_free_space_guard_refuses_with_disk_full(tmp_path: Path) -> None:

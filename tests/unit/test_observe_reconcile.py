@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from blockplane.cli.decode import encode
 from blockplane.errors import NotFound
 from blockplane.observe.confirm import FULL_EVERY_S, Confirmer, thin_confirmed
 from blockplane.observe.reconcile import ReconcileLog, confirmed
 from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
 from blockplane.store.records import DiskRecord, PoolRecord, Records, VMRecord, VolumeRecord
+from blockplane.thin.views import ThinVolumeView
 
 
 def test_a_failing_step_is_recorded_and_the_others_still_run() -> None:
@@ -34,11 +37,11 @@ def test_a_failing_step_is_recorded_and_the_others_still_run() -> None:
     assert not record.ok
     assert record.steps[0].error == "libvirt went away"
     assert record.counts() == {"iothread_plans": 2, "iothread_plans_confirmed": 2}
-    report = log.to_json()
+    report = encode(log.report())
     assert report["passes"] == 1 and report["confirmed"] is False
     assert report["first"] == report["last"]
     log.run([counting])
-    report = log.to_json()
+    report = encode(log.report())
     assert report["confirmed"] is True and report["first"]["number"] == 1
     assert report["last"]["number"] == 2
 
@@ -51,6 +54,16 @@ def test_confirmed_needs_every_plan_and_every_thin_volume() -> None:
                           "thin_volumes": 4, "thin_volumes_confirmed": 3})
 
 
+def thin_row(**fields: Any) -> ThinVolumeView:
+    """A thin status row: a stopped, unarmed volume unless ``fields`` say otherwise."""
+    row = ThinVolumeView(
+        vm="vm1", target="vda", index=1, disk="vda[1]", pool="p", volume="v", path="/p/v",
+        running=False, virtual=1 << 30, physical=1 << 20, allocation=None, threshold=None,
+        armed_threshold=None, chunk=1 << 20, max_physical=2 << 30, state="unset", extends=0,
+        pauses=0, paused=False, refusals=0, refused=False, last_extend_latency_s=None)
+    return replace(row, **fields)
+
+
 @pytest.mark.parametrize(("row", "expected"), [
     ({"running": False, "state": "unset"}, True),
     ({"running": True, "state": "disabled", "threshold": None}, True),
@@ -61,7 +74,7 @@ def test_confirmed_needs_every_plan_and_every_thin_volume() -> None:
 def test_a_thin_volume_is_confirmed_when_its_live_threshold_is_the_armed_one(
     row: dict[str, Any], expected: bool
 ) -> None:
-    assert thin_confirmed(row) is expected
+    assert thin_confirmed(thin_row(**row)) is expected
 
 
 MAPPED = """<domain><iothreadids><iothread id='101'/><iothread id='102'/></iothreadids>
@@ -80,9 +93,9 @@ class Domain:
 
 
 class Thin:
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]:
-        return [{"running": True, "state": "set", "threshold": 5, "armed_threshold": 5},
-                {"running": True, "state": "unset", "threshold": None, "armed_threshold": None}]
+    def status(self, vm: str | None = None) -> list[ThinVolumeView]:
+        return [thin_row(running=True, state="set", threshold=5, armed_threshold=5),
+                thin_row(running=True, state="unset", threshold=None, armed_threshold=None)]
 
 
 def records_with(tmp_path: Path, plans: dict[str, dict[str, Any]]) -> Records:
@@ -99,8 +112,8 @@ GOOD_PLAN = {"mapping": [[101, [0]], [102, [1]]]}
 
 
 class ThinArmed:
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]:
-        return [{"running": True, "state": "set", "threshold": 5, "armed_threshold": 5}]
+    def status(self, vm: str | None = None) -> list[ThinVolumeView]:
+        return [thin_row(running=True, state="set", threshold=5, armed_threshold=5)]
 
 
 def test_the_confirmer_compares_stored_plans_with_the_live_xml(tmp_path: Path) -> None:
@@ -162,7 +175,7 @@ def test_what_was_not_confirmed_is_checked_again_on_every_pass(tmp_path: Path) -
     calls = []
     original = thin.status
 
-    def counted(vm: str | None = None) -> list[dict[str, Any]]:
+    def counted(vm: str | None = None) -> list[ThinVolumeView]:
         calls.append(vm)
         return original(vm)
 

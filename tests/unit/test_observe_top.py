@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from blockplane.chain.jobs.spec import JobSpec
+from blockplane.chain.jobs.state import JobKind, JobPhase, Progress, new_job
+from blockplane.chain.jobs.views import JobView, job_view
+from blockplane.cli.decode import encode
 from blockplane.errors import InvalidInput, NotFound
 from blockplane.hypervisor.stats_reuse import StatsSnapshot
 from blockplane.observe.top import TopService
@@ -77,13 +82,18 @@ class FakeHost:
         return FakeDomain(self, name)
 
 
-class FakeJobs:
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]:
-        return [{"id": "j1", "vm": "b", "target": "vda", "kind": "commit", "phase": "running"},
-                {"id": "j0", "vm": "a", "target": "vda", "kind": "pull", "phase": "done"}]
+def fake_job(job_id: str, vm: str, kind: JobKind, phase: JobPhase) -> JobView:
+    state = replace(new_job(job_id, vm, "vda", kind, now=0.0), phase=phase)
+    return job_view(state, JobSpec(targets=("vda",)))
 
-    def show(self, job_id: str) -> dict[str, Any]:
-        return {**self.list()[0], "progress": {"cur": 25, "end": 100}}
+
+class FakeJobs:
+    def list(self, vm: str | None = None) -> list[JobView]:
+        return [fake_job("j1", "b", JobKind.COMMIT, JobPhase.RUNNING),
+                fake_job("j0", "a", JobKind.PULL, JobPhase.DONE)]
+
+    def show(self, job_id: str) -> JobView:
+        return replace(self.list()[0], progress=Progress(25, 100))
 
 
 @pytest.fixture
@@ -101,11 +111,11 @@ def parts(tmp_path: Path) -> tuple[FakeHost, FakeClock, Records, EventLog, TopSe
 def test_the_first_frame_waits_a_window_then_each_refresh_is_one_call(parts: Any) -> None:
     host, clock, _records, _events, top = parts
     host.reads["a"] = 0
-    first = top.frame(window_s=1.0)
+    first = encode(top.frame(window_s=1.0))
     assert first["stats_calls"] == 2 and first["window_s"] == 1.0
     host.reads["a"] = 500
     clock.now += 2.0
-    second = top.frame()
+    second = encode(top.frame())
     assert second["stats_calls"] == 1 and host.bulk_calls == 3
     row = next(r for r in second["disks"] if r["vm"] == "a")
     assert row["read_iops"] == 250.0 and row["read_bytes_per_s"] == 250 * 4096
@@ -118,38 +128,38 @@ def test_the_first_frame_waits_a_window_then_each_refresh_is_one_call(parts: Any
 
 def test_sort_keys_and_the_vm_filter(parts: Any) -> None:
     host, clock, _records, _events, top = parts
-    top.frame()
+    encode(top.frame())
     host.reads["b"] = 100
     clock.now += 1.0
-    assert [r["vm"] for r in top.frame(sort="iops")["disks"]] == ["b", "a"]
-    assert [r["vm"] for r in top.frame(sort="fill")["disks"]] == ["b", "a"]
-    assert [r["vm"] for r in top.frame(sort="name")["disks"]] == ["a", "b"]
-    only = top.frame(vm="a")
+    assert [r["vm"] for r in encode(top.frame(sort="iops"))["disks"]] == ["b", "a"]
+    assert [r["vm"] for r in encode(top.frame(sort="fill"))["disks"]] == ["b", "a"]
+    assert [r["vm"] for r in encode(top.frame(sort="name"))["disks"]] == ["a", "b"]
+    only = encode(top.frame(vm="a"))
     assert [r["vm"] for r in only["disks"]] == ["a"] and only["totals"]["vms"] == 1
     with pytest.raises(InvalidInput):
-        top.frame(sort="colour")
+        encode(top.frame(sort="colour"))
 
 
 def test_limits_are_parsed_once_until_an_event_names_the_vm(parts: Any) -> None:
     host, clock, _records, events, top = parts
-    top.frame()
+    encode(top.frame())
     clock.now += 1.0
-    top.frame()
+    encode(top.frame())
     assert host.xml_reads == 2  # a and b, once each
     host.iops = 900
     events.publish("thin.extended", "a", target="vda")  # changes no definition
     clock.now += 1.0
-    assert next(r for r in top.frame()["disks"] if r["vm"] == "a")["iops_limit"] == 500
+    assert next(r for r in encode(top.frame())["disks"] if r["vm"] == "a")["iops_limit"] == 500
     events.publish("throttle.group_set", "a", group="g")
     clock.now += 1.0
-    rows = {r["vm"]: r for r in top.frame()["disks"]}
+    rows = {r["vm"]: r for r in encode(top.frame())["disks"]}
     assert rows["a"]["iops_limit"] == 900 and rows["b"]["iops_limit"] == 500
     assert host.xml_reads == 3
 
 
 def test_running_jobs_with_progress(parts: Any) -> None:
     _host, _clock, _records, _events, top = parts
-    rows = {r["vm"]: r for r in top.frame()["disks"]}
+    rows = {r["vm"]: r for r in encode(top.frame())["disks"]}
     assert rows["b"]["jobs"] == [{"id": "j1", "kind": "commit", "phase": "running",
                                   "progress_pct": 25.0}]
     assert rows["a"]["jobs"] == []
@@ -157,9 +167,9 @@ def test_running_jobs_with_progress(parts: Any) -> None:
 
 def test_a_scrape_may_reuse_a_young_sample_but_a_refresh_never_does(parts: Any) -> None:
     host, clock, _records, _events, top = parts
-    top.frame()
+    encode(top.frame())
     calls = host.bulk_calls
     clock.now += 0.5
     assert top.sample(max_age_s=2.0).at == host.kept.taken_at and host.bulk_calls == calls
-    top.frame()
+    encode(top.frame())
     assert host.bulk_calls == calls + 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from blockplane.lab.ceph import keyring_text, new_cephx_key
-from blockplane.storage.ceph_conf import Monitor, parse_keyring_key, parse_mon_host
+from blockplane.model.ceph import Monitor
+from blockplane.storage.ceph_conf import parse_keyring_key, parse_mon_host
 from blockplane.storage.ceph_errors import CephConfInvalid
 from blockplane.storage.rbd_pools import secret_usage_name, secret_uuid_for
 

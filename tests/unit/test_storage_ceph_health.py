@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blockplane.storage.ceph_conf import Monitor
-from blockplane.storage.ceph_health import CephHealth, CephHealthMonitor
+from blockplane.model.ceph import CephHealth, Monitor
+from blockplane.storage.ceph_health import CephHealthMonitor
 from blockplane.store.rbd_pools import RbdPoolRecord
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from blockplane.cli.decode import encode
 from blockplane.errors import Conflict, NotFound
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, HypervisorEvent, IOErrorEvent
@@ -56,9 +58,10 @@ class Rig:
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         [row] = self.monitor.status("vm1")
-        return row
+        wire: dict[str, Any] = encode(row)
+        return wire
 
 
 def make_rig(tmp_path: Path, *, capacity: int | None = None, virtual: int = VIRTUAL) -> Rig:
@@ -338,4 +341,4 @@ def test_pre_extend_refused_leaves_the_volume_monitored(tmp_path: Path) -> None:
 
 def test_status_filters_by_vm(rig: Rig) -> None:
     assert rig.monitor.status("other") == []
-    assert [row["vm"] for row in rig.monitor.status()] == ["vm1"]
+    assert [row.vm for row in rig.monitor.status()] == ["vm1"]

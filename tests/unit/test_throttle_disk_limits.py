@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from blockplane.cli.decode import encode
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.facts.capabilities import Capability
@@ -51,7 +52,7 @@ def test_per_disk_limits_become_the_first_filter_then_named_groups(stores: Store
     assert "blockplane-disk-vdb" in domain.config.groups
     record = stores.qos.disk("web", "vdb")
     assert record is not None and record.chain == ["blockplane-disk-vdb", "vm-agg"]
-    answer = plan.to_json()
+    answer = encode(plan.view())
     assert answer["mode"] == "filters"
     assert [tier["group"] for tier in answer["chain"]] == ["blockplane-disk-vdb", "vm-agg"]
     assert answer["chain"][1]["limits"] == {"total_iops_sec": 400}
@@ -111,7 +112,7 @@ def test_without_groups_one_tier_falls_back_to_iotune(stores: Stores) -> None:
     assert plan.plan.mode == "iotune" and plan.throttle_groups == ()
     assert plan.iotune == ThrottleLimits(total_iops_sec=300) and plan.iotune_group is None
     assert "<iotune>" in plan.reason and "libvirt 10.0.0" in plan.reason
-    assert plan.to_json()["tightest"] == {"total_iops_sec": 300}
+    assert plan.view().tightest == {"total_iops_sec": 300}
     throttle.apply_disk_plan(domain, plan, live=True)
     assert domain.calls == []
     record = stores.qos.disk("web", "vdb")
@@ -178,7 +179,7 @@ def test_capacity_scaled_limits_follow_the_disk_size(stores: Stores) -> None:
     rescaler.reconcile()
     assert len(domain.calls) == calls
     result = rescaler.disk_resized("web", "vdb", 100 * GIB)
-    assert result is not None and result["per_disk_limits"] == {"total_iops_sec": 600}
+    assert result is not None and result.per_disk_limits == {"total_iops_sec": 600}
     assert [e.type for e in stores.events.history()][-2:] == [
         "throttle.rescaled",
         "throttle.rescaled",

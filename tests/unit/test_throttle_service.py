@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from blockplane.cli.decode import encode
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import CapabilityMissing, Conflict, InvalidInput, NotFound
 from blockplane.facts.capabilities import Capability
@@ -35,7 +36,7 @@ def service(
 
 def test_set_on_a_running_vm_creates_the_group_live_and_in_the_config(events: EventLog) -> None:
     domain = FakeDomain()
-    result = service(domain, events).set_group("web", "gold", {"total-iops-sec": "500"})
+    result = encode(service(domain, events).set_group("web", "gold", {"total-iops-sec": "500"}))
     assert result["created"] is True and result["changed"] == ["live", "config"]
     assert domain.live.groups["gold"] == domain.config.groups["gold"]
     assert domain.live.groups["gold"] == ThrottleLimits(total_iops_sec=500)
@@ -45,7 +46,7 @@ def test_set_on_a_running_vm_creates_the_group_live_and_in_the_config(events: Ev
 def test_set_on_a_stopped_vm_changes_the_config_and_live_is_refused(events: EventLog) -> None:
     domain = FakeDomain(running=False)
     throttle = service(domain, events)
-    assert throttle.set_group("web", "gold", {"total_iops_sec": 5})["changed"] == ["config"]
+    assert throttle.set_group("web", "gold", {"total_iops_sec": 5}).changed == ("config",)
     with pytest.raises(Conflict) as caught:
         throttle.set_group("web", "gold", {"total_iops_sec": 6}, live=True)
     assert caught.value.code == "vm.not_running" and caught.value.exit_code == 2
@@ -58,7 +59,7 @@ def test_explicit_flags_change_only_that_definition(events: EventLog) -> None:
     throttle.set_group("web", "gold", {"total_iops_sec": 5}, config=True)
     assert "gold" not in domain.live.groups and "gold" in domain.config.groups
     throttle.set_group("web", "gold", {"total_iops_sec": 7}, live=True)
-    info = throttle.info("web", "gold")
+    info = encode(throttle.info("web", "gold"))
     assert info["limits"] == {"total_iops_sec": 7} and info["definition"] == "live"
     assert info["differs"] == {"config": {"total_iops_sec": 5}}
 
@@ -71,7 +72,7 @@ def test_update_keeps_the_fields_it_does_not_name(events: EventLog) -> None:
             total_iops_sec=400, total_iops_sec_max=800, total_iops_sec_max_length=60
         ),
     )
-    result = service(domain, events).set_group("web", "gold", {"total_iops_sec": 500})
+    result = encode(service(domain, events).set_group("web", "gold", {"total_iops_sec": 500}))
     assert result["created"] is False
     assert result["limits"] == {
         "total_iops_sec": 500,
@@ -142,13 +143,13 @@ def test_info_and_list_name_the_disks_in_chain_order(events: EventLog) -> None:
     domain.add_disk("vdb", ("blockplane-disk-vdb", "vm-agg"))
     domain.add_disk("vdc", ("vm-agg",))
     throttle = service(domain, events)
-    info = throttle.info("web", "vm-agg")
+    info = encode(throttle.info("web", "vm-agg"))
     assert info["disks"] == [
         {"target": "vdb", "position": 1, "chain": ["blockplane-disk-vdb", "vm-agg"]},
         {"target": "vdc", "position": 0, "chain": ["vm-agg"]},
     ]
     assert info["live"] is True and info["config"] is True and "differs" not in info
-    listed = throttle.list_groups("web")
+    listed = encode(throttle.list_groups("web"))
     assert [group["group"] for group in listed] == ["vm-agg", "blockplane-disk-vdb"]
     with pytest.raises(NotFound) as caught:
         throttle.info("web", "nope")
@@ -170,7 +171,7 @@ def test_delete_removes_the_group_everywhere_it_exists(events: EventLog) -> None
     domain = FakeDomain()
     domain.add_group("gold", ThrottleLimits(total_iops_sec=400))
     throttle = service(domain, events)
-    assert throttle.delete("web", "gold")["definitions"] == ["live", "config"]
+    assert throttle.delete("web", "gold").definitions == ("live", "config")
     assert domain.live.groups == {} and domain.config.groups == {}
     with pytest.raises(NotFound):
         throttle.delete("web", "gold")

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blockplane.cli.decode import encode
 from blockplane.errors import CapabilityMissing, InvalidInput, NotFound
 from blockplane.model.throttle_limits import ThrottleLimits
 from blockplane.throttle.tiers import (
@@ -218,7 +219,7 @@ def test_the_chain_never_changes_with_size_and_limits_never_shrink_as_it_grows(
 
 def test_effective_limits_for_the_api() -> None:
     tiers = compute_tiers(spec(scaled=iops_per_gb(30), groups=("gold",)), 10 * GIB)
-    assert tiers.to_dict() == {
+    assert encode(tiers.view()) == {
         "vm": "web 1",
         "target": "vda",
         "size_bytes": 10 * GIB,

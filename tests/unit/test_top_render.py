@@ -7,21 +7,28 @@ from typing import Any
 from rich.console import Console
 
 from blockplane.cli.commands_top import fill_bar, render
+from blockplane.cli.decode import decode
+from blockplane.observe.views import TopFrame
 
 
-def frame(jobs_available: bool = True, disks: int = 2) -> dict[str, Any]:
+def frame(jobs_available: bool = True, disks: int = 2) -> TopFrame:
     rows = [
         {"vm": "web", "target": f"vd{chr(97 + i)}", "read_iops": 1234.0, "write_iops": 56.0,
          "read_bytes_per_s": 5 * 2**20, "write_bytes_per_s": 0, "iops_limit": 1500,
          "bytes_limit": None, "fill_pct": 62.5, "allocation": 5 * 2**20,
          "physical": 8 * 2**20, "virtual": 64 * 2**20, "iothreads": 2,
-         "jobs": [{"kind": "commit", "progress_pct": 40.0}] if i == 0 else []}
+         "jobs": [{"id": "j1", "kind": "commit", "phase": "running", "progress_pct": 40.0}]
+         if i == 0 else [],
+         "path": f"/p/vd{chr(97 + i)}", "pool": "p", "volume": None, "thin": True,
+         "limits": {"total_iops_sec": 1500}, "bound_by": {"total_iops_sec": "g"},
+         "chain": ["g"], "threshold": None}
         for i in range(disks)
     ]
-    return {"at": 0.0, "window_s": 2.0, "sort": "iops", "jobs_available": jobs_available,
-            "totals": {"vms": 1, "disks": disks, "read_iops": 2468.0, "write_iops": 112.0,
-                       "read_bytes_per_s": 10 * 2**20, "write_bytes_per_s": 0},
-            "disks": rows}
+    return decode(TopFrame, {
+        "at": 0.0, "window_s": 2.0, "sort": "iops", "jobs_available": jobs_available,
+        "totals": {"vms": 1, "disks": disks, "read_iops": 2468.0, "write_iops": 112.0,
+                   "read_bytes_per_s": 10 * 2**20, "write_bytes_per_s": 0},
+        "disks": rows, "stats_calls": 1, "stats_call_s": 0.01, "vm": None, "vms": []})
 
 
 def text(renderable: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from blockplane.model.disk import DiskDevice, SourceKind
-from blockplane.vms.disks import with_io_policy
+from blockplane.vms.disk_plan import with_io_policy
 from blockplane.xml.disk import disk_element
 
 

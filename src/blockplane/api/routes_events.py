@@ -5,17 +5,29 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from blockplane.store.events import EventPublisher
 from blockplane.store.records import EventRecord
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
-
 KEEPALIVE_S = 15.0
+#: One event (``EventRecord.to_json``): its id, time, type and VM, and its data beside them.
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Event",
+    "required": ["id", "at", "type", "vm"],
+    "properties": {
+        "id": {"type": "integer"},
+        "at": {"type": "number"},
+        "type": {"type": "string"},
+        "vm": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "additionalProperties": True,
+}
 MAX_EVENT_ID = (1 << 63) - 1
 
 
@@ -29,13 +41,23 @@ def _sse(record: EventRecord) -> str:
     return f"id: {record.id}\nevent: {record.type}\ndata: {json.dumps(record.to_json())}\n\n"
 
 
-def events_router(agent: Agent) -> APIRouter:
+class EventStream(EventPublisher, Protocol):
+    """The event log as the stream reads it (``runtime.eventlog.EventLog``)."""
+
+    def listen(self) -> AbstractAsyncContextManager[asyncio.Queue[EventRecord]]: ...
+
+
+def events_router(event_log: EventStream) -> APIRouter:
     router = APIRouter()
 
     @router.get(
         "/events",
+        # The body is either a JSON list or an endless stream: both are declared here.
         response_model=None,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        responses={200: {"content": {
+            "application/json": {"schema": {"type": "array", "items": EVENT_SCHEMA}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        }}},
     )
     async def events(
         request: Request,
@@ -51,7 +73,7 @@ def events_router(agent: Agent) -> APIRouter:
         def history() -> list[EventRecord]:
             return [
                 record
-                for record in agent.events.history(after=after, vm=vm, limit=limit)
+                for record in event_log.history(after=after, vm=vm, limit=limit)
                 if _matches(record, None, type)
             ]
 
@@ -61,7 +83,7 @@ def events_router(agent: Agent) -> APIRouter:
         async def stream() -> AsyncIterator[str]:
             # Listen before reading the history, so nothing published in between is lost;
             # an event in both is sent once.
-            async with agent.events.listen() as queue:
+            async with event_log.listen() as queue:
                 last = 0
                 for record in await asyncio.to_thread(history):
                     last = record.id

@@ -2,56 +2,53 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fastapi import APIRouter
 
+from blockplane.api.models import response_list, response_model
 from blockplane.api.schemas import PoolCreate, PoolUpdate
 from blockplane.api.sizes import optional_size
 from blockplane.errors import InvalidInput
+from blockplane.storage.pools import PoolService
 from blockplane.storage.rbd_pools import DEFAULT_USER, RbdPoolRequest
-
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.storage.views import PoolDeleteResult, PoolView
 
 
-def pools_router(agent: Agent) -> APIRouter:
+def pools_router(pools: PoolService) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/pools")
-    def list_pools() -> list[dict[str, Any]]:
-        return [pool.to_json() for pool in agent.pools.list_pools()]
+    @router.get("/pools", response_model=response_list(PoolView))
+    def list_pools() -> list[PoolView]:
+        return pools.list_pools()
 
-    @router.post("/pools", status_code=201)
-    def create_pool(body: PoolCreate) -> dict[str, Any]:
+    @router.post("/pools", status_code=201, response_model=response_model(PoolView))
+    def create_pool(body: PoolCreate) -> PoolView:
         if body.type == "rbd":
-            return agent.pools.create_rbd(
-                body.name, _rbd_request(body), optional_size(body.capacity, "capacity")
-            ).to_json()
+            return pools.create_rbd(
+                body.name, _rbd_request(body), optional_size(body.capacity, "capacity"))
         extra = [field for field in RBD_FIELDS if getattr(body, field) is not None]
         if extra:
             raise InvalidInput(f"{', '.join(extra)} apply to rbd pools only",
                                code="pool.invalid")
-        return agent.pools.create(
+        return pools.create(
             body.name,
             body.type,
             body.path,
             optional_size(body.capacity, "capacity"),
             optional_size(body.chunk, "chunk"),
             body.utilization,
-        ).to_json()
+        )
 
-    @router.get("/pools/{name}")
-    def show_pool(name: str) -> dict[str, Any]:
-        return agent.pools.show(name).to_json()
+    @router.get("/pools/{name}", response_model=response_model(PoolView))
+    def show_pool(name: str) -> PoolView:
+        return pools.show(name)
 
-    @router.patch("/pools/{name}")
-    def update_pool(name: str, body: PoolUpdate) -> dict[str, Any]:
-        return agent.pools.set_capacity(name, optional_size(body.capacity, "capacity")).to_json()
+    @router.patch("/pools/{name}", response_model=response_model(PoolView))
+    def update_pool(name: str, body: PoolUpdate) -> PoolView:
+        return pools.set_capacity(name, optional_size(body.capacity, "capacity"))
 
-    @router.delete("/pools/{name}")
-    def delete_pool(name: str) -> dict[str, Any]:
-        return agent.pools.delete(name)
+    @router.delete("/pools/{name}", response_model=response_model(PoolDeleteResult))
+    def delete_pool(name: str) -> PoolDeleteResult:
+        return pools.delete(name)
 
     return router
 

@@ -2,29 +2,28 @@
 
 ``confirmed`` is true once a pass has checked every IOThread plan and every thin volume against
 libvirt and found them as the agent recorded them; ``checked_at`` is when that full check last
-ran (at start, then every 30 s).
+ran (at start, then every 30 s). ``unknown_intents``: pending intents of a kind this agent does
+not know, kept for one that does.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fastapi import APIRouter
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.api.models import response_model
+from blockplane.observe.confirm import Confirmer
+from blockplane.observe.reconcile import ReconcileLog
+from blockplane.observe.views import ReconcileReport
+from blockplane.store.intents import IntentRecovery
 
 
-def reconcile_router(agent: Agent) -> APIRouter:
+def reconcile_router(
+    log: ReconcileLog, confirmer: Confirmer, intents: IntentRecovery
+) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/reconcile")
-    def reconcile() -> dict[str, Any]:
-        confirmer = agent.observe.confirmer
-        return {
-            **agent.observe.reconcile.to_json(),
-            "checked_at": confirmer.checked_at,
-            "disagreements": confirmer.last_disagreements,
-        }
+    @router.get("/reconcile", response_model=response_model(ReconcileReport))
+    def reconcile() -> ReconcileReport:
+        return log.report(confirmer.checked_at, confirmer.last_disagreements, intents.unknown())
 
     return router

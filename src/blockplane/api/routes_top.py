@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fastapi import APIRouter, Query
 
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.api.models import response_model
+from blockplane.observe.top import TopService
+from blockplane.observe.views import TopFrame
+from blockplane.vms.lifecycle import VMService
 
 
-def top_router(agent: Agent) -> APIRouter:
+def top_router(vms: VMService, top_service: TopService) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/top")
+    @router.get("/top", response_model=response_model(TopFrame))
     def top(
         vm: str | None = None,
         sort: str = Query(default="name", max_length=8),
         window: float = Query(default=1.0, gt=0, le=10),
-    ) -> dict[str, Any]:
+    ) -> TopFrame:
         if vm is not None:
-            agent.vms.record(vm)
-        return agent.observe.top.frame(vm=vm, sort=sort, window_s=window)
+            vms.record(vm)
+        return top_service.frame(vm=vm, sort=sort, window_s=window)
 
     return router

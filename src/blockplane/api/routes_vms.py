@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from blockplane.api.models import response_list, response_model
 from blockplane.api.schemas import DiskAttach, GuestExec, MigrateCheck, VMCreate, VMStop
 from blockplane.api.sizes import size
 from blockplane.api.throttle_bodies import attach_throttle
 from blockplane.errors import InvalidInput
-from blockplane.vms.disks import AttachRequest
+from blockplane.iothreads.views import IOThreadsView
+from blockplane.migration.peers import PeerService
+from blockplane.vms.disks import AttachRequest, DiskService
+from blockplane.vms.lifecycle import VMService
 from blockplane.vms.migrate_check import migrate_check
-from blockplane.vms.provision import create_with_disks
-
-if TYPE_CHECKING:
-    from blockplane.runtime.agent import Agent
+from blockplane.vms.provision import Provisioner
+from blockplane.vms.views import (
+    AttachResult,
+    DetachResult,
+    DiskView,
+    GuestExecView,
+    MigrateCheckView,
+    VMCreated,
+    VMDeleteResult,
+    VMView,
+)
 
 
 class XMLResponse(PlainTextResponse):
@@ -26,22 +36,23 @@ class XMLResponse(PlainTextResponse):
     media_type = "application/xml"
 
 
-def vms_router(agent: Agent) -> APIRouter:
+def vms_router(
+    vms: VMService, disks: DiskService, provisioner: Provisioner, peers: PeerService
+) -> APIRouter:
     router = APIRouter()
+    vm_view = response_model(VMView)
 
-    @router.get("/vms")
-    def list_vms() -> list[dict[str, Any]]:
-        return [vm.to_json() for vm in agent.vms.list_vms()]
+    @router.get("/vms", response_model=response_list(VMView))
+    def list_vms() -> list[VMView]:
+        return vms.list_vms()
 
-    @router.post("/vms", status_code=201)
-    def create_vm(body: VMCreate) -> dict[str, Any]:
+    @router.post("/vms", status_code=201, response_model=response_model(VMCreated))
+    def create_vm(body: VMCreate) -> VMCreated:
         guest = body.guest
         if guest not in ("none", "linux"):
             raise InvalidInput(f"unknown guest {guest!r}: use none or linux", code="vm.invalid")
         requests = [_attach_request(body.name, disk) for disk in body.disks]
-        return create_with_disks(
-            agent.vms,
-            agent.disks,
+        return provisioner.create(
             body.name,
             body.vcpus,
             size(body.memory, "memory"),
@@ -50,63 +61,63 @@ def vms_router(agent: Agent) -> APIRouter:
             requests,
         )
 
-    @router.get("/vms/{vm}")
-    def show_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.show(vm).to_json()
+    @router.get("/vms/{vm}", response_model=vm_view)
+    def show_vm(vm: str) -> VMView:
+        return vms.show(vm)
 
     @router.get("/vms/{vm}/xml", response_class=XMLResponse)
-    def vm_xml(vm: str) -> XMLResponse:
-        return XMLResponse(agent.vms.live_xml(vm))
+    def vm_xml(vm: str, inactive: bool = False) -> XMLResponse:
+        return XMLResponse(vms.live_xml(vm, inactive=inactive))
 
-    @router.delete("/vms/{vm}")
-    def delete_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.delete(vm)
+    @router.delete("/vms/{vm}", response_model=response_model(VMDeleteResult))
+    def delete_vm(vm: str) -> VMDeleteResult:
+        return provisioner.delete(vm)
 
-    @router.post("/vms/{vm}/start")
-    def start_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.start(vm).to_json()
+    @router.post("/vms/{vm}/start", response_model=vm_view)
+    def start_vm(vm: str) -> VMView:
+        return vms.start(vm)
 
-    @router.post("/vms/{vm}/stop")
-    def stop_vm(vm: str, body: VMStop | None = None) -> dict[str, Any]:
-        return agent.vms.stop(vm, (body or VMStop()).timeout).to_json()
+    @router.post("/vms/{vm}/stop", response_model=vm_view)
+    def stop_vm(vm: str, body: VMStop | None = None) -> VMView:
+        return vms.stop(vm, (body or VMStop()).timeout)
 
-    @router.post("/vms/{vm}/destroy")
-    def destroy_vm(vm: str) -> dict[str, Any]:
-        return agent.vms.destroy(vm).to_json()
+    @router.post("/vms/{vm}/destroy", response_model=vm_view)
+    def destroy_vm(vm: str) -> VMView:
+        return vms.destroy(vm)
 
-    @router.post("/vms/{vm}/exec")
-    def guest_exec(vm: str, body: GuestExec) -> dict[str, Any]:
-        result = agent.vms.guest_exec(vm, body.argv, body.timeout)
-        return {
-            "exit_code": result.exit_code,
-            "stdout_base64": base64.b64encode(result.stdout).decode(),
-            "stderr_base64": base64.b64encode(result.stderr).decode(),
-        }
+    @router.post("/vms/{vm}/exec", response_model=response_model(GuestExecView))
+    def guest_exec(vm: str, body: GuestExec) -> GuestExecView:
+        result = vms.guest_exec(vm, body.argv, body.timeout)
+        return GuestExecView(
+            exit_code=result.exit_code,
+            stdout_base64=base64.b64encode(result.stdout).decode(),
+            stderr_base64=base64.b64encode(result.stderr).decode(),
+        )
 
-    @router.get("/vms/{vm}/disks")
-    def list_disks(vm: str) -> list[dict[str, Any]]:
-        return agent.disks.list_disks(vm)
+    @router.get("/vms/{vm}/disks", response_model=response_list(DiskView))
+    def list_disks(vm: str) -> list[DiskView]:
+        return disks.list_disks(vm)
 
-    @router.post("/vms/{vm}/disks", status_code=201)
-    def attach_disk(vm: str, body: DiskAttach) -> dict[str, Any]:
-        return agent.disks.attach(_attach_request(vm, body))
+    @router.post("/vms/{vm}/disks", status_code=201, response_model=response_model(AttachResult))
+    def attach_disk(vm: str, body: DiskAttach) -> AttachResult:
+        return disks.attach(_attach_request(vm, body))
 
-    @router.get("/vms/{vm}/iothreads")
-    def iothreads(vm: str) -> dict[str, Any]:
-        return agent.disks.iothreads(vm)
+    @router.get("/vms/{vm}/iothreads", response_model=response_model(IOThreadsView))
+    def iothreads(vm: str) -> IOThreadsView:
+        return disks.iothreads(vm)
 
-    @router.post("/vms/{vm}/migrate-check")
-    def vm_migrate_check(vm: str, body: MigrateCheck) -> dict[str, Any]:
+    @router.post("/vms/{vm}/migrate-check", response_model=response_model(MigrateCheckView))
+    def vm_migrate_check(vm: str, body: MigrateCheck) -> MigrateCheckView:
         if (body.facts is None) == (body.peer is None):
             raise InvalidInput("give either facts or peer", code="input.invalid")
-        xml = agent.vms.live_xml(vm)  # an unknown VM is refused before the peer is asked
+        xml = vms.live_xml(vm)  # an unknown VM is refused before the peer is asked
         if body.facts is not None:
-            return {"vm": vm, **migrate_check(xml, body.facts)}
-        return {"vm": vm, **migrate_check(xml, agent.peers.live_facts(str(body.peer)))}
+            return migrate_check(vm, xml, body.facts)
+        return migrate_check(vm, xml, peers.live_facts(str(body.peer)))
 
-    @router.delete("/vms/{vm}/disks/{target}")
-    def detach_disk(vm: str, target: str) -> dict[str, Any]:
-        return agent.disks.detach(vm, target)
+    @router.delete("/vms/{vm}/disks/{target}", response_model=response_model(DetachResult))
+    def detach_disk(vm: str, target: str) -> DetachResult:
+        return disks.detach(vm, target)
 
     return router
 

@@ -60,11 +60,9 @@ class ThrottleSet(Body):
     config: bool | None = None
 
 
-class DiskAttach(Body):
-    """A volume descriptor, as a cloud platform sends it."""
+class VolumeDescriptor(Body):
+    """What every disk request carries of a platform's volume descriptor."""
 
-    pool: str = Field(max_length=64)
-    size: Size
     name: str | None = Field(default=None, max_length=128)
     thin: bool = False
     #: None: the pool's default (raw on rbd pools, qcow2 elsewhere).
@@ -77,6 +75,13 @@ class DiskAttach(Body):
     total_iops_sec_per_gb: ScaledLimitBody | None = None
     total_bytes_sec_per_gb: ScaledLimitBody | None = None
     vm_group: VMGroupBody | None = None
+
+
+class DiskAttach(VolumeDescriptor):
+    """A volume descriptor, as a cloud platform sends it."""
+
+    pool: str = Field(max_length=64)
+    size: Size
 
 
 class VMCreate(Body):

@@ -5,14 +5,14 @@ Owns only the translation from request bodies to ``throttle`` types; validation 
 
 from __future__ import annotations
 
-from blockplane.api.schemas import DiskAttach, ScaledLimitBody
+from blockplane.api.schemas import ScaledLimitBody, VolumeDescriptor
 from blockplane.errors import InvalidInput
 from blockplane.throttle.disk_spec import scaled_limit, vm_group_spec
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec, ScaledLimit
 
 
 def attach_throttle(
-    body: DiskAttach,
+    body: VolumeDescriptor,
 ) -> tuple[tuple[str, ...], CapacityScaling | None, GroupSpec | None]:
     """(named groups in chain order, capacity scaling, VM aggregate group) of a descriptor.
 

@@ -17,5 +17,6 @@ The services, which reach libvirt only through ``hypervisor.domain.DomainHandle`
 - ``jobs.service``: starting jobs and ``job`` requests; ``jobs.driver``: every state change;
   ``jobs.events`` (BLOCK_JOB_2) and ``jobs.reconcile`` (the safety net and restart);
 - ``volumes`` and ``jobs.cleanup``: the volumes behind chain elements and their deletion;
-- ``jobs.store``: persistence; ``wiring``: the composition the agent builds.
+- ``jobs.store``: persistence; ``jobs.holds``: what live jobs hold on to;
+- ``reconcile``: the package's reconcile step.
 """

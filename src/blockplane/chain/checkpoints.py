@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from blockplane.chain.jobs.state import JobKind
 from blockplane.chain.jobs.store import JobStore, StoredJob, busy_error
 from blockplane.chain.service import ChainService
+from blockplane.chain.views import CheckpointDeleteResult, CheckpointDiskView, CheckpointView
 from blockplane.deadlines import BoundedLock
 from blockplane.errors import Conflict, HypervisorError, NotFound
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.xml.chain import CheckpointDocument, parse_checkpoint
 
 VMLock = Callable[[str], BoundedLock]
@@ -41,43 +42,46 @@ def checkpoint_user(checkpoint: CheckpointDocument, vm: str,
     return None
 
 
-def checkpoint_json(checkpoint: CheckpointDocument, vm: str,
-                    jobs: Iterable[StoredJob]) -> dict[str, Any]:
+def checkpoint_view(checkpoint: CheckpointDocument, vm: str,
+                    jobs: Iterable[StoredJob]) -> CheckpointView:
     user = checkpoint_user(checkpoint, vm, jobs)
-    return {
-        "vm": vm,
-        "name": checkpoint.name,
-        "parent": checkpoint.parent,
-        "created_at": checkpoint.created_at,
-        "disks": [
-            {"target": disk.target, "bitmap": disk.bitmap, "dirty_bytes": disk.dirty_bytes}
-            for disk in checkpoint.disks
-        ],
-        "used_by_job": user.id if user is not None else None,
-    }
+    return CheckpointView(
+        vm=vm,
+        name=checkpoint.name,
+        parent=checkpoint.parent,
+        created_at=checkpoint.created_at,
+        disks=tuple(CheckpointDiskView(disk.target, disk.bitmap, disk.dirty_bytes)
+                    for disk in checkpoint.disks),
+        used_by_job=user.id if user is not None else None,
+    )
 
 
 class CheckpointService:
     def __init__(self, chains: ChainService, store: JobStore, records: Records,
-                 events: EventPublisher, vm_lock: VMLock) -> None:
+                 events: EventPublisher, vm_lock: VMLock,
+                 foreign: AdoptedDisks | None = None) -> None:
         self._chains = chains
         self._store = store
         self._records = records
         self._events = events
         self._vm_lock = vm_lock
+        self._foreign = foreign or NothingAdopted()
 
-    def list(self, vm: str) -> builtins.list[dict[str, Any]]:
+    def list(self, vm: str) -> builtins.list[CheckpointView]:
         """Every checkpoint of ``vm``, parents first; dirty sizes when the VM runs."""
         live = self._store.live()
-        return [checkpoint_json(checkpoint, vm, live)
+        return [checkpoint_view(checkpoint, vm, live)
                 for checkpoint in self._documents(vm, with_sizes=True)]
 
-    def delete(self, vm: str, name: str) -> dict[str, Any]:
+    def delete(self, vm: str, name: str) -> CheckpointDeleteResult:
         with self._vm_lock(vm):
             checkpoint = self._find(vm, name)
             user = checkpoint_user(checkpoint, vm, self._store.live())
             if user is not None:
                 raise busy_error(vm, user)
+            for disk in checkpoint.disks:
+                if disk.bitmap is not None:  # libvirt merges (writes) the disk's bitmaps
+                    self._foreign.refuse(vm, disk.target, f"deleting checkpoint {name}")
             domain = self._chains.domain(vm)
             if not domain.is_active():
                 raise Conflict(
@@ -87,7 +91,7 @@ class CheckpointService:
             domain.delete_checkpoint(name)
         self._events.publish("checkpoint.deleted", vm, checkpoint=name,
                              merged_into=checkpoint.parent)
-        return {"vm": vm, "name": name, "deleted": True, "merged_into": checkpoint.parent}
+        return CheckpointDeleteResult(vm, name, deleted=True, merged_into=checkpoint.parent)
 
     def _find(self, vm: str, name: str) -> CheckpointDocument:
         documents = self._documents(vm, with_sizes=False)  # a delete needs no dirty sizes

@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from blockplane.chain.views import RbdSnapshotView
 from blockplane.errors import BlockplaneError, Conflict, InvalidInput
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
@@ -152,13 +153,14 @@ class RbdSnapshots:
                     image.client.remove_snapshot(image.ceph_pool, image.name, record.name)
         self._chain.delete_snapshot(record.vm, record.name)
 
-    def chain_snapshots(self, disk: DiskRecord) -> list[dict[str, Any]]:
+    def chain_snapshots(self, disk: DiskRecord) -> tuple[RbdSnapshotView, ...]:
         """The RBD snapshots of the disk's image, oldest first, for ``chain``."""
         image = self.image_of(disk)
-        return [{"name": snapshot.name, "path": image.snapshot_path(snapshot.name),
-                 "size_bytes": snapshot.size_bytes, "protected": snapshot.protected,
-                 "timestamp": snapshot.timestamp}
-                for snapshot in image.client.list_snapshots(image.ceph_pool, image.name)]
+        return tuple(RbdSnapshotView(name=snapshot.name, path=image.snapshot_path(snapshot.name),
+                                     size_bytes=snapshot.size_bytes,
+                                     protected=snapshot.protected,
+                                     timestamp=snapshot.timestamp)
+                     for snapshot in image.client.list_snapshots(image.ceph_pool, image.name))
 
 
 def is_rbd_snapshot(record: SnapshotRecord) -> bool:

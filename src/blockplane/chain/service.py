@@ -10,9 +10,11 @@ are named as ``addressing`` says. Must not start jobs or change any chain.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import dataclasses
 
 from blockplane.chain.addressing import resolve_element
+from blockplane.chain.rbd_snapshots import RbdSnapshots
+from blockplane.chain.views import ChainElementView, ChainView, MirrorView, RbdSnapshotView
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
@@ -26,10 +28,13 @@ from blockplane.xml.backing_chain import parse_chain
 
 
 class ChainService:
-    def __init__(self, vms: VMService, records: Records, chain_records: ChainRecords) -> None:
+    def __init__(self, vms: VMService, records: Records, chain_records: ChainRecords,
+                 rbd: RbdSnapshots | None = None) -> None:
+        """``rbd``: the RBD snapshots ``show`` lists beside a disk on an rbd pool."""
         self._vms = vms
         self._records = records
         self._chain = chain_records
+        self._rbd = rbd
 
     def domain(self, vm: str) -> DomainHandle:
         return self._vms.domain(vm)
@@ -45,7 +50,7 @@ class ChainService:
             return None
         return resolve_element(chain, spec, canonical=canonical)
 
-    def show(self, vm: str, target: str) -> dict[str, Any]:
+    def show(self, vm: str, target: str) -> ChainView:
         """``blockplane chain VM TARGET``: every element, top to base, with sizes."""
         self._vms.record(vm)
         domain = self.domain(vm)
@@ -62,12 +67,45 @@ class ChainService:
         elements = []
         for element in chain.elements:
             row = self._chain.volume_at(element.path)
-            elements.append({
-                **element.to_json(),
-                "pool": row.pool if row else None,
-                "volume": row.volume if row else None,
-            })
-        return {"vm": vm, **chain.to_json(), "elements": elements, "running": chain.live}
+            elements.append(ChainElementView(
+                name=element.name,
+                position=element.position,
+                libvirt_index=element.libvirt_index,
+                path=element.path,
+                format=element.format,
+                backing_format=element.backing_format,
+                source_kind=element.source_kind,
+                virtual_bytes=element.virtual_bytes,
+                allocation_bytes=element.allocation_bytes,
+                pool=row.pool if row else None,
+                volume=row.volume if row else None,
+            ))
+        mirror = chain.mirror
+        elements, rbd_snapshots = self._on_rbd(vm, target, elements)
+        return ChainView(
+            vm=vm,
+            target=chain.target,
+            complete=chain.complete,
+            elements=tuple(elements),
+            mirror=MirrorView(mirror.job, mirror.path, mirror.format, mirror.ready,
+                              mirror.libvirt_index) if mirror else None,
+            running=chain.live,
+            rbd_snapshots=rbd_snapshots,
+        )
+
+    def _on_rbd(
+        self, vm: str, target: str, elements: list[ChainElementView]
+    ) -> tuple[list[ChainElementView], tuple[RbdSnapshotView, ...] | None]:
+        """A disk on an rbd pool is one image (``qemu-img`` cannot size ``rbd:`` paths: the
+        record does), with its RBD snapshots beside it."""
+        disk = self._records.disk(vm, target)
+        if self._rbd is None or disk is None or not self._rbd.on_rbd(disk):
+            return elements, None
+        volume = self._records.volume(disk.pool, disk.volume)
+        if volume is not None:
+            elements = [dataclasses.replace(element, virtual_bytes=volume.virtual_bytes)
+                        if element.path == volume.path else element for element in elements]
+        return elements, self._rbd.chain_snapshots(disk)
 
     def disk_paths(self, vm: str) -> set[str]:
         """Every image path in the chains of ``vm``'s disks (raises if they cannot be read)."""

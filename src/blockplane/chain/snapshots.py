@@ -27,6 +27,7 @@ from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.rbd_snapshots import KIND as RBD_SNAPSHOT
 from blockplane.chain.rbd_snapshots import RbdSnapshots, is_rbd_snapshot
 from blockplane.chain.service import ChainService
+from blockplane.chain.views import SnapshotCreated, SnapshotDiskView, SnapshotView
 from blockplane.chain.volumes import ChainVolumes
 from blockplane.errors import (
     BlockplaneError,
@@ -39,12 +40,14 @@ from blockplane.errors import (
 )
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.model.view import view_fields
 from blockplane.storage.images import is_block_device, virtual_size
 from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import DiskRecord, Records
-from blockplane.vms.disks import DiskService
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
+from blockplane.vms.locks import VMLocks
 from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.chain import ImageTarget, snapshot_xml
 from blockplane.xml.disk import parse_disks
@@ -56,17 +59,19 @@ class SnapshotService:
     def __init__(
         self,
         chains: ChainService,
-        disks: DiskService,
+        locks: VMLocks,
         records: Records,
         chain_records: ChainRecords,
         volumes: ChainVolumes,
         jobs: JobStore,
         events: EventPublisher,
+        foreign: AdoptedDisks | None = None,
         rbd: RbdSnapshots | None = None,
     ) -> None:
+        self._foreign = foreign or NothingAdopted()
         self._rbd = rbd
         self._chains = chains
-        self._disks = disks
+        self._locks = locks
         self._records = records
         self._chain = chain_records
         self._volumes = volumes
@@ -75,7 +80,7 @@ class SnapshotService:
 
     def create(
         self, vm: str, targets: list[str], *, quiesce: bool, name: str | None
-    ) -> dict[str, Any]:
+    ) -> SnapshotCreated:
         domain = self._chains.domain(vm)
         name = validate_name("snapshot", name or time.strftime("snap-%Y%m%d-%H%M%S"))
         managed = {disk.target: disk for disk in self._records.disks(vm)}
@@ -84,10 +89,11 @@ class SnapshotService:
             raise InvalidInput(f"VM {vm} has no disks managed by blockplane to snapshot",
                                code="snapshot.invalid")
         for target in chosen:
+            self._foreign.refuse(vm, target, "a snapshot")
             if target not in managed:
                 raise NotFound(f"VM {vm} has no disk {target} managed by blockplane",
                                code="disk.not_found")
-        with self._disks.vm_lock(vm):
+        with self._locks.lock_for(vm):
             live = domain.is_active()
             if quiesce:
                 _require_guest_agent(domain, vm, live)
@@ -109,7 +115,7 @@ class SnapshotService:
                 seconds = round(time.monotonic() - started, 3)
                 self._events.publish("snapshot.created", vm, name=name, disks=chosen,
                                      quiesced=quiesce, seconds=seconds, kind="rbd")
-                return {**self._describe(record, domain), "seconds": seconds}
+                return SnapshotCreated(**view_fields(self._describe(record)), seconds=seconds)
             xml = domain.xml(inactive=not live)
             plans = [self._plan(vm, name, xml, target, managed[target].pool)
                      for target in chosen]
@@ -147,8 +153,8 @@ class SnapshotService:
             self._chain.set_snapshot_state(vm, name, "done")
         self._events.publish("snapshot.created", vm, name=name, disks=chosen, quiesced=quiesce,
                              seconds=seconds)
-        return {**self._describe(self._chain.snapshot(vm, name) or record, domain),
-                "seconds": seconds}
+        described = self._describe(self._chain.snapshot(vm, name) or record)
+        return SnapshotCreated(**view_fields(described), seconds=seconds)
 
     def _on_rbd(self, vm: str, disks: list[DiskRecord]) -> list[DiskRecord]:
         """The disks on rbd pools (snapshotted as RBD snapshots); a mix with local disks is
@@ -180,11 +186,11 @@ class SnapshotService:
             "thin": bool(current is not None and current.thin),
         }
 
-    def list(self, vm: str) -> list[dict[str, Any]]:
-        domain = self._chains.domain(vm)
-        return [self._describe(record, domain) for record in self._chain.snapshots(vm)]
+    def list(self, vm: str) -> list[SnapshotView]:
+        self._chains.domain(vm)  # the VM must exist
+        return [self._describe(record) for record in self._chain.snapshots(vm)]
 
-    def _describe(self, record: SnapshotRecord, domain: DomainHandle) -> dict[str, Any]:
+    def _describe(self, record: SnapshotRecord) -> SnapshotView:
         try:
             paths: set[str] | None = self._chains.disk_paths(record.vm)
         except BlockplaneError:
@@ -193,24 +199,29 @@ class SnapshotService:
         for disk in record.disks:
             status = "unknown"
             if disk.get("kind") == RBD_SNAPSHOT and self._rbd is not None:
-                disks.append({key: disk.get(key) for key in (
-                    "target", "pool", "volume", "path", "image", "kind")}
-                    | {"status": self._rbd.describe(disk)})
+                disks.append(SnapshotDiskView(
+                    target=disk["target"], pool=disk.get("pool"), volume=disk.get("volume"),
+                    path=disk.get("path"), backing_path=None, backing_format=None,
+                    status=self._rbd.describe(disk), image=disk.get("image"),
+                    kind=RBD_SNAPSHOT))
                 continue
             if paths is not None and disk.get("path"):
                 status = "in_chain" if os.path.normpath(disk["path"]) in {
                     os.path.normpath(p) for p in paths} else "merged"
-            disks.append({key: disk.get(key) for key in (
-                "target", "pool", "volume", "path", "backing_path", "backing_format")}
-                | {"status": status})
-        return {**record.to_json(), "disks": disks}
+            disks.append(SnapshotDiskView(
+                target=disk["target"], pool=disk.get("pool"), volume=disk.get("volume"),
+                path=disk.get("path"), backing_path=disk.get("backing_path"),
+                backing_format=disk.get("backing_format"), status=status))
+        return SnapshotView(vm=record.vm, name=record.name, state=record.state,
+                            quiesced=record.quiesced, disks=tuple(disks),
+                            created_at=record.created_at)
 
     def reconcile(self) -> None:
         """Finish (overlay on top) or undo (overlay absent) snapshots a dead agent left
         ``creating``. A snapshot being taken now holds its VM's lock, and is skipped: its
         overlays are not on top yet, and undoing it would delete them under libvirt."""
         for vm in {record.vm for record in self._chain.snapshots(state="creating")}:
-            lock = self._disks.vm_lock(vm)
+            lock = self._locks.lock_for(vm)
             if not lock.acquire(blocking=False):
                 continue
             try:

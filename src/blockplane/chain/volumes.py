@@ -1,14 +1,14 @@
 """The volumes behind chain elements: made for overlays and copies, tracked, and deleted only once
 nothing references them.
 
-A ``DiskObserver`` (see ``vms.disks``): a disk attached records its first volume; a disk detached
-(or its VM deleted) deletes every other volume of that disk's chain, while the disk service deletes
-(or, still referenced, keeps) the top named by the disk record. Images a job drops from a chain are
-marked ``invalidated`` first (persisted), then deleted when neither a live chain nor a live job
-names them; ``collect`` retries what could not go yet. ``collect`` runs on the reconcile thread
-while a job's cleanup runs on the event thread: one lock keeps a cleanup's change of a volume's
-state from landing between collect's reading of the rows and its deleting of them. Must not call
-block-job APIs or edit domain XML.
+A ``DiskObserver`` (see ``vms.observers``): a disk attached records its first volume; a disk
+detached (or its VM deleted) deletes every other volume of that disk's chain, while the disk
+service deletes (or, still referenced, keeps) the top named by the disk record. Images a job
+drops from a chain are marked ``invalidated`` first (persisted), then deleted when neither a
+live chain nor a live job names them; ``collect`` retries what could not go yet. ``collect``
+runs on the reconcile thread while a job's cleanup runs on the event thread: one lock keeps a
+cleanup's change of a volume's state from landing between collect's reading of the rows and its
+deleting of them. Must not call block-job APIs or edit domain XML.
 """
 
 from __future__ import annotations
@@ -43,18 +43,20 @@ class ChainVolumes:
         volumes: VolumeService,
         events: EventPublisher,
         thin: ThinHook | None,
+        references: References,
+        preparing: Callable[[str], bool],
     ) -> None:
+        """``references``: the paths a VM's live chains and live jobs use; ``preparing``: True
+        while a job or snapshot of the VM is being prepared (``chain.jobs.holds``)."""
         self._records = records
         self._chain = chain_records
         self._pools = pools
         self._volumes = volumes
         self._events = events
-        self.thin = thin
+        self._thin = thin
         self._lock = threading.RLock()
-        #: Set by the jobs service: the paths a VM's live chains and live jobs reference.
-        self.references: References = lambda _vm: set()
-        #: Set by the jobs service: True while a job or snapshot of the VM is being prepared.
-        self.preparing: Callable[[str], bool] = lambda _vm: True
+        self._references = references
+        self._preparing = preparing
 
     # DiskObserver
     def disk_attached(self, vm: str, target: str, volume: VolumeRecord) -> None:
@@ -85,12 +87,14 @@ class ChainVolumes:
     def create(
         self, vm: str, target: str, pool: str, name: str, virtual_bytes: int, *, thin: bool,
         backing: str | None, backing_format: str | None, origin: str,
+        initial_bytes: int | None = None,
         image_format: str = "qcow2",
     ) -> VolumeRecord:
         """A new volume (qcow2 on ``backing`` if given; raw on rbd pools), recorded as
-        ``creating``."""
+        ``creating``; a thin one starts at ``initial_bytes`` if given
+        (``VolumeService.initial_physical``)."""
         record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, image_format,
-                                      thin)
+                                      thin, initial_bytes)
         try:
             if backing is not None:
                 create_qcow2(record.path, virtual_bytes, backing, backing_format)
@@ -107,9 +111,9 @@ class ChainVolumes:
             self._chain.set_volume_state(ref.pool, ref.volume, "in_chain")
             self._chain.set_disk_top(vm, target, ref.pool, ref.volume)
         record = self._records.volume(ref.pool, ref.volume)
-        if record is not None and record.thin and self.thin is not None:
+        if record is not None and record.thin and self._thin is not None:
             try:
-                self.thin.track(vm, target, record)
+                self._thin.track(vm, target, record)
             except BlockplaneError:
                 log.exception("the thin monitor could not take %s/%s", ref.pool, ref.volume)
 
@@ -133,8 +137,10 @@ class ChainVolumes:
             self._chain.forget_volume(ref.pool, ref.volume)
 
     def keep_apart(self, ref: VolumeRef) -> None:
-        """Leave ``ref`` as a standalone volume of its pool (a point-in-time copy)."""
+        """Leave ``ref`` as a standalone volume of its pool (a point-in-time copy); no VM
+        writes it any more, so the thin monitor lets it go."""
         with self._lock:
+            self._forget_thin(ref.pool, ref.volume)
             self._chain.forget_volume(ref.pool, ref.volume)
 
     # dropping images from chains
@@ -154,12 +160,12 @@ class ChainVolumes:
             deleted = []
             rows = self._chain.volumes(vm=vm, state="invalidated")
             rows += [row for row in self._chain.volumes(vm=vm, state="creating")
-                     if not self.preparing(row.vm)]
+                     if not self._preparing(row.vm)]
             referenced: dict[str, set[str]] = {}
             for row in rows:
                 if row.vm not in referenced:
                     try:
-                        referenced[row.vm] = {_norm(p) for p in self.references(row.vm)}
+                        referenced[row.vm] = {_norm(p) for p in self._references(row.vm)}
                     except BlockplaneError:
                         continue  # the VM's chain cannot be read now: keep its volumes
                 if _norm(row.path) in referenced[row.vm]:
@@ -183,8 +189,8 @@ class ChainVolumes:
                              volume=row.volume, path=row.path)
 
     def _forget_thin(self, pool: str, volume: str) -> None:
-        if self.thin is not None:
-            self.thin.forget((pool, volume))
+        if self._thin is not None:
+            self._thin.forget((pool, volume))
 
 
 def _norm(path: str) -> str:

@@ -12,9 +12,12 @@ import click
 
 from blockplane.cli.client import EXIT_UNREACHABLE, CLIError, agent_pid, start_agent, stop_agent
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, print_json, table
+from blockplane.cli.decode import fetch
+from blockplane.cli.output import console, plain, print_json, table
 from blockplane.config import Settings
 from blockplane.errors import BlockplaneError
+from blockplane.observe.views import ReconcileReport
+from blockplane.store.intents import UnknownIntent
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -135,6 +138,9 @@ def agent_status(context: CLIContext, as_json: bool) -> None:
         detail = context.client.request("GET", "/v1/agent", timeout_s=10)
         result.update(requests=detail["requests"], abandoned_calls=detail["abandoned_calls"],
                       uptime_s=detail["uptime_s"])
+    kept = _unknown_intents(context) if up else []
+    if up:
+        result["unknown_intents"] = plain(kept)
     if as_json:
         print_json(result)
     else:
@@ -143,6 +149,10 @@ def agent_status(context: CLIContext, as_json: bool) -> None:
             + (f" (pid {result['pid']})" if up else "")
         )
         _print_in_flight(result)
+        for intent in kept:
+            console.print(f"[yellow]kept:[/yellow] intent {intent.id} of unknown kind "
+                          f"{intent.kind} (VM {intent.vm}, {intent.target}); an agent that "
+                          "knows it will finish it")
     if not up:
         raise click.exceptions.Exit(EXIT_UNREACHABLE)
 
@@ -161,3 +171,12 @@ def _print_in_flight(result: dict[str, Any]) -> None:
     if calls:
         table(calls, [("vm", "VM"), ("what", "call"), ("waits_on", "waits on"), ("age", "for")],
               title="calls past their deadline, not returned yet")
+
+
+def _unknown_intents(context: CLIContext) -> list[UnknownIntent]:
+    """Intents the agent keeps because it does not know their kind (``GET /v1/reconcile``)."""
+    try:
+        report = fetch(context.client, ReconcileReport, "GET", "/v1/reconcile")
+    except CLIError:
+        return []
+    return list(report.unknown_intents)

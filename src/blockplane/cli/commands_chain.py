@@ -10,10 +10,13 @@ from typing import Any
 
 import click
 
+from blockplane.chain.jobs.views import JobView
+from blockplane.chain.views import ChainView, SnapshotCreated, SnapshotView
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import decode, fetch, fetch_list
 from blockplane.cli.job_wait import wait_for_job
-from blockplane.cli.output import console, human_bytes, print_json, table
+from blockplane.cli.output import console, human_bytes, plain, print_json, table
 
 
 def bandwidth_option(function: Any) -> Any:
@@ -35,21 +38,20 @@ def wait_option(function: Any) -> Any:
 @pass_cli
 def chain_command(context: CLIContext, vm: str, target: str, as_json: bool) -> None:
     """A disk's backing chain: vda (top) ... vda[N] (base), with sizes."""
-    chain = context.client.request("GET", api_path("vms", vm, "disks", target, "chain"))
+    chain = fetch(context.client, ChainView, "GET", api_path("vms", vm, "disks", target, "chain"))
     if as_json:
         print_json(chain)
         return
-    rows = [{**e, "virtual_h": human_bytes(e["virtual_bytes"]),
-             "allocation_h": human_bytes(e["allocation_bytes"])} for e in chain["elements"]]
+    rows = [{**plain(e), "virtual_h": human_bytes(e.virtual_bytes),
+             "allocation_h": human_bytes(e.allocation_bytes)} for e in chain.elements]
     table(rows, [("name", "element"), ("libvirt_index", "libvirt index"), ("path", "path"),
                  ("format", "format"), ("virtual_h", "virtual"),
                  ("allocation_h", "allocation"), ("backing_format", "backing format")],
           title=f"{vm}/{target}")
-    if chain.get("mirror"):
-        console.print(f"mirror: {chain['mirror']}")
-    for snapshot in chain.get("rbd_snapshots", []):
-        console.print(f"RBD snapshot {snapshot['name']} ({snapshot['timestamp']}): "
-                      f"{snapshot['path']}")
+    if chain.mirror is not None:
+        console.print(f"mirror: {plain(chain.mirror)}")
+    for snapshot in chain.rbd_snapshots or ():
+        console.print(f"RBD snapshot {snapshot.name} ({snapshot.timestamp}): {snapshot.path}")
 
 
 @click.group("snapshot")
@@ -68,13 +70,13 @@ def snapshot_group() -> None:
 def snapshot_create(context: CLIContext, vm: str, name: str | None, disks: tuple[str, ...],
                     quiesce: bool, as_json: bool) -> None:
     """Take an atomic external snapshot: a new qcow2 overlay per disk, in the disk's pool."""
-    snapshot = context.client.request("POST", api_path("vms", vm, "snapshots"),
-                                      {"name": name, "disks": list(disks), "quiesce": quiesce})
+    snapshot = fetch(context.client, SnapshotCreated, "POST", api_path("vms", vm, "snapshots"),
+                     {"name": name, "disks": list(disks), "quiesce": quiesce})
     if as_json:
         print_json(snapshot)
         return
-    overlays = ", ".join(f"{d['target']} -> {d['path']}" for d in snapshot["disks"])
-    console.print(f"snapshot {snapshot['name']} of {vm} taken in {snapshot['seconds']} s:"
+    overlays = ", ".join(f"{d.target} -> {d.path}" for d in snapshot.disks)
+    console.print(f"snapshot {snapshot.name} of {vm} taken in {snapshot.seconds} s:"
                   f" {overlays}")
 
 
@@ -84,25 +86,25 @@ def snapshot_create(context: CLIContext, vm: str, name: str | None, disks: tuple
 @pass_cli
 def snapshot_list(context: CLIContext, vm: str, as_json: bool) -> None:
     """Snapshots of a VM and whether each overlay is still in its chain."""
-    snapshots = context.client.request("GET", api_path("vms", vm, "snapshots"))
+    snapshots = fetch_list(context.client, SnapshotView, "GET", api_path("vms", vm, "snapshots"))
     if as_json:
         print_json(snapshots)
         return
-    rows = [{"name": s["name"], "state": s["state"], "quiesced": s["quiesced"],
-             "disks": ", ".join(f"{d['target']} ({d['status']})" for d in s["disks"])}
+    rows = [{"name": s.name, "state": s.state, "quiesced": s.quiesced,
+             "disks": ", ".join(f"{d.target} ({d.status})" for d in s.disks)}
             for s in snapshots]
     table(rows, [("name", "name"), ("state", "state"), ("quiesced", "quiesced"),
                  ("disks", "disks")], title=f"snapshots of {vm}")
 
 
-def _started(context: CLIContext, job: dict[str, Any], as_json: bool, wait: bool) -> None:
+def _started(context: CLIContext, answer: Any, as_json: bool, wait: bool) -> None:
+    job = decode(JobView, answer)
     if wait:
         raise click.exceptions.Exit(wait_for_job(context.client, job))
     if as_json:
         print_json(job)
     else:
-        console.print(f"job {job['id']}: {job['kind']} on {job['vm']}/{job['target']}"
-                      f" ({job['phase']})")
+        console.print(f"job {job.id}: {job.kind} on {job.vm}/{job.target} ({job.phase})")
 
 
 @click.command("commit")

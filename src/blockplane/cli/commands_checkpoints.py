@@ -7,8 +7,10 @@ import time
 
 import click
 
+from blockplane.chain.views import CheckpointDeleteResult, CheckpointView
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import fetch, fetch_list
 from blockplane.cli.output import console, human_bytes, print_json, table
 
 
@@ -23,19 +25,20 @@ def checkpoint_group() -> None:
 @pass_cli
 def checkpoint_list(context: CLIContext, vm: str, as_json: bool) -> None:
     """A VM's checkpoints, oldest first, with the bytes changed since each (VM running)."""
-    checkpoints = context.client.request("GET", api_path("vms", vm, "checkpoints"))
+    checkpoints = fetch_list(context.client, CheckpointView, "GET",
+                             api_path("vms", vm, "checkpoints"))
     if as_json:
         print_json(checkpoints)
         return
     rows = [{
-        "name": c["name"],
-        "parent": c["parent"],
-        "created": _when(c["created_at"]),
+        "name": c.name,
+        "parent": c.parent,
+        "created": _when(c.created_at),
         "disks": ", ".join(
-            f"{d['target']} ({human_bytes(d['dirty_bytes'])} changed)"
-            if d["dirty_bytes"] is not None else d["target"]
-            for d in c["disks"] if d["bitmap"] is not None),
-        "used_by_job": c["used_by_job"],
+            f"{d.target} ({human_bytes(d.dirty_bytes)} changed)"
+            if d.dirty_bytes is not None else d.target
+            for d in c.disks if d.bitmap is not None),
+        "used_by_job": c.used_by_job,
     } for c in checkpoints]
     table(rows, [("name", "name"), ("parent", "parent"), ("created", "created"),
                  ("disks", "disks"), ("used_by_job", "used by job")],
@@ -50,11 +53,12 @@ def checkpoint_list(context: CLIContext, vm: str, as_json: bool) -> None:
 def checkpoint_delete(context: CLIContext, vm: str, name: str, as_json: bool) -> None:
     """Delete a checkpoint; its bitmaps merge into its parent's, so later incrementals stay
     exact."""
-    result = context.client.request("DELETE", api_path("vms", vm, "checkpoints", name))
+    result = fetch(context.client, CheckpointDeleteResult, "DELETE",
+                   api_path("vms", vm, "checkpoints", name))
     if as_json:
         print_json(result)
-    elif result["merged_into"]:
-        console.print(f"checkpoint {name} of {vm} deleted; merged into {result['merged_into']}")
+    elif result.merged_into:
+        console.print(f"checkpoint {name} of {vm} deleted; merged into {result.merged_into}")
     else:
         console.print(f"checkpoint {name} of {vm} deleted")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from blockplane.cli.context import CLIContext, pass_cli
-from blockplane.demo.tour import run_tour
+from blockplane.cli.demo_tour import run_tour
 
 
 @click.command("demo")

@@ -7,7 +7,10 @@ import json
 import click
 
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import fetch
 from blockplane.cli.output import console, human_bytes, print_json, table
+from blockplane.facts.views import FactsView
+from blockplane.store.records import EventRecord
 
 
 @click.command("facts")
@@ -15,33 +18,30 @@ from blockplane.cli.output import console, human_bytes, print_json, table
 @pass_cli
 def facts_command(context: CLIContext, as_json: bool) -> None:
     """Host facts and the capability matrix."""
-    facts = context.client.request("GET", "/v1/facts")
+    facts = fetch(context.client, FactsView, "GET", "/v1/facts")
     if as_json:
         print_json(facts)
         return
-    qemu, libvirt, kvm = facts["qemu"], facts["libvirt"], facts["kvm"]
+    qemu, libvirt, kvm = facts.qemu, facts.libvirt, facts.kvm
+    console.print(f"[bold]QEMU[/bold]     {qemu.version}  (package {qemu.package_version})")
     console.print(
-        f"[bold]QEMU[/bold]     {qemu.get('version')}  (package {qemu.get('package_version')})"
+        f"[bold]libvirt[/bold]  {libvirt.version}  "
+        f"(package {libvirt.package_version}, uri {libvirt.uri})"
     )
     console.print(
-        f"[bold]libvirt[/bold]  {libvirt.get('version')}  "
-        f"(package {libvirt.get('package_version')}, uri {libvirt.get('uri')})"
+        f"[bold]KVM[/bold]      {'usable' if kvm.usable else 'not usable'}: {kvm.reason}"
     )
     console.print(
-        f"[bold]KVM[/bold]      {'usable' if kvm.get('usable') else 'not usable'}: "
-        f"{kvm.get('reason')}"
-    )
-    console.print(
-        f"[bold]host[/bold]     {facts.get('cpus')} CPUs, {human_bytes(facts.get('memory_bytes'))}"
+        f"[bold]host[/bold]     {facts.cpus} CPUs, {human_bytes(facts.memory_bytes)}"
     )
     rows = [
         {
             "capability": name,
-            "supported": entry["supported"],
-            "needs": entry["needs"],
-            "reason": entry["reason"],
+            "supported": entry.supported,
+            "needs": entry.needs,
+            "reason": entry.reason,
         }
-        for name, entry in facts["capabilities"].items()
+        for name, entry in facts.capabilities.items()
     ]
     table(
         rows,
@@ -71,9 +71,10 @@ def events_command(
 ) -> None:
     """The agent's event log."""
     if not follow:
-        events = context.client.request("GET", "/v1/events", vm=vm, type=type_, limit=limit)
+        answer = context.client.request("GET", "/v1/events", vm=vm, type=type_, limit=limit)
+        events = [EventRecord.from_json(event) for event in answer]
         if as_json:
-            print_json(events)
+            print_json([event.to_json() for event in events])
             return
         for event in events:
             _print_event(event)
@@ -83,16 +84,15 @@ def events_command(
     ):
         if not line.startswith("data: "):
             continue
-        event = json.loads(line[len("data: ") :])
+        event = EventRecord.from_json(json.loads(line[len("data: ") :]))
         if as_json:
-            print(json.dumps(event), flush=True)
+            print(json.dumps(event.to_json()), flush=True)
         else:
             _print_event(event)
 
 
-def _print_event(event: dict[str, object]) -> None:
-    details = {k: v for k, v in event.items() if k not in ("id", "at", "type", "vm")}
+def _print_event(event: EventRecord) -> None:
     console.print(
-        f"{event['id']:>6} {event['type']:<20} {event.get('vm') or '-':<12} "
-        f"{json.dumps(details, default=str)}"
+        f"{event.id:>6} {event.type:<20} {event.vm or '-':<12} "
+        f"{json.dumps(event.data, default=str)}"
     )

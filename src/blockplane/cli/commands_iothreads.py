@@ -9,7 +9,10 @@ import click
 
 from blockplane.cli.client import EXIT_INVALID, CLIError, api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, print_json, table
+from blockplane.cli.decode import fetch
+from blockplane.cli.output import console, plain, print_json, table
+from blockplane.iothreads.views import IOThreadsView
+from blockplane.vms.views import MigrateCheckView
 
 
 @click.command("iothreads")
@@ -18,24 +21,24 @@ from blockplane.cli.output import console, print_json, table
 @pass_cli
 def iothreads_command(context: CLIContext, vm: str, as_json: bool) -> None:
     """IOThreads of a VM and the disk queues each one serves."""
-    report = context.client.request("GET", api_path("vms", vm, "iothreads"))
+    report = fetch(context.client, IOThreadsView, "GET", api_path("vms", vm, "iothreads"))
     if as_json:
         print_json(report)
         return
     rows = [
         {
-            "id": entry["id"],
+            "id": entry.id,
             "serves": ", ".join(
-                f"{s['disk']} q{','.join(map(str, s['queues']))}" for s in entry["serves"]
+                f"{s.disk} q{','.join(map(str, s.queues))}" for s in entry.serves
             )
             or "(idle)",
         }
-        for entry in report["iothreads"]
+        for entry in report.iothreads
     ]
     table(rows, [("id", "IOThread"), ("serves", "disk queues")], title=f"IOThreads of {vm}")
     disks = [
-        {**disk, "mapping": " ".join(f"{i}:{q}" for i, q in disk["mapping"]) or "-"}
-        for disk in report["disks"]
+        {**plain(disk), "mapping": " ".join(f"{i}:{list(q)}" for i, q in disk.mapping) or "-"}
+        for disk in report.disks
     ]
     table(
         disks,
@@ -48,8 +51,8 @@ def iothreads_command(context: CLIContext, vm: str, as_json: bool) -> None:
             ("reason", "why"),
         ],
     )
-    console.print(f"spread (max - min queues per pooled IOThread): {report['spread']}")
-    for line in report["disagreements"]:
+    console.print(f"spread (max - min queues per pooled IOThread): {report.spread}")
+    for line in report.disagreements:
         console.print(f"[yellow]disagreement:[/yellow] {line}")
 
 
@@ -82,15 +85,16 @@ def migrate_check_command(
         if not isinstance(facts, dict):
             raise CLIError(f"{facts_file} is not a facts JSON object", EXIT_INVALID)
         body = {"facts": facts}
-    result = context.client.request("POST", api_path("vms", vm, "migrate-check"), body)
+    result = fetch(context.client, MigrateCheckView, "POST", api_path("vms", vm, "migrate-check"),
+                   body)
     if as_json:
         print_json(result)
-    elif result["compatible"]:
+    elif result.compatible:
         console.print(f"{vm}: compatible; every disk feature runs there unchanged")
     else:
         console.print(f"{vm}: NOT compatible")
         table(
-            result["gaps"],
+            result.gaps,
             [
                 ("target", "disk"),
                 ("feature", "feature"),
@@ -98,4 +102,4 @@ def migrate_check_command(
                 ("fallback", "would get"),
             ],
         )
-    raise click.exceptions.Exit(0 if result["compatible"] else 1)
+    raise click.exceptions.Exit(0 if result.compatible else 1)

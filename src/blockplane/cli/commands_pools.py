@@ -8,7 +8,9 @@ import click
 
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, human_bytes, key_values, print_json, table
+from blockplane.cli.decode import fetch, fetch_list
+from blockplane.cli.output import console, human_bytes, key_values, plain, print_json, table
+from blockplane.storage.views import PoolDeleteResult, PoolView
 
 
 @click.group("pool")
@@ -66,11 +68,11 @@ def pool_create(
     rbd = {"ceph_conf": _absolute(ceph_conf), "rbd_pool": rbd_pool, "ceph_user": ceph_user,
            "ceph_keyring": _absolute(ceph_keyring), "secret_uuid": secret_uuid}
     body.update({key: value for key, value in rbd.items() if value is not None})
-    pool = context.client.request("POST", "/v1/pools", body)
+    pool = fetch(context.client, PoolView, "POST", "/v1/pools", body)
     if as_json:
         print_json(pool)
     else:
-        console.print(f"pool {pool['name']} ({pool['type']}) created at {pool['path']}")
+        console.print(f"pool {pool.name} ({pool.type}) created at {pool.path}")
 
 
 def _absolute(path: str | None) -> str | None:
@@ -83,16 +85,17 @@ def _absolute(path: str | None) -> str | None:
 @pass_cli
 def pool_list(context: CLIContext, as_json: bool) -> None:
     """List pools."""
-    pools = context.client.request("GET", "/v1/pools")
+    pools = fetch_list(context.client, PoolView, "GET", "/v1/pools")
     if as_json:
         print_json(pools)
         return
-    for pool in pools:
-        pool["used"] = human_bytes(pool["used_bytes"])
-        pool["capacity"] = human_bytes(pool["capacity_bytes"])
-        pool["chunk"] = human_bytes(pool["chunk_bytes"])
+    rows = [
+        {**plain(pool), "used": human_bytes(pool.used_bytes),
+         "capacity": human_bytes(pool.capacity_bytes), "chunk": human_bytes(pool.chunk_bytes)}
+        for pool in pools
+    ]
     table(
-        pools,
+        rows,
         [
             ("name", "name"),
             ("type", "type"),
@@ -112,24 +115,26 @@ def pool_list(context: CLIContext, as_json: bool) -> None:
 @pass_cli
 def pool_show(context: CLIContext, name: str, as_json: bool) -> None:
     """Show one pool."""
-    pool = context.client.request("GET", api_path("pools", name))
+    pool = fetch(context.client, PoolView, "GET", api_path("pools", name))
     if as_json:
         print_json(pool)
         return
-    rbd = pool.pop("rbd", None)
-    key_values(pool, title=f"pool {name}")
-    if rbd is not None:
-        health, cluster = rbd.pop("health"), rbd.pop("cluster") or {}
-        rbd["monitors"] = ", ".join(f"{m['host']}:{m['port']}" if m["port"] else m["host"]
-                                    for m in rbd["monitors"])
+    shown = plain(pool)
+    rbd = shown.pop("rbd", None)
+    key_values(shown, title=f"pool {name}")
+    if pool.rbd is not None and rbd is not None:
+        health, cluster = pool.rbd.health, pool.rbd.cluster
+        del rbd["health"], rbd["cluster"]
+        rbd["monitors"] = ", ".join(f"{m.host}:{m.port}" if m.port else m.host
+                                    for m in pool.rbd.monitors)
         key_values(rbd, title="ceph")
-        state = {True: "healthy", False: "UNHEALTHY", None: "not probed yet"}[health["healthy"]]
-        console.print(f"cluster: {state}: {health['reason']}")
-        if cluster:
-            console.print(f"provisioned {human_bytes(cluster['provisioned_bytes'])}, used "
-                          f"{human_bytes(cluster['used_bytes'])}, may still take "
-                          f"{human_bytes(cluster['max_avail_bytes'])} "
-                          f"({cluster['capacity_reason']})")
+        state = {True: "healthy", False: "UNHEALTHY", None: "not probed yet"}[health.healthy]
+        console.print(f"cluster: {state}: {health.reason}")
+        if cluster is not None:
+            console.print(f"provisioned {human_bytes(cluster.provisioned_bytes)}, used "
+                          f"{human_bytes(cluster.used_bytes)}, may still take "
+                          f"{human_bytes(cluster.max_avail_bytes)} "
+                          f"({cluster.capacity_reason})")
 
 
 @pool_group.command("set")
@@ -141,11 +146,11 @@ def pool_show(context: CLIContext, name: str, as_json: bool) -> None:
 def pool_set(context: CLIContext, name: str, capacity: str, as_json: bool) -> None:
     """Change a pool's capacity (thin extends it refused are retried)."""
     value = None if capacity.lower() == "none" else capacity
-    pool = context.client.request("PATCH", api_path("pools", name), {"capacity": value})
+    pool = fetch(context.client, PoolView, "PATCH", api_path("pools", name), {"capacity": value})
     if as_json:
         print_json(pool)
     else:
-        console.print(f"pool {name} capacity set to {human_bytes(pool['capacity_bytes'])}")
+        console.print(f"pool {name} capacity set to {human_bytes(pool.capacity_bytes)}")
 
 
 @pool_group.command("delete")
@@ -154,7 +159,7 @@ def pool_set(context: CLIContext, name: str, capacity: str, as_json: bool) -> No
 @pass_cli
 def pool_delete(context: CLIContext, name: str, as_json: bool) -> None:
     """Delete an empty pool."""
-    result = context.client.request("DELETE", api_path("pools", name))
+    result = fetch(context.client, PoolDeleteResult, "DELETE", api_path("pools", name))
     if as_json:
         print_json(result)
     else:

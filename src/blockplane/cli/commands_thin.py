@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, human_bytes, print_json, table
+from blockplane.cli.decode import fetch_list
+from blockplane.cli.output import console, human_bytes, plain, print_json, table
+from blockplane.thin.views import ThinVolumeView
 
 
 @click.group("thin")
@@ -21,17 +21,22 @@ def thin_group() -> None:
 @pass_cli
 def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
     """Per thin volume: physical, allocation, threshold, state, extends, pauses, latency."""
-    rows: list[dict[str, Any]] = context.client.request("GET", "/v1/thin", vm=vm)
+    volumes = fetch_list(context.client, ThinVolumeView, "GET", "/v1/thin", vm=vm)
     if as_json:
-        print_json(rows)
+        print_json(volumes)
         return
-    for row in rows:
-        for field in ("physical", "allocation", "threshold"):
-            row[f"{field}_h"] = human_bytes(row[field])
-        latency = row["last_extend_latency_s"]
-        row["latency_h"] = "-" if latency is None else f"{latency * 1000:.0f} ms"
-        row["state_h"] = row["state"] + (" (refused)" if row["refused"] else "") + (
-            " (paused)" if row["paused"] else "")
+    rows = []
+    for volume in volumes:
+        latency = volume.last_extend_latency_s
+        rows.append({
+            **plain(volume),
+            "physical_h": human_bytes(volume.physical),
+            "allocation_h": human_bytes(volume.allocation),
+            "threshold_h": human_bytes(volume.threshold),
+            "latency_h": "-" if latency is None else f"{latency * 1000:.0f} ms",
+            "state_h": volume.state + (" (refused)" if volume.refused else "") + (
+                " (paused)" if volume.paused else ""),
+        })
     table(
         rows,
         [
@@ -47,6 +52,6 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
         ],
         title="thin volumes",
     )
-    for row in rows:
-        if row.get("reason"):
-            console.print(f"{row['vm']}/{row['disk']}: {row['reason']}")
+    for volume in volumes:
+        if volume.reason:
+            console.print(f"{volume.vm}/{volume.disk}: {volume.reason}")

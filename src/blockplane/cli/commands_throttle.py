@@ -8,8 +8,14 @@ import click
 
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, print_json, table
+from blockplane.cli.decode import fetch, fetch_list
+from blockplane.cli.output import console, plain, print_json, table
 from blockplane.model.throttle_limits import FIELD_NAMES
+from blockplane.throttle.views import (
+    ThrottleGroupDeleteResult,
+    ThrottleGroupSetResult,
+    ThrottleGroupView,
+)
 
 
 @click.group("throttle")
@@ -57,14 +63,15 @@ def throttle_set(
         "live": live if chosen else None,
         "config": config if chosen else None,
     }
-    result = context.client.request("PUT", api_path("vms", vm, "throttle-groups", group), body)
+    result = fetch(context.client, ThrottleGroupSetResult, "PUT",
+                   api_path("vms", vm, "throttle-groups", group), body)
     if as_json:
         print_json(result)
         return
-    verb = "created" if result["created"] else "updated"
+    verb = "created" if result.created else "updated"
     console.print(
-        f"throttle group {group} of {vm} {verb} ({', '.join(result['changed'])}): "
-        f"{_limits_text(result['limits'])}"
+        f"throttle group {group} of {vm} {verb} ({', '.join(result.changed)}): "
+        f"{_limits_text(result.limits)}"
     )
 
 
@@ -75,19 +82,20 @@ def throttle_set(
 @pass_cli
 def throttle_info(context: CLIContext, vm: str, group: str, as_json: bool) -> None:
     """Show a group's limits and the disks whose filter chains use it."""
-    result = context.client.request("GET", api_path("vms", vm, "throttle-groups", group))
+    result = fetch(context.client, ThrottleGroupView, "GET",
+                   api_path("vms", vm, "throttle-groups", group))
     if as_json:
         print_json(result)
         return
-    console.print(f"throttle group {group} of {vm} ({result['definition']} definition)")
-    for name, value in result["limits"].items():
+    console.print(f"throttle group {group} of {vm} ({result.definition} definition)")
+    for name, value in result.limits.items():
         console.print(f"  {name}: {value}")
-    for kind, other in result.get("differs", {}).items():
+    for kind, other in (result.differs or {}).items():
         console.print(f"  differs in the {kind} definition: {_limits_text(other)}")
-    for disk in result["disks"]:
-        chain = " -> ".join(disk["chain"])
-        console.print(f"  used by {disk['target']} (filter {disk['position'] + 1}: {chain})")
-    if not result["disks"]:
+    for disk in result.disks:
+        chain = " -> ".join(disk.chain)
+        console.print(f"  used by {disk.target} (filter {disk.position + 1}: {chain})")
+    if not result.disks:
         console.print("  used by no disk")
 
 
@@ -97,15 +105,16 @@ def throttle_info(context: CLIContext, vm: str, group: str, as_json: bool) -> No
 @pass_cli
 def throttle_list(context: CLIContext, vm: str, as_json: bool) -> None:
     """List a VM's throttle groups."""
-    groups = context.client.request("GET", api_path("vms", vm, "throttle-groups"))
+    groups = fetch_list(context.client, ThrottleGroupView, "GET",
+                        api_path("vms", vm, "throttle-groups"))
     if as_json:
         print_json(groups)
         return
     rows = [
         {
-            **group,
-            "limits_text": _limits_text(group["limits"]),
-            "disks_text": ", ".join(disk["target"] for disk in group["disks"]) or "-",
+            **plain(group),
+            "limits_text": _limits_text(group.limits),
+            "disks_text": ", ".join(disk.target for disk in group.disks) or "-",
         }
         for group in groups
     ]
@@ -128,7 +137,8 @@ def throttle_list(context: CLIContext, vm: str, as_json: bool) -> None:
 @pass_cli
 def throttle_del(context: CLIContext, vm: str, group: str, as_json: bool) -> None:
     """Delete a group no disk uses."""
-    result = context.client.request("DELETE", api_path("vms", vm, "throttle-groups", group))
+    result = fetch(context.client, ThrottleGroupDeleteResult, "DELETE",
+                   api_path("vms", vm, "throttle-groups", group))
     if as_json:
         print_json(result)
     else:

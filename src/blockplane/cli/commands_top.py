@@ -7,7 +7,6 @@ single frame, as ``top -b -n 1`` does; ``--json`` prints that frame as JSON.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import click
 from rich.console import Console, Group
@@ -16,7 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import fetch
 from blockplane.cli.output import console, human_bytes, print_json
+from blockplane.observe.views import JobBrief, TopFrame
 
 BAR_WIDTH = 10
 PIPE_WIDTH = 200
@@ -50,14 +51,12 @@ def top_command(
 ) -> None:
     """Live per-disk IOPS and bandwidth against limits, thin fill, IOThreads and jobs."""
 
-    def fetch(window: float) -> dict[str, Any]:
-        frame: dict[str, Any] = context.client.request(
-            "GET", "/v1/top", vm=vm, sort=sort, window=min(window, 10.0)
-        )
-        return frame
+    def fetch_frame(window: float) -> TopFrame:
+        return fetch(context.client, TopFrame, "GET", "/v1/top", vm=vm, sort=sort,
+                     window=min(window, 10.0))
 
     if once or as_json:
-        frame = fetch(min(interval, 1.0))
+        frame = fetch_frame(min(interval, 1.0))
         if as_json:
             print_json(frame)
         else:
@@ -65,12 +64,12 @@ def top_command(
             out = console if console.is_terminal else Console(width=PIPE_WIDTH, highlight=False)
             out.print(render(frame, rows))
         return
-    frame = fetch(min(interval, 1.0))
+    frame = fetch_frame(min(interval, 1.0))
     try:
         with Live(render(frame, _live_rows(rows)), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                live.update(render(fetch(interval), _live_rows(rows)), refresh=True)
+                live.update(render(fetch_frame(interval), _live_rows(rows)), refresh=True)
     except KeyboardInterrupt:
         return
 
@@ -80,47 +79,47 @@ def _live_rows(rows: int | None) -> int:
     return min(rows, fits) if rows else fits
 
 
-def render(frame: dict[str, Any], rows: int | None = None) -> Group:
-    totals = frame["totals"]
+def render(frame: TopFrame, rows: int | None = None) -> Group:
+    totals = frame.totals
     header = Text.assemble(
         ("blockplane top", "bold"),
-        f"  {time.strftime('%H:%M:%S', time.localtime(frame['at']))}"
-        f"  {totals['vms']} VMs, {totals['disks']} disks"
-        f"  IOPS r {totals['read_iops']:.0f} w {totals['write_iops']:.0f}"
-        f"  BW r {_rate(totals['read_bytes_per_s'])} w {_rate(totals['write_bytes_per_s'])}"
-        f"  window {frame['window_s']:.1f} s  sort {frame['sort']}",
+        f"  {time.strftime('%H:%M:%S', time.localtime(frame.at))}"
+        f"  {totals.vms} VMs, {totals.disks} disks"
+        f"  IOPS r {totals.read_iops:.0f} w {totals.write_iops:.0f}"
+        f"  BW r {_rate(totals.read_bytes_per_s)} w {_rate(totals.write_bytes_per_s)}"
+        f"  window {frame.window_s:.1f} s  sort {frame.sort}",
     )
     table = Table(box=None, pad_edge=False, header_style="bold reverse")
     columns = ["VM", "DISK", "R IOPS", "W IOPS", "IOPS LIM", "R BW", "W BW", "BW LIM", "FILL",
                "ALLOC/PHYS/VIRT", "IOT"]
-    if frame["jobs_available"]:
+    if frame.jobs_available:
         columns.append("JOB")
     for column in columns:
         table.add_column(column, justify="left" if column in ("VM", "DISK", "FILL", "JOB")
                          else "right", no_wrap=True)
-    disks = frame["disks"]
+    disks = frame.disks
     shown = disks[:rows] if rows else disks
     for disk in shown:
         cells = [
-            disk["vm"],
-            disk["target"],
-            f"{disk['read_iops']:.0f}",
-            f"{disk['write_iops']:.0f}",
-            _limit(disk["iops_limit"]),
-            _rate(disk["read_bytes_per_s"]),
-            _rate(disk["write_bytes_per_s"]),
-            _limit(disk["bytes_limit"], human=True),
-            fill_bar(disk["fill_pct"]),
-            "/".join(_size(disk[key]) for key in ("allocation", "physical", "virtual")),
-            str(disk["iothreads"]),
+            disk.vm,
+            disk.target,
+            f"{disk.read_iops:.0f}",
+            f"{disk.write_iops:.0f}",
+            _limit(disk.iops_limit),
+            _rate(disk.read_bytes_per_s),
+            _rate(disk.write_bytes_per_s),
+            _limit(disk.bytes_limit, human=True),
+            fill_bar(disk.fill_pct),
+            "/".join(_size(size) for size in (disk.allocation, disk.physical, disk.virtual)),
+            str(disk.iothreads),
         ]
-        if frame["jobs_available"]:
-            cells.append(", ".join(_job(job) for job in disk["jobs"]) or "-")
+        if frame.jobs_available:
+            cells.append(", ".join(_job(job) for job in disk.jobs) or "-")
         table.add_row(*cells)
     parts: list[Text | Table] = [header, table]
     if len(shown) < len(disks):
         parts.append(Text(f"... {len(disks) - len(shown)} more disks (--rows, --vm)", "dim"))
-    if not frame["jobs_available"]:
+    if not frame.jobs_available:
         parts.append(Text("no job service in this agent: jobs not shown", "dim"))
     return Group(*parts)
 
@@ -146,6 +145,6 @@ def _size(value: int | None) -> str:
     return human_bytes(value).replace(" ", "").replace("iB", "")
 
 
-def _job(job: dict[str, Any]) -> str:
-    progress = job.get("progress_pct")
-    return f"{job.get('kind')} {progress:.0f}%" if progress is not None else str(job.get("kind"))
+def _job(job: JobBrief) -> str:
+    progress = job.progress_pct
+    return f"{job.kind} {progress:.0f}%" if progress is not None else job.kind

@@ -9,7 +9,17 @@ import click
 
 from blockplane.cli.client import EXIT_INVALID, CLIError, api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, human_bytes, key_values, print_json, table
+from blockplane.cli.decode import fetch, fetch_list
+from blockplane.cli.output import console, human_bytes, key_values, plain, print_json, table
+from blockplane.vms.views import (
+    AttachResult,
+    DetachResult,
+    DiskView,
+    GuestExecView,
+    VMCreated,
+    VMDeleteResult,
+    VMView,
+)
 
 LIMIT_FIELDS = (
     *tuple(
@@ -59,7 +69,9 @@ def vm_create(
     as_json: bool,
 ) -> None:
     """Create (define) a VM, optionally with disks."""
-    vm = context.client.request(
+    vm = fetch(
+        context.client,
+        VMCreated,
         "POST",
         "/v1/vms",
         {
@@ -74,9 +86,9 @@ def vm_create(
     if as_json:
         print_json(vm)
         return
-    console.print(f"VM {vm['name']} created ({vm['state']})")
-    for disk in vm.get("disks", []):
-        console.print(f"  {disk['target']}: {disk['source']}; {'; '.join(disk['notes'])}")
+    console.print(f"VM {vm.name} created ({vm.state})")
+    for disk in vm.disks or ():
+        console.print(f"  {disk.target}: {disk.source}; {'; '.join(disk.notes)}")
 
 
 DISK_SPEC_INTEGERS = ("queues", "io_threads")
@@ -110,11 +122,11 @@ def _lifecycle(verb: str, help_text: str) -> click.Command:
     @json_option
     @pass_cli
     def command(context: CLIContext, name: str, as_json: bool) -> None:
-        vm = context.client.request("POST", api_path("vms", name, verb))
+        vm = fetch(context.client, VMView, "POST", api_path("vms", name, verb))
         if as_json:
             print_json(vm)
         else:
-            console.print(f"VM {name}: {vm['state']}")
+            console.print(f"VM {name}: {vm.state}")
 
     return command
 
@@ -133,12 +145,12 @@ for _verb, _help in (
 @pass_cli
 def vm_delete(context: CLIContext, name: str, as_json: bool) -> None:
     """Delete a stopped VM and the volumes of its disks."""
-    result = context.client.request("DELETE", api_path("vms", name))
+    result = fetch(context.client, VMDeleteResult, "DELETE", api_path("vms", name))
     if as_json:
         print_json(result)
     else:
         console.print(
-            f"VM {name} deleted; volumes removed: {', '.join(result['volumes_deleted']) or 'none'}"
+            f"VM {name} deleted; volumes removed: {', '.join(result.volumes_deleted) or 'none'}"
         )
 
 
@@ -147,14 +159,12 @@ def vm_delete(context: CLIContext, name: str, as_json: bool) -> None:
 @pass_cli
 def vm_list(context: CLIContext, as_json: bool) -> None:
     """List VMs."""
-    vms = context.client.request("GET", "/v1/vms")
+    vms = fetch_list(context.client, VMView, "GET", "/v1/vms")
     if as_json:
         print_json(vms)
         return
-    for vm in vms:
-        vm["memory"] = human_bytes(vm["memory_bytes"])
     table(
-        vms,
+        [{**plain(vm), "memory": human_bytes(vm.memory_bytes)} for vm in vms],
         [
             ("name", "name"),
             ("state", "state"),
@@ -169,14 +179,16 @@ def vm_list(context: CLIContext, as_json: bool) -> None:
 @vm_group.command("show")
 @click.argument("name")
 @click.option("--xml", "as_xml", is_flag=True, help="Print the live libvirt domain XML.")
+@click.option("--inactive", is_flag=True, help="With --xml: the persistent definition.")
 @json_option
 @pass_cli
-def vm_show(context: CLIContext, name: str, as_xml: bool, as_json: bool) -> None:
+def vm_show(context: CLIContext, name: str, as_xml: bool, inactive: bool, as_json: bool) -> None:
     """Show a VM."""
     if as_xml:
-        sys.stdout.write(context.client.text(api_path("vms", name, "xml")))
+        path = api_path("vms", name, "xml") + ("?inactive=true" if inactive else "")
+        sys.stdout.write(context.client.text(path))
         return
-    vm = context.client.request("GET", api_path("vms", name))
+    vm = fetch(context.client, VMView, "GET", api_path("vms", name))
     if as_json:
         print_json(vm)
     else:
@@ -245,15 +257,15 @@ def disk_attach(
         "throttle_groups": [g for g in (throttle_groups or "").split(",") if g],
         "limits": {key: value for key, value in limits.items() if value is not None},
     }
-    disk = context.client.request("POST", api_path("vms", vm, "disks"), body)
+    disk = fetch(context.client, AttachResult, "POST", api_path("vms", vm, "disks"), body)
     if as_json:
         print_json(disk)
     else:
         console.print(
-            f"attached {disk['target']} to {vm}: {disk['source']} "
-            f"({disk['format']}, {human_bytes(disk['virtual_bytes'])})"
+            f"attached {disk.target} to {vm}: {disk.source} "
+            f"({disk.format}, {human_bytes(disk.virtual_bytes)})"
         )
-        for line in disk.get("notes", []):
+        for line in disk.notes:
             console.print(f"  {line}")
 
 
@@ -264,11 +276,11 @@ def disk_attach(
 @pass_cli
 def disk_detach(context: CLIContext, vm: str, target: str, as_json: bool) -> None:
     """Detach a disk and delete its volume."""
-    result = context.client.request("DELETE", api_path("vms", vm, "disks", target))
+    result = fetch(context.client, DetachResult, "DELETE", api_path("vms", vm, "disks", target))
     if as_json:
         print_json(result)
     else:
-        console.print(f"detached {target} from {vm}; volume {result['volume_deleted']} deleted")
+        console.print(f"detached {target} from {vm}; volume {result.volume_deleted} deleted")
 
 
 @disk_group.command("list")
@@ -277,14 +289,12 @@ def disk_detach(context: CLIContext, vm: str, target: str, as_json: bool) -> Non
 @pass_cli
 def disk_list(context: CLIContext, vm: str, as_json: bool) -> None:
     """List a VM's disks."""
-    disks = context.client.request("GET", api_path("vms", vm, "disks"))
+    disks = fetch_list(context.client, DiskView, "GET", api_path("vms", vm, "disks"))
     if as_json:
         print_json(disks)
         return
-    for disk in disks:
-        disk["size"] = human_bytes(disk["virtual_bytes"])
     table(
-        disks,
+        [{**plain(disk), "size": human_bytes(disk.virtual_bytes)} for disk in disks],
         [
             ("target", "target"),
             ("bus", "bus"),
@@ -318,16 +328,14 @@ def guest_exec(
     context: CLIContext, vm: str, argv: tuple[str, ...], timeout: float, as_json: bool
 ) -> None:
     """Run CMD in the guest; print its output and exit with its status."""
-    result = context.client.request(
-        "POST", api_path("vms", vm, "exec"), {"argv": list(argv), "timeout": timeout},
-        timeout_s=timeout + GUEST_EXEC_GRACE_S,
-    )
-    stdout = base64.b64decode(result["stdout_base64"])
-    stderr = base64.b64decode(result["stderr_base64"])
+    result = fetch(context.client, GuestExecView, "POST", api_path("vms", vm, "exec"),
+                   {"argv": list(argv), "timeout": timeout}, timeout_s=timeout + GUEST_EXEC_GRACE_S)
+    stdout = base64.b64decode(result.stdout_base64)
+    stderr = base64.b64decode(result.stderr_base64)
     if as_json:
         print_json(
             {
-                "exit_code": result["exit_code"],
+                "exit_code": result.exit_code,
                 "stdout": stdout.decode(errors="replace"),
                 "stderr": stderr.decode(errors="replace"),
             }
@@ -337,4 +345,4 @@ def guest_exec(
         sys.stdout.flush()
         sys.stderr.buffer.write(stderr)
         sys.stderr.flush()
-    raise click.exceptions.Exit(int(result["exit_code"]))
+    raise click.exceptions.Exit(result.exit_code)

@@ -7,7 +7,9 @@ import click
 
 from blockplane.cli.client import api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
-from blockplane.cli.output import console, human_bytes, print_json, table
+from blockplane.cli.decode import fetch, fetch_list
+from blockplane.cli.output import console, human_bytes, plain, print_json, table
+from blockplane.storage.views import VolumeDeleteResult, VolumeView
 
 
 @click.group("volume")
@@ -21,13 +23,13 @@ def volume_group() -> None:
 @pass_cli
 def volume_list(context: CLIContext, pool: str, as_json: bool) -> None:
     """A pool's volumes and who uses each (disks, backing chains, jobs)."""
-    volumes = context.client.request("GET", api_path("pools", pool, "volumes"))
+    volumes = fetch_list(context.client, VolumeView, "GET", api_path("pools", pool, "volumes"))
     if as_json:
         print_json(volumes)
         return
-    rows = [{**v, "virtual": human_bytes(v["virtual_bytes"]),
-             "physical": human_bytes(v["physical_bytes"]),
-             "users": ", ".join(v["used_by"]) or "-"} for v in volumes]
+    rows = [{**plain(v), "virtual": human_bytes(v.virtual_bytes),
+             "physical": human_bytes(v.physical_bytes),
+             "users": ", ".join(v.used_by) or "-"} for v in volumes]
     table(rows, [("name", "name"), ("path", "path"), ("format", "format"),
                  ("virtual", "virtual"), ("physical", "physical"), ("thin", "thin"),
                  ("users", "used by")], title=f"volumes of {pool}")
@@ -40,9 +42,10 @@ def volume_list(context: CLIContext, pool: str, as_json: bool) -> None:
 @pass_cli
 def volume_delete(context: CLIContext, pool: str, name: str, as_json: bool) -> None:
     """Delete a volume nothing uses and free its space."""
-    result = context.client.request("DELETE", api_path("pools", pool, "volumes", name))
+    result = fetch(context.client, VolumeDeleteResult, "DELETE",
+                   api_path("pools", pool, "volumes", name))
     if as_json:
         print_json(result)
     else:
         console.print(f"volume {name} of pool {pool} deleted"
-                      f" ({human_bytes(result['freed_bytes'])} freed)")
+                      f" ({human_bytes(result.freed_bytes)} freed)")

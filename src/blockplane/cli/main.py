@@ -9,6 +9,7 @@ import click
 from rich.markup import escape
 
 from blockplane.cli.client import EXIT_FAILED, AgentClient, CLIError
+from blockplane.cli.commands_adopt import plan_group
 from blockplane.cli.commands_agent import agent_group
 from blockplane.cli.commands_chain import (
     backup_command,
@@ -107,6 +108,7 @@ for command in (
     checkpoint_group,
     job_group,
     peer_group,
+    plan_group,
 ):
     cli.add_command(command)
 vm_group.add_command(migrate_check_command)

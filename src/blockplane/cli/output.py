@@ -1,7 +1,12 @@
-"""Printing results: JSON for machines (``--json``), rich tables for people."""
+"""Printing results: JSON for machines (``--json``), rich tables for people.
+
+Results arrive decoded into the services' views (``cli.decode``); ``--json`` prints them as the
+API sent them, and tables and key-value lists read the same keys.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -9,12 +14,23 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from blockplane.cli.decode import encode
+
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    print(json.dumps(plain(data), indent=2, sort_keys=True, default=str))
+
+
+def plain(data: Any) -> Any:
+    """A view (or a list of views) as its JSON; anything else as it is."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return encode(data)
+    if isinstance(data, list | tuple) and any(dataclasses.is_dataclass(item) for item in data):
+        return [plain(item) for item in data]
+    return data
 
 
 def human_bytes(value: int | None) -> str:
@@ -28,22 +44,23 @@ def human_bytes(value: int | None) -> str:
     return f"{value} B"
 
 
-def table(
-    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], title: str = ""
-) -> None:
+def table(rows: Sequence[Any], columns: Sequence[tuple[str, str]], title: str = "") -> None:
+    """``rows``: views or dicts; ``columns``: (key, header) pairs."""
     view = Table(title=title or None, show_lines=False)
     for _key, header in columns:
         view.add_column(header)
     for row in rows:
-        view.add_row(*[_cell(row.get(key)) for key, _header in columns])
+        fields = plain(row)
+        view.add_row(*[_cell(fields.get(key)) for key, _header in columns])
     console.print(view)
 
 
-def key_values(data: dict[str, Any], title: str = "") -> None:
+def key_values(data: Any, title: str = "") -> None:
+    """``data``: a view or a dict, one row per key."""
     view = Table(title=title or None, show_header=False)
     view.add_column("field", style="bold")
     view.add_column("value")
-    for key, value in data.items():
+    for key, value in plain(data).items():
         view.add_row(key, _cell(value))
     console.print(view)
 

@@ -18,6 +18,7 @@ from blockplane.facts.capabilities import Capability, capability_matrix
 from blockplane.facts.kernel_probe import ProbeKernel
 from blockplane.facts.rbd_capability import RbdDriverProbe, probe_rbd_driver
 from blockplane.facts.versions import Version, parse_version, version_from_libvirt_int
+from blockplane.facts.views import FactsView, LibvirtFactsView, QemuFactsView
 from blockplane.xml.domain_caps import DomainCapsFlags, parse_domain_caps
 
 
@@ -85,6 +86,27 @@ class HostFacts:
     def capabilities(self) -> dict[str, Capability]:
         return capability_matrix(self.qemu.version, self.libvirt.version, self.domain_caps,
                                  self.rbd_driver)
+
+    def view(self) -> FactsView:
+        """The facts as ``GET /v1/facts`` answers them (the same document as ``to_json``)."""
+        return FactsView(
+            qemu=QemuFactsView(_str_or_none(self.qemu.version), self.qemu.package_version,
+                               self.qemu.binary),
+            libvirt=LibvirtFactsView(
+                version=_str_or_none(self.libvirt.version),
+                library_version=_str_or_none(self.libvirt.library_version),
+                daemon_version=_str_or_none(self.libvirt.daemon_version),
+                package_version=self.libvirt.package_version,
+                uri=self.libvirt.uri,
+            ),
+            kvm=self.kvm,
+            accel=self.accel,
+            cpus=self.cpus,
+            memory_bytes=self.memory_bytes,
+            domain_capabilities=self.domain_caps,
+            capabilities=self.capabilities,
+            rbd_driver=self.rbd_driver,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

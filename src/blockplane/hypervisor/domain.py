@@ -70,7 +70,8 @@ AGENT_REPLY_GRACE_S = 5.0
 
 class DomainHandle:
     """Calls that may block go through the ``CallGate`` (bounded by the caller's deadline);
-    the ones that only read libvirt's own copy (state, XML) are made directly."""
+    the ones that only read libvirt's own state under the domain's lock (state, is_active,
+    is_persistent) are made directly."""
 
     def __init__(self, domain: Any, gate: CallGate) -> None:
         self._domain = domain
@@ -107,12 +108,16 @@ class DomainHandle:
             return bool(self._domain.isActive())
 
     def xml(self, *, inactive: bool = False, secure: bool = False) -> str:
-        """``secure``: with passwords and the like, for an XML that will be defined again."""
+        """``secure``: with passwords and the like, for an XML that will be defined again.
+
+        Bounded like the calls that change things: libvirt 11.3 takes the domain's job to
+        format a running domain's XML, so it waits behind a call QEMU does not answer.
+        """
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         if secure:
             flags |= libvirt.VIR_DOMAIN_XML_SECURE
-        with libvirt_errors(f"reading the XML of {self.name}"):
-            return str(self._domain.XMLDesc(flags))
+        return str(self._call(f"reading the XML of {self.name}",
+                              lambda: self._domain.XMLDesc(flags)))
 
     def start(self) -> None:
         self._call(f"starting {self.name}", lambda: self._domain.create())

@@ -25,7 +25,6 @@ from blockplane.errors import Conflict, HypervisorError
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.embedded_threads import register_secret_connection
 from blockplane.hypervisor.errors import libvirt_errors
-from blockplane.xml.secret import ceph_secret_xml
 
 
 class SecretStore:
@@ -68,8 +67,9 @@ class SecretStore:
             return self._embedded
         return self._hypervisor.connection
 
-    def define_ceph(self, uuid: str, usage_name: str, key: bytes, description: str) -> None:
-        """Define (or redefine) the secret ``uuid`` and set its value to the raw cephx key."""
+    def define_ceph(self, uuid: str, usage_name: str, key: bytes, secret_xml: str) -> None:
+        """Define (or redefine) the secret ``uuid`` from ``secret_xml`` (``xml.secret``, for
+        ``uuid`` and ``usage_name``) and set its value to the raw cephx key."""
         connection = self._connection()
         with libvirt_errors(f"defining libvirt secret {uuid}"):
             existing = self._lookup(connection, uuid)
@@ -78,7 +78,7 @@ class SecretStore:
                 raise Conflict(f"libvirt already has the ceph secret {usage_name!r} under "
                                f"another UUID ({holder}); remove it first",
                                code="pool.secret_conflict")
-            secret = connection.secretDefineXML(ceph_secret_xml(uuid, usage_name, description))
+            secret = connection.secretDefineXML(secret_xml)
             secret.setValue(key)
 
     def undefine(self, uuid: str) -> bool:

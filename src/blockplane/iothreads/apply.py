@@ -8,6 +8,7 @@ answer, undoing what it added when asked to roll back.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,37 @@ class AppliedPlan:
         }
 
 
+def plan_disk_iothreads(
+    limits: HostIOThreadLimits,
+    domain_xml: str,
+    target: str,
+    bus: Bus,
+    vcpus: int,
+    io_threads: int | None,
+    queues: int | None,
+    largest_request: int,
+    *,
+    throttled: bool = False,
+    rbd: bool = False,
+    reserved: Iterable[int] = (),
+) -> AppliedPlan:
+    """One disk's IOThreads on the domain ``domain_xml`` describes; pure (``reserved``: ids
+    that are not blockplane's to use, as an adopted domain's own IOThreads)."""
+    decision = decide(
+        IOThreadRequest(io_threads, queues, bus, throttled=throttled, rbd=rbd),
+        vcpus,
+        limits.host_cpus,
+        limits.host_cap,
+        limits.support_blk,
+        limits.support_scsi,
+        vm_largest_request=largest_request,
+        support_throttled=limits.support_throttled,
+        support_rbd=limits.support_rbd,
+    )
+    plan = plan_attach(vm_iothreads(domain_xml, reserved), target, decision)
+    return AppliedPlan(decision, plan, io_threads)
+
+
 class IOThreadApplier:
     def __init__(self, limits: HostIOThreadLimits) -> None:
         self.limits = limits
@@ -87,20 +119,12 @@ class IOThreadApplier:
         *,
         throttled: bool = False,
         rbd: bool = False,
+        reserved: Iterable[int] = (),
     ) -> AppliedPlan:
-        decision = decide(
-            IOThreadRequest(io_threads, queues, bus, throttled=throttled, rbd=rbd),
-            vcpus,
-            self.limits.host_cpus,
-            self.limits.host_cap,
-            self.limits.support_blk,
-            self.limits.support_scsi,
-            vm_largest_request=largest_request,
-            support_throttled=self.limits.support_throttled,
-            support_rbd=self.limits.support_rbd,
+        return plan_disk_iothreads(
+            self.limits, domain_xml, target, bus, vcpus, io_threads, queues, largest_request,
+            throttled=throttled, rbd=rbd, reserved=reserved,
         )
-        plan = plan_attach(vm_iothreads(domain_xml), target, decision)
-        return AppliedPlan(decision, plan, io_threads)
 
     @staticmethod
     def add_iothreads(domain: DomainHandle, iothread_ids: tuple[int, ...], live: bool) -> list[int]:
@@ -122,8 +146,10 @@ class IOThreadApplier:
                 domain.del_iothread(iothread, live=live, config=True)
 
     @staticmethod
-    def orphans_after_detach(domain_xml_before: str, target: str) -> tuple[int, ...]:
-        state = vm_iothreads(domain_xml_before)
+    def orphans_after_detach(
+        domain_xml_before: str, target: str, reserved: Iterable[int] = ()
+    ) -> tuple[int, ...]:
+        state = vm_iothreads(domain_xml_before, reserved)
         if state.disk(target) is None:
             return ()
         _after, orphans = plan_detach(state, target)

@@ -7,11 +7,12 @@ It decides nothing: planning is ``iothreads.planner``'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from blockplane.iothreads import DiskMapping, VMIOThreads
 from blockplane.iothreads.model import FIRST_PLANNER_ID
+from blockplane.iothreads.views import DiskIOThreadsView, IOThreadsView, IOThreadView, ServedQueues
 from blockplane.model.disk import DiskDevice
 from blockplane.xml.disk import parse_disks
 from blockplane.xml.domain import parse_iothread_ids
@@ -27,25 +28,27 @@ def disk_mapping(device: DiskDevice) -> DiskMapping:
     return DiskMapping(device.target, queues, (), "none", device.bus)
 
 
-def vm_iothreads(domain_xml: str) -> VMIOThreads:
+def vm_iothreads(domain_xml: str, reserved: Iterable[int] = ()) -> VMIOThreads:
+    """``reserved``: ids the planner must neither use nor remove beyond those below 101 (the
+    IOThreads an adopted domain already had)."""
     ids = parse_iothread_ids(domain_xml)
     disks = tuple(disk_mapping(device) for device in parse_disks(domain_xml))
-    reserved = tuple(iothread for iothread in ids if iothread < FIRST_PLANNER_ID)
-    return VMIOThreads(ids, disks, reserved)
+    kept = {iothread for iothread in ids if iothread < FIRST_PLANNER_ID} | set(reserved)
+    return VMIOThreads(ids, disks, tuple(sorted(kept)))
 
 
-def iothread_report(domain_xml: str, stored: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def iothread_report(
+    vm: str, domain_xml: str, stored: Mapping[str, Mapping[str, Any]]
+) -> IOThreadsView:
     """Per IOThread the disks and queues it serves, plus every disagreement with ``stored``.
 
     ``stored`` maps a disk target to the plan saved when it was attached.
     """
     state = vm_iothreads(domain_xml)
-    serving: dict[int, list[dict[str, Any]]] = {iothread: [] for iothread in state.iothread_ids}
+    serving: dict[int, list[ServedQueues]] = {iothread: [] for iothread in state.iothread_ids}
     for disk in state.disks:
         for iothread, queues in disk.mapping:
-            serving.setdefault(iothread, []).append(
-                {"disk": disk.target, "queues": list(queues), "mode": disk.mode}
-            )
+            serving.setdefault(iothread, []).append(ServedQueues(disk.target, queues, disk.mode))
     disagreements = []
     for disk in state.disks:
         plan = stored.get(disk.target)
@@ -59,21 +62,22 @@ def iothread_report(domain_xml: str, stored: Mapping[str, Mapping[str, Any]]) ->
             )
     for target in sorted(set(stored) - {disk.target for disk in state.disks}):
         disagreements.append(f"{target}: in the store but not in the domain")
-    return {
-        "iothreads": [
-            {"id": iothread, "serves": serving[iothread]} for iothread in sorted(serving)
-        ],
-        "disks": [
-            {
-                "target": disk.target,
-                "bus": disk.bus,
-                "mode": disk.mode,
-                "queues": disk.queues,
-                "mapping": [[iothread, list(queues)] for iothread, queues in disk.mapping],
-                "reason": stored.get(disk.target, {}).get("reason"),
-            }
+    return IOThreadsView(
+        vm=vm,
+        iothreads=tuple(
+            IOThreadView(iothread, tuple(serving[iothread])) for iothread in sorted(serving)
+        ),
+        disks=tuple(
+            DiskIOThreadsView(
+                target=disk.target,
+                bus=disk.bus,
+                mode=disk.mode,
+                queues=disk.queues,
+                mapping=disk.mapping,
+                reason=stored.get(disk.target, {}).get("reason"),
+            )
             for disk in state.disks
-        ],
-        "spread": state.spread() if state.iothread_ids else 0,
-        "disagreements": disagreements,
-    }
+        ),
+        spread=state.spread() if state.iothread_ids else 0,
+        disagreements=tuple(disagreements),
+    )

@@ -19,7 +19,8 @@ from blockplane.storage.names import validate_name
 
 MAX_URL_LENGTH = 2048
 MAX_TOKEN_LENGTH = 4096
-MAX_CA_BYTES = 256 * 1024
+# A CA bundle is a few KiB; the bound keeps any refused body well under the 1 MiB request limit.
+MAX_CA_BYTES = 64 * 1024
 DEFAULT_HTTPS_PORT = 443
 _DNS_NAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

@@ -126,9 +126,9 @@ class ObserveCollector(Collector):
             log.exception("listing jobs for /v1/metrics failed")
             return
         for job in listed:
-            progress = job.get("progress") or {}
-            current, end = int(progress.get("cur") or 0), int(progress.get("end") or 0)
-            labels = [str(job["id"]), str(job["vm"]), str(job["target"]), str(job.get("kind"))]
+            current = job.progress.cur if job.progress else 0
+            end = job.progress.end if job.progress else 0
+            labels = [job.id, job.vm, job.target, job.kind]
             by_name["blockplane_job_processed_bytes"].add_metric(labels, current)
             by_name["blockplane_job_total_bytes"].add_metric(labels, end)
             by_name["blockplane_job_progress_ratio"].add_metric(

@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 from blockplane.errors import BlockplaneError
 from blockplane.iothreads.state import iothread_report
 from blockplane.observe.ports import ThinStatus, XmlDomain
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records
+from blockplane.thin.views import ThinVolumeView
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,13 @@ class Confirmer:
         if not stored:
             return PlanCheck(0, 0, ())
         try:
-            report = iothread_report(self._lookup(vm).xml(), stored)
+            report = iothread_report(vm, self._lookup(vm).xml(), stored)
         except BlockplaneError as error:
             return PlanCheck(len(stored), 0, (f"{vm}: {error}",))
-        wrong = {line.split(":", 1)[0] for line in report["disagreements"]}
+        wrong = {line.split(":", 1)[0] for line in report.disagreements}
         agreed = sum(1 for target in stored if target not in wrong)
         return PlanCheck(len(stored), agreed,
-                         tuple(f"{vm}/{line}" for line in report["disagreements"]))
+                         tuple(f"{vm}/{line}" for line in report.disagreements))
 
     def _check_thin(self, thin: ThinStatus) -> dict[str, int]:
         if self._reuse_stats is None:
@@ -150,11 +150,8 @@ class Confirmer:
         }
 
 
-def thin_confirmed(row: dict[str, Any]) -> bool:
-    if not row.get("running") or row.get("state") == "disabled":
+def thin_confirmed(row: ThinVolumeView) -> bool:
+    if not row.running or row.state == "disabled":
         return True
-    return bool(
-        row.get("state") == "set"
-        and row.get("threshold") is not None
-        and row.get("threshold") == row.get("armed_threshold")
-    )
+    return row.state == "set" and row.threshold is not None and (
+        row.threshold == row.armed_threshold)

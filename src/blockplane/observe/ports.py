@@ -7,9 +7,11 @@ no behaviour.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
+from blockplane.chain.jobs.views import JobView
 from blockplane.hypervisor.stats_reuse import StatsSnapshot
+from blockplane.thin.views import ThinVolumeView
 
 
 class XmlDomain(Protocol):
@@ -23,10 +25,10 @@ class StatsSource(Protocol):
 
 
 class JobsView(Protocol):
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]: ...
+    def list(self, vm: str | None = None) -> list[JobView]: ...
 
-    def show(self, job_id: str) -> dict[str, Any]: ...
+    def show(self, job_id: str) -> JobView: ...
 
 
 class ThinStatus(Protocol):
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]: ...
+    def status(self, vm: str | None = None) -> list[ThinVolumeView]: ...

@@ -1,8 +1,8 @@
 """``ReconcileLog``: runs one reconcile pass over the agent's steps and remembers how it went.
 
-Each step is timed and isolated (one failing step does not stop the others); a step that returns
-a mapping of counts (``confirm.Confirmer``) has them recorded. ``GET /v1/reconcile`` and the
-metrics read the first pass (the one at agent start) and the latest. Owns no reconcile logic.
+Each step is timed and isolated (one failing step does not stop the others); a step that returns a
+mapping of counts (``confirm.Confirmer``) has them recorded. ``GET /v1/reconcile`` (``report``) and
+the metrics read the first pass (the one at agent start) and the latest. Owns no reconcile logic.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from blockplane.observe.views import PassView, ReconcileReport, StepView
+from blockplane.store.intents import UnknownIntent
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +29,8 @@ class StepRecord:
     error: str | None
     counts: dict[str, int]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "duration_s": round(self.duration_s, 4),
-            "ok": self.ok,
-            "error": self.error,
-            "counts": self.counts,
-        }
+    def view(self) -> StepView:
+        return StepView(self.name, round(self.duration_s, 4), self.ok, self.error, self.counts)
 
 
 @dataclass(frozen=True)
@@ -54,16 +50,16 @@ class PassRecord:
             merged.update(step.counts)
         return merged
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "started_at": self.started_at,
-            "finished_at": self.started_at + self.duration_s,
-            "duration_s": round(self.duration_s, 4),
-            "ok": self.ok,
-            "counts": self.counts(),
-            "steps": [step.to_json() for step in self.steps],
-        }
+    def view(self) -> PassView:
+        return PassView(
+            number=self.number,
+            started_at=self.started_at,
+            finished_at=self.started_at + self.duration_s,
+            duration_s=round(self.duration_s, 4),
+            ok=self.ok,
+            counts=self.counts(),
+            steps=tuple(step.view() for step in self.steps),
+        )
 
 
 class ReconcileLog:
@@ -94,16 +90,26 @@ class ReconcileLog:
         with self._lock:
             return self._passes
 
-    def to_json(self) -> dict[str, Any]:
+    def report(
+        self,
+        checked_at: float | None = None,
+        disagreements: Sequence[str] = (),
+        unknown_intents: Sequence[UnknownIntent] = (),
+    ) -> ReconcileReport:
+        """The first pass and the latest, with what the confirmation and the intent registry
+        add: when everything was last checked, what disagreed, which intents are kept."""
         with self._lock:
             first, last, passes = self._first, self._last, self._passes
-        return {
-            "agent_started_at": self.agent_started_at,
-            "passes": passes,
-            "confirmed": last is not None and last.ok and confirmed(last.counts()),
-            "first": first.to_json() if first else None,
-            "last": last.to_json() if last else None,
-        }
+        return ReconcileReport(
+            agent_started_at=self.agent_started_at,
+            passes=passes,
+            confirmed=last is not None and last.ok and confirmed(last.counts()),
+            first=first.view() if first else None,
+            last=last.view() if last else None,
+            checked_at=checked_at,
+            disagreements=tuple(disagreements),
+            unknown_intents=tuple(unknown_intents),
+        )
 
 
 def confirmed(counts: Mapping[str, int]) -> bool:

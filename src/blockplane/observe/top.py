@@ -21,13 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from blockplane.chain.jobs.views import JobView
 from blockplane.errors import BlockplaneError, InvalidInput
 from blockplane.hypervisor.bulk_stats import DiskSample, DomainSample, domain_sample
 from blockplane.hypervisor.connection import STATS_BLOCK, STATS_STATE
 from blockplane.hypervisor.domain import STATE_NAMES
+from blockplane.model.view import view_fields
 from blockplane.observe.limits import DomainLimits, domain_limits
 from blockplane.observe.ports import JobsView, StatsSource
 from blockplane.observe.rates import DiskRates, disk_rates
+from blockplane.observe.views import DiskRow, JobBrief, Rates, TopFrame, Totals, VMRow
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 
@@ -125,7 +128,7 @@ class TopService:
 
     def frame(
         self, *, vm: str | None = None, sort: str = "name", window_s: float = 1.0
-    ) -> dict[str, Any]:
+    ) -> TopFrame:
         if sort not in SORT_KEYS:
             raise InvalidInput(
                 f"unknown sort key {sort!r}: use one of {', '.join(SORT_KEYS)}", code="top.invalid"
@@ -140,8 +143,8 @@ class TopService:
         seconds = now.at - before.at
         volumes = {volume.path: volume for volume in self._records.volumes()}
         jobs = self._running_jobs(vm)
-        rows: list[dict[str, Any]] = []
-        vms: list[dict[str, Any]] = []
+        rows: list[DiskRow] = []
+        vms: list[VMRow] = []
         for name in sorted(now.domains):
             if vm is not None and name != vm:
                 continue
@@ -152,39 +155,35 @@ class TopService:
             disk_rows = [
                 _disk_row(domain, disk, _rates(previous, disk, seconds), limits,
                           volumes.get(disk.path) or self._volume_of(name, disk.target),
-                          jobs.get((name, disk.target), []), iothreads)
+                          jobs.get((name, disk.target), ()), iothreads)
                 for disk in domain.disks
             ]
             rows.extend(disk_rows)
             vms.append(_vm_row(domain, disk_rows, iothreads))
         rows.sort(key=_SORTS[sort])
-        return {
-            "at": now.wall,
-            "window_s": round(seconds, 3),
-            "stats_calls": self.stats_calls - calls_before,
-            "stats_call_s": round(now.call_seconds, 4),
-            "sort": sort,
-            "vm": vm,
-            "jobs_available": self.jobs is not None,
-            "totals": _totals(vms, rows),
-            "vms": vms,
-            "disks": rows,
-        }
+        return TopFrame(
+            at=now.wall,
+            window_s=round(seconds, 3),
+            stats_calls=self.stats_calls - calls_before,
+            stats_call_s=round(now.call_seconds, 4),
+            sort=sort,
+            vm=vm,
+            jobs_available=self.jobs is not None,
+            totals=Totals(vms=len(vms), disks=len(rows), **view_fields(_sums(rows))),
+            vms=tuple(vms),
+            disks=tuple(rows),
+        )
 
-    def _running_jobs(self, vm: str | None) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    def _running_jobs(self, vm: str | None) -> dict[tuple[str, str], tuple[JobBrief, ...]]:
         if self.jobs is None:
             return {}
-        running: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        running: dict[tuple[str, str], tuple[JobBrief, ...]] = {}
         for job in running_jobs(self.jobs, vm):
-            progress = job.get("progress") or {}
-            end = int(progress.get("end") or 0)
-            running.setdefault((str(job["vm"]), str(job["target"])), []).append({
-                "id": job["id"],
-                "kind": job.get("kind"),
-                "phase": job.get("phase"),
-                "progress_pct": round(100.0 * int(progress.get("cur") or 0) / end, 1)
-                if end else None,
-            })
+            end = job.progress.end if job.progress else 0
+            cur = job.progress.cur if job.progress else 0
+            brief = JobBrief(job.id, job.kind, job.phase,
+                             round(100.0 * cur / end, 1) if end else None)
+            running[(job.vm, job.target)] = (*running.get((job.vm, job.target), ()), brief)
         return running
 
     def expire_changed(self) -> None:
@@ -209,14 +208,14 @@ class TopService:
                     self._limits.pop(event.vm, None)
 
 
-def running_jobs(jobs: JobsView, vm: str | None = None) -> list[dict[str, Any]]:
+def running_jobs(jobs: JobsView, vm: str | None = None) -> list[JobView]:
     """Jobs that have not ended, each with libvirt's live progress where it has one."""
     found = []
     for job in jobs.list(vm):
-        if job.get("phase") in ENDED_PHASES:
+        if job.phase in ENDED_PHASES:
             continue
         with contextlib.suppress(BlockplaneError):
-            job = jobs.show(str(job["id"]))
+            job = jobs.show(job.id)
         found.append(job)
     return found
 
@@ -234,66 +233,65 @@ def _disk_row(
     rates: DiskRates,
     limits: DomainLimits | None,
     volume: VolumeRecord | None,
-    jobs: list[dict[str, Any]],
+    jobs: tuple[JobBrief, ...],
     iothreads: int,
-) -> dict[str, Any]:
+) -> DiskRow:
     disk_limits = limits.disk(disk.target) if limits is not None else None
     effective = disk_limits.effective if disk_limits is not None else {}
-    return {
-        "vm": domain.vm,
-        "target": disk.target,
-        "path": disk.path,
-        "pool": volume.pool if volume else None,
-        "volume": volume.name if volume else None,
-        "thin": volume.thin if volume else False,
-        "read_iops": round(rates.read_iops, 1),
-        "write_iops": round(rates.write_iops, 1),
-        "read_bytes_per_s": round(rates.read_bytes_per_s),
-        "write_bytes_per_s": round(rates.write_bytes_per_s),
-        "iops_limit": effective.get("total_iops_sec"),
-        "bytes_limit": effective.get("total_bytes_sec"),
-        "limits": effective,
-        "bound_by": disk_limits.bound_by if disk_limits is not None else {},
-        "chain": list(disk_limits.chain) if disk_limits is not None else [],
-        "virtual": disk.capacity,
-        "physical": disk.physical,
-        "allocation": disk.allocation,
-        "fill_pct": round(100.0 * disk.allocation / disk.physical, 1) if disk.physical else None,
-        "threshold": disk.threshold,
-        "iothreads": iothreads,
-        "jobs": jobs,
-    }
+    return DiskRow(
+        vm=domain.vm,
+        target=disk.target,
+        path=disk.path,
+        pool=volume.pool if volume else None,
+        volume=volume.name if volume else None,
+        thin=volume.thin if volume else False,
+        read_iops=round(rates.read_iops, 1),
+        write_iops=round(rates.write_iops, 1),
+        read_bytes_per_s=round(rates.read_bytes_per_s),
+        write_bytes_per_s=round(rates.write_bytes_per_s),
+        iops_limit=effective.get("total_iops_sec"),
+        bytes_limit=effective.get("total_bytes_sec"),
+        limits=effective,
+        bound_by=disk_limits.bound_by if disk_limits is not None else {},
+        chain=disk_limits.chain if disk_limits is not None else (),
+        virtual=disk.capacity,
+        physical=disk.physical,
+        allocation=disk.allocation,
+        fill_pct=round(100.0 * disk.allocation / disk.physical, 1) if disk.physical else None,
+        threshold=disk.threshold,
+        iothreads=iothreads,
+        jobs=jobs,
+    )
 
 
-def _vm_row(domain: DomainSample, rows: list[dict[str, Any]], iothreads: int) -> dict[str, Any]:
-    return {
-        "vm": domain.vm,
-        "state": STATE_NAMES.get(domain.state, "unknown") if domain.state is not None else None,
-        "iothreads": iothreads,
-        "disks": len(rows),
-        **_sums(rows),
-    }
+def _vm_row(domain: DomainSample, rows: list[DiskRow], iothreads: int) -> VMRow:
+    return VMRow(
+        vm=domain.vm,
+        state=STATE_NAMES.get(domain.state, "unknown") if domain.state is not None else None,
+        iothreads=iothreads,
+        disks=len(rows),
+        **view_fields(_sums(rows)),
+    )
 
 
-def _sums(rows: list[dict[str, Any]]) -> dict[str, float]:
-    fields = ("read_iops", "write_iops", "read_bytes_per_s", "write_bytes_per_s")
-    return {name: round(sum(float(row[name]) for row in rows), 1) for name in fields}
+def _sums(rows: list[DiskRow]) -> Rates:
+    return Rates(
+        read_iops=round(sum(float(row.read_iops) for row in rows), 1),
+        write_iops=round(sum(float(row.write_iops) for row in rows), 1),
+        read_bytes_per_s=round(sum(float(row.read_bytes_per_s) for row in rows), 1),
+        write_bytes_per_s=round(sum(float(row.write_bytes_per_s) for row in rows), 1),
+    )
 
 
-def _totals(vms: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"vms": len(vms), "disks": len(rows), **_sums(rows)}
+def _fill(row: DiskRow) -> float:
+    return -float(row.fill_pct) if row.fill_pct is not None else 1.0
 
 
-def _fill(row: dict[str, Any]) -> float:
-    value = row["fill_pct"]
-    return -float(value) if value is not None else 1.0
-
-
-_SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "name": lambda row: (row["vm"], row["target"]),
-    "iops": lambda row: (-(row["read_iops"] + row["write_iops"]), row["vm"], row["target"]),
+_SORTS: dict[str, Callable[[DiskRow], Any]] = {
+    "name": lambda row: (row.vm, row.target),
+    "iops": lambda row: (-(row.read_iops + row.write_iops), row.vm, row.target),
     "bw": lambda row: (
-        -(row["read_bytes_per_s"] + row["write_bytes_per_s"]), row["vm"], row["target"]
+        -(row.read_bytes_per_s + row.write_bytes_per_s), row.vm, row.target
     ),
-    "fill": lambda row: (_fill(row), row["vm"], row["target"]),
+    "fill": lambda row: (_fill(row), row.vm, row.target),
 }

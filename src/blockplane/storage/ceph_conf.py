@@ -17,9 +17,9 @@ import configparser
 import os
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
+from blockplane.model.ceph import Monitor
 from blockplane.storage.ceph_errors import CephConfInvalid
 
 CEPH_CONF_TIMEOUT_S = 10.0
@@ -27,18 +27,6 @@ DEFAULT_V2_PORT = 3300
 DEFAULT_V1_PORT = 6789
 _ADDRESS = re.compile(r"^(?:(?P<proto>v[12]):)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+)"
                       r"(?::(?P<port>\d{1,5}))?(?:/\d+)?$")
-
-
-@dataclass(frozen=True)
-class Monitor:
-    """One monitor address as libvirt's ``<host name port>`` wants it."""
-
-    host: str
-    #: None: the client tries the default ports (3300 for msgr v2, then 6789).
-    port: int | None
-
-    def to_json(self) -> dict[str, str | int | None]:
-        return {"host": self.host, "port": self.port}
 
 
 def parse_mon_host(value: str) -> tuple[Monitor, ...]:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from blockplane.errors import BlockplaneError
+from blockplane.model.ceph import CephHealth
 from blockplane.storage.ceph import CephClient, CephConnection
 from blockplane.store.rbd_pools import RbdPoolRecord
 
@@ -26,30 +26,6 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_S = 5.0
 PROBE_TIMEOUT_S = 3.0
-
-
-@dataclass(frozen=True)
-class CephHealth:
-    """The last probe of one pool. ``healthy`` is None until the first probe has ended."""
-
-    pool: str
-    healthy: bool | None
-    reason: str
-    checked_at: float | None = None
-    probe_seconds: float | None = None
-    unhealthy_since: float | None = None
-    code: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pool": self.pool,
-            "healthy": self.healthy,
-            "reason": self.reason,
-            "code": self.code,
-            "checked_at": self.checked_at,
-            "probe_seconds": self.probe_seconds,
-            "unhealthy_since": self.unhealthy_since,
-        }
 
 
 #: Called after every probe (the metrics).
@@ -60,7 +36,7 @@ Listener = Callable[[CephHealth], None]
 class CephHealthMonitor:
     pools: Callable[[], list[RbdPoolRecord]]
     interval_s: float = PROBE_INTERVAL_S
-    listeners: list[Listener] = field(default_factory=list)
+    listeners: Sequence[Listener] = ()
     _verdicts: dict[str, CephHealth] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)

@@ -20,6 +20,7 @@ import json
 import os
 import stat
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,30 @@ def image_facts(path: str) -> tuple[int | None, int | None]:
     actual = info.get("actual-size")
     return (int(virtual) if virtual is not None else None,
             int(actual) if actual is not None else None)
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """One image as ``qemu-img info`` (without its chain) reads it."""
+
+    format: str | None
+    virtual_bytes: int | None
+    backing_path: str | None
+    backing_format: str | None
+
+
+def image_layer(path: str) -> ImageLayer:
+    """The format, virtual size and backing image one image records; its backing is not
+    opened, so a missing backing file is found by its caller, not here."""
+    info = _json(run_qemu_img(["info", "-U", "--output=json", path]).stdout, "qemu-img info")
+    virtual = info.get("virtual-size")
+    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    return ImageLayer(
+        format=info.get("format"),
+        virtual_bytes=int(virtual) if virtual is not None else None,
+        backing_path=str(backing) if backing else None,
+        backing_format=info.get("backing-filename-format"),
+    )
 
 
 def virtual_size(path: str) -> int:

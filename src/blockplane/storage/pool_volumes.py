@@ -13,12 +13,13 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from blockplane.errors import Conflict, NotFound
+from blockplane.model.view import view_fields
 from blockplane.storage.backends.loop import BACKING_SUFFIX
 from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
+from blockplane.storage.views import VolumeDeleteResult, VolumeView
 from blockplane.storage.volume_usage import (
     ReferenceSource,
     VolumeReferences,
@@ -44,13 +45,13 @@ class PoolVolumes:
         self._references = references
         self._forget_thin = forget_thin
 
-    def list(self, pool_name: str) -> builtins.list[dict[str, Any]]:
+    def list(self, pool_name: str) -> builtins.list[VolumeView]:
         pool = self._pools.get(pool_name)
         references = self._references()
-        return [self._json(pool, record, references)
+        return [self._view(pool, record, references)
                 for record in self._records.volumes(pool.name)]
 
-    def delete(self, pool_name: str, name: str) -> dict[str, Any]:
+    def delete(self, pool_name: str, name: str) -> VolumeDeleteResult:
         pool = self._pools.get(pool_name)
         record = self._record(pool, name)
         references = self._references()
@@ -73,8 +74,8 @@ class PoolVolumes:
             # Its bytes were already gone (removed by hand): the record is all that is left.
             self._records.delete_volume(pool.name, name)
             self._events.publish("volume.deleted", None, pool=pool.name, volume=name)
-        return {"pool": pool.name, "name": name, "path": record.path, "deleted": True,
-                "freed_bytes": record.physical_bytes}
+        return VolumeDeleteResult(pool.name, name, record.path, deleted=True,
+                                  freed_bytes=record.physical_bytes)
 
     def _record(self, pool: PoolRecord, name: str) -> VolumeRecord:
         validate_volume_name(name)
@@ -94,17 +95,7 @@ class PoolVolumes:
         return volume_users(aliases, self._records.disks_on_volume(pool.name, record.name),
                             references)
 
-    def _json(self, pool: PoolRecord, record: VolumeRecord,
-              references: VolumeReferences) -> dict[str, Any]:
+    def _view(self, pool: PoolRecord, record: VolumeRecord,
+              references: VolumeReferences) -> VolumeView:
         users = self._users(pool, record, references)
-        return {
-            "pool": record.pool,
-            "name": record.name,
-            "path": record.path,
-            "format": record.format,
-            "virtual_bytes": record.virtual_bytes,
-            "physical_bytes": record.physical_bytes,
-            "thin": record.thin,
-            "in_use": bool(users),
-            "used_by": users,
-        }
+        return VolumeView(**view_fields(record), in_use=bool(users), used_by=tuple(users))

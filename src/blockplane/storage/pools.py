@@ -8,46 +8,22 @@ health are ``storage.rbd_pools``'.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.ceph import CephHealth
 from blockplane.model.disk import NetworkSource
+from blockplane.model.view import view_fields
 from blockplane.storage.backends.factory import POOL_TYPES, VolumeBackend, backend_of
 from blockplane.storage.names import validate_name
-from blockplane.storage.rbd_pools import RbdPoolRequest, RbdPools, RbdPoolView
+from blockplane.storage.rbd_pools import RbdPoolRequest, RbdPools
+from blockplane.storage.views import PoolDeleteResult, PoolView
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
 
 DEFAULT_CHUNK_BYTES = 2560 * 1024 * 1024
 DEFAULT_UTILIZATION_PCT = 20
-
-
-@dataclass(frozen=True)
-class PoolView:
-    record: PoolRecord
-    volumes: int
-    used_bytes: int
-    #: An rbd pool's cluster settings, health and (``pool show``) usage from the cluster.
-    rbd: RbdPoolView | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        record = self.record
-        extra = {"rbd": self.rbd.to_json()} if self.rbd is not None else {}
-        return {
-            "name": record.name,
-            "type": record.type,
-            "path": record.path,
-            "capacity_bytes": record.capacity_bytes,
-            "chunk_bytes": record.chunk_bytes,
-            "utilization_pct": record.utilization_pct,
-            "volumes": self.volumes,
-            "used_bytes": self.used_bytes,
-            "shared": self.rbd is not None,
-            **extra,
-        }
 
 
 class PoolService:
@@ -148,7 +124,7 @@ class PoolService:
                              capacity_bytes=capacity_bytes, previous=record.capacity_bytes)
         return self.show(name)
 
-    def delete(self, name: str) -> dict[str, Any]:
+    def delete(self, name: str) -> PoolDeleteResult:
         record = self.get(name)
         volumes = self._records.volumes(name)
         if volumes:
@@ -166,7 +142,7 @@ class PoolService:
             with contextlib.suppress(OSError):
                 Path(record.path).rmdir()
         self._events.publish("pool.deleted", None, pool=name)
-        return {"name": name, "deleted": True}
+        return PoolDeleteResult(name, deleted=True)
 
     def backend(self, record: PoolRecord) -> VolumeBackend:
         if record.type == "rbd":
@@ -186,6 +162,10 @@ class PoolService:
         """Every host that adds the pool reaches the same volumes (a migration copies none)."""
         return record.type == "rbd"
 
+    def ceph_health(self) -> list[CephHealth]:
+        """The last probe of each rbd pool's cluster (``facts``), read from memory."""
+        return self.rbd.health.all() if self.rbd is not None else []
+
     def used_bytes(self, name: str) -> int:
         return sum(volume.physical_bytes for volume in self._records.volumes(name))
 
@@ -194,7 +174,9 @@ class PoolService:
         rbd = None
         if record.type == "rbd" and self.rbd is not None:
             rbd = self.rbd.view(record, live=live)
-        return PoolView(record, len(volumes), sum(v.physical_bytes for v in volumes), rbd)
+        return PoolView(**view_fields(record), volumes=len(volumes),
+                        used_bytes=sum(volume.physical_bytes for volume in volumes),
+                        shared=self.is_shared(record), rbd=rbd)
 
 
 def _make_pool_directory(directory: Path) -> None:

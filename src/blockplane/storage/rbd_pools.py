@@ -16,21 +16,25 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from blockplane.errors import BlockplaneError, InvalidInput, NotFound
+from blockplane.model.ceph import CephHealth
 from blockplane.model.disk import NetworkHost, NetworkSource
 from blockplane.storage.backends.rbd import RbdBackend, rbd_path, split_rbd_path
 from blockplane.storage.capacity import PoolCapacity
 from blockplane.storage.ceph import CephClient, CephConnection, check_name
 from blockplane.storage.ceph_conf import keyring_of, monitors_of, read_key
 from blockplane.storage.ceph_errors import CephConfInvalid
-from blockplane.storage.ceph_health import CephHealth, CephHealthMonitor
+from blockplane.storage.ceph_health import CephHealthMonitor, Listener
 from blockplane.storage.names import validate_name
+from blockplane.storage.views import RbdPoolView, RbdUsage
 from blockplane.store.rbd_pools import RbdPoolRecord, RbdPoolStore
 from blockplane.store.records import PoolRecord
+from blockplane.xml.secret import ceph_secret_xml
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ RBD_UTILIZATION_PCT = 99
 class CephSecrets(Protocol):
     """The hypervisor's libvirt secrets (``hypervisor.secrets.SecretStore``)."""
 
-    def define_ceph(self, uuid: str, usage_name: str, key: bytes, description: str) -> None: ...
+    def define_ceph(self, uuid: str, usage_name: str, key: bytes, secret_xml: str) -> None: ...
 
     def undefine(self, uuid: str) -> bool: ...
 
@@ -88,17 +92,22 @@ def secret_usage_name(fsid: str, user: str, secret_uuid: str) -> str:
 
 
 class RbdPools:
-    def __init__(self, store: RbdPoolStore, secrets: CephSecrets) -> None:
+    def __init__(self, store: RbdPoolStore, secrets: CephSecrets,
+                 health_listeners: Sequence[Listener] = ()) -> None:
+        """``health_listeners``: told of every probe's verdict (the agent's metrics)."""
         self._store = store
         self._secrets = secrets
-        self.health = CephHealthMonitor(store.all)
+        self.health = CephHealthMonitor(store.all, listeners=health_listeners)
 
     def view(self, pool: PoolRecord, *, live: bool) -> RbdPoolView:
         """The pool's settings and health; with ``live``, also its usage from the cluster."""
         rbd = self.record(pool.name)
         health = self.health.health(pool.name)
         usage = cluster_usage(self.client(rbd), rbd.ceph_pool, health) if live else None
-        return RbdPoolView(rbd, health, usage)
+        return RbdPoolView(ceph_conf=str(rbd.conf), ceph_user=rbd.user,
+                           ceph_keyring=str(rbd.keyring), rbd_pool=rbd.ceph_pool, fsid=rbd.fsid,
+                           secret_uuid=rbd.secret_uuid, monitors=rbd.monitors, health=health,
+                           cluster=usage)
 
     def record(self, name: str) -> RbdPoolRecord:
         found = self._store.get(name)
@@ -164,8 +173,9 @@ class RbdPools:
                           RBD_UTILIZATION_PCT)
         rbd = RbdPoolRecord(name, conf, user, keyring, ceph_pool, fsid, secret, monitors)
         had_secret = self._secrets.exists(secret)
-        self._secrets.define_ceph(secret, secret_usage_name(fsid, user, secret), key,
-                                  f"blockplane: cephx key of client.{user} on cluster {fsid}")
+        usage = secret_usage_name(fsid, user, secret)
+        self._secrets.define_ceph(secret, usage, key, ceph_secret_xml(
+            secret, usage, f"blockplane: cephx key of client.{user} on cluster {fsid}"))
         try:
             self._store.add(pool, rbd)
         except BaseException:
@@ -202,40 +212,6 @@ def _uuid(value: str) -> str:
     if not re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", value):
         raise InvalidInput(f"--secret-uuid {value!r} is not a UUID", code="pool.invalid")
     return value.lower()
-
-
-
-@dataclass(frozen=True)
-class RbdUsage:
-    """What ``pool show`` reports from the cluster; None with a reason where it cannot."""
-
-    provisioned_bytes: int | None
-    used_bytes: int | None
-    max_avail_bytes: int | None
-    cluster_total_bytes: int | None
-    source: str | None
-    capacity_reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "provisioned_bytes": self.provisioned_bytes,
-            "used_bytes": self.used_bytes,
-            "max_avail_bytes": self.max_avail_bytes,
-            "cluster_total_bytes": self.cluster_total_bytes,
-            "usage_source": self.source,
-            "capacity_reason": self.capacity_reason,
-        }
-
-
-@dataclass(frozen=True)
-class RbdPoolView:
-    config: RbdPoolRecord
-    health: CephHealth
-    usage: RbdUsage | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.config.to_json(), "shared": True, "health": self.health.to_json(),
-                "cluster": self.usage.to_json() if self.usage else None}
 
 
 def cluster_usage(client: CephClient, ceph_pool: str, health: CephHealth) -> RbdUsage:

@@ -28,7 +28,8 @@ class VolumeService:
         self._events = events
 
     def validate(
-        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool
+        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool,
+        initial_bytes: int | None = None,
     ) -> None:
         if pool.type == "rbd":
             _check_rbd_volume(pool, image_format, thin)
@@ -57,18 +58,23 @@ class VolumeService:
             raise Conflict(
                 f"volume {name} already exists in pool {pool.name}", code="volume.exists"
             )
-        needed = self.initial_physical(pool, virtual_bytes, image_format, thin)
+        needed = self.initial_physical(pool, virtual_bytes, image_format, thin, initial_bytes)
         self.check_capacity(pool, needed)
 
     def initial_physical(
-        self, pool: PoolRecord, virtual_bytes: int, image_format: str, thin: bool
+        self, pool: PoolRecord, virtual_bytes: int, image_format: str, thin: bool,
+        initial_bytes: int | None = None,
     ) -> int:
+        """``initial_bytes``: a thin volume's starting size decided by the caller (a volume
+        filled by copying starts at ``storage.fill_size``); by default one chunk."""
         if pool.type in ("dir", "rbd"):
             return virtual_bytes
         if image_format == "raw":
             return virtual_bytes
         full = qcow2_max_physical(virtual_bytes)
-        return min(pool.chunk_bytes, full) if thin else full
+        if not thin:
+            return full
+        return min(pool.chunk_bytes if initial_bytes is None else initial_bytes, full)
 
     def check_capacity(self, pool: PoolRecord, extra_bytes: int) -> None:
         if pool.capacity_bytes is None:
@@ -82,10 +88,11 @@ class VolumeService:
             )
 
     def create(
-        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool
+        self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool,
+        initial_bytes: int | None = None,
     ) -> VolumeRecord:
-        self.validate(pool, name, virtual_bytes, image_format, thin)
-        physical = self.initial_physical(pool, virtual_bytes, image_format, thin)
+        self.validate(pool, name, virtual_bytes, image_format, thin, initial_bytes)
+        physical = self.initial_physical(pool, virtual_bytes, image_format, thin, initial_bytes)
         backend = self._pools.backend(pool)
         volume = backend.create(name, physical)
         try:

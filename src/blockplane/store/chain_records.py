@@ -41,16 +41,6 @@ class SnapshotRecord:
     disks: list[dict[str, Any]]
     created_at: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "vm": self.vm,
-            "name": self.name,
-            "state": self.state,
-            "quiesced": self.quiesced,
-            "disks": self.disks,
-            "created_at": self.created_at,
-        }
-
 
 class ChainRecords:
     def __init__(self, database: Database) -> None:

@@ -35,6 +35,7 @@ class Database:
         self._connection.execute("PRAGMA foreign_keys=ON")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.RLock()
+        self._depth = 0
         self._migrate()
 
     def close(self) -> None:
@@ -58,7 +59,17 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; a transaction opened inside it (same thread) joins it, so that
+        several repositories' writes can be committed together (or not at all)."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._connection
+                finally:
+                    self._depth -= 1
+                return
+            self._depth = 1
             try:
                 self._connection.execute("BEGIN IMMEDIATE")
                 yield self._connection
@@ -69,6 +80,8 @@ class Database:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                self._depth = 0
 
     def _rollback(self) -> None:
         if self._connection.in_transaction:

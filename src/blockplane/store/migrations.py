@@ -161,6 +161,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             version TEXT
         )""",
     ),
+    # VMs taken under management (adoption/adopt.py): what the domain had when it was adopted
+    # (IOThreads blockplane must not use, foreign disks and chain elements it must never write,
+    # throttle groups, <iotune>, checkpoints) and whether the domain has since gone.
+    (
+        """CREATE TABLE adopted_vms (
+            vm TEXT PRIMARY KEY REFERENCES vms(name) ON DELETE CASCADE,
+            reserved_iothreads_json TEXT NOT NULL,
+            foreign_disks_json TEXT NOT NULL,
+            foreign_paths_json TEXT NOT NULL,
+            report_json TEXT NOT NULL,
+            gone_since REAL,
+            adopted_at REAL NOT NULL
+        )""",
+    ),
     # Ceph RBD pools (blockplane.storage.rbd_pools): how to reach the cluster, per pool. The
     # cephx key is not here: it lives in a libvirt secret and in the user's keyring file.
     (

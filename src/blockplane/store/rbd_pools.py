@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from blockplane.errors import Conflict
-from blockplane.storage.ceph_conf import Monitor
+from blockplane.model.ceph import Monitor
 from blockplane.store.database import Database, Row
 from blockplane.store.records import PoolRecord
 

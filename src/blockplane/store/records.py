@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,15 @@ class EventRecord:
     data: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
+        """The event as ``/v1/events`` sends it: its fields, and its data beside them."""
         return {"id": self.id, "at": self.at, "type": self.type, "vm": self.vm, **self.data}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EventRecord:
+        known = ("id", "at", "type", "vm")
+        return cls(int(data["id"]), float(data["at"]), str(data["type"]),
+                   None if data.get("vm") is None else str(data["vm"]),
+                   {key: value for key, value in data.items() if key not in known})
 
 
 class Records:

@@ -9,14 +9,19 @@ The service the agent wires up (``runtime.agent``):
 - ``on_io_error`` (IOErrorEvent, reason ``enospc``): makes room if the failed write needs it,
   then resumes the VM;
 - ``reconcile``: the safety net (``reconciler.Reconciler``), run at start and periodically;
-- ``status(vm)``: one dict per volume, for ``blockplane thin status`` and ``GET /v1/thin``;
+- ``status(vm)``: a ``ThinVolumeView`` per volume (``blockplane thin status``, ``GET /v1/thin``);
 - ``pre_extend(vm, libvirt_name, needed_bytes) -> int``, the block-job hook: before a commit
   into libvirt's ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
   (``storage.images``; ``measure_commit(top_path, base_path, *, between=()) -> int`` returns the
-  bytes the base may occupy after the commit). It grows the base to at least that plus one
-  chunk (room for writes after a pivot), capped at the ceiling, re-arms it, and returns the
-  new physical size; raises NotFound ``thin.not_monitored`` or Conflict ``pool.full``.
-  The job code may also ``track``/``forget`` other chain volumes QEMU writes.
+  bytes the base may occupy after the commit). It grows the base to
+  ``storage.fill_size.fill_size(needed_bytes, ...)`` (that plus one chunk, room for writes
+  after a pivot, capped at the ceiling), re-arms it, and returns the new physical size;
+  raises NotFound ``thin.not_monitored`` or Conflict ``pool.full``.
+  The job code may also ``track``/``forget`` other chain volumes QEMU writes;
+- the copy hooks: a thin copy destination is ``track``ed before the mirror starts, armed on
+  the mirror's own chain index once it runs (``watch_mirror``), and ``refill``ed (grown to
+  ``fill_size`` of what is to be copied, disarmed) before a copy that ran out of room is
+  started again. After the pivot ``track`` keeps its record: no gap in monitoring.
 
 Blocking work runs in threads (``asyncio.to_thread``). Must not call libvirt other than
 through the ports (``thin.ports``) and must not edit domain XML. The per-volume work is done
@@ -41,7 +46,8 @@ from blockplane.hypervisor.bulk_stats import (
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
 from blockplane.metrics import AgentMetrics
-from blockplane.model.chain import parse_libvirt_name
+from blockplane.model.chain import libvirt_name, parse_libvirt_name
+from blockplane.storage.fill_size import fill_size
 from blockplane.store.database import Database
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
@@ -49,9 +55,10 @@ from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, MonitorStore, VolumeKey
 from blockplane.thin.pauses import PauseResolver
-from blockplane.thin.ports import HypervisorPort, PoolsPort
+from blockplane.thin.ports import DomainPort, HypervisorPort, PoolsPort
 from blockplane.thin.reconciler import Reconciler
 from blockplane.thin.registry import VolumeRegistry
+from blockplane.thin.views import ThinVolumeView
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +105,73 @@ class ThinMonitor:
                 self.forget(volume.key)
 
     def track(self, vm: str, target: str, record: VolumeRecord) -> MonitoredVolume:
-        """Monitor ``record`` as a volume of ``vm``'s disk ``target``; arm it if running."""
-        volume = MonitoredVolume(vm, target, record.pool, record.name, record.path,
-                                 record.virtual_bytes, physical=record.physical_bytes)
-        with self._registry.lock(volume.key):
-            volume = self._registry.save(volume)
+        """Monitor ``record`` as a volume of ``vm``'s disk ``target``; arm it if running.
+
+        A volume already monitored for the same VM and path (a copy's destination, now the
+        disk's top after the pivot) keeps its record, its counters and the threshold QEMU
+        holds on its node: monitoring goes on without a gap.
+        """
+        fresh = MonitoredVolume(vm, target, record.pool, record.name, record.path,
+                                record.virtual_bytes, physical=record.physical_bytes)
+        with self._registry.lock(fresh.key):
+            current = self._registry.get(fresh.key)
+            if current is not None and (current.vm, current.path) == (vm, record.path):
+                volume = self._registry.save(current, target=target,
+                                             virtual_bytes=record.virtual_bytes)
+            else:
+                volume = self._registry.save(fresh)
             domain = self._hypervisor.lookup(vm)
-            if domain.state().state in ("running", "paused", "blocked"):
+            running = domain.state().state in ("running", "paused", "blocked")
+            if running and volume.state is not MonitorState.SET:
                 volume = self._extender.arm(volume, domain, publish=True)
             self._extender.update_gauges(volume)
             return volume
+
+    def watch_mirror(
+        self, vm: str, key: VolumeKey, libvirt_index: int | None
+    ) -> MonitoredVolume | None:
+        """A block copy into the tracked volume ``key`` has started: arm its threshold on the
+        mirror's own chain node, libvirt's ``<mirror>`` index (``vda[N]``; libvirt 11.3's
+        ``setBlockThreshold`` takes it, and its bulk stats list the node under that index).
+        With no index given, the node is found in the stats by its path."""
+        with self._registry.lock(key):
+            volume = self._registry.get(key)
+            if volume is None:
+                return None
+            if libvirt_index is not None and volume.libvirt_index != libvirt_index:
+                volume = self._registry.save(volume, libvirt_index=libvirt_index)
+            volume = self._extender.arm(volume, self._hypervisor.lookup(vm), publish=True)
+            self._extender.update_gauges(volume)
+            return volume
+
+    def crossed(self, key: VolumeKey) -> bool:
+        """Whether a write threshold of the tracked ``key`` fired since it was tracked: it was
+        extended, or an extend is due or was refused (waits for an extend under way)."""
+        with self._registry.lock(key):
+            volume = self._registry.get(key)
+        return volume is not None and (volume.extends > 0 or volume.refused
+                                       or volume.state is MonitorState.EXCEEDED)
+
+    def refill(self, key: VolumeKey, required_bytes: int) -> int:
+        """Make the tracked volume ``key`` ready to be copied into again from the start: grown
+        to ``fill_size(required_bytes)`` (Conflict ``pool.full`` if the pool cannot), and
+        disarmed, since the next mirror gets a new chain index. Returns its physical size."""
+        with self._registry.lock(key):
+            volume = self._registry.get(key)
+            if volume is None:
+                raise NotFound(f"volume {key[1]} of pool {key[0]} is not monitored",
+                               code="thin.not_monitored")
+            volume = self._fill(volume, None, required_bytes, "before the copy starts again")
+            state = (volume.state if volume.state is MonitorState.DISABLED
+                     else MonitorState.UNSET)
+            volume = self._registry.save(volume, state=state, libvirt_index=None,
+                                         threshold=None, refused=False)
+            self._extender.update_gauges(volume)
+            return volume.physical
+
+    def monitored(self, vm: str) -> list[MonitoredVolume]:
+        """The volumes of ``vm`` being monitored now."""
+        return self._registry.all(vm)
 
     def forget(self, key: VolumeKey) -> None:
         with self._registry.lock(key):
@@ -154,7 +218,7 @@ class ThinMonitor:
     def reconcile(self) -> None:
         self._reconciler.run()
 
-    def status(self, vm: str | None = None) -> list[dict[str, Any]]:
+    def status(self, vm: str | None = None) -> list[ThinVolumeView]:
         try:
             stats = dict(self._hypervisor.bulk_stats())
         except BlockplaneError:
@@ -182,26 +246,35 @@ class ThinMonitor:
                            code="thin.not_monitored")
         with self._registry.lock(volume.key):
             volume = self._registry.get(volume.key) or volume
-            policy = self._extender.policy(volume)
-            wanted = min(needed_bytes + policy.chunk_bytes, policy.max_physical_bytes)
-            physical = self._extender.backend(volume.pool).physical_size(volume.volume)
-            if physical >= wanted or volume.state is MonitorState.DISABLED:
-                return physical
-            before = volume.state
-            volume = self._extender.extend(volume, domain, started=time.monotonic(),
-                                           cause="pre_extend", at_least=wanted)
-            if volume.refused:
-                # Nothing crossed a threshold: leave the volume as it was for the monitor.
-                self._registry.save(volume, state=before, refused=False)
-                raise Conflict(f"cannot grow {volume.volume} to {wanted} bytes before the "
-                               f"commit: pool {volume.pool} would pass its capacity",
-                               code="pool.full", volume=volume.volume, needed_bytes=wanted)
-            return volume.physical
+            return self._fill(volume, domain, needed_bytes, "before the commit").physical
+
+    def _fill(
+        self, volume: MonitoredVolume, domain: DomainPort | None, required_bytes: int, when: str
+    ) -> MonitoredVolume:
+        """Grow ``volume`` (locked by the caller) to ``fill_size(required_bytes)``, the one
+        sizing rule for a volume filled by copying; re-armed if ``domain`` is given."""
+        policy = self._extender.policy(volume)
+        wanted = fill_size(required_bytes, chunk_bytes=policy.chunk_bytes,
+                           ceiling_bytes=policy.max_physical_bytes)
+        physical = self._extender.backend(volume.pool).physical_size(volume.volume)
+        if physical >= wanted or volume.state is MonitorState.DISABLED:
+            return volume if volume.physical == physical else self._registry.save(
+                volume, physical=physical)
+        before = volume.state
+        volume = self._extender.extend(volume, domain, started=time.monotonic(),
+                                       cause="pre_extend", at_least=wanted)
+        if volume.refused:
+            # Nothing crossed a threshold: leave the volume as it was for the monitor.
+            self._registry.save(volume, state=before, refused=False)
+            raise Conflict(f"cannot grow {volume.volume} to {wanted} bytes {when}: pool "
+                           f"{volume.pool} would pass its capacity",
+                           code="pool.full", volume=volume.volume, needed_bytes=wanted)
+        return volume
 
     def _describe(
         self, volume: MonitoredVolume, node: BlockNode | None, *, running: bool,
         unresponsive: bool = False,
-    ) -> dict[str, Any]:
+    ) -> ThinVolumeView:
         chunk: int | None = None
         ceiling: int | None = None
         try:
@@ -210,32 +283,31 @@ class ThinMonitor:
         except NotFound:
             pass
         index = node.libvirt_index if node is not None else volume.libvirt_index
-        return {
-            "vm": volume.vm,
-            "target": volume.target,
-            "index": index,
-            "disk": volume.target if index is None else f"{volume.target}[{index}]",
-            "pool": volume.pool,
-            "volume": volume.volume,
-            "path": volume.path,
-            "running": running or unresponsive,
-            # Its QEMU does not answer: the figures are the last ones recorded.
-            "unresponsive": unresponsive,
-            "virtual": volume.virtual_bytes,
-            "physical": node.stats.physical if node else volume.physical,
-            "allocation": node.stats.allocation if node else None,
-            "threshold": node.stats.threshold if node else None,
-            "armed_threshold": volume.threshold,
-            "chunk": chunk,
-            "max_physical": ceiling,
-            "state": volume.state.value,
-            "extends": volume.extends,
-            "pauses": volume.pauses,
-            "paused": volume.paused,
-            "refusals": volume.refusals,
-            "refused": volume.refused,
-            "last_extend_latency_s": volume.last_extend_latency_s,
-        }
+        return ThinVolumeView(
+            vm=volume.vm,
+            target=volume.target,
+            index=index,
+            disk=volume.target if index is None else libvirt_name(volume.target, index),
+            pool=volume.pool,
+            volume=volume.volume,
+            path=volume.path,
+            running=running or unresponsive,
+            unresponsive=unresponsive,
+            virtual=volume.virtual_bytes,
+            physical=node.stats.physical if node else volume.physical,
+            allocation=node.stats.allocation if node else None,
+            threshold=node.stats.threshold if node else None,
+            armed_threshold=volume.threshold,
+            chunk=chunk,
+            max_physical=ceiling,
+            state=volume.state.value,
+            extends=volume.extends,
+            pauses=volume.pauses,
+            paused=volume.paused,
+            refusals=volume.refusals,
+            refused=volume.refused,
+            last_extend_latency_s=volume.last_extend_latency_s,
+        )
 
     async def settle(self) -> None:
         """Wait until the actions started by events so far are done (tests, shutdown)."""

@@ -9,8 +9,7 @@ decide anything and must not talk to libvirt or the pool backends.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from blockplane.store.database import Database, Row
 from blockplane.thin.monitor_state import MonitorState
@@ -51,11 +50,6 @@ class MonitoredVolume:
     @property
     def key(self) -> VolumeKey:
         return (self.pool, self.volume)
-
-    def to_json(self) -> dict[str, Any]:
-        data = {field.name: getattr(self, field.name) for field in fields(self)}
-        data["state"] = self.state.value
-        return data
 
 
 _COLUMNS = (

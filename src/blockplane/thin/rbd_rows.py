@@ -8,16 +8,15 @@ not know are None) plus ``reason``. Reads records only; must not call Ceph or li
 
 from __future__ import annotations
 
-from typing import Any
-
 from blockplane.store.records import Records
+from blockplane.thin.views import ThinVolumeView
 
 NOT_MONITORED = "not_monitored"
 REASON = ("rbd image: thin by nature (Ceph allocates objects as they are first written, up to "
           "the image's size), so no write-threshold monitor; pool show gives the cluster's usage")
 
 
-def rbd_thin_rows(records: Records, vm: str | None = None) -> list[dict[str, Any]]:
+def rbd_thin_rows(records: Records, vm: str | None = None) -> list[ThinVolumeView]:
     rbd_pools = {pool.name for pool in records.pools() if pool.type == "rbd"}
     if not rbd_pools:
         return []
@@ -28,16 +27,16 @@ def rbd_thin_rows(records: Records, vm: str | None = None) -> list[dict[str, Any
             if disk.pool not in rbd_pools:
                 continue
             volume = records.volume(disk.pool, disk.volume)
-            rows.append({
-                "vm": name, "target": disk.target, "index": None, "disk": disk.target,
-                "pool": disk.pool, "volume": disk.volume,
-                "path": volume.path if volume else None,
-                "running": None, "unresponsive": False,
-                "virtual": volume.virtual_bytes if volume else None,
-                "physical": volume.physical_bytes if volume else None,
-                "allocation": None, "threshold": None, "armed_threshold": None,
-                "chunk": None, "max_physical": None, "state": NOT_MONITORED,
-                "extends": 0, "pauses": 0, "paused": False, "refusals": 0, "refused": False,
-                "last_extend_latency_s": None, "reason": REASON,
-            })
+            rows.append(ThinVolumeView(
+                vm=name, target=disk.target, index=None, disk=disk.target,
+                pool=disk.pool, volume=disk.volume,
+                path=volume.path if volume else None,
+                running=None, unresponsive=False,
+                virtual=volume.virtual_bytes if volume else None,
+                physical=volume.physical_bytes if volume else None,
+                allocation=None, threshold=None, armed_threshold=None,
+                chunk=None, max_physical=None, state=NOT_MONITORED,
+                extends=0, pauses=0, paused=False, refusals=0, refused=False,
+                last_extend_latency_s=None, reason=REASON,
+            ))
     return rows

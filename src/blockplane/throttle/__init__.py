@@ -12,8 +12,9 @@ Services (libvirt only through the ``domain_view.ThrottleDomain`` protocol):
 
 - ``service``: group lifecycle (set, info, list, delete) on running and stopped VMs;
 - ``disk_limits``: a disk's limits on attach (prepare, apply, roll back) and detach;
-- ``rescale``: capacity-scaled limits recomputed when a disk's size changes;
-- ``wiring``: builds them for the agent (import it directly; it imports ``vms``).
+- ``rescale``: capacity-scaled limits recomputed when a disk's size changes.
+
+The agent builds them (``runtime.services``).
 """
 
 from blockplane.model.throttle_limits import FIELD_NAMES, ThrottleLimits

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from blockplane.errors import BlockplaneError, Conflict, NotFound
 from blockplane.facts.capabilities import Capability
@@ -35,6 +34,7 @@ from blockplane.throttle.tiers import (
     compute_tiers,
     plan_limits,
 )
+from blockplane.throttle.views import DiskLimitsView
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +80,28 @@ class DiskLimitsPlan:
     def reason(self) -> str:
         return self.plan.reason
 
-    def to_json(self) -> dict[str, Any]:
-        """The effective limits, as the attach answer shows them.
-
-        ``tightest`` is, per limit, the lowest value any filter of the chain sets: what the
-        disk can reach at most when it runs alone (averages only).
-        """
-        answer: dict[str, Any] = {
-            "mode": self.plan.mode,
-            "reason": self.plan.reason,
-            **self.tiers.to_dict(),
-        }
+    def view(self) -> DiskLimitsView:
+        """The effective limits, as the attach answer shows them (named groups with their
+        current limits)."""
+        tiers = self.tiers.view()
+        chain = tuple(
+            replace(tier, limits=self.named_limits[tier.group].to_dict(nonzero_only=True))
+            if tier.limits is None and tier.group in self.named_limits else tier
+            for tier in tiers.chain
+        )
         tightest: dict[str, int] = {}
-        for tier in answer["chain"]:
-            if tier["limits"] is None and tier["group"] in self.named_limits:
-                limits = self.named_limits[tier["group"]]
-                tier["limits"] = limits.to_dict(nonzero_only=True)
-            for name, value in (tier["limits"] or {}).items():
+        for tier in chain:
+            for name, value in (tier.limits or {}).items():
                 if name in AVG_FIELDS:
                     tightest[name] = min(value, tightest.get(name, value))
         if self.plan.mode == "iotune":
             own = self.plan.per_disk_limits.to_dict(nonzero_only=True)
             tightest = {name: value for name, value in own.items() if name in AVG_FIELDS}
-        answer["tightest"] = tightest
-        return answer
+        return DiskLimitsView(
+            vm=tiers.vm, target=tiers.target, size_bytes=tiers.size_bytes,
+            per_disk_limits=tiers.per_disk_limits, chain=chain,
+            mode=self.plan.mode, reason=self.plan.reason, tightest=tightest,
+        )
 
 
 class DiskThrottle:
@@ -132,29 +130,15 @@ class DiskThrottle:
         vm_group: GroupSpec | None = None,
     ) -> DiskLimitsPlan:
         """Validate everything about the disk's limits; change nothing."""
-        vm = domain.name
-        spec = build_spec(vm, target, limits, throttle_groups, scaling, vm_group)
-        view = read_view(domain)
-        # The attach changes the live definition when the VM runs, and always the persistent one.
-        kinds = _attach_kinds(view)
-        groups_everywhere = {
-            name for name in view.group_names() if all(name in view.get(k).groups for k in kinds)
-        }
-        _refuse_half_defined(vm, spec.groups, view, kinds)
-        tiers = compute_tiers(spec, size_bytes, existing_groups=groups_everywhere)
-        plan = plan_limits(tiers, self._capability.supported, self._capability.reason)
-        creates: list[GroupToCreate] = []
-        if plan.mode == "filters":
-            for tier in plan.chain:
-                if tier.limits is None:
-                    continue
-                missing = _missing_kinds(view, kinds, tier.group, tier.limits, tier.origin)
-                if missing:
-                    creates.append(GroupToCreate(GroupSpec(tier.group, tier.limits), missing))
-        named = {
-            name: view.current.groups[name] for name in spec.groups if name in view.current.groups
-        }
-        return DiskLimitsPlan(spec, tiers, plan, tuple(creates), named)
+        return prepare_disk_limits(
+            read_view(domain), domain.name, target, size_bytes, throttle_groups, limits,
+            self._capability, scaling, vm_group,
+        )
+
+    @property
+    def capability(self) -> Capability:
+        """Whether this host has throttle groups (else limits fall back to ``<iotune>``)."""
+        return self._capability
 
     def apply_disk_plan(self, domain: ThrottleDomain, plan: DiskLimitsPlan, live: bool) -> None:
         """Record the disk's spec, then create its generated groups; before the disk is plugged."""
@@ -210,6 +194,41 @@ class DiskThrottle:
             return
         for group in (f"{PER_DISK_GROUP_PREFIX}{target}", VM_AGGREGATE_GROUP):
             _delete_if_unused(domain, view, group)
+
+
+def prepare_disk_limits(
+    view: ThrottleView,
+    vm: str,
+    target: str,
+    size_bytes: int,
+    throttle_groups: Sequence[str],
+    limits: Mapping[str, object],
+    capability: Capability,
+    scaling: CapacityScaling | None = None,
+    vm_group: GroupSpec | None = None,
+) -> DiskLimitsPlan:
+    """The disk's limits planned against the domain's definitions in ``view``; pure."""
+    spec = build_spec(vm, target, limits, throttle_groups, scaling, vm_group)
+    # The attach changes the live definition when the VM runs, and always the persistent one.
+    kinds = _attach_kinds(view)
+    groups_everywhere = {
+        name for name in view.group_names() if all(name in view.get(k).groups for k in kinds)
+    }
+    _refuse_half_defined(vm, spec.groups, view, kinds)
+    tiers = compute_tiers(spec, size_bytes, existing_groups=groups_everywhere)
+    plan = plan_limits(tiers, capability.supported, capability.reason)
+    creates: list[GroupToCreate] = []
+    if plan.mode == "filters":
+        for tier in plan.chain:
+            if tier.limits is None:
+                continue
+            missing = _missing_kinds(view, kinds, tier.group, tier.limits, tier.origin)
+            if missing:
+                creates.append(GroupToCreate(GroupSpec(tier.group, tier.limits), missing))
+    named = {
+        name: view.current.groups[name] for name in spec.groups if name in view.current.groups
+    }
+    return DiskLimitsPlan(spec, tiers, plan, tuple(creates), named)
 
 
 def _attach_kinds(view: ThrottleView) -> tuple[DefinitionKind, ...]:

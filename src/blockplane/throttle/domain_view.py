@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 from blockplane.errors import Conflict, InvalidInput
 from blockplane.model.throttle_limits import ThrottleLimits
+from blockplane.throttle.views import DiskUse
 from blockplane.xml.disk import parse_disks
 from blockplane.xml.throttle import parse_throttle_groups
 
@@ -49,18 +50,6 @@ class ThrottleDomain(Protocol):
     ) -> None: ...
 
     def block_info(self, target: str) -> tuple[int, int, int]: ...
-
-
-@dataclass(frozen=True)
-class DiskUse:
-    """One disk whose filter chain uses a group: where in the chain, and the whole chain."""
-
-    target: str
-    position: int
-    chain: tuple[str, ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {"target": self.target, "position": self.position, "chain": list(self.chain)}
 
 
 @dataclass(frozen=True)
@@ -118,8 +107,21 @@ class ThrottleView:
 def read_view(domain: ThrottleDomain) -> ThrottleView:
     running = domain.is_active()
     persistent = domain.is_persistent()
-    live = _definition("live", domain.xml()) if running else None
-    config = _definition("config", domain.xml(inactive=True)) if persistent else None
+    return view_of(
+        running,
+        persistent,
+        domain.xml() if running else None,
+        domain.xml(inactive=True) if persistent else None,
+    )
+
+
+def view_of(
+    running: bool, persistent: bool, live_xml: str | None, config_xml: str | None
+) -> ThrottleView:
+    """The view of definitions already read (``live_xml`` when running, ``config_xml`` when
+    persistent); for planning without a domain handle."""
+    live = _definition("live", live_xml) if running and live_xml is not None else None
+    config = _definition("config", config_xml) if persistent and config_xml is not None else None
     return ThrottleView(running, persistent, live, config)
 
 

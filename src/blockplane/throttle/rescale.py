@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.store.events import EventPublisher
@@ -21,6 +20,7 @@ from blockplane.store.throttle_records import DiskThrottleRecord, ThrottleRecord
 from blockplane.throttle.disk_spec import is_scaled, spec_from_json
 from blockplane.throttle.service import DomainLookup, LockFor
 from blockplane.throttle.tiers import per_disk_group_name, recompute_for_size
+from blockplane.throttle.views import RescaleResult
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class DiskRescaler:
         self._events = events
         self._reconcile_lock = threading.Lock()
 
-    def disk_resized(self, vm: str, target: str, size_bytes: int) -> dict[str, Any] | None:
+    def disk_resized(self, vm: str, target: str, size_bytes: int) -> RescaleResult | None:
         """Recompute ``vm``/``target``'s scaled limits for ``size_bytes``; ``None`` if unscaled."""
         with self._lock_for(vm):
             record = self._records.disk(vm, target)
@@ -73,7 +73,10 @@ class DiskRescaler:
                 previous_size_bytes=record.size_bytes,
                 limits=limits.to_dict(nonzero_only=True),
             )
-        return {"vm": vm, "target": target, "changed": changed, **tiers.to_dict()}
+        view = tiers.view()
+        return RescaleResult(vm=view.vm, target=view.target, size_bytes=view.size_bytes,
+                             per_disk_limits=view.per_disk_limits, chain=view.chain,
+                             changed=changed)
 
     def reconcile(self) -> None:
         """Rescale every scaled disk whose capacity differs from the size on record."""

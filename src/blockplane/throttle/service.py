@@ -6,10 +6,10 @@ and a change that fails half-way is undone. It does not decide tiers (``throttle
 not touch disks (``throttle.disk_limits``); it never imports libvirt.
 
 A change that touches two definitions (live, then config) writes an intent first
-(``store/pending.py``, kind ``throttle.set`` or ``throttle.delete``). If the agent dies between
-the two, ``recover`` (run at start, before the API serves) finishes the change in every
-definition that still exists: the request was validated in full before its intent was written,
-so finishing it is always allowed, and live and config agree again.
+(``store/pending.py``, kind ``throttle.set`` or ``throttle.delete``). If the agent dies between the
+two, ``recover_intent`` (run at start, before the API serves) finishes the change in every
+definition that still exists: the request was validated in full before its intent was written, so
+finishing it is always allowed, and live and config agree again.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from blockplane.errors import (
 from blockplane.facts.capabilities import Capability
 from blockplane.failpoints import failpoint
 from blockplane.model.throttle_limits import ThrottleLimits
+from blockplane.model.view import view_fields
 from blockplane.store.events import EventPublisher
+from blockplane.store.intents import IntentOutcome
 from blockplane.store.pending import PendingOperation, PendingOperations
 from blockplane.throttle.domain_view import (
     DefinitionKind,
@@ -41,6 +43,11 @@ from blockplane.throttle.domain_view import (
 )
 from blockplane.throttle.tiers import VM_AGGREGATE_GROUP
 from blockplane.throttle.validation import validate_group_name, validate_limits
+from blockplane.throttle.views import (
+    ThrottleGroupDeleteResult,
+    ThrottleGroupSetResult,
+    ThrottleGroupView,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ class ThrottleService:
         limits: Mapping[str, object],
         live: bool | None = None,
         config: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ThrottleGroupSetResult:
         """Create ``group`` or change the fields in ``limits``; other fields are kept."""
         validate_group_name(group, generated=group == VM_AGGREGATE_GROUP)
         if not limits:
@@ -117,19 +124,20 @@ class ThrottleService:
             group=group,
             created=created,
             definitions=list(kinds),
-            limits=result["limits"],
+            limits=result.limits,
         )
-        return {**result, "created": created, "changed": list(kinds)}
+        return ThrottleGroupSetResult(**view_fields(result), created=created,
+                                      changed=tuple(kinds))
 
-    def info(self, vm: str, group: str) -> dict[str, Any]:
+    def info(self, vm: str, group: str) -> ThrottleGroupView:
         domain = self._domain(vm)
         return self._info(vm, group, read_view(domain))
 
-    def list_groups(self, vm: str) -> list[dict[str, Any]]:
+    def list_groups(self, vm: str) -> list[ThrottleGroupView]:
         view = read_view(self._domain(vm))
         return [self._info(vm, name, view) for name in view.group_names()]
 
-    def delete(self, vm: str, group: str) -> dict[str, Any]:
+    def delete(self, vm: str, group: str) -> ThrottleGroupDeleteResult:
         """Delete ``group`` from every definition that has it; refused while a disk uses it."""
         validate_group_name(group, generated=True)
         with self._lock_for(vm):
@@ -164,49 +172,24 @@ class ThrottleService:
                 raise  # not undone (the hypervisor went away): the intent finishes it later
             self._finish(intent)
         self._events.publish("throttle.group_deleted", vm, group=group, definitions=kinds)
-        return {"vm": vm, "group": group, "deleted": True, "definitions": kinds}
+        return ThrottleGroupDeleteResult(vm, group, deleted=True, definitions=tuple(kinds))
 
-    def recover(self) -> list[dict[str, Any]]:
-        """Finish the group changes the agent died in the middle of (at start, before serving).
+    def recover_intent(self, operation: PendingOperation) -> IntentOutcome:
+        """Finish a ``throttle.set`` or ``throttle.delete`` the agent died in the middle of (the
+        intent registry calls it under the VM's lock, and then finishes the intent).
 
-        Each outcome is published as ``throttle.recovered``: ``completed`` when every definition
+        The outcome is published as ``throttle.recovered``: ``completed`` when every definition
         that still exists now holds the change, or why it could not be finished.
         """
-        if self._pending is None:
-            return []
-        outcomes = []
-        for operation in self._pending.all():
-            if operation.kind not in (SET_INTENT, DELETE_INTENT):
-                continue
-            # Under the VM's lock: a change still in progress ends first, and finishes its own
-            # intent unless it failed half-way (e.g. the hypervisor connection dropped).
-            with self._lock_for(operation.vm):
-                if operation.id not in {other.id for other in self._pending.all()}:
-                    continue
-                if self._call_in_flight(operation.vm):
-                    continue  # finished once the call left running returns
-                try:
-                    outcome, kinds = self._recover(operation)
-                except BlockplaneError as error:
-                    log.error("recovering %s failed: %s", operation, error)
-                    outcome, kinds = f"failed: {error}", []
-                self._pending.finish(operation.id)
-            summary = {
-                "operation": operation.kind,
-                "group": operation.target,
-                "outcome": outcome,
-                "definitions": kinds,
-            }
-            self._events.publish("throttle.recovered", operation.vm, **summary)
-            outcomes.append({"vm": operation.vm, **summary})
-        return outcomes
-
-    def _call_in_flight(self, vm: str) -> bool:
         try:
-            return self._domain(vm).unresponsive
-        except NotFound:
-            return False
-
+            outcome, kinds = self._recover(operation)
+        except BlockplaneError as error:
+            log.error("recovering %s failed: %s", operation, error)
+            outcome, kinds = f"failed: {error}", []
+        self._events.publish("throttle.recovered", operation.vm, operation=operation.kind,
+                             group=operation.target, outcome=outcome, definitions=kinds)
+        return IntentOutcome(operation.vm, operation.kind, operation.target, outcome,
+                             tuple(kinds))
     def _recover(self, operation: PendingOperation) -> tuple[str, list[DefinitionKind]]:
         try:
             domain = self._domain(operation.vm)
@@ -243,27 +226,24 @@ class ThrottleService:
         if self._pending is not None and intent is not None:
             self._pending.finish(intent)
 
-    def _info(self, vm: str, group: str, view: ThrottleView) -> dict[str, Any]:
+    def _info(self, vm: str, group: str, view: ThrottleView) -> ThrottleGroupView:
         present = [d for d in view.definitions() if group in d.groups]
         if not present:
             raise _not_found(vm, group)
         shown = view.current if group in view.current.groups else present[0]
         limits = shown.groups[group]
-        result: dict[str, Any] = {
-            "vm": vm,
-            "group": group,
-            "limits": limits.to_dict(nonzero_only=True),
-            "definition": shown.kind,
-            "live": view.live is not None and group in view.live.groups,
-            "config": view.config is not None and group in view.config.groups,
-            "disks": [use.to_json() for use in view.users(group)],
-        }
         others = {d.kind: d.groups[group] for d in present if d.groups[group] != limits}
-        if others:
-            result["differs"] = {
-                kind: other.to_dict(nonzero_only=True) for kind, other in others.items()
-            }
-        return result
+        return ThrottleGroupView(
+            vm=vm,
+            group=group,
+            limits=limits.to_dict(nonzero_only=True),
+            definition=shown.kind,
+            live=view.live is not None and group in view.live.groups,
+            config=view.config is not None and group in view.config.groups,
+            disks=tuple(view.users(group)),
+            differs={kind: other.to_dict(nonzero_only=True) for kind, other in others.items()}
+            if others else None,
+        )
 
     def _require_groups(self, vm: str) -> None:
         if not self._capability.supported:

@@ -42,6 +42,7 @@ from blockplane.throttle.validation import (
     validate_limits,
     validate_values,
 )
+from blockplane.throttle.views import TiersView, TierView
 
 GIB: Final = 1024**3
 PER_DISK_GROUP_PREFIX: Final = f"{GENERATED_GROUP_PREFIX}disk-"
@@ -129,22 +130,19 @@ class EffectiveTiers:
     def per_disk_group(self) -> Tier | None:
         return next((tier for tier in self.chain if tier.origin == "per_disk"), None)
 
-    def to_dict(self) -> dict[str, object]:
+    def view(self) -> TiersView:
         """What the API answers as the effective limits."""
-        return {
-            "vm": self.vm,
-            "target": self.target,
-            "size_bytes": self.size_bytes,
-            "per_disk_limits": self.per_disk_limits.to_dict(nonzero_only=True),
-            "chain": [
-                {
-                    "group": tier.group,
-                    "origin": tier.origin,
-                    "limits": tier.limits.to_dict(nonzero_only=True) if tier.limits else None,
-                }
+        return TiersView(
+            vm=self.vm,
+            target=self.target,
+            size_bytes=self.size_bytes,
+            per_disk_limits=self.per_disk_limits.to_dict(nonzero_only=True),
+            chain=tuple(
+                TierView(tier.group, tier.origin,
+                         tier.limits.to_dict(nonzero_only=True) if tier.limits else None)
                 for tier in self.chain
-            ],
-        }
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,20 @@
 """Disks of VMs: attach (define-time or hotplug), detach and list.
 
-Owns the attach/detach sequence and its rollback. The IOThread plan and the throttle chain
-are computed by their own packages and arrive here as fields of the ``DiskDevice``.
+Owns the attach/detach sequence and its rollback. What an attach applies is planned by
+``vms.disk_plan.plan_disk`` (the same pure function ``POST /v1/plan/disk`` answers with), from
+the IOThread and throttle packages' policies; this module only applies that plan. Everything it
+works with is handed to its constructor: the observers told of each disk, the guards that may
+refuse a detach, the throttle hook, the adopted domains' foreign disks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from blockplane.deadlines import BoundedLock
 from blockplane.errors import (
-    CapabilityMissing,
     Conflict,
     InvalidInput,
     NotFound,
@@ -28,16 +26,29 @@ from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
 from blockplane.iothreads.model import MappingSupport
 from blockplane.iothreads.state import iothread_report
-from blockplane.model.disk import Bus, DiskDevice, ImageFormat, next_free_target
+from blockplane.iothreads.views import IOThreadsView
+from blockplane.model.disk import Bus, DiskDevice, SourceKind
+from blockplane.model.view import view_fields
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
-from blockplane.store.records import DiskRecord, Records, VolumeRecord
-from blockplane.throttle.disk_limits import DiskLimitsPlan, DiskThrottle
+from blockplane.store.records import DiskRecord, PoolRecord, Records
+from blockplane.throttle.disk_limits import DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
+from blockplane.vms.disk_plan import (
+    DiskDescriptor,
+    DomainContext,
+    HostPlanning,
+    choose_target,
+    plan_disk,
+)
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.lifecycle import VMService
+from blockplane.vms.locks import VMLocks
+from blockplane.vms.observers import DiskObservers
 from blockplane.vms.shared_volumes import VolumeUsers, shared_volume_in_use
+from blockplane.vms.views import AttachResult, DetachResult, DiskView
 from blockplane.xml.disk import (
     disk_element,
     parse_disks,
@@ -50,12 +61,9 @@ DETACH_TIMEOUT_S = 15.0
 BUSES = ("virtio", "scsi")
 
 
-class DiskObserver(Protocol):
-    """Told about every managed disk that comes or goes (thin monitor, QoS, ...)."""
-
-    def disk_attached(self, vm: str, target: str, volume: VolumeRecord) -> None: ...
-
-    def disk_detached(self, vm: str, target: str) -> None: ...
+#: Called as guard(vm, target) before a detach, guard(vm, None) before a VM's disks are
+#: released; a guard raises to refuse (e.g. a block job holds the disk).
+DetachGuard = Callable[[str, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,20 @@ class AttachRequest:
     scaling: CapacityScaling | None = None
     vm_group: GroupSpec | None = None
 
+    def descriptor(self, default_format: str = "qcow2") -> DiskDescriptor:
+        return DiskDescriptor(
+            size_bytes=self.size_bytes,
+            bus=self.bus,
+            format=self.format or default_format,
+            thin=self.thin,
+            queues=self.queues,
+            io_threads=self.io_threads,
+            throttle_groups=self.throttle_groups,
+            limits=self.limits,
+            scaling=self.scaling,
+            vm_group=self.vm_group,
+        )
+
 
 class DiskService:
     def __init__(
@@ -86,73 +108,62 @@ class DiskService:
         events: EventPublisher,
         iothreads: IOThreadApplier,
         pending: PendingOperations,
+        locks: VMLocks,
+        observers: DiskObservers,
+        guards: Sequence[DetachGuard] = (),
+        throttle: DiskThrottle | None = None,
+        adopted: AdoptedDisks | None = None,
+        volume_users: VolumeUsers | None = None,
     ) -> None:
-        self.pending = pending
+        """``throttle``: the disk side of I/O limits; without it limits are refused.
+        ``adopted``: adopted domains' foreign disks and own IOThreads (vms.foreign).
+        ``volume_users``: who references a volume's path besides its disk record (live chains
+        and jobs), consulted before a shared (rbd) volume is deleted."""
+        self._pending = pending
         self._iothreads = iothreads
         self._vms = vms
         self._pools = pools
         self._volumes = volumes
         self._records = records
         self._events = events
-        self.observers: list[DiskObserver] = []
-        #: Called as guard(vm, target) before a detach, guard(vm, None) before a VM's disks
-        #: are released; a guard raises to refuse (e.g. a block job holds the disk).
-        self.guards: list[Callable[[str, str | None], None]] = []
-        #: I/O limits (throttle.disk_limits); set by the agent. Without it limits are refused.
-        self.throttle: DiskThrottle | None = None
-        #: Who references a volume's path besides its disk record (chains, jobs); set by the
-        #: agent. Consulted before a shared (rbd) volume is deleted.
-        self.volume_users: VolumeUsers | None = None
-        self._vm_locks: dict[str, BoundedLock] = {}
-        self._locks_guard = threading.Lock()
+        self._locks = locks
+        self._observers = observers
+        self._guards = tuple(guards)
+        self._throttle = throttle
+        self.adopted: AdoptedDisks = adopted or NothingAdopted()
+        self._volume_users = volume_users
 
     @property
     def rbd_mapping(self) -> MappingSupport:
         """Whether an rbd disk's queues may run in several IOThreads on this host."""
         return self._iothreads.limits.support_rbd
 
-    def vm_lock(self, vm: str) -> BoundedLock:
-        """The lock every multi-step change of ``vm`` holds; waited for within the deadline."""
-        with self._locks_guard:
-            lock = self._vm_locks.get(vm)
-            if lock is None:
-                lock = self._vm_locks[vm] = BoundedLock(f"the lock of VM {vm}", "timeout.vm_lock")
-            return lock
-
-    def attach(self, request: AttachRequest) -> dict[str, Any]:
-        vm_record = self._vms.record(request.vm)
+    def attach(self, request: AttachRequest) -> AttachResult:
+        self._vms.record(request.vm)
         pool = self._pools.get(request.pool)
         if request.bus not in BUSES:
             raise InvalidInput(
                 f"unknown bus {request.bus!r}: use virtio or scsi", code="disk.invalid"
             )
         bus = _bus(request.bus)
-        with self.vm_lock(request.vm):
+        with self._locks.lock_for(request.vm):
             domain = self._vms.domain(request.vm)
-            live = domain.is_active()
-            current_xml = domain.xml(inactive=not live)
-            target = next_free_target(bus, self._used_targets(domain))
+            context = self.context(request.vm, domain)
+            live = context.running
+            target = choose_target(context, bus)
             volume_name = request.name or f"{request.vm}-{target}"
             image_format = request.format or self._volumes.default_format(pool)
-            rbd = pool.type == "rbd"
             self._volumes.validate(
                 pool, volume_name, request.size_bytes, image_format, request.thin
             )
-            limits_plan = self._prepare_limits(domain, target, request)
-            applied = self._iothreads.plan(
-                current_xml,
-                target,
-                bus,
-                vm_record.vcpus,
-                request.io_threads,
-                request.queues,
-                self._largest_request(request.vm),
-                throttled=limits_plan is not None and limits_plan.throttles,
-                rbd=rbd,
-            )
-            controller_index = self._next_controller(domain) if bus == "scsi" else None
-            plan_json = {**applied.to_json(), "controller_index": controller_index}
-            intent = self.pending.begin(
+            source_kind = self.source_kind(pool)
+            plan = plan_disk(context, request.descriptor(image_format), self.planning(),
+                             source_kind)
+            limits_plan = plan.limits
+            applied = plan.applied
+            controller_index = plan.controller_index
+            plan_json = plan.plan_json()
+            intent = self._pending.begin(
                 "disk.attach",
                 request.vm,
                 target,
@@ -170,28 +181,15 @@ class DiskService:
                     pool, volume_name, request.size_bytes, image_format, request.thin
                 )
             except BaseException:
-                self.pending.finish(intent)
+                self._pending.finish(intent)
                 raise
             failpoint("attach.after_volume")
-            network = self._pools.network_source(pool, volume.path) if rbd else None
-            device = DiskDevice(
-                target=target,
-                bus=bus,
-                source=volume.path,
-                source_kind="network" if rbd else (
-                    "block" if self._volumes.is_block(pool) else "file"),
-                format=_format(image_format),
-                queues=applied.queues,
-                iothread=applied.single_iothread,
-                queue_mapping=applied.queue_mapping,
-                error_policy="enospace" if request.thin else None,
-                controller_index=controller_index,
-                network=network,
-            )
-            device = _with_limits(with_io_policy(device), limits_plan)
+            network = (self._pools.network_source(pool, volume.path)
+                       if source_kind == "network" else None)
+            device = plan.for_source(volume.path, source_kind, network)
             try:
-                if self.throttle is not None and limits_plan is not None:
-                    self.throttle.apply_disk_plan(domain, limits_plan, live)
+                if self._throttle is not None and limits_plan is not None:
+                    self._throttle.apply_disk_plan(domain, limits_plan, live)
                 self._plug(domain, device, applied, live)
                 failpoint("attach.after_device")
                 self._records.add_disk(
@@ -201,14 +199,13 @@ class DiskService:
                 if outcome_unknown(error):
                     raise  # the call may still land: the intent is recovered once it returns
                 self._unplug_after_failure(domain, device, applied, live)
-                if self.throttle is not None and limits_plan is not None:
-                    self.throttle.rollback_disk_plan(domain, limits_plan)
+                if self._throttle is not None and limits_plan is not None:
+                    self._throttle.rollback_disk_plan(domain, limits_plan)
                 self._volumes.delete(pool.name, volume_name)
-                self.pending.finish(intent)
+                self._pending.finish(intent)
                 raise
-            self.pending.finish(intent)
-            for observer in self.observers:
-                observer.disk_attached(request.vm, target, volume)
+            self._pending.finish(intent)
+            self._observers.attached(request.vm, target, volume)
             seconds = round(time.monotonic() - started, 3)
             self._events.publish(
                 "disk.attached",
@@ -220,13 +217,13 @@ class DiskService:
                 seconds=seconds,
                 iothreads=applied.to_json(),
             )
-        return {
-            **self._describe(request.vm, device),
-            "live": live,
-            "seconds": seconds,
-            "notes": [applied.plan.reason, *([limits_plan.reason] if limits_plan else [])],
-            "throttle": limits_plan.to_json() if limits_plan else None,
-        }
+        return AttachResult(
+            **view_fields(self._describe(request.vm, device)),
+            live=live,
+            seconds=seconds,
+            notes=(applied.plan.reason, *([limits_plan.reason] if limits_plan else [])),
+            throttle=limits_plan.view() if limits_plan else None,
+        )
 
     def _plug(
         self, domain: DomainHandle, device: DiskDevice, applied: AppliedPlan, live: bool
@@ -262,32 +259,53 @@ class DiskService:
         self._iothreads.remove_iothreads(domain, applied.plan.iothreads_to_add, live)
         self._records.delete_disk(domain.name, device.target)
 
+    def context(self, vm: str, domain: DomainHandle) -> DomainContext:
+        """What an attach to ``vm`` plans on: its definitions as libvirt has them now."""
+        live = domain.is_active()
+        persistent = domain.is_persistent()
+        return DomainContext(
+            vm=vm,
+            vcpus=self._vms.record(vm).vcpus,
+            running=live,
+            persistent=persistent,
+            live_xml=domain.xml() if live else None,
+            config_xml=domain.xml(inactive=True) if persistent or not live else None,
+            reserved_iothreads=self.adopted.reserved_iothreads(vm),
+            largest_request=self._largest_request(vm),
+        )
+
+    def source_kind(self, pool: PoolRecord) -> SourceKind:
+        """How QEMU reaches a volume of ``pool``: an RBD image over the network, a block
+        device (loop, lvm) or a file."""
+        if pool.type == "rbd":
+            return "network"
+        return "block" if self._volumes.is_block(pool) else "file"
+
+    def planning(self) -> HostPlanning:
+        capability = self._throttle.capability if self._throttle is not None else None
+        return HostPlanning(self._iothreads.limits, capability)
+
     def _largest_request(self, vm: str) -> int:
         requested = [record.plan.get("io_threads_requested") for record in self._records.disks(vm)]
         return max((value for value in requested if isinstance(value, int)), default=0)
 
-    def _next_controller(self, domain: DomainHandle) -> int:
-        used: set[int] = set()
-        for inactive in (True, False):
-            used |= scsi_controller_indexes(domain.xml(inactive=inactive))
-        return next(index for index in range(len(used) + 1) if index not in used)
-
-    def iothreads(self, vm: str) -> dict[str, Any]:
+    def iothreads(self, vm: str) -> IOThreadsView:
         self._vms.record(vm)
         domain = self._vms.domain(vm)
         xml = domain.xml(inactive=not domain.is_active())
         stored = {record.target: record.plan for record in self._records.disks(vm)}
-        return {"vm": vm, **iothread_report(xml, stored)}
+        return iothread_report(vm, xml, stored)
 
-    def detach(self, vm: str, target: str) -> dict[str, Any]:
+    def detach(self, vm: str, target: str) -> DetachResult:
         self._vms.record(vm)
-        with self.vm_lock(vm):
+        with self._locks.lock_for(vm):
             record = self._records.disk(vm, target)
             if record is None:
                 raise NotFound(
                     f"VM {vm} has no disk {target} managed by blockplane", code="disk.not_found"
                 )
-            for guard in self.guards:
+            self.adopted.refuse(vm, target, "detach (which deletes the volume)")
+            for guard in self._guards:
                 guard(vm, target)
             domain = self._vms.domain(vm)
             live = domain.is_active()
@@ -295,8 +313,10 @@ class DiskService:
             device = self._find(domain, target, inactive=not live)
             if device is None:
                 device = self._find(domain, target, inactive=True)
-            orphans = IOThreadApplier.orphans_after_detach(xml_before, target)
-            intent = self.pending.begin(
+            orphans = IOThreadApplier.orphans_after_detach(
+                xml_before, target, self.adopted.reserved_iothreads(vm)
+            )
+            intent = self._pending.begin(
                 "disk.detach",
                 vm,
                 target,
@@ -313,15 +333,14 @@ class DiskService:
                         self._detach_controller(domain, device, live)
             except BaseException as error:
                 if not outcome_unknown(error):
-                    self.pending.finish(intent)
+                    self._pending.finish(intent)
                 raise
             failpoint("detach.after_device")
             self._iothreads.remove_iothreads(domain, orphans, live)
-            for observer in self.observers:
-                observer.disk_detached(vm, target)
+            self._observers.detached(vm, target)
             self._records.delete_disk(vm, target)
             kept = self.release_volume(record.pool, record.volume)
-            self.pending.finish(intent)
+            self._pending.finish(intent)
             self._events.publish(
                 "disk.detached",
                 vm,
@@ -330,21 +349,16 @@ class DiskService:
                 iothreads_removed=list(orphans),
                 **({"volume_kept": kept} if kept else {}),
             )
-        return {
-            "vm": vm,
-            "target": target,
-            "detached": True,
-            "volume_deleted": None if kept else record.volume,
-            **({"volume_kept": kept} if kept else {}),
-            "iothreads_removed": list(orphans),
-        }
+        return DetachResult(vm, target, detached=True,
+                            volume_deleted=None if kept else record.volume,
+                            iothreads_removed=tuple(orphans), volume_kept=kept)
 
     def release_volume(self, pool: str, volume: str) -> str | None:
         """Delete a volume no disk needs any more; on a shared (rbd) pool only once nothing
         else references it: the reason it was kept, or None once deleted."""
         record = self._records.pool(pool)
         if record is not None and self._pools.is_shared(record):
-            kept = shared_volume_in_use(self._records, self.volume_users, pool, volume)
+            kept = shared_volume_in_use(self._records, self._volume_users, pool, volume)
             if kept is not None:
                 return kept
             try:
@@ -383,7 +397,7 @@ class DiskService:
         if live and _has_controller(domain.xml(), index):
             domain.detach_device(xml, live=True, config=False)
 
-    def list_disks(self, vm: str) -> list[dict[str, Any]]:
+    def list_disks(self, vm: str) -> list[DiskView]:
         self._vms.record(vm)
         domain = self._vms.domain(vm)
         devices = parse_disks(domain.xml(inactive=not domain.is_active()))
@@ -391,22 +405,15 @@ class DiskService:
 
     def release_vm(self, vm: str) -> list[str]:
         """Delete the volumes of a stopped VM's disks; used by ``vm delete``."""
-        for guard in self.guards:
+        for guard in self._guards:
             guard(vm, None)
         released = []
         for record in self._records.disks(vm):
-            for observer in self.observers:
-                observer.disk_detached(vm, record.target)
+            self._observers.detached(vm, record.target)
             self._records.delete_disk(vm, record.target)
             if self.release_volume(record.pool, record.volume) is None:
                 released.append(record.volume)
         return released
-
-    def _used_targets(self, domain: DomainHandle) -> set[str]:
-        used = {disk.target for disk in parse_disks(domain.xml(inactive=True))}
-        if domain.is_active():
-            used |= {disk.target for disk in parse_disks(domain.xml())}
-        return used
 
     def _find(self, domain: DomainHandle, target: str, *, inactive: bool) -> DiskDevice | None:
         for disk in parse_disks(domain.xml(inactive=inactive)):
@@ -414,67 +421,25 @@ class DiskService:
                 return disk
         return None
 
-    def _describe(self, vm: str, device: DiskDevice) -> dict[str, Any]:
+    def _describe(self, vm: str, device: DiskDevice) -> DiskView:
         record = self._records.disk(vm, device.target)
         volume = self._records.volume(record.pool, record.volume) if record else None
-        return {
-            "vm": vm,
-            "target": device.target,
-            "bus": device.bus,
-            "source": device.source,
-            "format": device.format,
-            "pool": record.pool if record else None,
-            "volume": record.volume if record else None,
-            "virtual_bytes": volume.virtual_bytes if volume else None,
-            "physical_bytes": volume.physical_bytes if volume else None,
-            "thin": volume.thin if volume else False,
-            "managed": record is not None,
-            "plan": record.plan if record else {},
-            "throttle_groups": list(device.throttle_groups),
-        }
-
-    def _prepare_limits(
-        self, domain: DomainHandle, target: str, request: AttachRequest
-    ) -> DiskLimitsPlan | None:
-        """Validate the disk's I/O limits before anything is created (throttle.disk_limits)."""
-        asks = request.throttle_groups or request.limits or request.scaling or request.vm_group
-        if self.throttle is None:
-            if asks:
-                raise CapabilityMissing(
-                    "this agent has no I/O limit support wired in", code="capability.missing"
-                )
-            return None
-        return self.throttle.prepare_disk(
-            domain,
-            target,
-            request.size_bytes,
-            request.throttle_groups,
-            request.limits,
-            request.scaling,
-            request.vm_group,
+        return DiskView(
+            vm=vm,
+            target=device.target,
+            bus=device.bus,
+            source=device.source,
+            format=device.format,
+            pool=record.pool if record else None,
+            volume=record.volume if record else None,
+            virtual_bytes=volume.virtual_bytes if volume else None,
+            physical_bytes=volume.physical_bytes if volume else None,
+            thin=volume.thin if volume else False,
+            managed=record is not None,
+            plan=record.plan if record else {},
+            throttle_groups=device.throttle_groups,
+            foreign=self.adopted.foreign_reason(vm, device.target),
         )
-
-
-def with_io_policy(device: DiskDevice) -> DiskDevice:
-    """How QEMU serves every disk blockplane attaches: without the host page cache
-    (``cache='none'``: a host crash loses no write the guest saw completed, and native AIO needs
-    it; on rbd it also turns librbd's cache off), with the guest's discards passed down so a
-    thin volume's pool gets space back (``discard='unmap'``), and with Linux native AIO on block
-    devices (``io='native'``), the thread pool on files (``io='threads'``); an rbd image is
-    served by librbd's own threads (no ``io``)."""
-    io: str | None = {"block": "native", "file": "threads"}.get(device.source_kind)
-    return dataclasses.replace(device, cache="none", discard="unmap", io=io)
-
-
-def _with_limits(device: DiskDevice, plan: DiskLimitsPlan | None) -> DiskDevice:
-    if plan is None:
-        return device
-    return dataclasses.replace(
-        device,
-        throttle_groups=plan.throttle_groups,
-        iotune=plan.iotune,
-        iotune_group=plan.iotune_group,
-    )
 
 
 def _has_controller(domain_xml: str, index: int) -> bool:
@@ -486,6 +451,3 @@ def _bus(value: str) -> Bus:
         return "scsi"
     return "virtio"
 
-
-def _format(value: str) -> ImageFormat:
-    return "raw" if value == "raw" else "qcow2"

@@ -1,55 +1,37 @@
-"""VM lifecycle: create, start, stop, destroy, delete, list and show.
+"""VM lifecycle: create, start, stop, destroy, remove, list and show, and lifecycle events.
 
-Owns the VM records and the domain definitions. Disks are the disk service's business; this
-module only asks it to release a VM's volumes on delete.
+Owns the VM records and the domain definitions. Disks are the disk service's business: deleting
+a VM together with its volumes is ``provision.Provisioner.delete``, which releases the disks and
+then calls ``remove`` here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import shutil
 import time
 import uuid as uuid_module
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, OperationFailed
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle, GuestExecResult
+from blockplane.hypervisor.events import LifecycleEvent
 from blockplane.model.vm import DomainDefinition, GuestKind, VMSpec
 from blockplane.storage.names import validate_name
+from blockplane.store.adoption import AdoptionRecord, AdoptionRecords
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VMRecord
 from blockplane.vms.guest_image import guest_boot
+from blockplane.vms.views import VMDeleteResult, VMView
 from blockplane.xml.domain import build_domain_xml
 
 MAX_VCPUS = 64
 MIN_MEMORY = 64 * 1024 * 1024
 MAX_MEMORY = 1024 * 1024 * 1024 * 1024
 GUEST_READY_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class VMView:
-    name: str
-    uuid: str
-    state: str
-    vcpus: int
-    memory_bytes: int
-    guest: str
-    managed: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "uuid": self.uuid,
-            "state": self.state,
-            "vcpus": self.vcpus,
-            "memory_bytes": self.memory_bytes,
-            "guest": self.guest,
-            "managed": self.managed,
-        }
 
 
 class VMService:
@@ -61,14 +43,15 @@ class VMService:
         events: EventPublisher,
         virt_type: Literal["qemu", "kvm"],
         emulator: str,
+        adoptions: AdoptionRecords | None = None,
     ) -> None:
+        self._adoptions = adoptions
         self._settings = settings
         self._hypervisor = hypervisor
         self._records = records
         self._events = events
         self._virt_type = virt_type
         self._emulator = emulator
-        self.release_disks: Callable[[str], list[str]] = lambda _name: []
 
     def create(
         self, name: str, vcpus: int, memory_bytes: int, guest: GuestKind, start: bool
@@ -176,28 +159,45 @@ class VMService:
         self._events.publish("vm.destroyed", name)
         return self._view(domain)
 
-    def delete(self, name: str) -> dict[str, Any]:
+    def require_stopped(self, name: str) -> DomainHandle:
+        """The managed VM ``name``; Conflict ``vm.running`` while it runs."""
         domain = self._managed(name)
         if domain.is_active():
             raise Conflict(
                 f"VM {name} is running: stop or destroy it before deleting it", code="vm.running"
             )
-        released = self.release_disks(name)
+        return domain
+
+    def remove(self, name: str, volumes_deleted: list[str]) -> VMDeleteResult:
+        """Undefine the stopped VM ``name`` and forget it; its disks were released already."""
+        domain = self.require_stopped(name)
+        released = volumes_deleted
         domain.undefine()
         self._records.delete_vm(name)
         log = self._settings.paths.guest_logs / f"{name}.console.log"
         log.unlink(missing_ok=True)
         self._events.publish("vm.deleted", name, volumes_deleted=released)
-        return {"name": name, "deleted": True, "volumes_deleted": released}
+        return VMDeleteResult(name, deleted=True, volumes_deleted=tuple(released))
 
     def list_vms(self) -> list[VMView]:
-        return [self._view(domain) for domain in self._hypervisor.domains()]
+        views = [self._view(domain) for domain in self._hypervisor.domains()]
+        present = {view.name for view in views}
+        views += [self._undefined(record) for record in self._records.vms()
+                  if record.name not in present]
+        return views
 
     def show(self, name: str) -> VMView:
-        return self._view(self._hypervisor.lookup(name))
+        try:
+            return self._view(self._hypervisor.lookup(name))
+        except NotFound:
+            record = self._records.vm(name)
+            if record is None:
+                raise
+            return self._undefined(record)
 
-    def live_xml(self, name: str) -> str:
-        return self._hypervisor.lookup(name).xml()
+    def live_xml(self, name: str, *, inactive: bool = False) -> str:
+        """The domain XML libvirt has now (``inactive``: the persistent definition)."""
+        return self._hypervisor.lookup(name).xml(inactive=inactive)
 
     def guest_exec(self, name: str, argv: list[str], timeout_s: float) -> GuestExecResult:
         if not argv:
@@ -215,6 +215,15 @@ class VMService:
     def domain(self, name: str) -> DomainHandle:
         return self._managed(name)
 
+    async def on_lifecycle(self, event: LifecycleEvent) -> None:
+        """A managed VM started, stopped, paused ...: publish it as ``vm.lifecycle``."""
+        if self._records.vm(event.domain) is None:
+            return
+        await asyncio.to_thread(
+            self._events.publish, "vm.lifecycle", event.domain, event=event.event,
+            detail=event.detail,
+        )
+
     def redefine(self, domain_xml: str) -> None:
         """Replace a managed VM's persistent definition; a running VM is not touched."""
         self._hypervisor.define(domain_xml)
@@ -229,13 +238,24 @@ class VMService:
         self.record(name)
         return self._hypervisor.lookup(name)
 
+    def _undefined(self, record: VMRecord) -> VMView:
+        """A managed VM whose domain is no longer in libvirt (undefined outside blockplane)."""
+        return _with_adoption(
+            VMView(record.name, record.uuid, "undefined", record.vcpus, record.memory_bytes,
+                   record.guest, managed=True),
+            self._adoption(record.name),
+        )
+
+    def _adoption(self, name: str) -> AdoptionRecord | None:
+        return self._adoptions.get(name) if self._adoptions is not None else None
+
     def _view(self, domain: DomainHandle) -> VMView:
         record = self._records.vm(domain.name)
         current = domain.state()
         state = "crashed" if current.crashed else current.state
         if record is None:
             return VMView(domain.name, domain.uuid, state, 0, 0, "unknown", managed=False)
-        return VMView(
+        view = VMView(
             record.name,
             domain.uuid,
             state,
@@ -244,6 +264,16 @@ class VMService:
             record.guest,
             managed=True,
         )
+        return _with_adoption(view, self._adoption(record.name))
+
+
+def _with_adoption(view: VMView, adoption: AdoptionRecord | None) -> VMView:
+    if adoption is None:
+        return view
+    return dataclasses.replace(
+        view, adopted=True, gone_since=adoption.gone_since,
+        reserved_iothreads=adoption.reserved_iothreads, foreign_disks=adoption.foreign_disks,
+    )
 
 
 def emulator_path() -> str:

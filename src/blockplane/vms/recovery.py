@@ -1,7 +1,8 @@
 """Finishing or undoing disk changes the agent died in the middle of.
 
 Each attach and detach writes an intent (``store/pending.py``) before its first step. On start,
-before serving, the agent reads what is left and compares it with libvirt's view:
+before serving, the intent registry (``store.intents``) hands what is left of kinds
+``disk.attach`` and ``disk.detach`` to ``recover_intent``, which compares it with libvirt's view:
 - attach: the disk is in the domain -> complete it (record it); otherwise roll back every step
   that may have happened (controller, IOThreads the attach added, the volume);
 - detach: the disk is gone from the domain -> complete it (orphan IOThreads, record, volume);
@@ -13,75 +14,49 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
 
-from blockplane.deadlines import BoundedLock
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.connection import Hypervisor
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
-from blockplane.store.pending import PendingOperation, PendingOperations
-from blockplane.store.records import DiskRecord, Records, VolumeRecord
+from blockplane.store.intents import IntentOutcome
+from blockplane.store.pending import PendingOperation
+from blockplane.store.records import DiskRecord, Records
+from blockplane.vms.observers import DiskObservers
 from blockplane.xml.disk import parse_disks, scsi_controller_indexes, scsi_controller_xml
 
 log = logging.getLogger(__name__)
-
-AttachedHook = Callable[[str, str, VolumeRecord], None]
-
 
 class DiskRecovery:
     def __init__(
         self,
         hypervisor: Hypervisor,
         records: Records,
-        pending: PendingOperations,
         pools: PoolService,
         volumes: VolumeService,
         events: EventPublisher,
-        attached_hooks: Callable[[], Sequence[AttachedHook]],
+        observers: DiskObservers,
     ) -> None:
         self._hypervisor = hypervisor
         self._records = records
-        self._pending = pending
         self._pools = pools
         self._volumes = volumes
         self._events = events
-        self._attached_hooks = attached_hooks
+        self._observers = observers
 
-    def recover(self) -> list[dict[str, Any]]:
-        return [self._recover_one(operation) for operation in self._pending.all()]
-
-    def recover_orphans(self, lock_for: Callable[[str], BoundedLock]) -> list[dict[str, Any]]:
-        """Disk intents left by operations that ended without finishing them, while running.
-
-        An attach or detach whose rollback failed (the hypervisor connection dropped under it)
-        leaves its intent behind. Each is taken under its VM's lock, so an operation still in
-        progress ends first and is not raced; what is still pending then is recovered as at start.
-        """
-        outcomes = []
-        for operation in self._pending.all():
-            if not operation.kind.startswith("disk."):
-                continue
-            with lock_for(operation.vm):
-                if operation.vm in self._hypervisor.unresponsive_domains():
-                    continue  # a call left running may still change the disk: after it returns
-                if operation.id in {other.id for other in self._pending.all()}:
-                    outcomes.append(self._recover_one(operation))
-        return outcomes
-
-    def _recover_one(self, operation: PendingOperation) -> dict[str, Any]:
+    def recover_intent(self, operation: PendingOperation) -> IntentOutcome:
+        """Complete or roll back one ``disk.attach`` or ``disk.detach`` intent (the registry
+        finishes it), and publish ``disk.recovered``."""
         try:
             outcome = self._recover(operation)
         except BlockplaneError as error:
             log.error("recovering %s failed: %s", operation, error)
             outcome = f"failed: {error}"
-        self._pending.finish(operation.id)
-        summary = {"operation": operation.kind, "target": operation.target, "outcome": outcome}
-        self._events.publish("disk.recovered", operation.vm, **summary)
-        return {"vm": operation.vm, **summary}
+        self._events.publish("disk.recovered", operation.vm, operation=operation.kind,
+                             target=operation.target, outcome=outcome)
+        return IntentOutcome(operation.vm, operation.kind, operation.target, outcome)
 
     def _recover(self, operation: PendingOperation) -> str:
         try:
@@ -99,7 +74,7 @@ class DiskRecovery:
                 return "not detached: the disk is still attached; retry the detach"
             self._complete_detach(domain, operation)
             return "completed"
-        return f"unknown operation {operation.kind}: dropped"
+        raise ValueError(f"not a disk intent: {operation.kind}")
 
     @staticmethod
     def _present(domain: DomainHandle, target: str) -> bool:
@@ -123,8 +98,7 @@ class DiskRecovery:
             )
             volume = self._records.volume(data["pool"], data["volume"])
             if volume is not None:
-                for hook in self._attached_hooks():
-                    hook(operation.vm, operation.target, volume)
+                self._observers.attached(operation.vm, operation.target, volume)
         return "completed"
 
     def _roll_back_attach(self, domain: DomainHandle | None, operation: PendingOperation) -> None:

@@ -19,7 +19,7 @@ from blockplane.xml.parser import parse_xml
 
 def parse_chain(domain_xml: str, target: str) -> Chain:
     """The backing chain of the disk whose ``<target dev>`` is ``target``."""
-    disk = _find_disk(parse_xml(domain_xml), target)
+    disk = find_disk(parse_xml(domain_xml), target)
     layers = _layers(disk, target)
     elements = tuple(
         ChainElement(
@@ -39,7 +39,8 @@ def parse_chain(domain_xml: str, target: str) -> Chain:
     return Chain(target, elements, complete=complete, mirror=_mirror(disk))
 
 
-def _find_disk(root: etree._Element, target: str) -> etree._Element:
+def find_disk(root: etree._Element, target: str) -> etree._Element:
+    """The ``<disk>`` whose ``<target dev>`` is ``target``; NotFound ``disk.not_found``."""
     for disk in root.iterfind("devices/disk"):
         element = disk.find("target")
         if element is not None and element.get("dev") == target:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from blockplane.errors import NotFound
+from blockplane.xml.backing_chain import find_disk
 from blockplane.xml.parser import parse_xml
 
 
@@ -21,7 +21,7 @@ def with_live_chains(persistent_xml: str, live_xml: str, targets: Iterable[str])
     """``persistent_xml`` with the chains of ``targets`` as ``live_xml`` has them."""
     persistent, live = parse_xml(persistent_xml), parse_xml(live_xml)
     for target in targets:
-        _copy_chain(_disk(live, target), _disk(persistent, target))
+        _copy_chain(find_disk(live, target), find_disk(persistent, target))
     return etree.tostring(persistent, encoding="unicode")
 
 
@@ -47,12 +47,4 @@ def _without_indexes(element: etree._Element) -> etree._Element:
         if "index" in node.attrib:
             del node.attrib["index"]
     return duplicate
-
-
-def _disk(root: etree._Element, target: str) -> etree._Element:
-    for disk in root.iterfind("devices/disk"):
-        element = disk.find("target")
-        if element is not None and element.get("dev") == target:
-            return disk
-    raise NotFound(f"the domain has no disk {target}", code="disk.not_found")
 

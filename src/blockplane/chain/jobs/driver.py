@@ -20,16 +20,19 @@ from blockplane.chain.jobs.cleanup import JobCleanup
 from blockplane.chain.jobs.effects import pivot_confirmed
 from blockplane.chain.jobs.phases import (
     CleanupDone,
+    CopyRestarted,
     JobSignal,
     PivotFailed,
     PivotIssued,
     PivotObserved,
+    RestartFailed,
     advance,
 )
 from blockplane.chain.jobs.state import JobPhase, JobState
 from blockplane.chain.jobs.store import JobStore, StoredJob
+from blockplane.chain.jobs.thin_copy import CopyRestarts
 from blockplane.chain.service import ChainService
-from blockplane.errors import BlockplaneError, NotFound
+from blockplane.errors import BlockplaneError, NotFound, outcome_unknown
 from blockplane.failpoints import failpoint
 from blockplane.store.events import EventPublisher
 
@@ -46,12 +49,14 @@ class JobDriver:
         cleanup: JobCleanup,
         events: EventPublisher,
         clock: Callable[[], float] = time.time,
+        restarts: CopyRestarts | None = None,
     ) -> None:
         self._store = store
         self._chains = chains
         self._cleanup = cleanup
         self._events = events
         self._clock = clock
+        self._restarts = restarts
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
 
@@ -70,6 +75,9 @@ class JobDriver:
         with self.lock(job_id):
             stored = self.get(job_id)
             new = advance(stored.state, signal, self._clock())
+            reason = self._restarts.wanted(stored, new) if self._restarts else None
+            if reason is not None:
+                return self.follow(self._restart(stored, reason))
             if new != stored.state:
                 self._save(stored.state, new)
                 stored = StoredJob(new, stored.spec)
@@ -132,6 +140,25 @@ class JobDriver:
             if time.monotonic() >= deadline:
                 return stored
             time.sleep(0.1)
+
+    def _restart(self, stored: StoredJob, reason: str) -> StoredJob:
+        """Persist the restart (counted), then start the copy again; FAILED if that fails."""
+        assert self._restarts is not None
+        restarted = advance(stored.state, CopyRestarted(), self._clock())
+        self._save(stored.state, restarted)
+        stored = StoredJob(restarted, stored.spec)
+        log.warning("copy job %s: %s; starting it again (%d)", stored.id, reason,
+                    restarted.restarts)
+        failpoint("job.copy.restart.after_persist")
+        try:
+            self._restarts.restart(stored, reason)
+        except BlockplaneError as error:
+            if outcome_unknown(error):
+                return stored  # the mirror may still start: the reconcile finds out
+            failed = advance(restarted, RestartFailed(error.message), self._clock())
+            self._save(restarted, failed)
+            return StoredJob(failed, stored.spec)
+        return stored
 
     def _apply_cleanup(self, stored: StoredJob) -> StoredJob:
         failpoint("job.cleanup.before")

@@ -5,6 +5,9 @@ Phases (persisted before the action each one describes)::
     PREPARING -> RUNNING -> [READY -> PIVOTING] -> CLEANUP -> DONE | FAILED | ABORTED
                     \\-> ABORTING (user abort) -/
 
+A copy whose thin destination ran out of room goes from RUNNING or READY back to RUNNING
+(``CopyRestarted``, counted in ``restarts``) instead of ending FAILED (``thin_copy``).
+
 Signals come in two sorts. *Observations* (BLOCK_JOB_2 events, blockJobInfo or its absence, the
 live XML's verdict on a pivot) are facts: they never raise, duplicates change nothing, and one that
 arrives after the job ended is stale and ignored. *Requests* (the user's pivot or abort, and the
@@ -41,6 +44,7 @@ from blockplane.errors import Conflict
 __all__ = [
     "AbortRequested",
     "CleanupDone",
+    "CopyRestarted",
     "Effect",
     "JobAbsent",
     "JobEventObserved",
@@ -56,6 +60,7 @@ __all__ = [
     "PivotRequested",
     "Request",
     "RestartAction",
+    "RestartFailed",
     "StartFailed",
     "Started",
     "advance",
@@ -139,10 +144,23 @@ class CleanupDone:
     pass
 
 
+@dataclass(frozen=True)
+class CopyRestarted:
+    """A copy's thin destination ran out of room: it is grown and the copy starts again
+    (persisted before the new mirror is asked for)."""
+
+
+@dataclass(frozen=True)
+class RestartFailed:
+    """The copy could not be started again; it ends FAILED with ``error``."""
+
+    error: str
+
+
 Observation = JobEventObserved | JobInfoObserved | JobAbsent | PivotObserved
 Request = (
     Started | StartFailed | PivotRequested | AbortRequested | PivotIssued | PivotFailed
-    | CleanupDone
+    | CleanupDone | CopyRestarted | RestartFailed
 )
 JobSignal = Observation | Request
 
@@ -278,6 +296,19 @@ def _request(job: JobState, signal: Request) -> JobState:
             if phase is not JobPhase.PIVOTING:
                 raise _invalid(job, "no pivot was issued")
             return replace(job, phase=JobPhase.READY, pivot_requested=False, error=error)
+        case CopyRestarted():
+            if job.kind is not JobKind.COPY or phase not in (JobPhase.RUNNING, JobPhase.READY):
+                raise _invalid(job, "only a running copy starts again")
+            if job.abort_requested:
+                raise _invalid(job, "it is being aborted")
+            return replace(job, phase=JobPhase.RUNNING, ready=False, progress=None,
+                           libvirt_status=None, restarts=job.restarts + 1)
+        case RestartFailed(error):
+            if phase.ended:
+                return job
+            if job.kind is not JobKind.COPY or job.restarts == 0:
+                raise _invalid(job, "no restart was issued")
+            return _end(job, Outcome.FAILED, error)
         case CleanupDone():
             if phase.terminal:
                 return job

@@ -3,7 +3,8 @@ pivot|speed``.
 
 Starting a job: validate against the live chain (nothing written yet), insert the job PREPARING
 unless a live job holds one of its disks (Conflict ``job.busy``), create what it needs (a copy's
-destination volume; room in a thin commit base), call libvirt, record RUNNING. A failure records
+destination volume, thin in a loop or lvm pool and watched on the mirror's node: ``thin_copy``;
+room in a thin commit base), call libvirt, record RUNNING. A failure records
 the job FAILED and cleans up. From then on ``JobDriver`` moves it, on BLOCK_JOB_2 events
 (``on_block_job``, kept in order by one worker) and on the reconcile (``jobs.reconcile``). Must
 not edit chains itself or decide phases.
@@ -17,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from blockplane.backup.rbd import run_backup as run_rbd_backup
 from blockplane.chain.jobs.backup_plan import backup_directory, plan_backup
@@ -39,8 +39,10 @@ from blockplane.chain.jobs.plans import (
 from blockplane.chain.jobs.rbd_copies import RbdCopies, refuse_on_rbd, refuse_unsafe_mapping
 from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
-from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, new_job
+from blockplane.chain.jobs.state import BlockJobStatus, JobKind, JobPhase, Progress, new_job
 from blockplane.chain.jobs.store import JobStore, busy_error
+from blockplane.chain.jobs.thin_copy import ThinCopies, destination_size, destination_xml
+from blockplane.chain.jobs.views import JobView, job_view
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
@@ -54,13 +56,15 @@ from blockplane.errors import (
 )
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.iothreads.model import NO_KNOWN_DEFECT, MappingSupport
 from blockplane.model.chain import Chain
 from blockplane.storage.backends.rbd import is_rbd_path
-from blockplane.storage.images import is_block_device, measure_commit
+from blockplane.storage.images import measure_commit
 from blockplane.storage.pools import PoolService
 from blockplane.store.records import DiskRecord, PoolRecord, Records, VolumeRecord
-from blockplane.vms.disks import DiskService
-from blockplane.xml.chain import ImageTarget, copy_destination_xml
+from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
+from blockplane.vms.locks import VMLocks
+from blockplane.xml.chain import copy_destination_xml
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,14 @@ class JobsService:
     def __init__(
         self, store: JobStore, chains: ChainService, driver: JobDriver,
         reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
-        records: Records, disks: DiskService, thin: ThinHook | None,
+        records: Records, locks: VMLocks, thin: ThinHook | None,
+        thin_copies: ThinCopies, rbd_copies: RbdCopies, foreign: AdoptedDisks | None = None,
+        rbd_mapping: MappingSupport = NO_KNOWN_DEFECT,
     ) -> None:
+        """``rbd_copies``: copies into and backups of rbd disks; ``rbd_mapping``: whether an
+        rbd disk's queues may run in several IOThreads (a pivot onto rbd is refused where a
+        disk mapped over several would deadlock)."""
+        self._foreign = foreign or NothingAdopted()
         self._store = store
         self._chains = chains
         self._driver = driver
@@ -81,17 +91,21 @@ class JobsService:
         self._volumes = volumes
         self._pools = pools
         self._records = records
-        self._disks = disks
+        self._locks = locks
         self._thin = thin
-        self._rbd_copies = RbdCopies(pools, records)
+        self._thin_copies = thin_copies
+        self._rbd_copies = rbd_copies
+        self._rbd_mapping = rbd_mapping
 
     # starting jobs
     def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
-               bandwidth: int) -> dict[str, Any]:
-        domain, chain = self._live_chain(vm, target)
+               bandwidth: int) -> JobView:
+        domain, chain = self._live_chain(vm, target, "a commit")
         refuse_on_rbd(chain, "commit")
         plan = plan_commit(chain, self._chains.element(chain, top),
                            self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
+        self._foreign.refuse(vm, target, "a commit into it",
+                                   [plan.spec.base_path] if plan.spec.base_path else [])
         between = list(plan.spec.invalidated[1:])
 
         def act(spec: JobSpec) -> JobSpec:
@@ -104,8 +118,8 @@ class JobsService:
         return self._start(vm, target, plan.kind, plan.spec, plan.pivot, act,
                            chain=chain.paths())
 
-    def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> dict[str, Any]:
-        domain, chain = self._live_chain(vm, target)
+    def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> JobView:
+        domain, chain = self._live_chain(vm, target, "a pull")
         refuse_on_rbd(chain, "pull")
         plan = plan_pull(chain, self._chains.element(chain, base), bandwidth=bandwidth)
 
@@ -117,8 +131,8 @@ class JobsService:
 
     def copy(self, vm: str, target: str, *, dest_path: str | None, pool: str | None,
              shallow: bool, synchronous_writes: bool, pivot: bool,
-             bandwidth: int) -> dict[str, Any]:
-        domain, chain = self._live_chain(vm, target)
+             bandwidth: int) -> JobView:
+        domain, chain = self._live_chain(vm, target, "a copy")
         plan = plan_copy(chain, shallow=shallow, synchronous_writes=synchronous_writes,
                          pivot=pivot, bandwidth=bandwidth)
         job_id = _new_id()
@@ -126,45 +140,54 @@ class JobsService:
                                              f"{vm}-{target}-copy-{job_id[:6]}")
         top = chain.top
         backing = chain.elements[1] if plan.spec.shallow else None
-        destination_pool = self._pools.get(pool_name)
-        into_rbd = destination_pool.type == "rbd"
+        pool_record = self._pools.get(pool_name)
+        into_rbd = pool_record.type == "rbd"
         if into_rbd and plan.spec.shallow:
             raise InvalidInput(
                 f"--shallow into rbd pool {pool_name} is refused: a raw RBD image has no "
                 "backing file to keep the chain below the top on; copy the whole chain",
                 code="job.invalid_request")
         if into_rbd and (pivot or synchronous_writes):
-            refuse_unsafe_mapping(domain.xml(), target, self._disks.rbd_mapping,
+            refuse_unsafe_mapping(domain.xml(), target, self._rbd_mapping,
                                   "a copy with --pivot" if pivot else "a copy with --sync-writes")
-        size = self._rbd_copies.virtual_size(vm, target, top.path)
 
         def act(spec: JobSpec) -> JobSpec:
+            virtual = self._rbd_copies.virtual_size(vm, target, top.path)
+            initial = None
+            if self._thin_copies.enabled and not is_rbd_path(top.path):
+                initial = destination_size(pool_record, top.path, shallow=spec.shallow,
+                                           virtual_bytes=virtual)
             record = self._volumes.create(
-                vm, target, pool_name, volume, size, thin=False,
+                vm, target, pool_name, volume, virtual, thin=initial is not None,
                 backing=backing.path if backing else None,
                 backing_format=backing.format if backing else None, origin="copy",
-                image_format="raw" if into_rbd else "qcow2")
+                initial_bytes=initial, image_format="raw" if into_rbd else "qcow2")
             ref = VolumeRef(record.pool, record.name, record.path)
             spec = replace(spec, destination=ref, created=(ref,), new_top_path=ref.path)
             self._store.save_spec(job_id, spec)
             failpoint("job.copy.after_destination")
-            image = self._rbd_copies.destination(destination_pool, ref.path, target) if into_rbd \
-                else ImageTarget(target, "block" if is_block_device(ref.path) else "file",
-                                 ref.path)
-            domain.block_copy(target, copy_destination_xml(image),
+            self._thin_copies.before_mirror(vm, target, record)
+            destination = (
+                copy_destination_xml(self._rbd_copies.destination(pool_record, ref.path, target))
+                if into_rbd else destination_xml(target, ref.path))
+            domain.block_copy(target, destination,
                               bandwidth, shallow=spec.shallow,
                               synchronous_writes=synchronous_writes)
+            failpoint("job.copy.after_mirror_start")
+            self._thin_copies.mirror_started(vm, target, ref)
             return spec
 
         return self._start(vm, target, JobKind.COPY, plan.spec, pivot, act, job_id=job_id,
                            chain=chain.paths())
 
     def backup(self, vm: str, dest_dir: str, incremental: str | None,
-               targets: list[str]) -> dict[str, Any]:
+               targets: list[str]) -> JobView:
         domain = self._chains.domain(vm)
         if not domain.is_active():
             raise Conflict(f"VM {vm} is not running; back up a running VM",
                            code="vm.not_running")
+        for target in targets:
+            self._foreign.refuse(vm, target, "a backup")
         managed = [disk.target for disk in self._records.disks(vm)]
         job_id = _new_id()
         chosen = list(dict.fromkeys(targets)) or managed
@@ -190,7 +213,7 @@ class JobsService:
                            act, job_id=job_id)
 
     def _backup_rbd(self, vm: str, domain: DomainHandle, job_id: str, disks: list[DiskRecord],
-                    dest_dir: str, incremental: str | None) -> dict[str, Any]:
+                    dest_dir: str, incremental: str | None) -> JobView:
         """RBD snapshots exported by the agent (``backup.rbd``), as a job that ends before the
         request returns."""
         directory = backup_directory(dest_dir, self._pools_list())
@@ -213,10 +236,10 @@ class JobsService:
 
     def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
                act: Callable[[JobSpec], JobSpec], *, job_id: str | None = None,
-               chain: tuple[str, ...] | None = None) -> dict[str, Any]:
+               chain: tuple[str, ...] | None = None) -> JobView:
         """``chain``: the paths the job was planned on; refused if a snapshot changed them."""
         job = new_job(job_id or _new_id(), vm, target, kind, now=_now(), pivot=pivot)
-        with self._disks.vm_lock(vm), self._driver.lock(job.id):
+        with self._locks.lock_for(vm), self._driver.lock(job.id):
             self._require_free(vm, spec.targets, kind)
             domain = self._chains.domain(vm)
             if chain is not None and self._chains.read(domain, target).paths() != chain:
@@ -268,9 +291,10 @@ class JobsService:
     def _volume_at(self, path: str) -> VolumeRecord | None:
         return next((v for v in self._records.volumes() if v.path == path), None)
 
-    def _live_chain(self, vm: str, target: str) -> tuple[DomainHandle, Chain]:
+    def _live_chain(self, vm: str, target: str, action: str) -> tuple[DomainHandle, Chain]:
         if self._records.vm(vm) is None:
             raise NotFound(f"no VM named {vm!r} is managed by blockplane", code="vm.not_found")
+        self._foreign.refuse(vm, target, action)
         holder = self._store.holding(vm, target)
         if holder is not None:
             raise busy_error(vm, holder)
@@ -284,22 +308,22 @@ class JobsService:
         return self._records.pools()
 
     # requests on jobs
-    def list(self, vm: str | None = None) -> list[dict[str, Any]]:
-        return [stored.to_json() for stored in self._store.all(vm)]
+    def list(self, vm: str | None = None) -> list[JobView]:
+        return [job_view(stored.state, stored.spec) for stored in self._store.all(vm)]
 
-    def show(self, job_id: str) -> dict[str, Any]:
+    def show(self, job_id: str) -> JobView:
+        """The job, with libvirt's live progress while it runs."""
         stored = self._driver.get(job_id)
-        data = stored.to_json()
         if stored.state.phase in (JobPhase.RUNNING, JobPhase.READY, JobPhase.PREPARING):
             try:
                 seen = probe(self._chains, self._chains.domain(stored.state.vm), stored)
             except BlockplaneError:
-                return data
+                return job_view(stored.state, stored.spec)
             if seen.present and seen.end:
-                data["progress"] = {"cur": seen.cur, "end": seen.end}
-        return data
+                return job_view(stored.state, stored.spec, Progress(seen.cur, seen.end))
+        return job_view(stored.state, stored.spec)
 
-    def abort(self, job_id: str) -> dict[str, Any]:
+    def abort(self, job_id: str) -> JobView:
         stored = self._driver.apply(job_id, AbortRequested())
         failpoint("job.abort.after_persist")
         domain = self._chains.domain(stored.state.vm)
@@ -309,18 +333,18 @@ class JobsService:
             domain.block_job_abort(stored.state.target)
         return self.show(job_id)
 
-    def pivot(self, job_id: str) -> dict[str, Any]:
+    def pivot(self, job_id: str) -> JobView:
         stored = self._driver.get(job_id)
         destination = stored.spec.destination
         if stored.state.kind is JobKind.COPY and destination is not None and \
                 is_rbd_path(destination.path) and not stored.state.phase.ended:
             domain = self._chains.domain(stored.state.vm)
-            refuse_unsafe_mapping(domain.xml(), stored.state.target, self._disks.rbd_mapping,
+            refuse_unsafe_mapping(domain.xml(), stored.state.target, self._rbd_mapping,
                                   "a pivot")
         self._driver.apply(job_id, PivotRequested())
         return self.show(job_id)
 
-    def speed(self, job_id: str, bandwidth: int) -> dict[str, Any]:
+    def speed(self, job_id: str, bandwidth: int) -> JobView:
         stored = self._driver.get(job_id)
         if stored.state.kind is JobKind.BACKUP:
             raise InvalidInput("a backup's speed cannot be changed", code="job.invalid_request")
@@ -337,28 +361,6 @@ class JobsService:
         self._reconciler.run()
         self._volumes.collect()
 
-    def preparing(self, vm: str) -> bool:
-        """A job of ``vm`` is starting, or a snapshot of it is being taken."""
-        if any(job.state.vm == vm and job.state.phase is JobPhase.PREPARING
-               for job in self._store.live()):
-            return True
-        return self._disks.vm_lock(vm).locked()
-
-    def refuse_if_busy(self, vm: str, target: str | None) -> None:
-        """Refuse a detach (``target``) or a VM delete (None) while a job holds the disk."""
-        for stored in self._store.live():
-            if stored.state.vm == vm and (target is None or target in stored.spec.targets):
-                raise busy_error(vm, stored)
-
-    def referenced_paths(self, vm: str) -> set[str]:
-        """Paths ``vm``'s chains and its live jobs still use (for ``ChainVolumes``). A job in
-        CLEANUP still holds its images: its cleanup decides what becomes of them (an aborted
-        copy's destination is kept as a point-in-time copy), not a reconcile pass beside it."""
-        paths = self._chains.disk_paths(vm)
-        for stored in self._store.live():
-            if stored.state.vm == vm:
-                paths |= stored.spec.paths() - set(stored.spec.invalidated)
-        return paths
 
 
 def _status(value: int) -> BlockJobStatus | None:

@@ -96,7 +96,8 @@ class Progress:
 class JobState:
     """One job. ``ready``: READY was reached at least once. ``libvirt_status``: the last end
     status libvirt's events reported (COMPLETED, FAILED or CANCELED), None if none was seen.
-    ``outcome`` is set once, when the job ends, and then never changes."""
+    ``outcome`` is set once, when the job ends, and then never changes. ``restarts``: how
+    often a copy was started again after its thin destination ran out of room."""
 
     id: str
     vm: str
@@ -114,6 +115,7 @@ class JobState:
     point_in_time_copy: bool = False
     error: str | None = None
     finished_at: float | None = None
+    restarts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +137,7 @@ class JobState:
             "point_in_time_copy": self.point_in_time_copy,
             "error": self.error,
             "finished_at": self.finished_at,
+            "restarts": self.restarts,
         }
 
     @classmethod
@@ -159,6 +162,7 @@ class JobState:
             point_in_time_copy=bool(data.get("point_in_time_copy", False)),
             error=data.get("error"),
             finished_at=data.get("finished_at"),
+            restarts=int(data.get("restarts", 0)),
         )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from blockplane.chain.jobs.spec import JobSpec
 from blockplane.chain.jobs.state import JobPhase, JobState
@@ -27,9 +26,6 @@ class StoredJob:
     @property
     def id(self) -> str:
         return self.state.id
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.state.to_json(), "spec": self.spec.to_json()}
 
 
 def busy_error(vm: str, holder: StoredJob) -> Conflict:

@@ -1,1 +1,0 @@
-"""blockplane.demo: the guided tour."""

@@ -1,0 +1,46 @@
+"""What ``blockplane thin status`` answers: the monitor's view of each thin volume
+(``model.view``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from blockplane.model.view import KEY_IF_SET
+
+
+@dataclass(frozen=True)
+class ThinVolumeView:
+    """One monitored volume. ``index`` is libvirt's index of its chain node (``disk`` is
+    libvirt's name of it, ``vda[1]``); ``physical``, ``allocation`` and ``threshold`` are
+    QEMU's now when the VM runs, ``armed_threshold`` the one the monitor set last; ``chunk``
+    and ``max_physical`` are its growth step and ceiling (None while its pool is unknown).
+
+    A disk on an rbd pool is listed too, ``state`` ``not_monitored`` with the ``reason``, and
+    None for what only the monitor knows (``running``, and its sizes if the volume is gone)."""
+
+    vm: str
+    target: str
+    index: int | None
+    disk: str
+    pool: str
+    volume: str
+    path: str | None
+    running: bool | None
+    virtual: int | None
+    physical: int | None
+    allocation: int | None
+    threshold: int | None
+    armed_threshold: int | None
+    chunk: int | None
+    max_physical: int | None
+    state: str
+    extends: int
+    pauses: int
+    paused: bool
+    refusals: int
+    refused: bool
+    last_extend_latency_s: float | None
+    #: Its QEMU does not answer (a call to it was abandoned): the figures are the last known.
+    unresponsive: bool = False
+    #: Why the volume is listed without a monitor (rbd).
+    reason: str | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
