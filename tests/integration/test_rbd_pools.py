@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 from blockplane.lab.ceph import CephCluster, keyring_text, new_cephx_key
 from blockplane.xml.disk import parse_disks
 from tests.ceph_support import ceph_cluster, requires_ceph
+from tests.conftest import CAPABILITIES
 from tests.harness import AgentUnderTest
 from tests.rbd_support import (
     RadosPool,
@@ -289,11 +291,14 @@ def test_deleting_the_pool_removes_its_secret(agent: AgentUnderTest,
 
 
 def test_the_same_cluster_and_user_get_the_same_secret_uuid_on_every_host(
-    agent: AgentUnderTest, pool: str, module_rados_pool: RadosPool, tmp_path: Path,
+    agent: AgentUnderTest, pool: str, module_rados_pool: RadosPool, capabilities_cache: Path,
 ) -> None:
     """Another host (another agent home) that adds the cluster as the same user gets the same
     UUID, which the VM's XML names when it migrates there."""
-    other = AgentUnderTest(tmp_path / "host2")
+    # Short path (UNIX socket names), with the QEMU capabilities the first agent probed.
+    home = Path(tempfile.mkdtemp(prefix="bp-rh2-", dir="/tmp"))
+    shutil.copytree(capabilities_cache, home / CAPABILITIES)
+    other = AgentUnderTest(home)
     other.ok("agent", "start")
     try:
         created = create_rbd_pool(other, "ceph", module_rados_pool)
