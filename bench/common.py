@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -97,3 +99,28 @@ def host_cpus() -> int:
 
 def run_quiet(argv: list[str]) -> None:
     subprocess.run(argv, check=True, capture_output=True)
+
+
+def force_cleanup(home: Path, pool_dir: Path) -> list[str]:
+    """After a teardown that failed: stop the QEMU processes of VMs under ``home`` (by PID) and
+    detach the loop devices backed by files in ``pool_dir``; returns what was done."""
+    done = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in command and str(home).encode() in command:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                done.append(f"killed QEMU {entry.name}")
+    listing = subprocess.run(["losetup", "-a", "-n", "-O", "NAME,BACK-FILE"],
+                             capture_output=True, text=True, check=False).stdout
+    for line in listing.splitlines():
+        device, _, backing = line.strip().partition(" ")
+        if backing.strip().startswith(f"{pool_dir}/"):
+            subprocess.run(["losetup", "-d", device], check=False)
+            done.append(f"detached {device}")
+    return done

@@ -11,7 +11,10 @@ progress) through the API, and the agent's ``thin.*`` events give the extends, t
 
     python -m bench.thin [--size-mib 2048] [--chunks 64,128,256] [--stress]
 
-``--stress`` adds a 64 MiB chunk at 90% utilization (a 6.4 MiB reserve) that must pause.
+Every configuration runs with the adaptive extension (``thin.adaptive``, the default).
+``--stress`` adds a 64 MiB chunk at 90% utilization (a 6.4 MiB reserve) twice, side by side:
+with VDSM's fixed chunk (the agent restarted with ``BLOCKPLANE_THIN_STEP=fixed``), and adaptive.
+For each it also reports the pool's over-allocation at the end (physical minus allocation).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 from bench.common import OUT, bench_agent, guest_run, save, wait_for_block_device
 from bench.scale_phases import percentile
 from bench.thin_plot import plot
-from blockplane.cli.client import AgentClient, api_path
+from blockplane.cli.client import AgentClient, api_path, start_agent, stop_agent
 
 MIB = 1 << 20
 VM = "thinbench"
@@ -44,6 +47,11 @@ class Run:
     chunk_mib: int
     utilization: int
     rate_limit_mib_s: float | None
+    mode: str = "adaptive"
+    over_allocation: int = 0
+    reserves: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    rates: list[int] = field(default_factory=list)
     seconds: float = 0.0
     rate_mib_s: float = 0.0
     extends: int = 0
@@ -137,6 +145,8 @@ def measure(client: AgentClient, run: Run, size_mib: int, pool: str) -> Run:
     run.seconds = write(client, f"/dev/{disk['target']}", size_mib, run.rate_limit_mib_s)
     sampler.stop.set()
     sampler.join()
+    [row] = [r for r in client.request("GET", "/v1/thin", vm=VM) if r["target"] == disk["target"]]
+    run.over_allocation = row["physical"] - row["allocation"]
     run.rate_mib_s = size_mib / run.seconds
     run.sizes = [(t - started, size) for t, size in sampler.sizes]
     run.allocations = [(t - started, allocation) for t, allocation in sampler.allocations]
@@ -146,6 +156,9 @@ def measure(client: AgentClient, run: Run, size_mib: int, pool: str) -> Run:
     run.extends = len(extended)
     run.latencies_s = [e["latency_s"] for e in extended if e["cause"] == "event"]
     run.extend_times = [e["at"] - started for e in extended]
+    run.reserves = [e.get("reserve_bytes", 0) for e in extended]
+    run.steps = [e.get("step_bytes", 0) for e in extended]
+    run.rates = [e.get("rate_bytes_s", 0) for e in extended]
     paused = [e["at"] - started for e in mine if e["type"] == "thin.paused"]
     resumed = [e for e in mine if e["type"] == "thin.resumed"]
     run.pauses = len(paused)
@@ -156,8 +169,23 @@ def measure(client: AgentClient, run: Run, size_mib: int, pool: str) -> Run:
     return run
 
 
-def configurations(chunks: list[int], stress: bool) -> list[tuple[int, int]]:
-    return [(chunk, 20) for chunk in chunks] + ([(64, 90)] if stress else [])
+def configurations(chunks: list[int], stress: bool) -> list[tuple[int, int, str]]:
+    stressed = [(64, 90, "fixed"), (64, 90, "adaptive")] if stress else []
+    return [(chunk, 20, "adaptive") for chunk in chunks] + stressed
+
+
+def use_step_mode(client: AgentClient, mode: str, current: str) -> str:
+    """Restart the agent with ``BLOCKPLANE_THIN_STEP=mode`` if it runs another (the VM keeps
+    running; the agent process only)."""
+    if mode == current:
+        return mode
+    stop_agent(client.settings)
+    os.environ["BLOCKPLANE_THIN_STEP"] = mode
+    try:
+        start_agent(client.settings)
+    finally:
+        os.environ.pop("BLOCKPLANE_THIN_STEP", None)
+    return mode
 
 
 def main() -> None:
@@ -173,17 +201,19 @@ def main() -> None:
     with bench_agent() as client:
         client.request("POST", "/v1/vms", {"name": VM, "vcpus": 2, "memory": "1G",
                                            "guest": "linux", "start": True})
-        for chunk, utilization in configurations(chunks, args.stress):
-            pool = f"c{chunk}u{utilization}"
+        mode_now = "adaptive"
+        for chunk, utilization, mode in configurations(chunks, args.stress):
+            mode_now = use_step_mode(client, mode, mode_now)
+            pool = f"c{chunk}u{utilization}{mode[0]}"
             client.request("POST", "/v1/pools", {"name": pool, "type": "loop",
                                                  "chunk": f"{chunk}M",
                                                  "utilization": utilization})
-            label = f"{chunk} MiB @ {utilization}%"
-            run = measure(client, Run(label, chunk, utilization, None), args.size_mib, pool)
+            label = f"{chunk} MiB @ {utilization}% {mode}"
+            run = measure(client, Run(label, chunk, utilization, None, mode), args.size_mib, pool)
             runs.append(run)
             ladders[label] = []
             for fraction in (0.75, 0.5, 0.25) if run.pauses else ():
-                limited = Run(label, chunk, utilization, round(run.rate_mib_s * fraction))
+                limited = Run(label, chunk, utilization, round(run.rate_mib_s * fraction), mode)
                 ladders[label].append(measure(client, limited, args.size_mib, pool))
                 if limited.pauses == 0:
                     break
@@ -216,6 +246,23 @@ def report(runs: list[Run], ladders: dict[str, list[Run]]) -> None:
         for run in ladder:
             print(f"  {label} at {run.rate_limit_mib_s} MiB/s: {run.rate_mib_s:.0f} MiB/s, "
                   f"{run.pauses} pauses")
+    print("\n| configuration | over-allocation at the end | reserve (min-max) | steps "
+          "| measured rate p50 |")
+    print("|---|---|---|---|---|")
+    for run in runs:
+        rates = [rate for rate in run.rates if rate]
+        steps = sorted({step // MIB for step in run.steps})
+        print(f"| {run.label} | {run.over_allocation / MIB:.1f} MiB "
+              f"({run.over_allocation / (run.chunk_mib * MIB):.2f} chunks) "
+              f"| {min(run.reserves, default=0) / MIB:.1f}-{max(run.reserves, default=0) / MIB:.1f}"
+              f" MiB | {steps} MiB | "
+              f"{percentile([float(r) for r in rates], 50) / MIB if rates else 0:.0f} MiB/s |")
+    stressed = {run.mode: run for run in runs if run.utilization == 90}
+    if {"fixed", "adaptive"} <= set(stressed):
+        extra = stressed["adaptive"].over_allocation - stressed["fixed"].over_allocation
+        print(f"\nstress, adaptive vs fixed: {stressed['adaptive'].pauses} vs "
+              f"{stressed['fixed'].pauses} pauses flat out; over-allocation "
+              f"{extra / MIB:+.1f} MiB ({extra / (64 * MIB):+.2f} chunks; goal <= +2)")
     every = [latency for run in runs for latency in run.latencies_s]
     if every:
         p99 = percentile(every, 99)

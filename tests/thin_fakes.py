@@ -10,6 +10,7 @@ capacity the way the real backends do (``PoolCapacity``).
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,8 @@ class FakeDomain:
     volume: str
     running: bool = True
     paused: bool = False
+    #: Another call holds its job: stats asked without waiting carry no sizes or counters.
+    busy: bool = False
     allocation: int = 0
     threshold: int = 0
     armed: list[tuple[str, int]] = field(default_factory=list)
@@ -131,6 +134,7 @@ class FakeDomain:
             "block.0.backingIndex": self.index,
             "block.0.allocation": self.allocation,
             "block.0.physical": self.sizes[self.volume],
+            "block.0.wr.reqs": 0,
         }
         if self.threshold:
             stats["block.0.threshold"] = self.threshold
@@ -155,6 +159,8 @@ class FakeHypervisor:
     def __init__(self) -> None:
         self.domains: dict[str, FakeDomain] = {}
         self.bulk_calls = 0
+        #: The domains each bulk stats call asked for (None: all of them).
+        self.asked: list[list[str] | None] = []
 
     def lookup(self, name: str) -> FakeDomain:
         if name not in self.domains:
@@ -164,13 +170,19 @@ class FakeHypervisor:
     def unresponsive_domains(self) -> set[str]:
         return set()
 
-    def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    def bulk_stats(
+        self, stats: int = 0, domains: Collection[str] | None = None, *, nowait: bool = False
+    ) -> list[tuple[str, dict[str, Any]]]:
         self.bulk_calls += 1
+        self.asked.append(None if domains is None else sorted(domains))
         result = []
         for name, domain in self.domains.items():
-            if domain.running:
+            if domain.running and (domains is None or name in domains):
                 state = PAUSED_STATE if domain.paused else RUNNING_STATE
                 reason = PAUSED_IOERROR_REASON if domain.paused else 1
-                result.append((name, {"state.state": state, "state.reason": reason,
-                                      **domain.block_stats()}))
+                block = domain.block_stats()
+                if nowait and domain.busy:
+                    block = {key: value for key, value in block.items()
+                             if key.endswith((".name", ".path", ".count", "backingIndex"))}
+                result.append((name, {"state.state": state, "state.reason": reason, **block}))
         return result

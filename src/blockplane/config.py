@@ -15,6 +15,11 @@ AccelChoice = Literal["auto", "kvm", "tcg"]
 
 DEFAULT_ROOT_HOME = Path("/var/lib/blockplane")
 DEFAULT_IOTHREAD_CAP = 16
+#: A quick reconcile pass (what changed) this often, a full one (everything) this often
+#: (``runtime.reconcile_schedule``); ``BLOCKPLANE_FULL_RECONCILE_S`` sets the full period, and
+#: a full period no longer than the quick one makes every pass full (the behaviour before).
+DEFAULT_RECONCILE_INTERVAL_S = 2.0
+DEFAULT_FULL_RECONCILE_INTERVAL_S = 60.0
 
 
 def default_home() -> Path:
@@ -86,7 +91,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     iothread_cap: int = DEFAULT_IOTHREAD_CAP
-    reconcile_interval_s: float = 2.0
+    reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
+    full_reconcile_interval_s: float = DEFAULT_FULL_RECONCILE_INTERVAL_S
 
 
 def embedded_uri(paths: Paths) -> str:
@@ -103,8 +109,11 @@ def load_settings(
     uri = libvirt_uri or os.environ.get("BLOCKPLANE_LIBVIRT_URI") or embedded_uri(paths)
     chosen_accel = accel or _accel_from_env()
     cap = int(os.environ.get("BLOCKPLANE_IOTHREAD_CAP", DEFAULT_IOTHREAD_CAP))
+    full_s = float(os.environ.get("BLOCKPLANE_FULL_RECONCILE_S",
+                                  DEFAULT_FULL_RECONCILE_INTERVAL_S))
     return Settings(
-        paths=paths, libvirt_uri=uri, accel=chosen_accel, listen=listen, iothread_cap=cap
+        paths=paths, libvirt_uri=uri, accel=chosen_accel, listen=listen, iothread_cap=cap,
+        full_reconcile_interval_s=full_s,
     )
 
 

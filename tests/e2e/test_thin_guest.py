@@ -31,6 +31,8 @@ RECONCILE_PERIOD_S = 2.0
 def guest(agent: AgentUnderTest) -> str:
     agent.ok("pool", "create", "t128", "--type", "loop", "--chunk", "128M", "--utilization", "20")
     agent.ok("pool", "create", "t64", "--type", "loop", "--chunk", "64M", "--utilization", "50")
+    # The stress case: a 6.4 MiB reserve, which a flat-out guest outruns with fixed chunks.
+    agent.ok("pool", "create", "t64s", "--type", "loop", "--chunk", "64M", "--utilization", "90")
     agent.ok("vm", "create", "lin", "--vcpus", "2", "--memory", "1G", "--guest", "linux",
              "--start")
     sh(agent, "lin", f"dd if=/dev/urandom of=/tmp/seed bs=1M count={SEED_MIB} 2>/dev/null")
@@ -137,6 +139,33 @@ def test_two_gib_flat_out_into_128m_chunks(agent: AgentUnderTest, guest: str) ->
     assert row["paused"] is False
     assert len(events(agent, guest, "thin.resumed", disk["volume"])) == row["pauses"]
     assert {e["cause"] for e in extended} <= {"event", "enospc"}
+    verify_windows(agent, guest, disk, 32)
+
+
+def test_two_gib_flat_out_into_64m_chunks_at_90_percent_never_pauses(
+    agent: AgentUnderTest, guest: str
+) -> None:
+    disk = attach_thin(agent, guest, "t64s", "4G")
+    started = time.monotonic()
+    sh(agent, guest, write_windows(f"/dev/{disk['target']}", 32, "/tmp/s.rc"))
+    assert wait_done(agent, guest, "/tmp/s.rc").split() == ["0", "wrote"]
+    seconds = time.monotonic() - started
+    row = thin_row(agent, guest, disk["target"])
+    extended = events(agent, guest, "thin.extended", disk["volume"])
+    reserves = [e["reserve_bytes"] for e in extended]
+    print(f"2 GiB in {seconds:.1f} s ({2048 / seconds:.0f} MiB/s incl. polling), "
+          f"{row['extends']} extends, {row['pauses']} pauses, reserves "
+          f"{min(reserves) / MIB:.1f}-{max(reserves) / MIB:.1f} MiB, steps "
+          f"{sorted({e['step_bytes'] // MIB for e in extended})} MiB, over-allocation "
+          f"{(row['physical'] - row['allocation']) / MIB:.0f} MiB")
+    assert (row["pauses"], row["paused"]) == (0, False)
+    assert events(agent, guest, "thin.paused", disk["volume"]) == []
+    assert guest_io_errors(agent, guest) == ""
+    assert {e["cause"] for e in extended} == {"event"}
+    # The reserve followed the writer past VDSM's 6.4 MiB; every step is whole chunks.
+    assert max(reserves) > 64 * MIB // 10
+    assert all(e["step_bytes"] % (64 * MIB) == 0 for e in extended)
+    assert row["physical"] >= 2048 * MIB and row["state"] == "set"
     verify_windows(agent, guest, disk, 32)
 
 

@@ -84,7 +84,8 @@ def test_per_disk_counters_and_limits(agent: AgentUnderTest, disk: str) -> None:
     assert value(samples, "blockplane_disk_limit_iops", vm=VM, disk=disk, direction="total") == 500
     assert value(samples, "blockplane_throttle_group_limit_iops", vm=VM, group="vmgrp",
                  direction="total") == 2000
-    assert value(samples, "blockplane_vm_iothreads", vm=VM) == 2
+    # a throttled disk runs all its queues in one IOThread (capability throttle_multi_iothread)
+    assert value(samples, "blockplane_vm_iothreads", vm=VM) == 1
     assert value(samples, "blockplane_metrics_stats_up") == 1
 
 
@@ -123,7 +124,7 @@ def test_metric_names_follow_conventions(agent: AgentUnderTest, disk: str) -> No
 def test_top_once_shows_the_disk(agent: AgentUnderTest, disk: str) -> None:
     frame = agent.json("top", "--once", "--vm", VM)
     (row,) = frame["disks"]
-    assert (row["vm"], row["target"], row["iops_limit"], row["iothreads"]) == (VM, disk, 500, 2)
+    assert (row["vm"], row["target"], row["iops_limit"], row["iothreads"]) == (VM, disk, 500, 1)
     assert row["chain"] == [f"blockplane-disk-{disk}", "vmgrp"] and row["thin"] is True
     assert frame["stats_calls"] in (1, 2)
     screen = agent.ok("top", "--once", "--vm", VM)

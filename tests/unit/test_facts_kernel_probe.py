@@ -27,11 +27,14 @@ def qemu_and_linux() -> tuple[str, ProbeKernel]:
 @needs_kernel
 def test_a_kernel_that_boots_is_usable_and_the_verdict_is_kept(tmp_path: Path) -> None:
     binary, linux = qemu_and_linux()
-    first = probe_kernel_boots(binary, linux, cache_dir=tmp_path, accel_args=("-accel", "tcg"))
+    # a TCG boot on a loaded host can take longer than the agent's 10 s; this checks the verdict
+    first = probe_kernel_boots(binary, linux, cache_dir=tmp_path, timeout=120,
+                               accel_args=("-accel", "tcg"))
     assert first.usable, first.reason
     assert "booted and powered off" in first.reason
     assert len(list(tmp_path.iterdir())) == 1
-    kept = probe_kernel_boots(binary, linux, cache_dir=tmp_path, accel_args=("-accel", "tcg"))
+    kept = probe_kernel_boots(binary, linux, cache_dir=tmp_path, timeout=120,
+                              accel_args=("-accel", "tcg"))
     assert kept.usable
     assert kept.reason.endswith("(this boot's kept verdict)")
 

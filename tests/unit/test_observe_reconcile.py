@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +12,7 @@ import pytest
 
 from blockplane.cli.decode import encode
 from blockplane.errors import NotFound
-from blockplane.observe.confirm import FULL_EVERY_S, Confirmer, thin_confirmed
+from blockplane.observe.confirm import Confirmer, thin_confirmed
 from blockplane.observe.reconcile import ReconcileLog, confirmed
 from blockplane.runtime.eventlog import EventLog
 from blockplane.store.database import Database
@@ -93,9 +93,14 @@ class Domain:
 
 
 class Thin:
-    def status(self, vm: str | None = None) -> list[ThinVolumeView]:
-        return [thin_row(running=True, state="set", threshold=5, armed_threshold=5),
-                thin_row(running=True, state="unset", threshold=None, armed_threshold=None)]
+    """Two volumes of VM ``x``, one of them not armed."""
+
+    def status(
+        self, vm: str | None = None, *, vms: Collection[str] | None = None
+    ) -> list[ThinVolumeView]:
+        return [thin_row(vm="x", running=True, state="set", threshold=5, armed_threshold=5),
+                thin_row(vm="x", running=True, state="unset", threshold=None,
+                         armed_threshold=None)]
 
 
 def records_with(tmp_path: Path, plans: dict[str, dict[str, Any]]) -> Records:
@@ -112,8 +117,17 @@ GOOD_PLAN = {"mapping": [[101, [0]], [102, [1]]]}
 
 
 class ThinArmed:
-    def status(self, vm: str | None = None) -> list[ThinVolumeView]:
-        return [thin_row(running=True, state="set", threshold=5, armed_threshold=5)]
+    """One armed volume on each VM."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str] | None] = []
+
+    def status(
+        self, vm: str | None = None, *, vms: Collection[str] | None = None
+    ) -> list[ThinVolumeView]:
+        self.asked.append(None if vms is None else sorted(vms))
+        return [thin_row(vm=name, running=True, state="set", threshold=5, armed_threshold=5)
+                for name in (["a", "b"] if vms is None else vms)]
 
 
 def test_the_confirmer_compares_stored_plans_with_the_live_xml(tmp_path: Path) -> None:
@@ -148,19 +162,21 @@ def test_between_full_checks_only_what_events_named_is_checked_again(tmp_path: P
         scopes.append(max_age_s)
         yield
 
-    confirmer = Confirmer(lookup, records, events, ThinArmed(), scope, clock=lambda: now[0])
-    first = confirmer.run()
+    thin = ThinArmed()
+    confirmer = Confirmer(lookup, records, events, thin, scope, clock=lambda: now[0])
+    first = confirmer.run_full()
     assert sorted(lookups) == ["a", "b"] and len(scopes) == 1 and confirmer.checked_at
+    assert thin.asked == [None]
     now[0] = 5.0
     assert confirmer.run() == first and len(lookups) == 2 and len(scopes) == 1
     events.publish("thin.extended", "a", target="vda")
     assert confirmer.run() == first and len(lookups) == 2 and len(scopes) == 2
+    assert thin.asked[-1] == ["a"]  # the thin volumes of the VM the event named, no others
     events.publish("disk.attached", "b", target="vdb")
     confirmer.run()
-    assert lookups[2:] == ["b"]
-    now[0] = FULL_EVERY_S + 6
-    confirmer.run()
-    assert sorted(lookups[3:]) == ["a", "b"] and len(scopes) == 4
+    assert lookups[2:] == ["b"] and thin.asked[-1] == ["b"]
+    confirmer.run_full()
+    assert sorted(lookups[3:]) == ["a", "b"] and len(scopes) == 4 and thin.asked[-1] is None
 
 
 def test_what_was_not_confirmed_is_checked_again_on_every_pass(tmp_path: Path) -> None:
@@ -175,9 +191,11 @@ def test_what_was_not_confirmed_is_checked_again_on_every_pass(tmp_path: Path) -
     calls = []
     original = thin.status
 
-    def counted(vm: str | None = None) -> list[ThinVolumeView]:
-        calls.append(vm)
-        return original(vm)
+    def counted(
+        vm: str | None = None, *, vms: Collection[str] | None = None
+    ) -> list[ThinVolumeView]:
+        calls.append(vms)
+        return original(vm, vms=vms)
 
     thin.status = counted  # type: ignore[method-assign]
     confirmer = Confirmer(lookup, records, EventLog(records), thin, clock=lambda: 1.0)

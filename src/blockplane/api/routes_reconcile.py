@@ -2,8 +2,9 @@
 
 ``confirmed`` is true once a pass has checked every IOThread plan and every thin volume against
 libvirt and found them as the agent recorded them; ``checked_at`` is when that full check last
-ran (at start, then every 30 s). ``unknown_intents``: pending intents of a kind this agent does
-not know, kept for one that does.
+ran (at start, then at every full pass: every ``full_reconcile_interval_s``); ``full_passes`` and
+``last_full`` tell the full passes from the quick ones (``runtime.reconcile_schedule``).
+``unknown_intents``: pending intents of a kind this agent does not know, kept for one that does.
 """
 
 from __future__ import annotations

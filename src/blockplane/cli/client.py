@@ -121,6 +121,11 @@ class AgentClient:
             yield from response.iter_lines()
 
 
+def decode_answer(response: httpx.Response) -> Any:
+    """An answer's JSON, or CLIError with the problem's code and the matching exit status."""
+    return _decode(response)
+
+
 def _decode(response: httpx.Response) -> Any:
     if response.status_code < 400:
         return response.json() if response.content else None

@@ -20,20 +20,24 @@ def thin_group() -> None:
 @json_option
 @pass_cli
 def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
-    """Per thin volume: physical, allocation, threshold, state, extends, pauses, latency."""
+    """Per thin volume: physical, allocation, threshold, state, extends, pauses, latency, and
+    the adaptive extension's last measured write rate, step and reserve."""
     volumes = fetch_list(context.client, ThinVolumeView, "GET", "/v1/thin", vm=vm)
     if as_json:
         print_json(volumes)
         return
     rows = []
     for volume in volumes:
-        latency = volume.last_extend_latency_s
+        latency, rate = volume.last_extend_latency_s, volume.write_rate
         rows.append({
             **plain(volume),
             "physical_h": human_bytes(volume.physical),
             "allocation_h": human_bytes(volume.allocation),
             "threshold_h": human_bytes(volume.threshold),
             "latency_h": "-" if latency is None else f"{latency * 1000:.0f} ms",
+            "rate_h": "-" if rate is None else f"{rate / 2**20:.0f} MiB/s",
+            "step_h": human_bytes(volume.step),
+            "reserve_h": human_bytes(volume.reserve),
             "state_h": volume.state + (" (refused)" if volume.refused else "") + (
                 " (paused)" if volume.paused else ""),
         })
@@ -49,6 +53,9 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
             ("extends", "extends"),
             ("pauses", "pauses"),
             ("latency_h", "last extend"),
+            ("rate_h", "rate"),
+            ("step_h", "step"),
+            ("reserve_h", "reserve"),
         ],
         title="thin volumes",
     )

@@ -84,6 +84,13 @@ def find_node(
     return None
 
 
+def monitor_answered(stats: Mapping[str, Any]) -> bool:
+    """Did QEMU's monitor contribute (sizes, counters)? Not for a domain whose job was busy
+    when asked without waiting (``VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT``)."""
+    blocks = list(_blocks(stats))
+    return not blocks or any(prefix + "wr.reqs" in stats for prefix, _ in blocks)
+
+
 def domain_state(stats: Mapping[str, Any]) -> tuple[int, int] | None:
     """``(state.state, state.reason)`` as libvirt's numbers, if the stats carry them."""
     state, reason = stats.get("state.state"), stats.get("state.reason")

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,24 +255,36 @@ class Hypervisor:
                 DomainHandle(domain, self.gate) for domain in self.connection.listAllDomains(0)
             ]
 
-    def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]:
-        """One ``domainListGetStats`` round trip for every active domain.
+    def bulk_stats(
+        self, stats: int = 0, domains: Collection[str] | None = None, *, nowait: bool = False
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """One stats round trip for every active domain, or for the running ones of ``domains``
+        (``domainListGetStats`` on just those: a quick pass pays for what changed only).
 
-        Inside ``stats_reuse.scope(max_age_s)`` (this thread only) a kept answer that young
-        is returned instead of a new round trip.
+        ``nowait``: a domain whose job another call holds (an attach, a VM starting) answers at
+        once with what needs no QEMU (no sizes, no counters: ``bulk_stats.monitor_answered``)
+        instead of the call waiting for it. Inside ``stats_reuse.scope(max_age_s)`` (this
+        thread only) a kept answer that young is returned instead of a new round trip.
         """
-        return list(self.bulk_snapshot(stats).records)
+        return list(self.bulk_snapshot(stats, domains=domains, nowait=nowait).records)
 
-    def bulk_snapshot(self, stats: int = 0, max_age_s: float | None = None) -> StatsSnapshot:
+    def bulk_snapshot(
+        self, stats: int = 0, max_age_s: float | None = None,
+        domains: Collection[str] | None = None, *, nowait: bool = False,
+    ) -> StatsSnapshot:
         """``bulk_stats`` with the time it was taken; ``max_age_s``: a kept answer will do."""
         wanted = stats or (libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_STATE)
-        kept = self.stats_reuse.reusable(wanted, max_age_s)
+        kept = self.stats_reuse.reusable(wanted, max_age_s, domains, nowait)
         if kept is not None:
             return kept
         started = time.monotonic()
         with libvirt_errors("reading bulk stats"):
-            records = self._bounded_stats(wanted)
-        snapshot = StatsSnapshot(started, wanted, records)
+            if domains is None:
+                records = self._bounded_stats(wanted, nowait)
+            else:
+                records = self._bounded_stats_of(wanted, domains, nowait)
+        snapshot = StatsSnapshot(started, wanted, records,
+                                 None if domains is None else frozenset(domains), nowait)
         self.stats_reuse.keep(snapshot)
         return snapshot
 
@@ -281,7 +293,7 @@ class Hypervisor:
         left out of bulk stats (their QEMU does not answer) until it does."""
         return self.gate.wedged_domains(CallKind.MONITOR)
 
-    def _bounded_stats(self, wanted: int) -> list[tuple[str, dict[str, Any]]]:
+    def _bounded_stats(self, wanted: int, nowait: bool = False) -> list[tuple[str, dict[str, Any]]]:
         """Stats of every running domain that answers, within ``BULK_STATS_TIMEOUT_S``.
 
         One round trip for all while every domain answers. When one does not (a stopped or
@@ -289,6 +301,8 @@ class Hypervisor:
         so the one that hangs is found, left out, and no longer holds up the others.
         """
         flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
+        if nowait:
+            flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
         connection = self.connection
         if not self.unresponsive_domains() and not self.gate.stuck(ALL_DOMAINS, CallKind.MONITOR):
             try:
@@ -304,6 +318,49 @@ class Hypervisor:
                 log.warning("bulk stats did not answer in %.0f s; asking each domain on its own",
                             BULK_STATS_TIMEOUT_S)
         active = connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        answers = self.gate.run_each(
+            [(str(domain.name()), "reading stats",
+              _stats_of(connection, domain, wanted, flags)) for domain in active],
+            CallKind.MONITOR,
+            timeout_s=BULK_STATS_TIMEOUT_S,
+        )
+        return [(name, values) for name, values in answers.items() if values is not None]
+
+    def _bounded_stats_of(
+        self, wanted: int, names: Collection[str], nowait: bool
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """``_bounded_stats`` for the running domains among ``names``: one round trip while
+        they answer, each on its own (leaving out the one that hangs) once one does not.
+        Unresponsive domains are left out up front, as from every bulk call."""
+        flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING
+        if nowait:
+            flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+        connection = self.connection
+        skip = self.unresponsive_domains()
+        active = []
+        for name in sorted(set(names) - skip):
+            try:
+                domain = connection.lookupByName(name)
+                if domain.isActive():
+                    active.append(domain)
+            except libvirt.libvirtError:
+                continue  # gone meanwhile: not running
+        if not active:
+            return []
+        key = str(active[0].name()) if len(active) == 1 else ALL_DOMAINS
+        if not self.gate.stuck(key, CallKind.MONITOR):
+            try:
+                records = self.gate.run(
+                    key, "reading stats", CallKind.MONITOR,
+                    lambda: connection.domainListGetStats(active, wanted, flags),
+                    timeout_s=BULK_STATS_TIMEOUT_S,
+                )
+                return [(domain.name(), dict(values)) for domain, values in records]
+            except DeadlineExceeded:
+                if len(active) == 1:
+                    return []
+                log.warning("stats of %d domains did not answer in %.0f s; asking each on "
+                            "its own", len(active), BULK_STATS_TIMEOUT_S)
         answers = self.gate.run_each(
             [(str(domain.name()), "reading stats",
               _stats_of(connection, domain, wanted, flags)) for domain in active],

@@ -4,14 +4,15 @@
   VM with managed disks, parsed once).
 - Thin volumes: through the thin monitor's status, a volume of a running VM is confirmed when its
   live threshold is the one the monitor armed; a stopped VM's volume, or one the monitor disabled
-  at its ceiling, needs no threshold. The status reuses the bulk stats the thin monitor's own
+  at its ceiling, needs no threshold. The status reuses the stats the thin monitor's own
   reconcile step read moments before in the same pass, instead of a second call.
 
-Everything is checked on the first pass (agent start) and every ``FULL_EVERY_S``. In between a
-pass checks only what may have changed or was not confirmed last time: the IOThread plans of VMs
-an event named or that disagreed, and the thin volumes if anything happened at all or one was
-unconfirmed; otherwise it reports the last result at the cost of one SQL query. Returns counts
-for ``ReconcileLog``; changes nothing.
+Everything is checked by ``run_full`` (the agent's full passes: at start, then every full
+reconcile period). ``run`` (the quick passes in between) checks only what may have changed or
+was not confirmed last time: the IOThread plans of VMs an event named or that disagreed, and the
+thin volumes of VMs an event named or with a volume unconfirmed; when nothing happened it reports
+the last result at the cost of one SQL query. Returns counts for ``ReconcileLog``; changes
+nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from blockplane.thin.views import ThinVolumeView
 
 log = logging.getLogger(__name__)
 
-FULL_EVERY_S = 30.0
 #: Bulk stats this old are accepted for the thin check: the thin step's call of the same pass.
 STATS_REUSE_S = 10.0
 EVENTS_PER_LOOK = 1000
@@ -51,8 +51,9 @@ class PlanCheck:
 @dataclass(frozen=True)
 class Changes:
     everything: bool
-    vms: frozenset[str]
+    vms: frozenset[str]  # whose definition may have changed
     anything: bool
+    touched: frozenset[str]  # named by any event at all
 
 
 class Confirmer:
@@ -73,9 +74,10 @@ class Confirmer:
         self._reuse_stats = reuse_stats
         self._clock = clock
         self._plans: dict[str, PlanCheck] = {}
-        self._thin_counts: dict[str, int] = {}
+        #: Per VM with thin volumes: (volumes, confirmed).
+        self._thin_counts: dict[str, tuple[int, int]] = {}
         self._event_mark = 0
-        self._full_at: float | None = None
+        self._checked_all = False
         #: ``time.time()`` of the last pass that checked anything, for the report.
         self.checked_at: float | None = None
 
@@ -83,8 +85,16 @@ class Confirmer:
     def last_disagreements(self) -> list[str]:
         return [line for check in self._plans.values() for line in check.disagreements]
 
+    def run_full(self) -> dict[str, int]:
+        """Check everything (a full pass)."""
+        return self._run(everything=True)
+
     def run(self) -> dict[str, int]:
-        changes = self._changes()
+        """Check what changed since the last pass, and what was unconfirmed (a quick pass)."""
+        return self._run(everything=False)
+
+    def _run(self, *, everything: bool) -> dict[str, int]:
+        changes = self._changes(everything)
         managed = {vm.name for vm in self._records.vms()}
         for gone in set(self._plans) - managed:
             del self._plans[gone]
@@ -93,10 +103,8 @@ class Confirmer:
             changes.vms | unconfirmed | (managed - set(self._plans)))
         for vm in sorted(stale & managed):
             self._plans[vm] = self._check_plans(vm)
-        thin_unconfirmed = self._thin_counts.get("thin_volumes", 0) != self._thin_counts.get(
-            "thin_volumes_confirmed", 0)
-        if self._thin is not None and (changes.anything or thin_unconfirmed):
-            self._thin_counts = self._check_thin(self._thin)
+        if self._thin is not None:
+            self._check_thin(self._thin, changes)
         if stale or changes.anything:
             self.checked_at = time.time()
         if self.last_disagreements:
@@ -105,25 +113,24 @@ class Confirmer:
         return {
             "iothread_plans": sum(check.plans for check in self._plans.values()),
             "iothread_plans_confirmed": sum(check.agreed for check in self._plans.values()),
-            **self._thin_counts,
+            **self._thin_totals(),
         }
 
-    def _changes(self) -> Changes:
-        """What the event log says since the last pass; everything on the first and periodic."""
+    def _changes(self, everything: bool) -> Changes:
+        """What the event log says since the last pass; everything on a full pass and the
+        first, or when too much happened to tell."""
         newer = self._events.history(after=self._event_mark, limit=EVENTS_PER_LOOK)
         if newer:
             self._event_mark = newer[-1].id
-        now = self._clock()
-        if self._full_at is None or now - self._full_at >= FULL_EVERY_S or len(newer) == (
-            EVENTS_PER_LOOK
-        ):
-            self._full_at = now
-            return Changes(True, frozenset(), True)
+        if everything or not self._checked_all or len(newer) == EVENTS_PER_LOOK:
+            self._checked_all = True
+            return Changes(True, frozenset(), True, frozenset())
         named = frozenset(
             event.vm for event in newer
             if event.vm is not None and not event.type.startswith(_NOT_DEFINITION)
         )
-        return Changes(False, named, bool(newer))
+        touched = frozenset(event.vm for event in newer if event.vm is not None)
+        return Changes(False, named, bool(newer), touched)
 
     def _check_plans(self, vm: str) -> PlanCheck:
         stored = {disk.target: disk.plan for disk in self._records.disks(vm)}
@@ -138,15 +145,36 @@ class Confirmer:
         return PlanCheck(len(stored), agreed,
                          tuple(f"{vm}/{line}" for line in report.disagreements))
 
-    def _check_thin(self, thin: ThinStatus) -> dict[str, int]:
+    def _check_thin(self, thin: ThinStatus, changes: Changes) -> None:
+        if changes.everything:
+            wanted: frozenset[str] | None = None
+        else:
+            unconfirmed = {vm for vm, (volumes, agreed) in self._thin_counts.items()
+                           if agreed < volumes}
+            wanted = changes.touched | unconfirmed
+            if not wanted:
+                return
         if self._reuse_stats is None:
-            rows = thin.status()
+            rows = thin.status(vms=wanted)
         else:
             with self._reuse_stats(STATS_REUSE_S):
-                rows = thin.status()
+                rows = thin.status(vms=wanted)
+        counts: dict[str, tuple[int, int]] = {vm: (0, 0) for vm in wanted or ()}
+        for row in rows:
+            volumes, agreed = counts.get(row.vm, (0, 0))
+            counts[row.vm] = (volumes + 1, agreed + int(thin_confirmed(row)))
+        if wanted is None:
+            self._thin_counts = counts
+        else:
+            self._thin_counts.update(counts)
+        self._thin_counts = {vm: count for vm, count in self._thin_counts.items() if count[0]}
+
+    def _thin_totals(self) -> dict[str, int]:
+        if self._thin is None:
+            return {}
         return {
-            "thin_volumes": len(rows),
-            "thin_volumes_confirmed": sum(1 for row in rows if thin_confirmed(row)),
+            "thin_volumes": sum(volumes for volumes, _ in self._thin_counts.values()),
+            "thin_volumes_confirmed": sum(agreed for _, agreed in self._thin_counts.values()),
         }
 
 

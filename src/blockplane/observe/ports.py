@@ -7,6 +7,7 @@ no behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from blockplane.chain.jobs.views import JobView
@@ -31,4 +32,6 @@ class JobsView(Protocol):
 
 
 class ThinStatus(Protocol):
-    def status(self, vm: str | None = None) -> list[ThinVolumeView]: ...
+    def status(
+        self, vm: str | None = None, *, vms: Collection[str] | None = None
+    ) -> list[ThinVolumeView]: ...

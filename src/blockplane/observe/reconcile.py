@@ -1,8 +1,10 @@
 """``ReconcileLog``: runs one reconcile pass over the agent's steps and remembers how it went.
 
 Each step is timed and isolated (one failing step does not stop the others); a step that returns a
-mapping of counts (``confirm.Confirmer``) has them recorded. ``GET /v1/reconcile`` (``report``) and
-the metrics read the first pass (the one at agent start) and the latest. Owns no reconcile logic.
+mapping of counts (``confirm.Confirmer``) has them recorded. A pass is ``full`` (every step looks
+at everything) or ``quick`` (only at what changed); the agent decides which
+(``runtime.reconcile_schedule``). ``GET /v1/reconcile`` (``report``) and the metrics read the
+first pass (the one at agent start), the latest and the latest full one. Owns no reconcile logic.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class PassRecord:
     started_at: float
     duration_s: float
     steps: tuple[StepRecord, ...]
+    kind: str = "full"
 
     @property
     def ok(self) -> bool:
@@ -59,6 +62,7 @@ class PassRecord:
             ok=self.ok,
             counts=self.counts(),
             steps=tuple(step.view() for step in self.steps),
+            kind=self.kind,
         )
 
 
@@ -68,17 +72,28 @@ class ReconcileLog:
         self._lock = threading.Lock()
         self._first: PassRecord | None = None
         self._last: PassRecord | None = None
+        self._last_full: PassRecord | None = None
         self._passes = 0
+        self._full_passes = 0
 
-    def run(self, steps: Sequence[Step]) -> PassRecord:
+    def run(self, steps: Sequence[Step], kind: str = "full") -> PassRecord:
         started_wall, started = time.time(), time.monotonic()
         records = tuple(_run_step(step) for step in steps)
         with self._lock:
             self._passes += 1
-            record = PassRecord(self._passes, started_wall, time.monotonic() - started, records)
+            record = PassRecord(self._passes, started_wall, time.monotonic() - started, records,
+                                kind)
             self._first = self._first or record
             self._last = record
+            if kind == "full":
+                self._full_passes += 1
+                self._last_full = record
         return record
+
+    @property
+    def last_full(self) -> PassRecord | None:
+        with self._lock:
+            return self._last_full
 
     @property
     def last(self) -> PassRecord | None:
@@ -100,6 +115,7 @@ class ReconcileLog:
         add: when everything was last checked, what disagreed, which intents are kept."""
         with self._lock:
             first, last, passes = self._first, self._last, self._passes
+            last_full, full_passes = self._last_full, self._full_passes
         return ReconcileReport(
             agent_started_at=self.agent_started_at,
             passes=passes,
@@ -109,6 +125,8 @@ class ReconcileLog:
             checked_at=checked_at,
             disagreements=tuple(disagreements),
             unknown_intents=tuple(unknown_intents),
+            full_passes=full_passes,
+            last_full=last_full.view() if last_full else None,
         )
 
 

@@ -105,6 +105,8 @@ class PassView:
     ok: bool
     counts: dict[str, int]
     steps: tuple[StepView, ...]
+    #: ``full`` (every step looked at everything) or ``quick`` (only at what changed).
+    kind: str = "full"
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,7 @@ class ReconcileReport:
     checked_at: float | None
     disagreements: tuple[str, ...]
     unknown_intents: tuple[UnknownIntent, ...]
+    #: How many of ``passes`` were full ones, and the latest of them
+    #: (``runtime.reconcile_schedule``).
+    full_passes: int = 0
+    last_full: PassView | None = None

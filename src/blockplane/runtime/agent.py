@@ -2,8 +2,10 @@
 
 One process per host owns the libvirt connection (an embedded libvirt root can only be held
 by one process). Hypervisor events arrive on an asyncio queue and go to one handler per event
-type (``Services.handlers``); a periodic reconcile (``Services.reconcilers``) catches whatever
-was missed. Intents a dead agent left are recovered before the API serves.
+type (``Services.handlers``); periodic reconcile passes catch whatever was missed: quick ones
+(``Services.quick_reconcilers``, on what changed) every ``reconcile_interval_s``, full ones
+(``Services.reconcilers``) every ``full_reconcile_interval_s`` (``runtime.reconcile_schedule``).
+Intents a dead agent left are recovered before the API serves.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from blockplane.api.app import create_app
 from blockplane.api.auth import ensure_token
 from blockplane.api.listeners import check_listen, serve_api, tcp_socket
 from blockplane.config import Settings
+from blockplane.failpoints import failpoint_delay
 from blockplane.hypervisor.calls import ALL_DOMAINS, CallKind, LateResult
 from blockplane.hypervisor.events import HypervisorEvent
+from blockplane.runtime import memory
+from blockplane.runtime.reconcile_schedule import PassKind, ReconcileSchedule
 from blockplane.runtime.services import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -33,7 +38,10 @@ class Agent:
         self.services = services
         self.pid = os.getpid()
         self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
-        self._reconcile_now = asyncio.Event()  # a pass at once, e.g. after a reconnect
+        self._reconcile_now = asyncio.Event()  # a full pass at once, e.g. after a reconnect
+        settings = services.settings
+        self.schedule = ReconcileSchedule(settings.reconcile_interval_s,
+                                          settings.full_reconcile_interval_s)
 
     async def serve(self) -> None:
         services = self.services
@@ -118,31 +126,39 @@ class Agent:
         if not loop.is_closed():
             loop.call_soon_threadsafe(self._reconcile_now.set)
 
-    def reconcile_once(self) -> None:
+    def reconcile_once(self, kind: PassKind = PassKind.FULL) -> None:
         """One pass of every feature's reconcile: the safety net under the events."""
         services = self.services
         if not services.hypervisor.check_alive():
             return  # reconnecting; a pass follows as soon as the connection is back
         started = time.monotonic()
-        services.reconcile_log.run(services.reconcilers)
+        self.schedule.started(kind)
+        steps = services.reconcilers if kind is PassKind.FULL else services.quick_reconcilers
+        record = services.reconcile_log.run(steps, kind.value)
         services.metrics.reconcile_duration.observe(time.monotonic() - started)
+        if kind is PassKind.FULL or record.counts().get("thin_vms_looked_at"):
+            memory.trim()  # what the pass (and the events before it) allocated and freed
 
     async def _reconcile_forever(self) -> None:
         while True:
-            # On a full host one pass can outlast the interval (seconds at 100 VMs under TCG);
-            # passes back to back then starve event handling, so idle twice as long as it took.
+            # On a full host a full pass can outlast the interval (seconds at 100 VMs under
+            # TCG); passes back to back then starve event handling, so idle twice as long.
             last = self.services.reconcile_log.last
-            interval = self.services.settings.reconcile_interval_s
-            pause = max(interval, 2 * last.duration_s if last else 0.0)
+            pause = self.schedule.pause_s(last.duration_s if last else None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reconcile_now.wait(), pause)
+            kind = self.schedule.next_kind(forced_full=self._reconcile_now.is_set())
             self._reconcile_now.clear()
-            await asyncio.to_thread(self.reconcile_once)
+            await asyncio.to_thread(self.reconcile_once, kind)
 
     async def _dispatch_events(self) -> None:
         metrics, handlers = self.services.metrics, self.services.handlers
         while True:
             event = await self._queue.get()
+            # Tests hold event delivery here to prove the reconcile passes catch what it missed.
+            held = failpoint_delay(f"events.dispatch.{event.kind}")
+            if held:
+                await asyncio.sleep(held)
             metrics.hypervisor_events.labels(event.kind).inc()
             metrics.event_lag.observe(time.monotonic() - event.received_at)
             handler = handlers.get(type(event))
@@ -156,4 +172,5 @@ class Agent:
 
 def run_agent(settings: Settings) -> None:
     check_listen(settings.listen, settings.tls_cert, settings.tls_key)  # before anything starts
+    memory.tune_allocator()  # before libvirt starts a thread per VM
     asyncio.run(Agent(build_services(settings)).serve())

@@ -5,8 +5,8 @@ afterwards. The order below is the order of dependencies: storage, VMs and their
 features that observe disks (throttle limits, the thin monitor, the chain volumes, which need
 what live jobs hold), then the disk service with that fixed set of observers, the jobs and
 snapshots, and last the observers of the whole host. The intent registry, the reconcile steps
-and the event handlers are plain values of ``Services``, which the agent runs. Owns no
-behaviour beyond choosing who gets what.
+(full and quick) and the event handlers are plain values of ``Services``, which the agent
+runs. Owns no behaviour beyond choosing who gets what.
 """
 
 from __future__ import annotations
@@ -119,8 +119,12 @@ class Services:
     intents: IntentRecovery
     peers: PeerService
     adoption: AdoptionServices
-    #: Run in this order on every pass; the confirmation last, after every feature's step.
+    #: A full pass (at start, after a reconnect, every ``full_reconcile_interval_s``): every
+    #: step looks at everything, in this order; the confirmation last, after every feature's.
     reconcilers: tuple[ReconcileStep, ...]
+    #: A quick pass (every ``reconcile_interval_s`` in between): only what changed since the
+    #: last pass (``runtime.reconcile_schedule``).
+    quick_reconcilers: tuple[ReconcileStep, ...]
     handlers: Mapping[type[HypervisorEvent], Handler]
 
 
@@ -202,6 +206,7 @@ def build_services(settings: Settings) -> Services:
     reconcile_log = ReconcileLog()
     confirmer = Confirmer(hypervisor.lookup, records, events, thin, hypervisor.stats_reuse.scope)
     top = TopService(hypervisor, records, events, jobs)
+    chain_reconciler = ChainReconciler(persistent, snapshots, jobs)
     metrics.registry.register(ObserveCollector(top, reconcile_log))
 
     return Services(
@@ -235,7 +240,16 @@ def build_services(settings: Settings) -> Services:
         reconcilers=(
             rescaler.reconcile,
             thin.reconcile,
-            ChainReconciler(persistent, snapshots, jobs).run,
+            chain_reconciler.run,
+            adoption.watch.reconcile,
+            confirmer.run_full,
+        ),
+        # No capacity rescale: a resize made outside blockplane is caught by the next full pass.
+        # The chain and adoption steps cost one SQL query each while no job runs and nothing
+        # is adopted.
+        quick_reconcilers=(
+            thin.quick_reconcile,
+            chain_reconciler.run,
             adoption.watch.reconcile,
             confirmer.run,
         ),

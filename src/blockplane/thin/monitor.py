@@ -8,7 +8,9 @@ The service the agent wires up (``runtime.agent``):
   the size, re-arms; at the qcow2 ceiling the volume goes DISABLED;
 - ``on_io_error`` (IOErrorEvent, reason ``enospc``): makes room if the failed write needs it,
   then resumes the VM;
-- ``reconcile``: the safety net (``reconciler.Reconciler``), run at start and periodically;
+- ``reconcile``: the safety net (``reconciler.Reconciler``), every volume, run at start and
+  every full reconcile period; ``quick_reconcile``: the same for the VMs where something changed
+  since the last look (``watch.ChangeWatch``), run every reconcile period;
 - ``status(vm)``: a ``ThinVolumeView`` per volume (``blockplane thin status``, ``GET /v1/thin``);
 - ``pre_extend(vm, libvirt_name, needed_bytes) -> int``, the block-job hook: before a commit
   into libvirt's ``vda[N]``, call it with ``needed_bytes = measure_commit(top_path, base_path)``
@@ -32,8 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,6 +45,7 @@ from blockplane.hypervisor.bulk_stats import (
     BlockNode,
     chain_nodes,
     find_node,
+    monitor_answered,
 )
 from blockplane.hypervisor.domain import IO_ERROR_ACTION_PAUSE
 from blockplane.hypervisor.events import BlockThresholdEvent, IOErrorEvent
@@ -51,6 +55,8 @@ from blockplane.storage.fill_size import fill_size
 from blockplane.store.database import Database
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
+from blockplane.thin.activity import written_bytes
+from blockplane.thin.adaptive import MEASURE_AFTER_S
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, MonitorStore, VolumeKey
@@ -59,6 +65,7 @@ from blockplane.thin.ports import DomainPort, HypervisorPort, PoolsPort
 from blockplane.thin.reconciler import Reconciler
 from blockplane.thin.registry import VolumeRegistry
 from blockplane.thin.views import ThinVolumeView
+from blockplane.thin.watch import ChangeWatch
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,11 @@ class ThinMonitor:
         self._extender = Extender(self._registry, pools, records, events, metrics)
         self._pauses = PauseResolver(self._registry, self._extender, events, metrics)
         self._reconciler = Reconciler(hypervisor, self._registry, self._extender, self._pauses,
-                                      records, metrics)
+                                      records, metrics, self.event_work_in_flight)
+        self._watch = ChangeWatch(self._registry, events)
         self._tasks: set[asyncio.Future[None]] = set()
+        self._in_flight: dict[VolumeKey, int] = {}
+        self._in_flight_lock = threading.Lock()
         # Its own threads: in a burst most of them wait on QEMU (setBlockThreshold), and the
         # shared default executor (CPUs + 4 threads) would queue the rest behind them.
         self._workers = ThreadPoolExecutor(max_workers=EVENT_WORKERS,
@@ -178,6 +188,8 @@ class ThinMonitor:
             volume = self._registry.forget(key)
         if volume is not None:
             self._extender.drop_gauges(volume)
+            self._extender.growth.forget(key)
+            self._watch.forget(key)
 
     # events
     async def on_threshold(self, event: BlockThresholdEvent) -> None:
@@ -186,7 +198,8 @@ class ThinMonitor:
             return
         volume = self._registry.find(event.domain, target, event.path, libvirt_index)
         if volume is not None:
-            self._spawn(self._extend_on_threshold, volume.key, libvirt_index, event)
+            self._spawn(self._extend_on_threshold, volume.key, libvirt_index, event,
+                        asyncio.get_running_loop())
 
     async def on_io_error(self, event: IOErrorEvent) -> None:
         if event.reason != "enospc" or event.action != IO_ERROR_ACTION_PAUSE:
@@ -198,7 +211,8 @@ class ThinMonitor:
                 return
 
     def _extend_on_threshold(
-        self, key: VolumeKey, libvirt_index: int, event: BlockThresholdEvent
+        self, key: VolumeKey, libvirt_index: int, event: BlockThresholdEvent,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         with self._registry.lock(key):
             volume = self._registry.get(key)
@@ -209,25 +223,68 @@ class ThinMonitor:
             if volume.libvirt_index != libvirt_index:
                 volume = self._registry.save(volume, libvirt_index=libvirt_index)
             domain = self._hypervisor.lookup(volume.vm)
-            self._extender.extend(volume, domain, started=event.received_at, cause="event")
+            # A writer not measured yet: the host's count of bytes written, before and after.
+            unmeasured = self._extender.growth.rate(key, event.received_at) == 0.0
+            counted = (time.monotonic(), written_bytes(volume.path)) if unmeasured else None
+            # Where the write that fired it ended: QEMU's allocation at the event.
+            volume = self._extender.extend(volume, domain, started=event.received_at,
+                                           cause="event",
+                                           allocation=event.threshold + event.excess,
+                                           observed_at=event.received_at)
+        if counted is not None and counted[1] is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.call_later, MEASURE_AFTER_S, self._spawn,
+                                      self._measure_writer, key, counted)
+
+    def _measure_writer(self, key: VolumeKey, counted: tuple[float, int | None]) -> None:
+        """``MEASURE_AFTER_S`` after a writer's first extend: its rate from the host's count,
+        and a lower threshold if that rate needs more room than the extend left."""
+        (before_at, before), volume = counted, self._registry.get(key)
+        if volume is None or before is None:
+            return
+        after = written_bytes(volume.path)
+        if after is None:
+            return
+        rate = max(after - before, 0) / max(time.monotonic() - before_at, 1e-3)
+        with self._registry.lock(key):
+            volume = self._registry.get(key)
+            if volume is not None:
+                self._extender.reserve_for_writer(volume, self._hypervisor.lookup(volume.vm),
+                                                  rate)
 
     def _resolve_pause(self, key: VolumeKey, vm: str, received_at: float) -> None:
         self._pauses.resolve(key, self._hypervisor.lookup(vm), started=received_at)
 
     # reconcile, status, hooks
-    def reconcile(self) -> None:
-        self._reconciler.run()
+    def reconcile(self) -> dict[str, int]:
+        """A full pass: every volume, with one stats call for every running domain."""
+        self._watch.restart()
+        return self._reconciler.run()
 
-    def status(self, vm: str | None = None) -> list[ThinVolumeView]:
+    def quick_reconcile(self) -> dict[str, int]:
+        """A quick pass: the volumes of the VMs where something changed since the last look
+        (no stats call at all on a host where nothing did)."""
+        due = self._watch.due(self._reconciler.running) | self._reconciler.busy
+        return self._reconciler.run(due)
+
+    def status(
+        self, vm: str | None = None, *, vms: Collection[str] | None = None
+    ) -> list[ThinVolumeView]:
+        """One row per volume (of ``vm``, or of ``vms``; None: all), with QEMU's live figures
+        from one stats call for just those VMs, which does not wait for a VM whose job another
+        call holds: its rows then show the recorded figures, as for an unresponsive VM."""
+        wanted = {vm} if vm is not None else None if vms is None else set(vms)
+        volumes = [volume for volume in self._registry.all()
+                   if wanted is None or volume.vm in wanted]
         try:
-            stats = dict(self._hypervisor.bulk_stats())
+            stats = dict(self._hypervisor.bulk_stats(
+                domains=None if wanted is None else sorted(wanted), nowait=True)) if volumes else {}
         except BlockplaneError:
             stats = {}
         unresponsive = self._hypervisor.unresponsive_domains()
         rows = []
-        for volume in self._registry.all(vm):
+        for volume in volumes:
             node = None
-            if volume.vm in stats:
+            if volume.vm in stats and monitor_answered(stats[volume.vm]):
                 node = find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
                                  volume.libvirt_index)
             rows.append(self._describe(volume, node, running=volume.vm in stats,
@@ -283,6 +340,9 @@ class ThinMonitor:
         except NotFound:
             pass
         index = node.libvirt_index if node is not None else volume.libvirt_index
+        # The adaptive extension (thin.adaptive): the write rate the last extend measured, the
+        # bytes it added and the room it left above the threshold; None before one.
+        growth = self._extender.growth.growth(volume.key)
         return ThinVolumeView(
             vm=volume.vm,
             target=volume.target,
@@ -307,6 +367,9 @@ class ThinMonitor:
             refusals=volume.refusals,
             refused=volume.refused,
             last_extend_latency_s=volume.last_extend_latency_s,
+            write_rate=round(growth.rate) if growth else None,
+            step=growth.step if growth else None,
+            reserve=growth.reserve if growth else None,
         )
 
     async def settle(self) -> None:
@@ -318,16 +381,29 @@ class ThinMonitor:
         """Stop taking event work; what already runs finishes (each step is recorded first)."""
         self._workers.shutdown(wait=False, cancel_futures=True)
 
-    def _spawn(self, work: Callable[..., None], *args: Any) -> None:
-        """Run ``work`` in a thread without holding up the agent's event dispatch."""
-        task = asyncio.get_running_loop().run_in_executor(self._workers, work, *args)
+    def _spawn(self, work: Callable[..., None], key: VolumeKey, *args: Any) -> None:
+        """Run ``work(key, *args)`` in a thread without holding up the agent's event dispatch;
+        until it is done, ``key`` has event work in flight."""
+        with self._in_flight_lock:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        task = asyncio.get_running_loop().run_in_executor(self._workers, work, key, *args)
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda done: self._finished(done, key))
 
-    def _finished(self, task: asyncio.Future[None]) -> None:
+    def _finished(self, task: asyncio.Future[None], key: VolumeKey) -> None:
         self._tasks.discard(task)
+        with self._in_flight_lock:
+            left = self._in_flight.pop(key, 1) - 1
+            if left:
+                self._in_flight[key] = left
         if not task.cancelled() and task.exception() is not None:
             log.error("thin monitor action failed", exc_info=task.exception())
+
+    def event_work_in_flight(self, key: VolumeKey) -> bool:
+        """An event of ``key`` was taken and its work has not finished (reconcile leaves
+        the volume to it)."""
+        with self._in_flight_lock:
+            return key in self._in_flight
 
     def _adopt_untracked(self) -> None:
         """Thin disks attached while no monitor recorded them (older state, or a crash)."""

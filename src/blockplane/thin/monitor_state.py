@@ -119,16 +119,26 @@ class Action(Enum):
 
 @dataclass(frozen=True)
 class GrowthPolicy:
-    """A volume's growth step, trigger and ceiling (``storage.qcow2.qcow2_max_physical``)."""
+    """A volume's growth step, trigger and ceiling (``storage.qcow2.qcow2_max_physical``).
+
+    ``reserve_bytes``: the room to leave above the threshold when more than VDSM's
+    ``(100 - utilization)%`` of a chunk (the adaptive extension's, ``thin.adaptive``).
+    """
 
     chunk_bytes: int
     utilization_pct: int
     max_physical_bytes: int
+    reserve_bytes: int = 0
 
     def __post_init__(self) -> None:
         threshold_for(0, self.chunk_bytes, self.utilization_pct)
         if self.max_physical_bytes <= 0:
             raise ValueError(f"ceiling must be positive, got {self.max_physical_bytes}")
+
+    def threshold(self, physical: int) -> int:
+        """Where the threshold belongs at ``physical`` bytes (0: none fits, extend)."""
+        base = threshold_for(physical, self.chunk_bytes, self.utilization_pct)
+        return max(min(base, physical - self.reserve_bytes), 0)
 
 
 @dataclass(frozen=True)
@@ -170,7 +180,7 @@ def reconcile(
                       missed_event=state is MonitorState.SET)
     if state is MonitorState.EXCEEDED:
         return decide(Action.EXTEND, "the threshold was crossed and the extend is pending")
-    expected = threshold_for(stats.physical, policy.chunk_bytes, policy.utilization_pct)
+    expected = policy.threshold(stats.physical)
     if state is MonitorState.SET:
         if stats.threshold is None and (armed is None or stats.allocation >= armed):
             return decide(Action.EXTEND, "the armed threshold is gone: it fired unseen",

@@ -156,7 +156,9 @@ class PauseResolver:
             physical = node.stats.physical if node is not None else volume.physical
             at_least = physical + chunk * (1 << (repeats - 1))
         return self._extender.extend(volume, domain, started=started, cause="enospc",
-                                     at_least=at_least, missed_event=missed_event)
+                                     at_least=at_least, missed_event=missed_event,
+                                     allocation=node.stats.allocation if node else None,
+                                     observed_at=time.monotonic())
 
     def _wait_for_quiet(self, vm: str) -> None:
         started = self._burst_started.get(vm)

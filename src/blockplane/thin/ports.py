@@ -7,6 +7,7 @@ storage services themselves.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from blockplane.storage.backends.base import VolumeBackend
@@ -36,7 +37,9 @@ class DomainPort(Protocol):
 class HypervisorPort(Protocol):
     def lookup(self, name: str) -> DomainPort: ...
 
-    def bulk_stats(self, stats: int = 0) -> list[tuple[str, dict[str, Any]]]: ...
+    def bulk_stats(
+        self, stats: int = 0, domains: Collection[str] | None = None, *, nowait: bool = False
+    ) -> list[tuple[str, dict[str, Any]]]: ...
 
     def unresponsive_domains(self) -> set[str]: ...
 

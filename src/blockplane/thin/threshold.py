@@ -14,10 +14,15 @@ def threshold_for(physical: int, chunk: int, utilization_pct: int) -> int:
     fires. Clamped at 0: a volume smaller than that reserve should be extended at once, and 0
     must never be armed as such, because QEMU reads a threshold of 0 as "disarm".
     """
-    _check_policy(chunk, utilization_pct)
     if physical < 0:
         raise ValueError(f"physical size must not be negative, got {physical}")
-    return max(physical - (100 - utilization_pct) * chunk // 100, 0)
+    return max(physical - base_reserve(chunk, utilization_pct), 0)
+
+
+def base_reserve(chunk: int, utilization_pct: int) -> int:
+    """``(100 - utilization_pct)/100 * chunk``: the room left when a VDSM threshold fires."""
+    _check_policy(chunk, utilization_pct)
+    return (100 - utilization_pct) * chunk // 100
 
 
 def next_physical(physical: int, chunk: int, cap: int) -> int:

@@ -13,7 +13,7 @@ class ThinVolumeView:
     """One monitored volume. ``index`` is libvirt's index of its chain node (``disk`` is
     libvirt's name of it, ``vda[1]``); ``physical``, ``allocation`` and ``threshold`` are
     QEMU's now when the VM runs, ``armed_threshold`` the one the monitor set last; ``chunk``
-    and ``max_physical`` are its growth step and ceiling (None while its pool is unknown).
+    and ``max_physical`` are its base growth step and ceiling (None while its pool is unknown).
 
     A disk on an rbd pool is listed too, ``state`` ``not_monitored`` with the ``reason``, and
     None for what only the monitor knows (``running``, and its sizes if the volume is gone)."""
@@ -42,5 +42,10 @@ class ThinVolumeView:
     last_extend_latency_s: float | None
     #: Its QEMU does not answer (a call to it was abandoned): the figures are the last known.
     unresponsive: bool = False
+    #: The adaptive extension (``thin.adaptive``): the write rate (bytes/s) the last extend
+    #: measured, the bytes it added and the room it left above the threshold; None before one.
+    write_rate: int | None = None
+    step: int | None = None
+    reserve: int | None = None
     #: Why the volume is listed without a monitor (rbd).
     reason: str | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)

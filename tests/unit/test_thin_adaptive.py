@@ -1,0 +1,235 @@
+"""The adaptive extension step (``thin.adaptive``) from synthetic event sequences.
+
+A small model of a guest writing into a thin volume drives the same pure function and tracker
+the extender uses: the writer's allocation grows at a given rate, the threshold fires when it is
+passed, the extend lands ``latency`` later (the writer keeps going meanwhile) and the guest
+pauses if it reaches the end first. A writer's first extend is followed, ``MEASURE_AFTER_S``
+later, by the measurement of its rate on the host's side and a lower threshold if it needs one
+(``reserve_for``, as ``Extender.reserve_for_writer``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from blockplane.thin.adaptive import (
+    LATENCY_FLOOR_S,
+    MEASURE_AFTER_S,
+    RATE_MAX_AGE_S,
+    SAFETY,
+    Growth,
+    GrowthTracker,
+    WriteSample,
+    adaptive_step,
+    reserve_for,
+    write_rate,
+)
+from blockplane.thin.threshold import threshold_for
+
+MIB = 1 << 20
+GIB = 1 << 30
+CHUNK = 64 * MIB
+UTILIZATION = 90  # the stress case: a 6.4 MiB reserve
+BASE_RESERVE = CHUNK - threshold_for(CHUNK, CHUNK, UTILIZATION)
+CEILING = 8 * GIB
+
+
+@dataclass
+class Extend:
+    at: float
+    rate: float
+    step: int
+    reserve: int
+
+
+@dataclass
+class Model:
+    """One volume, its writer and the extender, in steps of ``tick`` seconds."""
+
+    latency_s: float
+    adaptive: bool = True
+    pool_free: int | None = None
+    physical: int = CHUNK
+    allocation: int = 0
+    now: float = 0.0
+    tick: float = 0.001
+    pauses: int = 0
+    extends: list[Extend] = field(default_factory=list)
+    tracker: GrowthTracker = field(default_factory=GrowthTracker)
+
+    def __post_init__(self) -> None:
+        self.threshold = threshold_for(self.physical, CHUNK, UTILIZATION)
+        self._landing: tuple[float, int, int] | None = None
+        self._measure_at: float | None = None
+        self._rate = 0.0
+
+    def write(self, rate_mib_s: float, seconds: float) -> None:
+        """The guest writes at ``rate_mib_s`` for ``seconds`` (it stalls while paused)."""
+        end = self.now + seconds
+        self._rate = rate_mib_s * MIB
+        while self.now < end:
+            self.now += self.tick
+            self._land()
+            self._measure()
+            if self.allocation >= self.physical:
+                self.pauses += 1
+                self._wait_for_room()
+                continue
+            self.allocation = min(self.allocation + int(rate_mib_s * MIB * self.tick),
+                                  self.physical)
+            if self.threshold and self.allocation > self.threshold and self._landing is None:
+                self._fire()
+
+    def _fire(self) -> None:
+        self.threshold = 0  # one-shot, as in QEMU
+        rate = self.tracker.observe("v", WriteSample(self.now, self.allocation))
+        step = adaptive_step(
+            physical=self.physical, allocation=self.allocation,
+            rate=rate if self.adaptive else 0.0, latency_s=self.tracker.latency_s("v"),
+            chunk=CHUNK, utilization_pct=UTILIZATION, ceiling=CEILING, pool_free=self.pool_free,
+        )
+        self.extends.append(Extend(self.now, rate, step.physical - self.physical, step.reserve))
+        self.tracker.grown("v", Growth(rate, step.physical - self.physical, step.reserve))
+        self._landing = (self.now + self.latency_s, step.physical, step.threshold)
+        if self.adaptive and rate == 0.0:
+            self._measure_at = self._landing[0] + MEASURE_AFTER_S
+
+    def _land(self) -> None:
+        if self._landing is not None and self.now >= self._landing[0]:
+            _, self.physical, self.threshold = self._landing
+            self.tracker.note_latency("v", self.latency_s)
+            self._landing = None
+            if self.allocation > self.threshold:
+                self._fire()
+
+    def _measure(self) -> None:
+        if self._measure_at is None or self.now < self._measure_at or not self.threshold:
+            return
+        self._measure_at = None
+        reserve = reserve_for(self._rate, self.tracker.latency_s("v"), CHUNK, UTILIZATION)
+        if reserve > self.physical - self.threshold:
+            self.threshold = self.physical - reserve
+            if self.allocation > self.threshold:
+                self._fire()
+
+    def _wait_for_room(self) -> None:
+        while self.allocation >= self.physical and self._landing is not None:
+            self.now += self.tick
+            self._land()
+
+    @property
+    def over_allocation(self) -> int:
+        return self.physical - self.allocation
+
+
+def test_no_rate_is_exactly_vdsm() -> None:
+    step = adaptive_step(physical=CHUNK, allocation=CHUNK - BASE_RESERVE + MIB, rate=0.0,
+                         latency_s=0.005, chunk=CHUNK, utilization_pct=UTILIZATION,
+                         ceiling=CEILING)
+    assert (step.physical, step.threshold) == (2 * CHUNK, 2 * CHUNK - BASE_RESERVE)
+    assert step.limited_by is None
+
+
+def test_write_rate_needs_two_samples_close_enough() -> None:
+    first = WriteSample(10.0, 100 * MIB)
+    assert write_rate(None, first) == 0.0
+    assert write_rate(first, WriteSample(10.5, 250 * MIB)) == 300 * MIB
+    assert write_rate(first, WriteSample(10.0 + RATE_MAX_AGE_S + 1, 900 * MIB)) == 0.0
+
+
+def test_constant_rate_keeps_a_reserve_for_the_latency_and_steps_one_chunk() -> None:
+    fixed, adaptive = Model(latency_s=0.03, adaptive=False), Model(latency_s=0.03)
+    for model in (fixed, adaptive):
+        model.write(300, 4.0)
+    # 6.4 MiB lasts 21 ms at 300 MiB/s: the fixed chunk pauses at every extend.
+    assert fixed.pauses >= len(fixed.extends) - 1 > 10
+    # Adaptive: only the first crossing meets the base reserve (nothing measured yet).
+    assert adaptive.pauses == 1
+    assert {extend.step for extend in adaptive.extends} == {CHUNK}
+    later = adaptive.extends[2:]  # the second one measured across the first pause
+    demand = 300 * MIB * 0.03 * SAFETY
+    assert all(extend.reserve == pytest.approx(demand, rel=0.05) for extend in later)
+    assert all(extend.rate == pytest.approx(300 * MIB, rel=0.05) for extend in later)
+    # What the pool carries beyond the data: at most the reserve and one chunk.
+    assert adaptive.over_allocation <= demand * 1.05 + CHUNK
+    assert adaptive.over_allocation <= fixed.over_allocation + 2 * CHUNK
+
+
+def test_an_accelerating_writer_gets_larger_steps_and_no_pause() -> None:
+    model = Model(latency_s=0.01)
+    for rate in (50, 100, 200, 400, 800, 1600):
+        model.write(rate, 0.5)
+    assert model.pauses == 0
+    reserves = [extend.reserve for extend in model.extends]
+    assert reserves == sorted(reserves) and reserves[-1] > 10 * BASE_RESERVE
+    # The reserve grows faster than one chunk per extend at the end: the steps follow.
+    assert max(extend.step for extend in model.extends) >= 2 * CHUNK
+    assert all(extend.step % CHUNK == 0 for extend in model.extends)
+
+
+def test_a_fast_writer_whose_demand_passes_a_chunk_steps_several() -> None:
+    step = adaptive_step(physical=GIB, allocation=GIB - 200 * MIB, rate=2000 * MIB,
+                         latency_s=0.05, chunk=CHUNK, utilization_pct=UTILIZATION,
+                         ceiling=CEILING)
+    demand = int(2000 * MIB * 0.05 * SAFETY)
+    assert step.demand == demand and step.reserve == demand
+    # From 200 MiB below the end: 300 MiB to write before the next event, then 300 reserve.
+    assert step.physical - GIB == 7 * CHUNK
+    assert step.threshold - (GIB - 200 * MIB) >= demand
+
+
+def test_a_writer_that_stops_or_slows_is_back_to_the_base_step() -> None:
+    model = Model(latency_s=0.01)
+    model.write(600, 1.0)
+    assert model.extends[-1].reserve > BASE_RESERVE
+    model.write(0, RATE_MAX_AGE_S + 1)  # stops: no events
+    model.write(600, 0.3)  # starts again
+    restarted = next(e for e in model.extends if e.at > 1.0 + RATE_MAX_AGE_S)
+    assert (restarted.rate, restarted.step, restarted.reserve) == (0.0, CHUNK, BASE_RESERVE)
+    slow = Model(latency_s=0.01)
+    slow.write(600, 1.0)
+    slow.write(20, 20.0)  # slows down: 20 MiB/s x 20 ms x 3 is far below 6.4 MiB
+    last = slow.extends[-1]
+    assert last.rate == pytest.approx(20 * MIB, rel=0.05)
+    assert (last.step, last.reserve) == (CHUNK, BASE_RESERVE)
+
+
+def test_the_pool_capacity_limits_the_step() -> None:
+    wanted = dict(physical=GIB, allocation=GIB - BASE_RESERVE, rate=2000 * MIB, latency_s=0.05,
+                  chunk=CHUNK, utilization_pct=UTILIZATION, ceiling=CEILING)
+    free = adaptive_step(**wanted)  # type: ignore[arg-type]
+    assert free.physical - GIB == 10 * CHUNK and free.limited_by is None
+    tight = adaptive_step(**wanted, pool_free=2 * CHUNK + CHUNK // 2)  # type: ignore[arg-type]
+    assert tight.physical - GIB == 2 * CHUNK and tight.limited_by == "pool"
+    # The reserve no longer fits above what is written: armed where VDSM would.
+    assert tight.threshold == tight.physical - BASE_RESERVE
+    # Less than a chunk free: still one chunk, for the backend to refuse (pool.full).
+    full = adaptive_step(**wanted, pool_free=CHUNK // 2)  # type: ignore[arg-type]
+    assert full.physical - GIB == CHUNK and full.limited_by == "pool"
+    model = Model(latency_s=0.01, pool_free=CHUNK)
+    model.write(800, 1.0)
+    assert {extend.step for extend in model.extends} == {CHUNK}
+
+
+def test_the_qcow2_ceiling_limits_the_step() -> None:
+    step = adaptive_step(physical=CEILING - CHUNK, allocation=CEILING - CHUNK - BASE_RESERVE,
+                         rate=2000 * MIB, latency_s=0.05, chunk=CHUNK,
+                         utilization_pct=UTILIZATION, ceiling=CEILING)
+    assert (step.physical, step.limited_by) == (CEILING, "ceiling")
+
+
+def test_the_latency_is_the_slowest_recent_extend_and_never_below_the_floor() -> None:
+    tracker = GrowthTracker()
+    assert tracker.latency_s("v") == 0.0
+    for latency in (0.004, 0.035, 0.006):
+        tracker.note_latency("v", latency)
+    assert tracker.latency_s("v") == 0.035
+    for _ in range(8):
+        tracker.note_latency("v", 0.005)
+    assert tracker.latency_s("v") == 0.005
+    step = adaptive_step(physical=GIB, allocation=GIB - BASE_RESERVE, rate=1000 * MIB,
+                         latency_s=0.005, chunk=CHUNK, utilization_pct=UTILIZATION,
+                         ceiling=CEILING)
+    assert step.latency_s == LATENCY_FLOOR_S
