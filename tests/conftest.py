@@ -58,6 +58,7 @@ LINUX_GUEST_MODULES = (
     "tests/faults/test_guest_under_faults.py",
     "tests/faults/test_concurrency.py",
     "tests/faults/test_hung_vm.py",
+    "tests/faults/test_rbd_cluster_faults.py",
     "tests/integration/test_thin_monitor.py",
 )
 

@@ -33,6 +33,7 @@ from blockplane.lab.bringup import agents_supported
 LAB_MODULES = (
     "tests/integration/test_lab.py",
     "tests/integration/test_pull_backup_lab.py",
+    "tests/integration/test_lab_ceph.py",
     "tests/integration/test_migrat",
     "tests/faults/test_migrat",
     "tests/e2e/test_migrat",

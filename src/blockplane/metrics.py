@@ -71,5 +71,21 @@ class AgentMetrics:
             thin_labels, registry=self.registry,
         )
 
+        # Ceph rbd pools (blockplane.storage.ceph_health): the background probe's verdict.
+        self.ceph_pool_healthy = Gauge(
+            "blockplane_ceph_pool_healthy",
+            "1 while the rbd pool's cluster answers the probe (monitor and OSDs), 0 when not",
+            ["pool"], registry=self.registry,
+        )
+        self.ceph_probe_seconds = Gauge(
+            "blockplane_ceph_probe_seconds", "How long the last probe of the rbd pool took",
+            ["pool"], registry=self.registry,
+        )
+        self.ceph_unhealthy_seconds = Gauge(
+            "blockplane_ceph_pool_unhealthy_seconds",
+            "For how long the rbd pool's cluster has not answered (0 while it answers)",
+            ["pool"], registry=self.registry,
+        )
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -4,8 +4,11 @@ Consistent means what a user (or the next agent) relies on after a fault:
 - no intent is left pending in the store;
 - the store's disks of a VM are exactly the blockplane disks in libvirt's live XML (the
   persistent XML when the VM is not running), each on its recorded volume;
-- every pool holds exactly the volumes the store records (nothing leaked, nothing lost);
-- every recorded image passes ``qemu-img check``.
+- every pool holds exactly the volumes the store records (nothing leaked, nothing lost): its
+  files for dir and loop pools, its RBD images (listed as the pool's own cephx user) for rbd
+  pools;
+- every recorded qcow2 image passes ``qemu-img check`` (an rbd image is raw: nothing to check);
+- every RBD snapshot of a recorded rbd image is a snapshot or backup blockplane finished.
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ def image_check(path: str) -> dict[str, Any]:
 
 
 def blockplane_disks(domain_xml: str) -> dict[str, str]:
-    """Target -> source of every disk in ``domain_xml`` (file or block sources)."""
+    """Target -> source of every disk in ``domain_xml`` (file or block sources; an rbd network
+    source as ``rbd:POOL/IMAGE``, the path blockplane records for it)."""
     root = etree.fromstring(domain_xml.encode())
     disks = {}
     for disk in root.findall("devices/disk"):
@@ -121,8 +125,45 @@ def blockplane_disks(domain_xml: str) -> dict[str, str]:
         source = disk.find("source")
         if target is None or source is None:
             continue
+        if source.get("protocol") == "rbd":
+            disks[target.get("dev", "")] = f"rbd:{source.get('name', '')}"
+            continue
         disks[target.get("dev", "")] = source.get("file") or source.get("dev") or ""
     return disks
+
+
+def rbd_pool_images(agent: AgentUnderTest, pool: str) -> dict[str, list[str]]:
+    """Image -> its RBD snapshots, of the RADOS pool behind rbd pool ``pool``, listed as the
+    pool's own user (the access check's probe images left out)."""
+    [(conf, user, keyring, ceph_pool)] = store_rows(
+        agent, "SELECT conf, user, keyring, ceph_pool FROM rbd_pools WHERE name = ?", pool)
+    base = ["rbd", "--conf", conf, "--id", user, "--keyring", keyring]
+    listed = subprocess.run([*base, "ls", "-l", "--format", "json", "--pool", ceph_pool],
+                            capture_output=True, text=True, check=True, timeout=60)
+    images: dict[str, list[str]] = {}
+    for entry in json.loads(listed.stdout):
+        if entry["image"].startswith("blockplane-access-probe-"):
+            continue
+        snapshots = images.setdefault(entry["image"], [])
+        if "snapshot" in entry:
+            snapshots.append(entry["snapshot"])
+    return images
+
+
+def assert_rbd_pool_consistent(agent: AgentUnderTest, pool: str) -> None:
+    """The RADOS pool holds exactly the recorded images, and their snapshots are all ones
+    blockplane finished: a done snapshot record, or the checkpoint of a backup that is done."""
+    images = rbd_pool_images(agent, pool)
+    names = {name for (name,) in store_rows(
+        agent, "SELECT name FROM volumes WHERE pool = ?", pool)}
+    assert set(images) == names, f"rbd pool {pool}: images {set(images)} != records {names}"
+    finished = {name for (name,) in store_rows(
+        agent, "SELECT name FROM chain_snapshots WHERE state = 'done'")}
+    for (spec,) in store_rows(agent, "SELECT spec_json FROM chain_jobs WHERE kind = 'backup' "
+                              "AND phase = 'done'"):
+        finished.add(json.loads(spec).get("checkpoint"))
+    for image, snapshots in images.items():
+        assert set(snapshots) <= finished, f"{pool}/{image}: stray snapshots {snapshots}"
 
 
 def assert_consistent(agent: AgentUnderTest, vm: str) -> dict[str, Any]:
@@ -144,7 +185,8 @@ def assert_consistent(agent: AgentUnderTest, vm: str) -> dict[str, Any]:
     assert set(store_rows(agent, "SELECT target FROM disks WHERE vm = ?", vm)) == {
         (target,) for target in recorded
     }, "a disk record without its volume record"
-    pool_paths = [path for (path,) in store_rows(agent, "SELECT path FROM pools")]
+    pool_paths = [path + ("/" if path.startswith("rbd:") else "")
+                  for (path,) in store_rows(agent, "SELECT path FROM pools")]
     managed = {
         target
         for target, source in live.items()
@@ -159,6 +201,8 @@ def assert_consistent(agent: AgentUnderTest, vm: str) -> dict[str, Any]:
         if pool_type in ("loop", "dir"):
             files = {entry.stem for entry in Path(pool_path).iterdir() if entry.is_file()}
             assert files == names, f"pool {pool}: files {files} != records {names}"
+        if pool_type == "rbd":
+            assert_rbd_pool_consistent(agent, pool)
     for path, image_format in store_rows(agent, "SELECT path, format FROM volumes"):
         if image_format == "qcow2":
             image_check(path)

@@ -17,7 +17,8 @@ NOT_JSON = {("get", "/v1/metrics"), ("get", "/v1/vms/{vm}/xml")}
 def openapi(tmp_path: Path) -> dict[str, Any]:
     services = SimpleNamespace(
         database=Database(tmp_path / "state.db"), metrics=AgentMetrics(), events=None,
-        facts=None, pools=None, pool_volumes=None, vms=None, disks=None, provisioner=None,
+        facts=None, records=None, pools=SimpleNamespace(ceph_health=list), pool_volumes=None,
+        vms=None, disks=None, provisioner=None,
         throttle=None, thin=None, chains=None, snapshots=None, jobs=None, checkpoints=None,
         top=None, reconcile_log=None, confirmer=None, intents=None, peers=None,
         hypervisor=SimpleNamespace(gate=None), adoption=None, backups=None,

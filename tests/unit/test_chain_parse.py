@@ -137,9 +137,19 @@ def _disk(body: str, kind: str = "file") -> str:
     )
 
 
-def test_network_sources_are_refused() -> None:
+def test_an_rbd_image_is_a_complete_one_element_chain_named_rbd_pool_image() -> None:
     xml = _disk(
-        "<driver type='raw'/><source protocol='rbd' name='pool/image' index='1'/>", "network"
+        "<driver type='raw'/><source protocol='rbd' name='pool/image' index='1'>"
+        "<host name='10.0.0.1' port='3300'/></source>", "network"
+    )
+    chain = parse_chain(xml, "vda")
+    assert chain.paths() == ("rbd:pool/image",)
+    assert chain.complete and chain.top.source_kind == "network" and chain.top.format == "raw"
+
+
+def test_other_network_sources_are_refused() -> None:
+    xml = _disk(
+        "<driver type='raw'/><source protocol='nbd' name='export' index='1'/>", "network"
     )
     with pytest.raises(Conflict) as caught:
         parse_chain(xml, "vda")

@@ -33,6 +33,7 @@ def test_names_and_order_are_stable() -> None:
         "block_threshold",
         "incremental_backup",
         "throttle_multi_iothread",
+        "rbd_multi_iothread",
     )
     assert tuple(matrix_for("10.0.2", "11.3.0")) == CAPABILITY_NAMES
 
@@ -94,8 +95,10 @@ GATES = [
 ]
 
 
-# The gates above are version minimums; throttle_multi_iothread is a known defect, tested apart.
-VERSION_GATED = tuple(name for name in CAPABILITY_NAMES if name != "throttle_multi_iothread")
+# The gates above are version minimums; throttle_multi_iothread is a known defect and
+# rbd_multi_iothread a fix in given releases, both tested apart.
+VERSION_GATED = tuple(name for name in CAPABILITY_NAMES
+                      if name not in ("throttle_multi_iothread", "rbd_multi_iothread"))
 
 
 @pytest.mark.parametrize(("qemu", "libvirt", "expected"), GATES)

@@ -48,6 +48,7 @@ def test_to_json_shape() -> None:
         "memory_bytes",
         "domain_capabilities",
         "capabilities",
+        "rbd_driver",
     ]
     assert doc["qemu"] == {
         "version": "10.0.2",
@@ -79,6 +80,7 @@ def test_to_json_shape() -> None:
         "block_threshold",
         "incremental_backup",
         "throttle_multi_iothread",
+        "rbd_multi_iothread",
     }
     assert json.loads(json.dumps(doc)) == doc
 

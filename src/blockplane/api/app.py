@@ -54,6 +54,7 @@ from blockplane.storage.pools import PoolService
 from blockplane.store.database import Database
 from blockplane.store.idempotency import IdempotencyStore
 from blockplane.store.intents import IntentRecovery
+from blockplane.store.records import Records
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.throttle.service import ThrottleService
 from blockplane.vms.disks import DiskService
@@ -72,6 +73,8 @@ class AppServices(Protocol):
     def metrics(self) -> AgentMetrics: ...
     @property
     def facts(self) -> HostFacts: ...
+    @property
+    def records(self) -> Records: ...
     @property
     def pools(self) -> PoolService: ...
     @property
@@ -132,14 +135,14 @@ def create_app(services: AppServices, token: str) -> FastAPI:
     vms = services.vms
     for router in (
         agent_router(services.hypervisor.gate),
-        host_router(services.facts, services.metrics),
+        host_router(services.facts, services.metrics, services.pools.ceph_health),
         pools_router(services.pools),
         volumes_router(services.pool_volumes),
         vms_router(vms, services.disks, services.provisioner, services.peers),
         adopt_router(services.adoption),
         events_router(services.events),
         throttle_router(services.throttle),
-        thin_router(vms, services.thin),
+        thin_router(vms, services.thin, services.records),
         chain_router(vms, services.chains, services.snapshots, services.jobs,
                      services.migrations.source),
         checkpoints_router(services.checkpoints),

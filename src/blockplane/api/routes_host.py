@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import APIRouter
@@ -13,8 +14,9 @@ from fastapi.responses import PlainTextResponse
 from blockplane import __version__
 from blockplane.api.models import response_model
 from blockplane.facts.host import HostFacts
-from blockplane.facts.views import AgentAbout, FactsView
+from blockplane.facts.views import AgentAbout, CephFacts, FactsView
 from blockplane.metrics import AgentMetrics
+from blockplane.model.ceph import CephHealth
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class Health:
     pid: int
 
 
-def host_router(host_facts: HostFacts, agent_metrics: AgentMetrics) -> APIRouter:
+def host_router(host_facts: HostFacts, agent_metrics: AgentMetrics,
+                ceph_health: Callable[[], list[CephHealth]] = list) -> APIRouter:
+    """``ceph_health``: the last probe of each rbd pool's cluster, for ``facts``."""
     router = APIRouter()
     pid = os.getpid()
 
@@ -37,7 +41,8 @@ def host_router(host_facts: HostFacts, agent_metrics: AgentMetrics) -> APIRouter
     @router.get("/facts", response_model=response_model(FactsView))
     def facts() -> FactsView:
         about = AgentAbout(__version__, socket.gethostname())
-        return dataclasses.replace(host_facts.view(), agent=about)
+        return dataclasses.replace(host_facts.view(), agent=about,
+                                   ceph=CephFacts(tuple(ceph_health())))
 
     @router.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:

@@ -14,12 +14,21 @@ class Body(BaseModel):
 
 
 class PoolCreate(Body):
+    """``type: rbd`` takes ``ceph_conf`` and ``rbd_pool`` (and optionally ``ceph_user``,
+    ``ceph_keyring``, ``secret_uuid``) instead of ``path``/``chunk``/``utilization``: paths on
+    the agent's host; the key is read from the keyring there and never travels in a request."""
+
     name: str = Field(max_length=64)
     type: str = Field(max_length=16)
     path: str | None = Field(default=None, max_length=4096)
     capacity: Size | None = None
     chunk: Size | None = None
     utilization: int | None = None
+    ceph_conf: str | None = Field(default=None, max_length=4096)
+    rbd_pool: str | None = Field(default=None, max_length=128)
+    ceph_user: str | None = Field(default=None, max_length=128)
+    ceph_keyring: str | None = Field(default=None, max_length=4096)
+    secret_uuid: str | None = Field(default=None, max_length=36)
 
 
 class PoolUpdate(Body):
@@ -56,7 +65,8 @@ class VolumeDescriptor(Body):
 
     name: str | None = Field(default=None, max_length=128)
     thin: bool = False
-    format: str = Field(default="qcow2", max_length=8)
+    #: None: the pool's default (raw on rbd pools, qcow2 elsewhere).
+    format: str | None = Field(default=None, max_length=8)
     bus: str = Field(default="virtio", max_length=8)
     queues: int | None = None
     io_threads: int | None = None

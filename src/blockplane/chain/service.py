@@ -10,15 +10,17 @@ are named as ``addressing`` says. Must not start jobs or change any chain.
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
 
 from blockplane.chain.addressing import resolve_element
-from blockplane.chain.views import ChainElementView, ChainView, MirrorView
+from blockplane.chain.rbd_snapshots import RbdSnapshots
+from blockplane.chain.views import ChainElementView, ChainView, MirrorView, RbdSnapshotView
 from blockplane.errors import BlockplaneError, NotFound
 from blockplane.hypervisor.bulk_stats import chain_nodes
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.model.chain import Chain, ChainElement
 from blockplane.storage.images import image_facts
+from blockplane.storage.volume_usage import canonical
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
 from blockplane.vms.lifecycle import VMService
@@ -26,10 +28,13 @@ from blockplane.xml.backing_chain import parse_chain
 
 
 class ChainService:
-    def __init__(self, vms: VMService, records: Records, chain_records: ChainRecords) -> None:
+    def __init__(self, vms: VMService, records: Records, chain_records: ChainRecords,
+                 rbd: RbdSnapshots | None = None) -> None:
+        """``rbd``: the RBD snapshots ``show`` lists beside a disk on an rbd pool."""
         self._vms = vms
         self._records = records
         self._chain = chain_records
+        self._rbd = rbd
 
     def domain(self, vm: str) -> DomainHandle:
         return self._vms.domain(vm)
@@ -43,7 +48,7 @@ class ChainService:
         """The element ``spec`` names (``vda``, ``vda[N]`` or a path), None for None."""
         if spec is None:
             return None
-        return resolve_element(chain, spec, canonical=os.path.realpath)
+        return resolve_element(chain, spec, canonical=canonical)
 
     def show(self, vm: str, target: str) -> ChainView:
         """``blockplane chain VM TARGET``: every element, top to base, with sizes."""
@@ -76,6 +81,7 @@ class ChainService:
                 volume=row.volume if row else None,
             ))
         mirror = chain.mirror
+        elements, rbd_snapshots = self._on_rbd(vm, target, elements)
         return ChainView(
             vm=vm,
             target=chain.target,
@@ -84,7 +90,22 @@ class ChainService:
             mirror=MirrorView(mirror.job, mirror.path, mirror.format, mirror.ready,
                               mirror.libvirt_index) if mirror else None,
             running=chain.live,
+            rbd_snapshots=rbd_snapshots,
         )
+
+    def _on_rbd(
+        self, vm: str, target: str, elements: list[ChainElementView]
+    ) -> tuple[list[ChainElementView], tuple[RbdSnapshotView, ...] | None]:
+        """A disk on an rbd pool is one image (``qemu-img`` cannot size ``rbd:`` paths: the
+        record does), with its RBD snapshots beside it."""
+        disk = self._records.disk(vm, target)
+        if self._rbd is None or disk is None or not self._rbd.on_rbd(disk):
+            return elements, None
+        volume = self._records.volume(disk.pool, disk.volume)
+        if volume is not None:
+            elements = [dataclasses.replace(element, virtual_bytes=volume.virtual_bytes)
+                        if element.path == volume.path else element for element in elements]
+        return elements, self._rbd.chain_snapshots(disk)
 
     def disk_paths(self, vm: str) -> set[str]:
         """Every image path in the chains of ``vm``'s disks (raises if they cannot be read)."""

@@ -10,17 +10,22 @@ the snapshot as ``creating``, create one qcow2 overlay volume per disk that reco
 and backing format (a thin volume on block pools when the disk's top is thin), take the snapshot
 with REUSE_EXT; then point each disk record at its overlay and hand it to the thin monitor. On
 failure every overlay is deleted and the record removed. ``reconcile`` finishes or undoes a
-snapshot the agent died in. Must not run block jobs.
+snapshot the agent died in. Disks on rbd pools get RBD snapshots inside their images instead
+(``rbd_snapshots``, which says why); a request mixing them with local disks is refused. Must not
+run block jobs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
 
 from blockplane.chain.jobs.spec import VolumeRef
 from blockplane.chain.jobs.store import JobStore
+from blockplane.chain.rbd_snapshots import KIND as RBD_SNAPSHOT
+from blockplane.chain.rbd_snapshots import RbdSnapshots, is_rbd_snapshot
 from blockplane.chain.service import ChainService
 from blockplane.chain.views import SnapshotCreated, SnapshotDiskView, SnapshotView
 from blockplane.chain.volumes import ChainVolumes
@@ -40,12 +45,14 @@ from blockplane.storage.images import is_block_device, virtual_size
 from blockplane.storage.names import validate_name, validate_volume_name
 from blockplane.store.chain_records import ChainRecords, SnapshotRecord
 from blockplane.store.events import EventPublisher
-from blockplane.store.records import Records
+from blockplane.store.records import DiskRecord, Records
 from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.locks import VMLocks
 from blockplane.xml.backing_chain import parse_chain
 from blockplane.xml.chain import ImageTarget, snapshot_xml
 from blockplane.xml.disk import parse_disks
+
+log = logging.getLogger(__name__)
 
 
 class SnapshotService:
@@ -59,8 +66,10 @@ class SnapshotService:
         jobs: JobStore,
         events: EventPublisher,
         foreign: AdoptedDisks | None = None,
+        rbd: RbdSnapshots | None = None,
     ) -> None:
         self._foreign = foreign or NothingAdopted()
+        self._rbd = rbd
         self._chains = chains
         self._locks = locks
         self._records = records
@@ -98,6 +107,15 @@ class SnapshotService:
                         f"{vm}/{target} is busy with {holder.state.kind.value} job "
                         f"{holder.id}; snapshot it once that job ends",
                         code="job.busy", job=holder.id)
+            on_rbd = self._on_rbd(vm, [managed[target] for target in chosen])
+            if on_rbd:
+                started = time.monotonic()
+                assert self._rbd is not None
+                record = self._rbd.create(domain, vm, name, on_rbd, quiesce=quiesce, live=live)
+                seconds = round(time.monotonic() - started, 3)
+                self._events.publish("snapshot.created", vm, name=name, disks=chosen,
+                                     quiesced=quiesce, seconds=seconds, kind="rbd")
+                return SnapshotCreated(**view_fields(self._describe(record)), seconds=seconds)
             xml = domain.xml(inactive=not live)
             plans = [self._plan(vm, name, xml, target, managed[target].pool)
                      for target in chosen]
@@ -138,6 +156,21 @@ class SnapshotService:
         described = self._describe(self._chain.snapshot(vm, name) or record)
         return SnapshotCreated(**view_fields(described), seconds=seconds)
 
+    def _on_rbd(self, vm: str, disks: list[DiskRecord]) -> list[DiskRecord]:
+        """The disks on rbd pools (snapshotted as RBD snapshots); a mix with local disks is
+        refused, since the two kinds cannot be taken as one atomic snapshot."""
+        if self._rbd is None:
+            return []
+        on_rbd, local = self._rbd.split(disks)
+        if on_rbd and local:
+            raise InvalidInput(
+                f"VM {vm}: {', '.join(d.target for d in on_rbd)} on rbd and "
+                f"{', '.join(d.target for d in local)} on local pools cannot be snapshotted "
+                "together (RBD snapshots and qcow2 overlays are not one atomic operation); "
+                "snapshot them with --disk, one kind at a time",
+                code="snapshot.mixed_storage")
+        return on_rbd
+
     def _plan(self, vm: str, name: str, xml: str, target: str, pool: str) -> dict[str, Any]:
         top = parse_chain(xml, target).top
         disk = self._records.disk(vm, target)
@@ -165,6 +198,13 @@ class SnapshotService:
         disks = []
         for disk in record.disks:
             status = "unknown"
+            if disk.get("kind") == RBD_SNAPSHOT and self._rbd is not None:
+                disks.append(SnapshotDiskView(
+                    target=disk["target"], pool=disk.get("pool"), volume=disk.get("volume"),
+                    path=disk.get("path"), backing_path=None, backing_format=None,
+                    status=self._rbd.describe(disk), image=disk.get("image"),
+                    kind=RBD_SNAPSHOT))
+                continue
             if paths is not None and disk.get("path"):
                 status = "in_chain" if os.path.normpath(disk["path"]) in {
                     os.path.normpath(p) for p in paths} else "merged"
@@ -197,6 +237,13 @@ class SnapshotService:
                 return  # the snapshot call may still be under way in libvirt
             xml = domain.xml(inactive=not domain.is_active())
         except BlockplaneError:
+            return
+        if is_rbd_snapshot(record) and self._rbd is not None:
+            try:
+                self._rbd.settle(record, domain)
+            except BlockplaneError:
+                log.exception("settling RBD snapshot %s of %s failed; retried later",
+                              record.name, record.vm)
             return
         taken = all(disk.get("path") and parse_chain(xml, disk["target"]).top.path
                     == disk["path"] for disk in record.disks)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from blockplane.model.view import KEY_IF_SET
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,37 @@ class MirrorView:
 
 
 @dataclass(frozen=True)
+class RbdSnapshotView:
+    """One RBD snapshot inside an rbd disk's image, oldest first."""
+
+    name: str
+    path: str
+    size_bytes: int
+    protected: bool
+    timestamp: str
+
+
+@dataclass(frozen=True)
 class ChainView:
+    """A disk on an rbd pool is one image: ``rbd_snapshots`` lists its RBD snapshots."""
+
     vm: str
     target: str
     complete: bool
     elements: tuple[ChainElementView, ...]
     mirror: MirrorView | None
     running: bool
+    rbd_snapshots: tuple[RbdSnapshotView, ...] | None = field(
+        default=None, kw_only=True, metadata=KEY_IF_SET)
 
 
 @dataclass(frozen=True)
 class SnapshotDiskView:
-    """One overlay; ``status``: ``in_chain``, ``merged`` (a job merged it away) or ``unknown``."""
+    """One overlay; ``status``: ``in_chain``, ``merged`` (a job merged it away) or ``unknown``.
+
+    A disk on an rbd pool has an RBD snapshot inside its image instead (``kind``
+    ``rbd_snapshot``, ``path`` the snapshot's ``rbd:POOL/IMAGE@SNAP``, ``image`` the image it
+    is in, ``status`` ``in_image``, ``removed`` or ``unknown``)."""
 
     target: str
     pool: str | None
@@ -53,6 +74,8 @@ class SnapshotDiskView:
     backing_path: str | None
     backing_format: str | None
     status: str
+    image: str | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
+    kind: str | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
 
 
 @dataclass(frozen=True)

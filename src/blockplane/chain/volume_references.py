@@ -10,14 +10,16 @@ reported as unreadable, never as unused. Must not delete or change anything.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 
 from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.service import ChainService
-from blockplane.errors import BlockplaneError
+from blockplane.errors import BlockplaneError, NotFound
 from blockplane.storage.volume_usage import VolumeReferences, canonical
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.records import Records
+from blockplane.xml.backing_chain import parse_chain
 
 _ROW_STATES = {
     "creating": "a job or snapshot of {vm}/{target} being prepared",
@@ -55,3 +57,42 @@ class ChainVolumeReferences:
                     f"{job.state.kind.value} job {job.id} of {job.state.vm}")
         return VolumeReferences({path: list(dict.fromkeys(users))
                                  for path, users in by_path.items()}, unreadable)
+
+    def live_users(self, path: str) -> list[str]:
+        """Who uses ``path`` now, by the live chains and the live jobs only (the chain records
+        of a disk being released are not users). Used for images that are never a backing
+        file (rbd: blockplane makes no overlay on one), so where a chain is only partly known
+        (a stopped VM's definition) its known elements decide; a VM whose definition cannot
+        be read at all counts as a user: never delete what cannot be checked."""
+        wanted = canonical(path)
+        users: list[str] = []
+        for vm in self._records.vms():
+            try:
+                paths = self._known_paths(vm.name)
+            except BlockplaneError as error:
+                users.append(f"VM {vm.name}, whose chains cannot be read ({error.message})")
+                continue
+            if wanted in {canonical(found) for found in paths}:
+                users.append(f"the backing chain of VM {vm.name}")
+        for job in self._store.live():
+            if wanted in {canonical(found) for found in job.spec.paths()}:
+                users.append(f"{job.state.kind.value} job {job.id} of {job.state.vm}")
+        return list(dict.fromkeys(users))
+
+    def _known_paths(self, vm: str) -> set[str]:
+        try:
+            return self._chains.disk_paths(vm)
+        except NotFound:
+            raise
+        except BlockplaneError:
+            pass  # a chain not fully known: its known elements
+        domain = self._chains.domain(vm)
+        views = [domain.xml(inactive=True)]
+        if domain.is_active():
+            views.append(domain.xml())
+        paths: set[str] = set()
+        for disk in self._records.disks(vm):
+            for xml in views:
+                with contextlib.suppress(NotFound):
+                    paths.update(parse_chain(xml, disk.target).paths())
+        return paths

@@ -3,12 +3,12 @@ nothing references them.
 
 A ``DiskObserver`` (see ``vms.observers``): a disk attached records its first volume; a disk
 detached (or its VM deleted) deletes every other volume of that disk's chain, while the disk
-service deletes the top named by the disk record. Images a job drops from a chain are marked
-``invalidated`` first (persisted), then deleted when neither a live chain nor a live job names
-them; ``collect`` retries what could not go yet. ``collect`` runs on the reconcile thread while a
-job's cleanup runs on the event thread: one lock keeps a cleanup's change of a volume's state from
-landing between collect's reading of the rows and its deleting of them. Must not call block-job
-APIs or edit domain XML.
+service deletes (or, still referenced, keeps) the top named by the disk record. Images a job
+drops from a chain are marked ``invalidated`` first (persisted), then deleted when neither a
+live chain nor a live job names them; ``collect`` retries what could not go yet. ``collect``
+runs on the reconcile thread while a job's cleanup runs on the event thread: one lock keeps a
+cleanup's change of a volume's state from landing between collect's reading of the rows and its
+deleting of them. Must not call block-job APIs or edit domain XML.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class ChainVolumes:
             for row in self._chain.volumes(vm=vm, target=target):
                 if (row.pool, row.volume) != top:
                     self._delete(row)
+                else:
+                    # The disk service deletes the top, or keeps it standalone (an rbd image
+                    # still referenced elsewhere): either way it is in this chain no more.
+                    self._chain.forget_volume(row.pool, row.volume)
 
     def adopt_untracked(self) -> None:
         """Disks attached before chain tracking existed: record their top volume."""
@@ -84,11 +88,13 @@ class ChainVolumes:
         self, vm: str, target: str, pool: str, name: str, virtual_bytes: int, *, thin: bool,
         backing: str | None, backing_format: str | None, origin: str,
         initial_bytes: int | None = None,
+        image_format: str = "qcow2",
     ) -> VolumeRecord:
-        """A new qcow2 volume (on ``backing`` if given), recorded as ``creating``; a thin one
-        starts at ``initial_bytes`` if given (``VolumeService.initial_physical``)."""
-        record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, "qcow2", thin,
-                                      initial_bytes)
+        """A new volume (qcow2 on ``backing`` if given; raw on rbd pools), recorded as
+        ``creating``; a thin one starts at ``initial_bytes`` if given
+        (``VolumeService.initial_physical``)."""
+        record = self._volumes.create(self._pools.get(pool), name, virtual_bytes, image_format,
+                                      thin, initial_bytes)
         try:
             if backing is not None:
                 create_qcow2(record.path, virtual_bytes, backing, backing_format)

@@ -51,11 +51,13 @@ def chain_command(context: CLIContext, vm: str, target: str, as_json: bool) -> N
           title=f"{vm}/{target}")
     if chain.mirror is not None:
         console.print(f"mirror: {plain(chain.mirror)}")
+    for snapshot in chain.rbd_snapshots or ():
+        console.print(f"RBD snapshot {snapshot.name} ({snapshot.timestamp}): {snapshot.path}")
 
 
 @click.group("snapshot")
 def snapshot_group() -> None:
-    """External disk-only snapshots."""
+    """Disk-only snapshots: qcow2 overlays on local pools, RBD snapshots on rbd pools."""
 
 
 @snapshot_group.command("create")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from blockplane.cli.client import api_path
@@ -13,13 +15,22 @@ from blockplane.storage.views import PoolDeleteResult, PoolView
 
 @click.group("pool")
 def pool_group() -> None:
-    """Storage pools (dir, loop, lvm)."""
+    """Storage pools (dir, loop, lvm, rbd)."""
 
 
 @pool_group.command("create")
 @click.argument("name")
-@click.option("--type", "pool_type", type=click.Choice(["loop", "lvm", "dir"]), required=True)
+@click.option("--type", "pool_type", type=click.Choice(["loop", "lvm", "dir", "rbd"]),
+              required=True)
 @click.option("--path", default=None, help="Directory (dir, loop) or volume group (lvm).")
+@click.option("--ceph-conf", default=None, help="rbd: the cluster's ceph.conf (absolute path).")
+@click.option("--rbd-pool", default=None, help="rbd: the RADOS pool that holds the images.")
+@click.option("--ceph-user", default=None, help="rbd: the cephx user, without client. "
+              "(default admin).")
+@click.option("--ceph-keyring", default=None,
+              help="rbd: the user's keyring (default: where the ceph.conf says).")
+@click.option("--secret-uuid", default=None, help="rbd: the libvirt secret's UUID (default: "
+              "derived from the cluster's fsid and the user, the same on every host).")
 @click.option("--capacity", default=None, help="Limit on the pool's physical use, e.g. 20G.")
 @click.option("--chunk", default=None, help="Thin growth step (default 2.5G).")
 @click.option(
@@ -38,27 +49,35 @@ def pool_create(
     capacity: str | None,
     chunk: str | None,
     utilization: int | None,
+    ceph_conf: str | None,
+    rbd_pool: str | None,
+    ceph_user: str | None,
+    ceph_keyring: str | None,
+    secret_uuid: str | None,
     as_json: bool,
 ) -> None:
-    """Create a pool."""
-    pool = fetch(
-        context.client,
-        PoolView,
-        "POST",
-        "/v1/pools",
-        {
-            "name": name,
-            "type": pool_type,
-            "path": path,
-            "capacity": capacity,
-            "chunk": chunk,
-            "utilization": utilization,
-        },
-    )
+    """Create a pool (an rbd pool is recorded only once its cluster took a test write)."""
+    body: dict[str, object] = {
+        "name": name,
+        "type": pool_type,
+        "path": path,
+        "capacity": capacity,
+        "chunk": chunk,
+        "utilization": utilization,
+    }
+    rbd = {"ceph_conf": _absolute(ceph_conf), "rbd_pool": rbd_pool, "ceph_user": ceph_user,
+           "ceph_keyring": _absolute(ceph_keyring), "secret_uuid": secret_uuid}
+    body.update({key: value for key, value in rbd.items() if value is not None})
+    pool = fetch(context.client, PoolView, "POST", "/v1/pools", body)
     if as_json:
         print_json(pool)
     else:
         console.print(f"pool {pool.name} ({pool.type}) created at {pool.path}")
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path the agent (on this host, another working directory) can open."""
+    return os.path.abspath(path) if path else None
 
 
 @pool_group.command("list")
@@ -99,8 +118,23 @@ def pool_show(context: CLIContext, name: str, as_json: bool) -> None:
     pool = fetch(context.client, PoolView, "GET", api_path("pools", name))
     if as_json:
         print_json(pool)
-    else:
-        key_values(pool, title=f"pool {name}")
+        return
+    shown = plain(pool)
+    rbd = shown.pop("rbd", None)
+    key_values(shown, title=f"pool {name}")
+    if pool.rbd is not None and rbd is not None:
+        health, cluster = pool.rbd.health, pool.rbd.cluster
+        del rbd["health"], rbd["cluster"]
+        rbd["monitors"] = ", ".join(f"{m.host}:{m.port}" if m.port else m.host
+                                    for m in pool.rbd.monitors)
+        key_values(rbd, title="ceph")
+        state = {True: "healthy", False: "UNHEALTHY", None: "not probed yet"}[health.healthy]
+        console.print(f"cluster: {state}: {health.reason}")
+        if cluster is not None:
+            console.print(f"provisioned {human_bytes(cluster.provisioned_bytes)}, used "
+                          f"{human_bytes(cluster.used_bytes)}, may still take "
+                          f"{human_bytes(cluster.max_avail_bytes)} "
+                          f"({cluster.capacity_reason})")
 
 
 @pool_group.command("set")

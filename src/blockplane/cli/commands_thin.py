@@ -6,7 +6,7 @@ import click
 
 from blockplane.cli.context import CLIContext, json_option, pass_cli
 from blockplane.cli.decode import fetch_list
-from blockplane.cli.output import human_bytes, plain, print_json, table
+from blockplane.cli.output import console, human_bytes, plain, print_json, table
 from blockplane.thin.views import ThinVolumeView
 
 
@@ -59,3 +59,6 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
         ],
         title="thin volumes",
     )
+    for volume in volumes:
+        if volume.reason:
+            console.print(f"{volume.vm}/{volume.disk}: {volume.reason}")

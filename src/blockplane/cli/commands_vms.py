@@ -219,7 +219,8 @@ def _limit_options(function: click.decorators.FC) -> click.decorators.FC:
 @click.option("--size", required=True, help="Virtual size, e.g. 1G.")
 @click.option("--name", default=None, help="Volume name (default VM-TARGET).")
 @click.option("--thin", is_flag=True, help="Thin qcow2 on a growable block volume.")
-@click.option("--format", "image_format", type=click.Choice(["qcow2", "raw"]), default="qcow2")
+@click.option("--format", "image_format", type=click.Choice(["qcow2", "raw"]), default=None,
+              help="Image format (default: raw on rbd pools, qcow2 elsewhere).")
 @click.option("--bus", type=click.Choice(["virtio", "scsi"]), default="virtio")
 @click.option("--queues", type=int, default=None)
 @click.option("--io-threads", type=int, default=None)
@@ -235,7 +236,7 @@ def disk_attach(
     size: str,
     name: str | None,
     thin: bool,
-    image_format: str,
+    image_format: str | None,
     bus: str,
     queues: int | None,
     io_threads: int | None,

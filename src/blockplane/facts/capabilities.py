@@ -13,6 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from blockplane.errors import CapabilityMissing, InvalidInput
+from blockplane.facts.rbd_capability import (
+    NEEDS as RBD_MULTI_IOTHREAD_NEEDS,
+)
+from blockplane.facts.rbd_capability import (
+    RBD_MULTI_IOTHREAD,
+    RbdDriverProbe,
+    rbd_multi_iothread,
+)
 from blockplane.facts.versions import Version, parse_version
 from blockplane.xml.domain_caps import DomainCapsFlags
 
@@ -163,6 +171,7 @@ THROTTLE_MULTI_IOTHREAD_FIXED_QEMU: Version | None = None
 CAPABILITY_NAMES: tuple[str, ...] = (
     *(requirement.name for requirement, _ in REQUIREMENTS),
     THROTTLE_MULTI_IOTHREAD,
+    RBD_MULTI_IOTHREAD,
 )
 
 
@@ -170,8 +179,12 @@ def capability_matrix(
     qemu: Version | None,
     libvirt: Version | None,
     domain_caps: DomainCapsFlags | None = None,
+    rbd_driver: RbdDriverProbe | None = None,
 ) -> dict[str, Capability]:
     """Every feature's verdict, in a stable order. ``None`` versions count as unknown (unmet).
+
+    ``rbd_driver``: what the installed rbd block module shows (``facts.rbd_capability``); it
+    can only enable ``rbd_multi_iothread`` on a version the rule would refuse.
 
     Domain capabilities win where they speak: a ``supported='no'`` flag makes the feature
     unsupported even when the versions pass, and ``<backup supported='yes'/>`` makes incremental
@@ -182,6 +195,8 @@ def capability_matrix(
         verdicts = check(domain_caps) if domain_caps is not None else []
         matrix[requirement.name] = _evaluate(requirement, qemu, libvirt, verdicts)
     matrix[THROTTLE_MULTI_IOTHREAD] = _throttle_multi_iothread(qemu)
+    supported, reason = rbd_multi_iothread(qemu, rbd_driver)
+    matrix[RBD_MULTI_IOTHREAD] = Capability(supported, reason, RBD_MULTI_IOTHREAD_NEEDS)
     return matrix
 
 

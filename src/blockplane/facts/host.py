@@ -16,6 +16,7 @@ from blockplane.facts import probe
 from blockplane.facts.accel import AccelChoice, KvmProbe, choose_accel
 from blockplane.facts.capabilities import Capability, capability_matrix
 from blockplane.facts.kernel_probe import ProbeKernel
+from blockplane.facts.rbd_capability import RbdDriverProbe, probe_rbd_driver
 from blockplane.facts.versions import Version, parse_version, version_from_libvirt_int
 from blockplane.facts.views import FactsView, LibvirtFactsView, QemuFactsView
 from blockplane.xml.domain_caps import DomainCapsFlags, parse_domain_caps
@@ -79,10 +80,12 @@ class HostFacts:
     cpus: int
     memory_bytes: int | None
     domain_caps: DomainCapsFlags | None = None
+    rbd_driver: RbdDriverProbe | None = None
 
     @property
     def capabilities(self) -> dict[str, Capability]:
-        return capability_matrix(self.qemu.version, self.libvirt.version, self.domain_caps)
+        return capability_matrix(self.qemu.version, self.libvirt.version, self.domain_caps,
+                                 self.rbd_driver)
 
     def view(self) -> FactsView:
         """The facts as ``GET /v1/facts`` answers them (the same document as ``to_json``)."""
@@ -102,6 +105,7 @@ class HostFacts:
             memory_bytes=self.memory_bytes,
             domain_capabilities=self.domain_caps,
             capabilities=self.capabilities,
+            rbd_driver=self.rbd_driver,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -118,6 +122,7 @@ class HostFacts:
             "capabilities": {
                 name: capability.to_json() for name, capability in self.capabilities.items()
             },
+            "rbd_driver": self.rbd_driver.to_json() if self.rbd_driver is not None else None,
         }
 
 
@@ -147,6 +152,7 @@ def build_host_facts(
     memory_bytes: int | None,
     domain_caps: DomainCapsFlags | None = None,
     requested_accel: str = "auto",
+    rbd_driver: RbdDriverProbe | None = None,
 ) -> HostFacts:
     """Pure assembly; raises ``CapabilityMissing`` for ``requested_accel='kvm'`` without KVM."""
     return HostFacts(
@@ -157,6 +163,7 @@ def build_host_facts(
         cpus=cpus,
         memory_bytes=memory_bytes,
         domain_caps=domain_caps,
+        rbd_driver=rbd_driver,
     )
 
 
@@ -188,6 +195,7 @@ def gather_host_facts(
         memory_bytes=probe.probe_memory_bytes(),
         domain_caps=domain_caps,
         requested_accel=requested_accel,
+        rbd_driver=probe_rbd_driver(),
     )
 
 

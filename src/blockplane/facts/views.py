@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from blockplane.facts.accel import AccelChoice, KvmProbe
 from blockplane.facts.capabilities import Capability
+from blockplane.facts.rbd_capability import RbdDriverProbe
+from blockplane.model.ceph import CephHealth
 from blockplane.model.view import KEY_IF_SET
 from blockplane.xml.domain_caps import DomainCapsFlags
 
@@ -39,6 +41,11 @@ class AgentAbout:
 
 
 @dataclass(frozen=True)
+class CephFacts:
+    pools: tuple[CephHealth, ...]
+
+
+@dataclass(frozen=True)
 class FactsView:
     qemu: QemuFactsView
     libvirt: LibvirtFactsView
@@ -48,5 +55,9 @@ class FactsView:
     memory_bytes: int | None
     domain_capabilities: DomainCapsFlags | None
     capabilities: dict[str, Capability]
+    #: The installed QEMU rbd block module, as ``rbd_multi_iothread`` judged it.
+    rbd_driver: RbdDriverProbe | None = None
     #: Only in the API's answer, which knows which agent answered.
     agent: AgentAbout | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
+    #: Only in the API's answer: the health of each rbd pool's cluster (the last probe).
+    ceph: CephFacts | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)

@@ -73,10 +73,14 @@ class LateResult:
 
 
 class CallGate:
-    def __init__(self, max_workers: int = 64) -> None:
+    def __init__(
+        self, max_workers: int = 64, *, thread_setup: Callable[[], object] | None = None
+    ) -> None:
+        """``thread_setup`` runs on the worker before each call (``embedded_threads``)."""
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="libvirt-call"
         )
+        self._thread_setup = thread_setup
         self._lock = threading.Lock()
         self._abandoned: dict[tuple[str, CallKind], AbandonedCall] = {}
         #: Called on a worker thread when an abandoned call returns.
@@ -96,7 +100,7 @@ class CallGate:
         default = timeout_s if timeout_s is not None else BACKGROUND_TIMEOUT_S[kind]
         budget = deadlines.bounded(default, kind.code, f"{kind.noun}: {what} on {domain}")
         started = time.monotonic()
-        future = self._pool.submit(call)
+        future = self._pool.submit(self._prepared(call))
         with deadlines.waiting_on(f"{kind.noun}: {what} on {domain}"):
             try:
                 return future.result(timeout=budget)
@@ -123,7 +127,7 @@ class CallGate:
             if self.stuck(domain, kind) is not None:
                 answers[domain] = None
             else:
-                futures[domain] = (what, self._pool.submit(call))
+                futures[domain] = (what, self._pool.submit(self._prepared(call)))
         concurrent.futures.wait([future for _, future in futures.values()], timeout=budget)
         for domain, (what, future) in futures.items():
             if not future.done():
@@ -137,6 +141,17 @@ class CallGate:
             else:
                 answers[domain] = future.result()
         return answers
+
+    def _prepared(self, call: Callable[[], T]) -> Callable[[], T]:
+        setup = self._thread_setup
+        if setup is None:
+            return call
+
+        def prepared() -> T:
+            setup()
+            return call()
+
+        return prepared
 
     def refuse_if_wedged(self, domain: str, kind: CallKind, what: str) -> None:
         """Fail at once while an earlier call of ``kind`` on ``domain`` has not returned."""

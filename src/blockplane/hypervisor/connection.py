@@ -26,6 +26,7 @@ import libvirt
 from blockplane.errors import DeadlineExceeded, HypervisorError, NotFound
 from blockplane.hypervisor.calls import ALL_DOMAINS, CallGate, CallKind
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.hypervisor.embedded_threads import prepare_thread
 from blockplane.hypervisor.errors import libvirt_errors
 from blockplane.hypervisor.events import EventBridge
 from blockplane.hypervisor.stats_reuse import StatsReuse, StatsSnapshot
@@ -85,7 +86,8 @@ class Hypervisor:
         self.uri = uri
         self.events = EventBridge()
         self.stats_reuse = StatsReuse()
-        self.gate = CallGate()
+        # An embedded libvirt reads disk secrets with the calling thread's identity.
+        self.gate = CallGate(thread_setup=prepare_thread if self.is_embedded else None)
         self._connection: Any = None
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()

@@ -149,6 +149,9 @@ class DomainHandle:
     def resume(self) -> None:
         self._call(f"resuming {self.name}", lambda: self._domain.resume())
 
+    def suspend(self) -> None:
+        self._call(f"pausing {self.name}", lambda: self._domain.suspend())
+
     def undefine(self) -> None:
         flags = (
             libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
@@ -452,6 +455,7 @@ class DomainHandle:
                               timeout_s=AGENT_COMMAND_TIMEOUT_S + AGENT_REPLY_GRACE_S))
 
     def fs_thaw(self) -> int:
+        """Thaw them again (nothing to do, and no error, when none is frozen)."""
         return int(self._call(f"thawing the filesystems of {self.name}",
                               lambda: self._domain.fsThaw(None, 0), kind=CallKind.AGENT,
                               timeout_s=AGENT_COMMAND_TIMEOUT_S + AGENT_REPLY_GRACE_S))

@@ -36,6 +36,8 @@ class HostIOThreadLimits:
     support_scsi: MappingSupport
     #: Several IOThreads for one throttled disk (facts: ``throttle_multi_iothread``).
     support_throttled: MappingSupport = NO_KNOWN_DEFECT
+    #: Several IOThreads for one rbd disk (facts: ``rbd_multi_iothread``).
+    support_rbd: MappingSupport = NO_KNOWN_DEFECT
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,13 @@ def plan_disk_iothreads(
     largest_request: int,
     *,
     throttled: bool = False,
+    rbd: bool = False,
     reserved: Iterable[int] = (),
 ) -> AppliedPlan:
     """One disk's IOThreads on the domain ``domain_xml`` describes; pure (``reserved``: ids
     that are not blockplane's to use, as an adopted domain's own IOThreads)."""
     decision = decide(
-        IOThreadRequest(io_threads, queues, bus, throttled=throttled),
+        IOThreadRequest(io_threads, queues, bus, throttled=throttled, rbd=rbd),
         vcpus,
         limits.host_cpus,
         limits.host_cap,
@@ -94,6 +97,7 @@ def plan_disk_iothreads(
         limits.support_scsi,
         vm_largest_request=largest_request,
         support_throttled=limits.support_throttled,
+        support_rbd=limits.support_rbd,
     )
     plan = plan_attach(vm_iothreads(domain_xml, reserved), target, decision)
     return AppliedPlan(decision, plan, io_threads)
@@ -114,11 +118,12 @@ class IOThreadApplier:
         largest_request: int,
         *,
         throttled: bool = False,
+        rbd: bool = False,
         reserved: Iterable[int] = (),
     ) -> AppliedPlan:
         return plan_disk_iothreads(
             self.limits, domain_xml, target, bus, vcpus, io_threads, queues, largest_request,
-            throttled=throttled, reserved=reserved,
+            throttled=throttled, rbd=rbd, reserved=reserved,
         )
 
     @staticmethod

@@ -49,6 +49,8 @@ class IOThreadRequest:
     bus: Bus = "virtio"
     #: The disk has I/O limits (throttle filters or <iotune>): see ``decide``.
     throttled: bool = False
+    #: The disk is an RBD image (QEMU's rbd driver): see ``decide``.
+    rbd: bool = False
 
 
 @dataclass(frozen=True)

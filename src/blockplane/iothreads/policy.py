@@ -69,6 +69,7 @@ def decide(
     *,
     vm_largest_request: int = 0,
     support_throttled: MappingSupport = NO_KNOWN_DEFECT,
+    support_rbd: MappingSupport = NO_KNOWN_DEFECT,
 ) -> Decision:
     """Decide how one disk is served.
 
@@ -77,6 +78,8 @@ def decide(
     does not shrink what the VM may grow to. ``support_throttled``: whether this host's QEMU may
     run a throttled disk's queues in several IOThreads; where it may not, a throttled disk gets
     one dedicated IOThread for all its queues (the guest still sees every queue).
+    ``support_rbd``: the same for an rbd disk (QEMU's rbd multiqueue fix, facts
+    ``rbd_multi_iothread``).
     """
     validate_request(request)
     _check_count(vcpus, "vcpus", 1)
@@ -93,6 +96,12 @@ def decide(
         reason = (
             f"{_requested(request)}, mapping not supported: {support.reason}: "
             "fell back to one dedicated IOThread"
+        )
+        return Decision("single", queues, 1, reason, request.bus)
+    if request.rbd and not support_rbd.supported:
+        reason = (
+            f"{_requested(request)}, {queues_note}, on an rbd disk: {support_rbd.reason}: "
+            f"fell back to one dedicated IOThread for all {queues} queues"
         )
         return Decision("single", queues, 1, reason, request.bus)
     if request.throttled and not support_throttled.supported:

@@ -24,6 +24,7 @@ from typing import Any
 from blockplane.errors import BlockplaneError, CapabilityMissing, Conflict, InvalidInput
 from blockplane.failpoints import failpoint
 from blockplane.lab import claims, hostsetup
+from blockplane.lab.ceph_pools import create_shared_pools
 from blockplane.lab.execution import blockplane_argv
 from blockplane.lab.layout import (
     AUTO_BASES,
@@ -129,7 +130,7 @@ def _claim_addresses(state: LabState, hosts: int, base: str) -> None:
     raise last_error
 
 
-def _start_ceph(state: LabState) -> None:
+def _start_ceph(state: LabState) -> Any:
     workdir = state.layout.ceph_dir
     state.ceph = {"workdir": str(workdir), "conf": None, "admin_keyring": None, "pids": []}
     state.save()
@@ -143,6 +144,7 @@ def _start_ceph(state: LabState) -> None:
         else [int(pid) for pid in pids],
     )
     state.save()
+    return cluster
 
 
 def _each_host(state: LabState, step: Callable[[HostState], None]) -> None:
@@ -222,7 +224,11 @@ def _bring_up(state: LabState, hosts: int, base_address: str, ceph: bool) -> Non
         failpoint("lab.after_agents")
         _each_host(state, lambda host: hostsetup.add_peers(state, host))
     if ceph:
-        _start_ceph(state)
+        cluster = _start_ceph(state)
+        if state.agents:  # every host gets the rbd pool `shared` on it
+            assert state.ceph is not None
+            state.ceph["shared_pool"] = create_shared_pools(state, cluster)
+            state.save()
     state.status = "up"
     state.save()
 

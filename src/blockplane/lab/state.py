@@ -188,7 +188,8 @@ class LabState:
 def _public_ceph(ceph: dict[str, Any] | None) -> dict[str, Any] | None:
     if ceph is None:
         return None
-    return {key: ceph.get(key) for key in ("conf", "admin_keyring", "workdir", "pids")}
+    keys = ("conf", "admin_keyring", "workdir", "pids", "shared_pool")
+    return {key: ceph.get(key) for key in keys}
 
 
 def load(root: Path) -> LabState:

@@ -9,10 +9,34 @@ from blockplane.model.throttle_limits import ThrottleLimits
 
 Bus = Literal["virtio", "scsi"]
 ImageFormat = Literal["qcow2", "raw"]
-SourceKind = Literal["file", "block"]
+SourceKind = Literal["file", "block", "network"]
 
 QueueMapping = tuple[tuple[int, tuple[int, ...]], ...]
 """Per IOThread id, the virtqueue ids it serves, in IOThread order."""
+
+
+@dataclass(frozen=True)
+class NetworkHost:
+    name: str
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class NetworkSource:
+    """An image QEMU opens over the network: ``protocol`` (``rbd``) and ``name``
+    (``POOL/IMAGE``), the monitors to ask, and the cephx user with the libvirt secret that
+    holds its key (the key itself never appears in the XML)."""
+
+    protocol: str
+    name: str
+    hosts: tuple[NetworkHost, ...] = ()
+    auth_username: str | None = None
+    secret_uuid: str | None = None
+
+    @property
+    def path(self) -> str:
+        """How blockplane names the image everywhere a path goes: ``rbd:POOL/IMAGE``."""
+        return f"{self.protocol}:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +60,8 @@ class DiskDevice:
     io: str | None = None
     controller_index: int | None = None
     alias: str | None = None
+    #: Set for ``source_kind == "network"``; ``source`` is then ``network.path``.
+    network: NetworkSource | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property

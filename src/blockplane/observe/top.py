@@ -107,6 +107,11 @@ class TopService:
         fresh = [s for s in earlier if now.at - s.at <= MAX_BASELINE_AGE_S]
         return max(fresh, key=lambda s: s.at) if fresh else None
 
+    def _volume_of(self, vm: str, target: str) -> VolumeRecord | None:
+        """A network disk (rbd) has no path in the bulk stats: its disk record names it."""
+        disk = self._records.disk(vm, target)
+        return self._records.volume(disk.pool, disk.volume) if disk is not None else None
+
     def limits(self, vm: str) -> DomainLimits | None:
         """``vm``'s effective limits, from its cached parsed live XML (``expire_changed`` first)."""
         with self._lock:
@@ -149,7 +154,8 @@ class TopService:
             iothreads = limits.iothreads if limits is not None else 0
             disk_rows = [
                 _disk_row(domain, disk, _rates(previous, disk, seconds), limits,
-                          volumes.get(disk.path), jobs.get((name, disk.target), ()), iothreads)
+                          volumes.get(disk.path) or self._volume_of(name, disk.target),
+                          jobs.get((name, disk.target), ()), iothreads)
                 for disk in domain.disks
             ]
             rows.extend(disk_rows)

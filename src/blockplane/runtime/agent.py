@@ -65,6 +65,7 @@ class Agent:
         services.events.publish("agent.started", None, pid=self.pid, uri=settings.libvirt_uri)
         await asyncio.to_thread(services.intents.recover)
         await asyncio.to_thread(self.reconcile_once)
+        services.rbd.health.start()
         background = [
             asyncio.create_task(self._dispatch_events()),
             asyncio.create_task(self._reconcile_forever()),
@@ -82,6 +83,8 @@ class Agent:
             settings.paths.pid_file.unlink(missing_ok=True)
             services.migrations.source.close()
             services.thin.close()
+            services.rbd.health.stop()
+            services.secrets.close()
             services.hypervisor.close()
             services.database.close()
 

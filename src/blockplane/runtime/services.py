@@ -11,6 +11,7 @@ runs. Owns no behaviour beyond choosing who gets what.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +24,13 @@ from blockplane.chain.jobs.cleanup import JobCleanup
 from blockplane.chain.jobs.driver import JobDriver
 from blockplane.chain.jobs.events import JobEvents
 from blockplane.chain.jobs.holds import JobHolds
+from blockplane.chain.jobs.rbd_copies import RbdCopies
 from blockplane.chain.jobs.reconcile import JobReconciler
 from blockplane.chain.jobs.service import JobsService
 from blockplane.chain.jobs.store import JobStore
 from blockplane.chain.jobs.thin_copy import CopyRestarts, ThinCopies
 from blockplane.chain.persistent_chains import PersistentChains
+from blockplane.chain.rbd_snapshots import RbdSnapshots
 from blockplane.chain.reconcile import ChainReconciler
 from blockplane.chain.service import ChainService
 from blockplane.chain.snapshots import SnapshotService
@@ -45,12 +48,14 @@ from blockplane.hypervisor.events import (
     IOErrorEvent,
     LifecycleEvent,
 )
+from blockplane.hypervisor.secrets import SecretStore
 from blockplane.iothreads import MappingSupport
 from blockplane.iothreads.apply import HostIOThreadLimits, IOThreadApplier
 from blockplane.metrics import AgentMetrics
 from blockplane.migration.peer_store import PeerStore
 from blockplane.migration.peers import PeerService
 from blockplane.migration.wiring import MigrationServices
+from blockplane.model.ceph import CephHealth
 from blockplane.observe.collector import ObserveCollector
 from blockplane.observe.confirm import Confirmer
 from blockplane.observe.reconcile import ReconcileLog
@@ -58,12 +63,14 @@ from blockplane.observe.top import TopService
 from blockplane.runtime.eventlog import EventLog
 from blockplane.storage.pool_volumes import PoolVolumes
 from blockplane.storage.pools import PoolService
+from blockplane.storage.rbd_pools import RbdPools
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.adoption import AdoptionRecords
 from blockplane.store.chain_records import ChainRecords
 from blockplane.store.database import Database
 from blockplane.store.intents import IntentRecovery
 from blockplane.store.pending import PendingOperations
+from blockplane.store.rbd_pools import RbdPoolStore
 from blockplane.store.records import Records
 from blockplane.store.throttle_records import ThrottleRecords
 from blockplane.thin.monitor import ThinMonitor
@@ -95,6 +102,10 @@ class Services:
     events: EventLog
     metrics: AgentMetrics
     facts: HostFacts
+    #: libvirt secrets (the cephx keys of rbd pools); closed after the API stops.
+    secrets: SecretStore
+    #: rbd pools' clusters; their health probe runs while the agent serves.
+    rbd: RbdPools
     pools: PoolService
     volumes: VolumeService
     pool_volumes: PoolVolumes
@@ -139,7 +150,11 @@ def build_services(settings: Settings) -> Services:
     limits = iothread_limits(settings, facts)
     locks = VMLocks()
 
-    pools = PoolService(settings, records, events)
+    secrets = SecretStore(hypervisor)
+    secrets.open()  # before any VM with an rbd disk starts on an embedded libvirt
+    rbd = RbdPools(RbdPoolStore(database), secrets,
+                   health_listeners=(lambda health: record_ceph_health(metrics, health),))
+    pools = PoolService(settings, records, events, rbd)
     volumes = VolumeService(pools, records, events)
     adoptions = AdoptionRecords(database)
     foreign = ForeignDisks(adoptions)
@@ -156,17 +171,18 @@ def build_services(settings: Settings) -> Services:
 
     chain_records = ChainRecords(database)
     job_store = JobStore(database)
-    chains = ChainService(vms, records, chain_records)
+    rbd_snapshots = RbdSnapshots(pools, records, chain_records)
+    chains = ChainService(vms, records, chain_records, rbd=rbd_snapshots)
+    volume_references = ChainVolumeReferences(records, chain_records, chains, job_store)
     holds = JobHolds(job_store, chains, locks)
     chain_volumes = ChainVolumes(records, chain_records, pools, volumes, events, thin,
                                  references=holds.referenced_paths, preparing=holds.preparing)
     chain_volumes.adopt_untracked()
 
     observers = DiskObservers(throttle_disks, thin, chain_volumes)
-    disks = DiskService(vms, pools, volumes, records, events,
-                        IOThreadApplier(limits), pending, locks,
-                        observers, guards=(holds.refuse_if_busy,), throttle=throttle_disks,
-                        adopted=foreign)
+    disks = DiskService(vms, pools, volumes, records, events, IOThreadApplier(limits), pending,
+                        locks, observers, guards=(holds.refuse_if_busy,), throttle=throttle_disks,
+                        adopted=foreign, volume_users=volume_references.live_users)
     recovery = DiskRecovery(hypervisor, records, pools, volumes, events, observers)
     intents = IntentRecovery(pending, {
         # Throttle intents first, as before the registry: they never touch a disk.
@@ -178,12 +194,16 @@ def build_services(settings: Settings) -> Services:
 
     thin_copies = ThinCopies(chains, records, thin)
     restarts = CopyRestarts(chains, records, thin_copies, thin, events)
-    driver = JobDriver(job_store, chains, JobCleanup(chain_volumes), events, restarts=restarts)
+    rbd_copies = RbdCopies(pools, records)
+    driver = JobDriver(job_store, chains,
+                       JobCleanup(chain_volumes, rbd_copies.forget_failed_backup), events,
+                       restarts=restarts)
     job_reconciler = JobReconciler(job_store, chains, driver)
     jobs = JobsService(job_store, chains, driver, job_reconciler, chain_volumes, pools, records,
-                       locks, thin, thin_copies, foreign=foreign)
+                       locks, thin, thin_copies, rbd_copies, foreign=foreign,
+                       rbd_mapping=limits.support_rbd)
     snapshots = SnapshotService(chains, locks, records, chain_records, chain_volumes, job_store,
-                                events, foreign=foreign)
+                                events, foreign=foreign, rbd=rbd_snapshots)
     keeper = checkpoint_keeper(chains, database, records, events)
     checkpoints = CheckpointService(chains, job_store, records, events, locks.lock_for,
                                     foreign=foreign, deleted=keeper.forget)
@@ -196,9 +216,7 @@ def build_services(settings: Settings) -> Services:
     adoption = AdoptionServices.build(hypervisor, database, records, adoptions, disks, pools,
                                       volumes, events, thin, locks.lock_for, pending)
     persistent = PersistentChains(chains, records, chain_records, job_store, vms.redefine, events)
-    pool_volumes = PoolVolumes(pools, volumes, records, events,
-                               ChainVolumeReferences(records, chain_records, chains, job_store),
-                               thin.forget)
+    pool_volumes = PoolVolumes(pools, volumes, records, events, volume_references, thin.forget)
 
     peers = PeerService(PeerStore(database), events)
     migrations = MigrationServices.build(
@@ -222,6 +240,8 @@ def build_services(settings: Settings) -> Services:
         events=events,
         metrics=metrics,
         facts=facts,
+        secrets=secrets,
+        rbd=rbd,
         pools=pools,
         volumes=volumes,
         pool_volumes=pool_volumes,
@@ -290,14 +310,25 @@ def host_facts(settings: Settings, hypervisor: Hypervisor) -> HostFacts:
     )
 
 
+def record_ceph_health(metrics: AgentMetrics, health: CephHealth) -> None:
+    """Each probe's verdict on an rbd pool's cluster, as ``/v1/metrics`` gauges."""
+    metrics.ceph_pool_healthy.labels(health.pool).set(1 if health.healthy else 0)
+    metrics.ceph_probe_seconds.labels(health.pool).set(health.probe_seconds or 0)
+    since = health.unhealthy_since
+    metrics.ceph_unhealthy_seconds.labels(health.pool).set(
+        time.time() - since if since is not None else 0)
+
+
 def iothread_limits(settings: Settings, facts: HostFacts) -> HostIOThreadLimits:
     blk = facts.capabilities["iothread_vq_mapping"]
     scsi = facts.capabilities["scsi_iothread_vq_mapping"]
     throttled = facts.capabilities["throttle_multi_iothread"]
+    rbd = facts.capabilities["rbd_multi_iothread"]
     return HostIOThreadLimits(
         host_cpus=facts.cpus or 1,
         host_cap=settings.iothread_cap,
         support_blk=MappingSupport(blk.supported, blk.reason),
         support_scsi=MappingSupport(scsi.supported, scsi.reason),
         support_throttled=MappingSupport(throttled.supported, throttled.reason),
+        support_rbd=MappingSupport(rbd.supported, rbd.reason),
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blockplane import deadlines
 from blockplane.errors import InvalidInput
 from blockplane.storage.ceph_errors import (
     CephConfInvalid,
@@ -322,20 +323,24 @@ class CephClient:
         command = self.connection.arguments(tool) + arguments
         timeout_s = self.connection.timeout_s
         kill_after_s = self.connection.long_timeout_s if long else timeout_s + KILL_MARGIN_S
+        if not long:  # a request waits no longer than its deadline (a long command may not be
+            # killed half done, see ``long_timeout_s``)
+            kill_after_s = deadlines.bounded(kill_after_s, "ceph.unreachable", what)
         LOG.debug("ceph: %s", " ".join(command))
         environment = {
             key: value for key, value in os.environ.items() if key not in ("CEPH_ARGS", "CEPH_CONF")
         }
         try:
-            completed = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=kill_after_s,
-                check=False,
-                stdin=subprocess.DEVNULL,
-                env=environment,
-            )
+            with deadlines.waiting_on(f"Ceph: {what}"):
+                completed = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    timeout=kill_after_s,
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                    env=environment,
+                )
         except subprocess.TimeoutExpired as error:
             raise CephUnreachable(
                 f"{what}: the cluster did not answer within {kill_after_s:g} s",
@@ -367,6 +372,15 @@ class CephClient:
         self._rbd(["create", *self._spec(pool, probe), "--size", "1M"], what, pool)
         self._rbd(["rm", "--no-progress", *self._spec(pool, probe)], what, pool)
         return CephAccess(pool=pool, user=self.connection.user)
+
+    def fsid(self) -> str:
+        """The cluster's fsid (a monitor read, allowed to ``profile rbd`` users)."""
+        output = self.run("ceph", ["fsid", "--format", "json"], "reading the cluster's fsid")
+        document = _load(output, "ceph fsid")
+        fsid = document.get("fsid") if isinstance(document, dict) else None
+        if not isinstance(fsid, str) or not re.fullmatch(r"[0-9a-fA-F-]{36}", fsid):
+            raise CephError("unexpected answer from Ceph to ceph fsid")
+        return fsid.lower()
 
     def df(self) -> tuple[ClusterUsage, dict[str, PoolDf]]:
         return parse_df(self.run("ceph", ["df", "--format", "json"], "ceph df"))
@@ -461,6 +475,11 @@ class CephClient:
             f"removing snapshot {pool}/{image}@{snapshot}",
             pool,
         )
+
+    def purge_snapshots(self, pool: str, image: str) -> None:
+        """Remove every snapshot of the image (``rbd rm`` refuses an image that has any)."""
+        self._rbd(["snap", "purge", "--no-progress", *self._spec(pool, image)],
+                  f"removing the snapshots of {pool}/{image}", pool, long=True)
 
     def rollback_snapshot(self, pool: str, image: str, snapshot: str) -> None:
         self._rbd(

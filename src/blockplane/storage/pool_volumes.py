@@ -79,7 +79,7 @@ class PoolVolumes:
 
     def _record(self, pool: PoolRecord, name: str) -> VolumeRecord:
         validate_volume_name(name)
-        if pool.type != "lvm":
+        if pool.type not in ("lvm", "rbd"):
             confine(Path(pool.path), name, suffix=BACKING_SUFFIX if pool.type == "loop" else "")
         record = self._records.volume(pool.name, name)
         if record is None:

@@ -1,7 +1,8 @@
-"""Pools: named places where volumes are created (dir, loop, lvm).
+"""Pools: named places where volumes are created (dir, loop, lvm, rbd).
 
 Owns pool records, the pool directory, and capacity accounting. Which bytes a backend writes
-is the backend's business (``storage.backends``).
+is the backend's business (``storage.backends``); an rbd pool's cluster settings, secret and
+health are ``storage.rbd_pools``'.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from pathlib import Path
 
 from blockplane.config import Settings
 from blockplane.errors import Conflict, InvalidInput, NotFound
+from blockplane.model.ceph import CephHealth
+from blockplane.model.disk import NetworkSource
 from blockplane.model.view import view_fields
 from blockplane.storage.backends.factory import POOL_TYPES, VolumeBackend, backend_of
 from blockplane.storage.names import validate_name
+from blockplane.storage.rbd_pools import RbdPoolRequest, RbdPools
 from blockplane.storage.views import PoolDeleteResult, PoolView
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import PoolRecord, Records
@@ -23,10 +27,12 @@ DEFAULT_UTILIZATION_PCT = 20
 
 
 class PoolService:
-    def __init__(self, settings: Settings, records: Records, events: EventPublisher) -> None:
+    def __init__(self, settings: Settings, records: Records, events: EventPublisher,
+                 rbd: RbdPools | None = None) -> None:
         self._settings = settings
         self._records = records
         self._events = events
+        self.rbd = rbd
 
     def create(
         self,
@@ -38,6 +44,9 @@ class PoolService:
         utilization_pct: int | None,
     ) -> PoolView:
         validate_name("pool", name)
+        if pool_type == "rbd":
+            raise InvalidInput("an rbd pool needs --ceph-conf FILE and --rbd-pool POOL",
+                               code="pool.invalid")
         if pool_type not in POOL_TYPES:
             raise InvalidInput(
                 f"unknown pool type {pool_type!r}: use one of {', '.join(POOL_TYPES)}",
@@ -61,6 +70,19 @@ class PoolService:
         self._events.publish("pool.created", None, pool=name, type=pool_type)
         return self._view(record)
 
+    def create_rbd(self, name: str, request: RbdPoolRequest,
+                   capacity_bytes: int | None) -> PoolView:
+        """An rbd pool: recorded only once the cluster answered and the user wrote to it."""
+        validate_name("pool", name)
+        if self.rbd is None:
+            raise InvalidInput("this agent has no rbd support wired in", code="pool.invalid")
+        if self._records.pool(name) is not None:
+            raise Conflict(f"a pool named {name!r} already exists", code="pool.exists")
+        record, rbd = self.rbd.create(name, request, capacity_bytes)
+        self._events.publish("pool.created", None, pool=name, type="rbd", rbd_pool=rbd.ceph_pool,
+                             ceph_user=rbd.user, fsid=rbd.fsid, secret_uuid=rbd.secret_uuid)
+        return self._view(record, live=True)
+
     def _location(self, name: str, pool_type: str, path: str | None) -> str:
         if pool_type == "lvm":
             if not path:
@@ -81,7 +103,7 @@ class PoolService:
         return record
 
     def show(self, name: str) -> PoolView:
-        return self._view(self.get(name))
+        return self._view(self.get(name), live=True)
 
     def list_pools(self) -> list[PoolView]:
         return [self._view(record) for record in self._records.pools()]
@@ -111,23 +133,50 @@ class PoolService:
                 f"pool {name} still holds volumes: {listed}; detach and delete them first",
                 code="pool.in_use",
             )
+        rbd = self.rbd.record(name) if self.rbd is not None and record.type == "rbd" else None
         self._records.delete_pool(name)
-        if record.type != "lvm" and Path(record.path).is_relative_to(self._settings.paths.pools):
+        if rbd is not None and self.rbd is not None:
+            self.rbd.forget(rbd)
+        local = record.type not in ("lvm", "rbd")
+        if local and Path(record.path).is_relative_to(self._settings.paths.pools):
             with contextlib.suppress(OSError):
                 Path(record.path).rmdir()
         self._events.publish("pool.deleted", None, pool=name)
         return PoolDeleteResult(name, deleted=True)
 
     def backend(self, record: PoolRecord) -> VolumeBackend:
+        if record.type == "rbd":
+            if self.rbd is None:
+                raise InvalidInput(f"pool {record.name} is an rbd pool and this agent has no "
+                                   "rbd support wired in", code="pool.invalid")
+            return self.rbd.backend(record)
         return backend_of(record)
+
+    def network_source(self, record: PoolRecord, path: str) -> NetworkSource:
+        """How QEMU reaches the image at ``path`` of an rbd pool (``<source>`` and ``<auth>``)."""
+        if self.rbd is None or record.type != "rbd":
+            raise InvalidInput(f"pool {record.name} is not an rbd pool", code="pool.invalid")
+        return self.rbd.network_source(record.name, path)
+
+    def is_shared(self, record: PoolRecord) -> bool:
+        """Every host that adds the pool reaches the same volumes (a migration copies none)."""
+        return record.type == "rbd"
+
+    def ceph_health(self) -> list[CephHealth]:
+        """The last probe of each rbd pool's cluster (``facts``), read from memory."""
+        return self.rbd.health.all() if self.rbd is not None else []
 
     def used_bytes(self, name: str) -> int:
         return sum(volume.physical_bytes for volume in self._records.volumes(name))
 
-    def _view(self, record: PoolRecord) -> PoolView:
+    def _view(self, record: PoolRecord, *, live: bool = False) -> PoolView:
         volumes = self._records.volumes(record.name)
+        rbd = None
+        if record.type == "rbd" and self.rbd is not None:
+            rbd = self.rbd.view(record, live=live)
         return PoolView(**view_fields(record), volumes=len(volumes),
-                        used_bytes=sum(volume.physical_bytes for volume in volumes))
+                        used_bytes=sum(volume.physical_bytes for volume in volumes),
+                        shared=self.is_shared(record), rbd=rbd)
 
 
 def _make_pool_directory(directory: Path) -> None:

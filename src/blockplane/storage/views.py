@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from blockplane.model.ceph import CephHealth, Monitor
+from blockplane.model.view import KEY_IF_SET
 from blockplane.store.records import PoolRecord, VolumeRecord
+
+
+@dataclass(frozen=True)
+class RbdUsage:
+    """What ``pool show`` reports from the cluster; None with a reason where it cannot."""
+
+    provisioned_bytes: int | None
+    used_bytes: int | None
+    max_avail_bytes: int | None
+    cluster_total_bytes: int | None
+    usage_source: str | None
+    capacity_reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RbdPoolView:
+    """An rbd pool's cluster settings (``rbd_pool``: the RADOS pool; ``secret_uuid``: the
+    libvirt secret holding the key, never the key), its last health probe and, in ``pool
+    show``, its usage from the cluster."""
+
+    ceph_conf: str
+    ceph_user: str
+    ceph_keyring: str
+    rbd_pool: str
+    fsid: str
+    secret_uuid: str
+    monitors: tuple[Monitor, ...]
+    shared: bool = True
+    health: CephHealth
+    cluster: RbdUsage | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -13,6 +45,10 @@ class PoolView(PoolRecord):
 
     volumes: int
     used_bytes: int
+    #: Every host that adds the pool reaches the same volumes (rbd): a migration copies none.
+    shared: bool = False
+    #: An rbd pool's cluster settings, health and (``pool show``) usage from the cluster.
+    rbd: RbdPoolView | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from blockplane.store.records import DiskRecord, VolumeRecord
 
+#: Paths that name a network image, not a file (``storage.backends.rbd``).
+NETWORK_PREFIXES = ("rbd:",)
+
 
 @dataclass(frozen=True)
 class VolumeReferences:
@@ -29,6 +32,10 @@ ReferenceSource = Callable[[], VolumeReferences]
 
 
 def canonical(path: str) -> str:
+    """A host path resolved; an image QEMU reaches over the network (``rbd:POOL/IMAGE``) is
+    no host path and is kept as it is."""
+    if path.startswith(NETWORK_PREFIXES):
+        return path
     return os.path.realpath(path)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from blockplane.errors import Conflict, InvalidInput
 from blockplane.storage.images import create_qcow2
-from blockplane.storage.names import confine
+from blockplane.storage.names import confine, validate_volume_name
 from blockplane.storage.pools import PoolService
 from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.events import EventPublisher
@@ -31,6 +31,8 @@ class VolumeService:
         self, pool: PoolRecord, name: str, virtual_bytes: int, image_format: str, thin: bool,
         initial_bytes: int | None = None,
     ) -> None:
+        if pool.type == "rbd":
+            _check_rbd_volume(pool, image_format, thin)
         if image_format not in FORMATS:
             raise InvalidInput(
                 f"unknown format {image_format!r}: use qcow2 or raw", code="volume.invalid"
@@ -48,7 +50,9 @@ class VolumeService:
                 "(loop or lvm)",
                 code="volume.invalid",
             )
-        if pool.type != "lvm":
+        if pool.type == "rbd":
+            validate_volume_name(name)
+        elif pool.type != "lvm":
             confine(Path(pool.path), name)
         if self._records.volume(pool.name, name) is not None:
             raise Conflict(
@@ -63,7 +67,7 @@ class VolumeService:
     ) -> int:
         """``initial_bytes``: a thin volume's starting size decided by the caller (a volume
         filled by copying starts at ``storage.fill_size``); by default one chunk."""
-        if pool.type == "dir":
+        if pool.type in ("dir", "rbd"):
             return virtual_bytes
         if image_format == "raw":
             return virtual_bytes
@@ -121,3 +125,22 @@ class VolumeService:
 
     def is_block(self, pool: PoolRecord) -> bool:
         return pool.type in ("loop", "lvm")
+
+    @staticmethod
+    def default_format(pool: PoolRecord) -> str:
+        """The format a request that names none gets: raw on rbd, qcow2 elsewhere."""
+        return "raw" if pool.type == "rbd" else "qcow2"
+
+
+def _check_rbd_volume(pool: PoolRecord, image_format: str, thin: bool) -> None:
+    """RBD images are raw and thin by nature: qcow2 on them, or a thin monitor, is refused."""
+    if image_format != "raw":
+        raise InvalidInput(
+            f"pool {pool.name} is an rbd pool: its volumes are raw RBD images (snapshots, "
+            "clones and thin provisioning are Ceph's); use --format raw or leave it out",
+            code="volume.invalid")
+    if thin:
+        raise InvalidInput(
+            f"pool {pool.name} is an rbd pool: RBD images are thin by nature (objects exist "
+            "once written), so there is no write-threshold monitor to ask for; drop --thin",
+            code="volume.invalid")

@@ -213,4 +213,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX migrations_by_phase ON migrations(phase, vm)",
     ),
+    # Ceph RBD pools (blockplane.storage.rbd_pools): how to reach the cluster, per pool. The
+    # cephx key is not here: it lives in a libvirt secret and in the user's keyring file.
+    (
+        """CREATE TABLE rbd_pools (
+            name TEXT PRIMARY KEY REFERENCES pools(name) ON DELETE CASCADE,
+            conf TEXT NOT NULL,
+            user TEXT NOT NULL,
+            keyring TEXT NOT NULL,
+            ceph_pool TEXT NOT NULL,
+            fsid TEXT NOT NULL,
+            secret_uuid TEXT NOT NULL,
+            monitors_json TEXT NOT NULL
+        )""",
+    ),
 )

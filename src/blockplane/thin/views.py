@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from blockplane.model.view import KEY_IF_SET
 
 
 @dataclass(frozen=True)
@@ -11,7 +13,10 @@ class ThinVolumeView:
     """One monitored volume. ``index`` is libvirt's index of its chain node (``disk`` is
     libvirt's name of it, ``vda[1]``); ``physical``, ``allocation`` and ``threshold`` are
     QEMU's now when the VM runs, ``armed_threshold`` the one the monitor set last; ``chunk``
-    and ``max_physical`` are its base growth step and ceiling (None while its pool is unknown)."""
+    and ``max_physical`` are its base growth step and ceiling (None while its pool is unknown).
+
+    A disk on an rbd pool is listed too, ``state`` ``not_monitored`` with the ``reason``, and
+    None for what only the monitor knows (``running``, and its sizes if the volume is gone)."""
 
     vm: str
     target: str
@@ -19,10 +24,10 @@ class ThinVolumeView:
     disk: str
     pool: str
     volume: str
-    path: str
-    running: bool
-    virtual: int
-    physical: int
+    path: str | None
+    running: bool | None
+    virtual: int | None
+    physical: int | None
     allocation: int | None
     threshold: int | None
     armed_threshold: int | None
@@ -42,3 +47,5 @@ class ThinVolumeView:
     write_rate: int | None = None
     step: int | None = None
     reserve: int | None = None
+    #: Why the volume is listed without a monitor (rbd).
+    reason: str | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)

@@ -20,7 +20,14 @@ from typing import Any
 from blockplane.errors import CapabilityMissing, InvalidInput
 from blockplane.facts.capabilities import Capability
 from blockplane.iothreads.apply import AppliedPlan, HostIOThreadLimits, plan_disk_iothreads
-from blockplane.model.disk import Bus, DiskDevice, ImageFormat, SourceKind, next_free_target
+from blockplane.model.disk import (
+    Bus,
+    DiskDevice,
+    ImageFormat,
+    NetworkSource,
+    SourceKind,
+    next_free_target,
+)
 from blockplane.model.throttle import ThrottleGroup
 from blockplane.throttle.disk_limits import DiskLimitsPlan, prepare_disk_limits
 from blockplane.throttle.domain_view import view_of
@@ -46,7 +53,8 @@ class DiskDescriptor:
 
     size_bytes: int
     bus: str = "virtio"
-    format: str = "qcow2"
+    #: None: the pool's default (raw on rbd, qcow2 elsewhere; qcow2 with no pool).
+    format: str | None = None
     thin: bool = False
     queues: int | None = None
     io_threads: int | None = None
@@ -116,8 +124,11 @@ class DiskPlan:
         """What the disk record keeps of the plan (and the attach intent)."""
         return {**self.applied.to_json(), "controller_index": self.controller_index}
 
-    def for_source(self, source: str, kind: SourceKind) -> DiskDevice:
-        return dataclasses.replace(self.device, source=source, source_kind=kind)
+    def for_source(self, source: str, kind: SourceKind,
+                   network: NetworkSource | None = None) -> DiskDevice:
+        """The planned device on its volume (``network``: an RBD image's ``<source>``)."""
+        return dataclasses.replace(self.device, source=source, source_kind=kind,
+                                   network=network)
 
     def to_json(self, source: str | None = None) -> dict[str, Any]:
         """The plan with its XML fragments (``source``: the image, if already known)."""
@@ -189,7 +200,7 @@ def plan_disk(
         raise InvalidInput(
             f"unknown bus {descriptor.bus!r}: use virtio or scsi", code="disk.invalid"
         )
-    if descriptor.format not in FORMATS:
+    if descriptor.format is not None and descriptor.format not in FORMATS:
         raise InvalidInput(
             f"unknown format {descriptor.format!r}: use qcow2 or raw", code="volume.invalid"
         )
@@ -206,6 +217,7 @@ def plan_disk(
         descriptor.queues,
         context.largest_request,
         throttled=limits is not None and limits.throttles,
+        rbd=source_kind == "network",
         reserved=context.reserved_iothreads,
     )
     image_format: ImageFormat = "raw" if descriptor.format == "raw" else "qcow2"
@@ -261,10 +273,11 @@ def _next_controller(context: DomainContext) -> int:
 def with_io_policy(device: DiskDevice) -> DiskDevice:
     """How QEMU serves every disk blockplane attaches: without the host page cache
     (``cache='none'``: a host crash loses no write the guest saw completed, and native AIO needs
-    it), with the guest's discards passed down so a thin volume's pool gets space back
-    (``discard='unmap'``), and with Linux native AIO on block devices (``io='native'``), the
-    thread pool on files (``io='threads'``)."""
-    io = "native" if device.source_kind == "block" else "threads"
+    it; on rbd it also turns librbd's cache off), with the guest's discards passed down so a
+    thin volume's pool gets space back (``discard='unmap'``), and with Linux native AIO on block
+    devices (``io='native'``), the thread pool on files (``io='threads'``); an rbd image is
+    served by librbd's own threads (no ``io``)."""
+    io: str | None = {"block": "native", "file": "threads"}.get(device.source_kind)
     return dataclasses.replace(device, cache="none", discard="unmap", io=io)
 
 

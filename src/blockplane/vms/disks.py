@@ -24,6 +24,7 @@ from blockplane.errors import (
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
 from blockplane.iothreads.apply import AppliedPlan, IOThreadApplier
+from blockplane.iothreads.model import MappingSupport
 from blockplane.iothreads.state import iothread_report
 from blockplane.iothreads.views import IOThreadsView
 from blockplane.model.disk import Bus, DiskDevice, SourceKind
@@ -32,7 +33,7 @@ from blockplane.storage.pools import PoolService
 from blockplane.storage.volumes import VolumeService
 from blockplane.store.events import EventPublisher
 from blockplane.store.pending import PendingOperations
-from blockplane.store.records import DiskRecord, Records, VolumeRecord
+from blockplane.store.records import DiskRecord, PoolRecord, Records, VolumeRecord
 from blockplane.throttle.disk_limits import DiskThrottle
 from blockplane.throttle.tiers import CapacityScaling, GroupSpec
 from blockplane.vms.disk_plan import (
@@ -46,6 +47,7 @@ from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.lifecycle import VMService
 from blockplane.vms.locks import VMLocks
 from blockplane.vms.observers import DiskObservers
+from blockplane.vms.shared_volumes import VolumeUsers, shared_volume_in_use
 from blockplane.vms.views import AttachResult, DetachResult, DiskView
 from blockplane.xml.disk import (
     disk_element,
@@ -71,7 +73,8 @@ class AttachRequest:
     size_bytes: int
     name: str | None = None
     thin: bool = False
-    format: str = "qcow2"
+    #: None: the pool's default (raw on rbd, qcow2 elsewhere).
+    format: str | None = None
     bus: str = "virtio"
     queues: int | None = None
     io_threads: int | None = None
@@ -83,11 +86,11 @@ class AttachRequest:
     #: creating one; it is left in place if the attach fails.
     existing: bool = False
 
-    def descriptor(self) -> DiskDescriptor:
+    def descriptor(self, default_format: str = "qcow2") -> DiskDescriptor:
         return DiskDescriptor(
             size_bytes=self.size_bytes,
             bus=self.bus,
-            format=self.format,
+            format=self.format or default_format,
             thin=self.thin,
             queues=self.queues,
             io_threads=self.io_threads,
@@ -113,9 +116,12 @@ class DiskService:
         guards: Sequence[DetachGuard] = (),
         throttle: DiskThrottle | None = None,
         adopted: AdoptedDisks | None = None,
+        volume_users: VolumeUsers | None = None,
     ) -> None:
         """``throttle``: the disk side of I/O limits; without it limits are refused.
-        ``adopted``: adopted domains' foreign disks and own IOThreads (vms.foreign)."""
+        ``adopted``: adopted domains' foreign disks and own IOThreads (vms.foreign).
+        ``volume_users``: who references a volume's path besides its disk record (live chains
+        and jobs), consulted before a shared (rbd) volume is deleted."""
         self._pending = pending
         self._iothreads = iothreads
         self._vms = vms
@@ -128,6 +134,12 @@ class DiskService:
         self._guards = tuple(guards)
         self._throttle = throttle
         self.adopted: AdoptedDisks = adopted or NothingAdopted()
+        self._volume_users = volume_users
+
+    @property
+    def rbd_mapping(self) -> MappingSupport:
+        """Whether an rbd disk's queues may run in several IOThreads on this host."""
+        return self._iothreads.limits.support_rbd
 
     def attach(self, request: AttachRequest) -> AttachResult:
         self._vms.record(request.vm)
@@ -144,12 +156,15 @@ class DiskService:
             target = choose_target(context, bus)
             volume_name = request.name or f"{request.vm}-{target}"
             existing = self._existing(request) if request.existing else None
+            image_format = request.format or (
+                existing.format if existing is not None else self._volumes.default_format(pool))
             if existing is None:
                 self._volumes.validate(
-                    pool, volume_name, request.size_bytes, request.format, request.thin
+                    pool, volume_name, request.size_bytes, image_format, request.thin
                 )
-            source_kind: SourceKind = "block" if self._volumes.is_block(pool) else "file"
-            plan = plan_disk(context, request.descriptor(), self.planning(), source_kind)
+            source_kind = self.source_kind(pool)
+            plan = plan_disk(context, request.descriptor(image_format), self.planning(),
+                             source_kind)
             limits_plan = plan.limits
             applied = plan.applied
             controller_index = plan.controller_index
@@ -170,13 +185,15 @@ class DiskService:
             started = time.monotonic()
             try:
                 volume = existing or self._volumes.create(
-                    pool, volume_name, request.size_bytes, request.format, request.thin
+                    pool, volume_name, request.size_bytes, image_format, request.thin
                 )
             except BaseException:
                 self._pending.finish(intent)
                 raise
             failpoint("attach.after_volume")
-            device = plan.for_source(volume.path, source_kind)
+            network = (self._pools.network_source(pool, volume.path)
+                       if source_kind == "network" else None)
+            device = plan.for_source(volume.path, source_kind, network)
             try:
                 if self._throttle is not None and limits_plan is not None:
                     self._throttle.apply_disk_plan(domain, limits_plan, live)
@@ -276,6 +293,13 @@ class DiskService:
             largest_request=self._largest_request(vm),
         )
 
+    def source_kind(self, pool: PoolRecord) -> SourceKind:
+        """How QEMU reaches a volume of ``pool``: an RBD image over the network, a block
+        device (loop, lvm) or a file."""
+        if pool.type == "rbd":
+            return "network"
+        return "block" if self._volumes.is_block(pool) else "file"
+
     def planning(self) -> HostPlanning:
         capability = self._throttle.capability if self._throttle is not None else None
         return HostPlanning(self._iothreads.limits, capability)
@@ -334,7 +358,7 @@ class DiskService:
             self._iothreads.remove_iothreads(domain, orphans, live)
             self._observers.detached(vm, target)
             self._records.delete_disk(vm, target)
-            self._volumes.delete(record.pool, record.volume)
+            kept = self.release_volume(record.pool, record.volume)
             self._pending.finish(intent)
             self._events.publish(
                 "disk.detached",
@@ -342,9 +366,27 @@ class DiskService:
                 target=target,
                 volume=record.volume,
                 iothreads_removed=list(orphans),
+                **({"volume_kept": kept} if kept else {}),
             )
-        return DetachResult(vm, target, detached=True, volume_deleted=record.volume,
-                            iothreads_removed=tuple(orphans))
+        return DetachResult(vm, target, detached=True,
+                            volume_deleted=None if kept else record.volume,
+                            iothreads_removed=tuple(orphans), volume_kept=kept)
+
+    def release_volume(self, pool: str, volume: str) -> str | None:
+        """Delete a volume no disk needs any more; on a shared (rbd) pool only once nothing
+        else references it: the reason it was kept, or None once deleted."""
+        record = self._records.pool(pool)
+        if record is not None and self._pools.is_shared(record):
+            kept = shared_volume_in_use(self._records, self._volume_users, pool, volume)
+            if kept is not None:
+                return kept
+            try:
+                self._volumes.delete(pool, volume)
+            except Conflict as error:  # Ceph: another client (host) still has it open
+                return f"kept: {error.message}"
+            return None
+        self._volumes.delete(pool, volume)
+        return None
 
     def _detach_device(self, domain: DomainHandle, device: DiskDevice, live: bool) -> None:
         xml = to_xml(disk_element(device))
@@ -388,8 +430,8 @@ class DiskService:
         for record in self._records.disks(vm):
             self._observers.detached(vm, record.target)
             self._records.delete_disk(vm, record.target)
-            self._volumes.delete(record.pool, record.volume)
-            released.append(record.volume)
+            if self.release_volume(record.pool, record.volume) is None:
+                released.append(record.volume)
         return released
 
     def _find(self, domain: DomainHandle, target: str, *, inactive: bool) -> DiskDevice | None:

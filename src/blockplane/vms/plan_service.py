@@ -10,6 +10,7 @@ record, no libvirt call but reads.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,15 +90,17 @@ class PlanService:
     def _plan(self, request: PlanRequest) -> PlannedDisk:
         context, basis = self._context(request)
         source_kind: SourceKind = "block" if request.descriptor.thin else "file"
+        descriptor = request.descriptor
         if request.pool is not None:
             pool = self._pools.get(request.pool)
-            source_kind = "block" if self._volumes.is_block(pool) else "file"
-            bus: Bus = "scsi" if request.descriptor.bus == "scsi" else "virtio"
+            source_kind = self._disks.source_kind(pool)
+            image_format = descriptor.format or self._volumes.default_format(pool)
+            descriptor = dataclasses.replace(descriptor, format=image_format)
+            bus: Bus = "scsi" if descriptor.bus == "scsi" else "virtio"
             name = request.name or f"{context.vm}-{choose_target(context, bus)}"
-            descriptor = request.descriptor
-            self._volumes.validate(pool, name, descriptor.size_bytes, descriptor.format,
+            self._volumes.validate(pool, name, descriptor.size_bytes, image_format,
                                    descriptor.thin)
-        plan = plan_disk(context, request.descriptor, self._disks.planning(), source_kind)
+        plan = plan_disk(context, descriptor, self._disks.planning(), source_kind)
         return PlannedDisk(plan, basis, source_kind, request.pool)
 
     def _context(self, request: PlanRequest) -> tuple[DomainContext, str]:

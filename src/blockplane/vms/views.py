@@ -67,8 +67,11 @@ class DetachResult:
     vm: str
     target: str
     detached: bool
-    volume_deleted: str
+    #: None where the volume was kept (a shared rbd image something still references).
+    volume_deleted: str | None
     iothreads_removed: tuple[int, ...]
+    #: Why the volume was kept, where it was (a shared rbd image something still uses).
+    volume_kept: str | None = field(default=None, kw_only=True, metadata=KEY_IF_SET)
 
 
 @dataclass(frozen=True, kw_only=True)

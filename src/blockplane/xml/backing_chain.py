@@ -2,8 +2,9 @@
 
 Reads what libvirt wrote and decides nothing: which element a user means, or whether a job may run,
 is ``chain.addressing``'s business. The top's format comes from ``<driver type>``, every backing
-element's from its own ``<format type>``; an empty ``<backingStore/>`` ends the chain, and a chain
-that stops without one (inactive XML) is marked incomplete. Must not call libvirt or read files.
+element's from its own ``<format type>``; an empty ``<backingStore/>`` (or a raw element, which
+has no backing) ends the chain, and a chain that stops without one (inactive XML) is marked
+incomplete. Must not call libvirt or read files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def parse_chain(domain_xml: str, target: str) -> Chain:
         )
         for position, (kind, path, index, fmt) in enumerate(layers)
     )
-    return Chain(target, elements, complete=_terminated(disk), mirror=_mirror(disk))
+    # A raw image has no backing file: libvirt leaves out the empty <backingStore/> where it
+    # did not look (a network disk), yet the chain ends there.
+    complete = _terminated(disk) or layers[-1][3] == "raw"
+    return Chain(target, elements, complete=complete, mirror=_mirror(disk))
 
 
 def find_disk(root: etree._Element, target: str) -> etree._Element:
@@ -72,16 +76,24 @@ def _layer(
         kind, path = "file", source.get("file")
     elif node.get("type") == "block":
         kind, path = "block", source.get("dev")
+    elif node.get("type") == "network" and source.get("protocol") == "rbd":
+        kind, path = "network", _network_path(source)
     else:
         raise Conflict(
-            f"{target} has a {node.get('type')} source in its chain; blockplane manages file"
-            " and block images only",
+            f"{target} has a {node.get('type')} source in its chain; blockplane manages file,"
+            " block and rbd images only",
             code="chain.unsupported_source",
         )
     if not path:
         raise Conflict(f"a {kind} element of {target} names no path", code="chain.no_source")
     index = source.get("index") if node.tag == "disk" else node.get("index")
     return (kind, path, int(index) if index is not None else None, fmt)
+
+
+def _network_path(source: etree._Element) -> str | None:
+    """``rbd:POOL/IMAGE``, the name blockplane gives an RBD image wherever a path goes."""
+    name = source.get("name")
+    return f"{source.get('protocol')}:{name}" if name else None
 
 
 def _terminated(disk: etree._Element) -> bool:
@@ -103,6 +115,8 @@ def _mirror(disk: etree._Element) -> Mirror | None:
     index = None
     if source is not None:
         path = source.get("file") or source.get("dev")
+        if source.get("protocol") == "rbd":
+            path = _network_path(source)
         raw_index = source.get("index")
         index = int(raw_index) if raw_index is not None else None
     return Mirror(

@@ -12,23 +12,32 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from blockplane.model.disk import SourceKind
+from blockplane.model.disk import NetworkSource, SourceKind
 from blockplane.xml.build import el
+from blockplane.xml.disk import network_source_elements
 from blockplane.xml.parser import parse_xml
 
 
 @dataclass(frozen=True)
 class ImageTarget:
-    """A new image for disk ``target``: a file or a block device, and its format."""
+    """A new image for disk ``target``: a file, a block device or (``network``) an RBD image,
+    and its format."""
 
     target: str
     kind: SourceKind
     path: str
     format: str = "qcow2"
+    network: NetworkSource | None = None
 
 
 def _source(kind: SourceKind, path: str) -> etree._Element:
     return el("source", file=path) if kind == "file" else el("source", dev=path)
+
+
+def _sources(image: ImageTarget) -> list[etree._Element]:
+    if image.network is not None:
+        return network_source_elements(image.network)
+    return [_source(image.kind, image.path)]
 
 
 def _text(element: etree._Element) -> str:
@@ -51,8 +60,8 @@ def snapshot_xml(name: str, overlays: Iterable[ImageTarget], skipped: Iterable[s
 def copy_destination_xml(destination: ImageTarget) -> str:
     """The ``<disk>`` that ``virDomainBlockCopy`` mirrors into."""
     return _text(
-        el("disk", _source(destination.kind, destination.path),
-           el("driver", type=destination.format), type=destination.kind)
+        el("disk", *_sources(destination), el("driver", type=destination.format),
+           type=destination.kind)
     )
 
 

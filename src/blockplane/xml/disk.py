@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from blockplane.model.disk import DiskDevice, QueueMapping
+from blockplane.model.disk import DiskDevice, NetworkHost, NetworkSource, QueueMapping
 from blockplane.xml.build import el
 from blockplane.xml.parser import parse_xml
 from blockplane.xml.throttle import iotune_element, parse_iotune
@@ -23,15 +23,16 @@ def disk_element(disk: DiskDevice) -> etree._Element:
         driver.set("error_policy", disk.error_policy)
     if disk.bus == "virtio":
         _apply_queue_mapping(driver, disk.queues, disk.iothread, disk.queue_mapping)
-    source = (
-        el("source", dev=disk.source)
-        if disk.source_kind == "block"
-        else el("source", file=disk.source)
-    )
+    children = [driver]
+    if disk.network is not None:
+        children += network_source_elements(disk.network)
+    elif disk.source_kind == "block":
+        children.append(el("source", dev=disk.source))
+    else:
+        children.append(el("source", file=disk.source))
     element = el(
         "disk",
-        driver,
-        source,
+        *children,
         el("target", dev=disk.target, bus=disk.bus),
         type=disk.source_kind,
         device="disk",
@@ -55,6 +56,49 @@ def disk_element(disk: DiskDevice) -> etree._Element:
             )
         )
     return element
+
+
+def network_source_elements(network: NetworkSource) -> list[etree._Element]:
+    """``<source protocol name><host/>...</source>`` and, with a user, ``<auth>`` naming the
+    libvirt secret (type ``ceph`` for rbd) that holds the user's key."""
+    source = el("source", protocol=network.protocol, name=network.name)
+    for host in network.hosts:
+        node = el("host", name=host.name)
+        if host.port is not None:
+            node.set("port", str(host.port))
+        source.append(node)
+    elements = [source]
+    if network.auth_username is not None and network.secret_uuid is not None:
+        secret = el("secret", type="ceph" if network.protocol == "rbd" else network.protocol,
+                    uuid=network.secret_uuid)
+        elements.append(el("auth", secret, username=network.auth_username))
+    return elements
+
+
+def parse_network_source(node: etree._Element) -> NetworkSource | None:
+    """The network source of a ``<disk>``, ``<backingStore>`` or ``<mirror>``; None if none."""
+    source = node.find("source")
+    if source is None or not source.get("protocol") or not source.get("name"):
+        return None
+    hosts = tuple(
+        NetworkHost(host.get("name", ""), _port(host.get("port")))
+        for host in source.findall("host")
+    )
+    auth = node.find("auth")
+    if auth is None:
+        auth = source.find("auth")
+    secret = auth.find("secret") if auth is not None else None
+    return NetworkSource(
+        protocol=str(source.get("protocol")),
+        name=str(source.get("name")),
+        hosts=hosts,
+        auth_username=auth.get("username") if auth is not None else None,
+        secret_uuid=secret.get("uuid") if secret is not None else None,
+    )
+
+
+def _port(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 def scsi_controller_element(disk: DiskDevice) -> etree._Element:
@@ -120,7 +164,10 @@ def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Eleme
     bus = target.get("bus", "virtio") if target is not None else "virtio"
     source_kind = node.get("type", "file")
     path = ""
-    if source is not None:
+    network = parse_network_source(node) if source_kind == "network" else None
+    if network is not None:
+        path = network.path
+    elif source is not None:
         path = source.get("dev") or source.get("file") or ""
     controller_index: int | None = None
     mapping_driver = driver
@@ -136,7 +183,8 @@ def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Eleme
         target=target.get("dev", "") if target is not None else "",
         bus="scsi" if bus == "scsi" else "virtio",
         source=path,
-        source_kind="block" if source_kind == "block" else "file",
+        source_kind="network" if network is not None else (
+            "block" if source_kind == "block" else "file"),
         format="raw" if driver is not None and driver.get("type") == "raw" else "qcow2",
         queues=queues,
         iothread=iothread,
@@ -152,6 +200,7 @@ def _parse_disk(node: etree._Element, controllers: dict[str | None, etree._Eleme
         io=driver.get("io") if driver is not None else None,
         controller_index=controller_index,
         alias=alias.get("name") if alias is not None else None,
+        network=network,
     )
 
 

@@ -12,16 +12,24 @@ again. Must not call libvirt.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
+from blockplane.chain.jobs.spec import JobSpec
 from blockplane.chain.jobs.state import JobKind, Outcome
 from blockplane.chain.jobs.store import StoredJob
 from blockplane.chain.volumes import ChainVolumes
 
+#: Removes what a backup that did not succeed left outside its files (an rbd backup's RBD
+#: snapshot, ``rbd_copies``).
+FailedBackupHook = Callable[[str, JobSpec], None]
+
 
 class JobCleanup:
-    def __init__(self, volumes: ChainVolumes) -> None:
+    def __init__(self, volumes: ChainVolumes,
+                 failed_backup: FailedBackupHook | None = None) -> None:
         self._volumes = volumes
+        self._failed_backup = failed_backup
 
     def run(self, stored: StoredJob) -> None:
         job, spec = stored.state, stored.spec
@@ -49,3 +57,5 @@ class JobCleanup:
             for path in spec.backup_files.values():
                 with contextlib.suppress(FileNotFoundError):
                     Path(path).unlink()
+            if self._failed_backup is not None:
+                self._failed_backup(job.vm, spec)

@@ -19,11 +19,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
-from blockplane.chain.jobs.backup_plan import plan_backup
+from blockplane.chain.jobs.backup_plan import backup_directory, plan_backup
 from blockplane.chain.jobs.driver import JobDriver
 from blockplane.chain.jobs.phases import (
     AbortRequested,
     EndRequested,
+    JobEventObserved,
     PivotRequested,
     Started,
     StartFailed,
@@ -35,6 +36,8 @@ from blockplane.chain.jobs.plans import (
     plan_copy,
     plan_pull,
 )
+from blockplane.chain.jobs.rbd_backup import run_backup as run_rbd_backup
+from blockplane.chain.jobs.rbd_copies import RbdCopies, refuse_on_rbd, refuse_unsafe_mapping
 from blockplane.chain.jobs.reconcile import JobReconciler, probe
 from blockplane.chain.jobs.spec import JobSpec, VolumeRef
 from blockplane.chain.jobs.state import (
@@ -51,17 +54,30 @@ from blockplane.chain.jobs.views import JobView, ScratchUsage, job_view
 from blockplane.chain.ports import ThinHook
 from blockplane.chain.service import ChainService
 from blockplane.chain.volumes import ChainVolumes
-from blockplane.errors import BlockplaneError, Conflict, InvalidInput, NotFound, outcome_unknown
+from blockplane.errors import (
+    BlockplaneError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    outcome_unknown,
+)
 from blockplane.failpoints import failpoint
 from blockplane.hypervisor.domain import DomainHandle
+from blockplane.iothreads.model import NO_KNOWN_DEFECT, MappingSupport
 from blockplane.model.chain import Chain
-from blockplane.storage.images import measure_commit, virtual_size
+from blockplane.storage.backends.rbd import is_rbd_path
+from blockplane.storage.images import measure_commit
 from blockplane.storage.pools import PoolService
-from blockplane.store.records import PoolRecord, Records, VolumeRecord
+from blockplane.store.records import DiskRecord, PoolRecord, Records, VolumeRecord
 from blockplane.vms.foreign import AdoptedDisks, NothingAdopted
 from blockplane.vms.locks import VMLocks
+from blockplane.xml.chain import copy_destination_xml
 
 log = logging.getLogger(__name__)
+
+#: virDomainBlockJobType of a backup (``state.LIBVIRT_JOB_TYPES``).
+LIBVIRT_BACKUP_JOB_TYPE = 5
 
 
 class JobsService:
@@ -69,8 +85,12 @@ class JobsService:
         self, store: JobStore, chains: ChainService, driver: JobDriver,
         reconciler: JobReconciler, volumes: ChainVolumes, pools: PoolService,
         records: Records, locks: VMLocks, thin: ThinHook | None,
-        thin_copies: ThinCopies, foreign: AdoptedDisks | None = None,
+        thin_copies: ThinCopies, rbd_copies: RbdCopies, foreign: AdoptedDisks | None = None,
+        rbd_mapping: MappingSupport = NO_KNOWN_DEFECT,
     ) -> None:
+        """``rbd_copies``: copies into and backups of rbd disks; ``rbd_mapping``: whether an
+        rbd disk's queues may run in several IOThreads (a pivot onto rbd is refused where a
+        disk mapped over several would deadlock)."""
         self._foreign = foreign or NothingAdopted()
         self._store = store
         self._chains = chains
@@ -82,11 +102,14 @@ class JobsService:
         self._locks = locks
         self._thin = thin
         self._thin_copies = thin_copies
+        self._rbd_copies = rbd_copies
+        self._rbd_mapping = rbd_mapping
 
     # starting jobs
     def commit(self, vm: str, target: str, top: str | None, base: str | None, *, pivot: bool,
                bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target, "a commit")
+        refuse_on_rbd(chain, "commit")
         plan = plan_commit(chain, self._chains.element(chain, top),
                            self._chains.element(chain, base), pivot=pivot, bandwidth=bandwidth)
         self._foreign.refuse(vm, target, "a commit into it",
@@ -105,6 +128,7 @@ class JobsService:
 
     def pull(self, vm: str, target: str, base: str | None, *, bandwidth: int) -> JobView:
         domain, chain = self._live_chain(vm, target, "a pull")
+        refuse_on_rbd(chain, "pull")
         plan = plan_pull(chain, self._chains.element(chain, base), bandwidth=bandwidth)
 
         def act(spec: JobSpec) -> JobSpec:
@@ -125,24 +149,36 @@ class JobsService:
         top = chain.top
         backing = chain.elements[1] if plan.spec.shallow else None
         pool_record = self._pools.get(pool_name)
+        into_rbd = pool_record.type == "rbd"
+        if into_rbd and plan.spec.shallow:
+            raise InvalidInput(
+                f"--shallow into rbd pool {pool_name} is refused: a raw RBD image has no "
+                "backing file to keep the chain below the top on; copy the whole chain",
+                code="job.invalid_request")
+        if into_rbd and (pivot or synchronous_writes):
+            refuse_unsafe_mapping(domain.xml(), target, self._rbd_mapping,
+                                  "a copy with --pivot" if pivot else "a copy with --sync-writes")
 
         def act(spec: JobSpec) -> JobSpec:
-            virtual = virtual_size(top.path)
+            virtual = self._rbd_copies.virtual_size(vm, target, top.path)
             initial = None
-            if self._thin_copies.enabled:
+            if self._thin_copies.enabled and not is_rbd_path(top.path):
                 initial = destination_size(pool_record, top.path, shallow=spec.shallow,
                                            virtual_bytes=virtual)
             record = self._volumes.create(
                 vm, target, pool_name, volume, virtual, thin=initial is not None,
                 backing=backing.path if backing else None,
                 backing_format=backing.format if backing else None, origin="copy",
-                initial_bytes=initial)
+                initial_bytes=initial, image_format="raw" if into_rbd else "qcow2")
             ref = VolumeRef(record.pool, record.name, record.path)
             spec = replace(spec, destination=ref, created=(ref,), new_top_path=ref.path)
             self._store.save_spec(job_id, spec)
             failpoint("job.copy.after_destination")
             self._thin_copies.before_mirror(vm, target, record)
-            domain.block_copy(target, destination_xml(target, ref.path),
+            destination = (
+                copy_destination_xml(self._rbd_copies.destination(pool_record, ref.path, target))
+                if into_rbd else destination_xml(target, ref.path))
+            domain.block_copy(target, destination,
                               bandwidth, shallow=spec.shallow,
                               synchronous_writes=synchronous_writes)
             failpoint("job.copy.after_mirror_start")
@@ -162,6 +198,16 @@ class JobsService:
             self._foreign.refuse(vm, target, "a backup")
         managed = [disk.target for disk in self._records.disks(vm)]
         job_id = _new_id()
+        chosen = list(dict.fromkeys(targets)) or managed
+        on_rbd, local = self._rbd_copies.on_rbd(vm, chosen)
+        if on_rbd and local:
+            raise InvalidInput(
+                f"VM {vm}: {', '.join(d.target for d in on_rbd)} on rbd and "
+                f"{', '.join(d.target for d in local)} on local pools cannot be backed up as "
+                "one job (RBD snapshots and libvirt's bitmaps are not one instant); back them "
+                "up with --disk, one kind at a time", code="backup.mixed_storage")
+        if on_rbd and len(on_rbd) == len(chosen):
+            return self._backup_rbd(vm, domain, job_id, on_rbd, dest_dir, incremental)
         plan = plan_backup(job_id, managed, targets, dest_dir, incremental,
                            domain.checkpoint_names(), self._pools_list())
 
@@ -192,6 +238,28 @@ class JobsService:
             domain.abort_job()
         else:
             domain.block_job_abort(stored.state.target)
+        return self.show(job_id)
+
+    def _backup_rbd(self, vm: str, domain: DomainHandle, job_id: str, disks: list[DiskRecord],
+                    dest_dir: str, incremental: str | None) -> JobView:
+        """RBD snapshots exported by the agent (``chain.jobs.rbd_backup``), as a job that ends
+        before the request returns."""
+        directory = backup_directory(dest_dir, self._pools_list())
+        spec, plan = self._rbd_copies.plan_backup(job_id, disks, directory, incremental)
+
+        def act(spec: JobSpec) -> JobSpec:
+            try:
+                os.makedirs(directory, mode=0o711, exist_ok=True)
+            except OSError as error:
+                raise OperationFailed(f"cannot make {directory}: {error.strerror}",
+                                      code="backup.failed") from error
+            run_rbd_backup(domain, plan, str(spec.checkpoint), incremental)
+            return spec
+
+        self._start(vm, ",".join(spec.targets), JobKind.BACKUP, spec, False, act,
+                    job_id=job_id)
+        self._driver.apply(job_id, JobEventObserved(BlockJobStatus.COMPLETED,
+                                                    LIBVIRT_BACKUP_JOB_TYPE))
         return self.show(job_id)
 
     def _start(self, vm: str, target: str, kind: JobKind, spec: JobSpec, pivot: bool,
@@ -298,6 +366,13 @@ class JobsService:
         return self.show(job_id)
 
     def pivot(self, job_id: str) -> JobView:
+        stored = self._driver.get(job_id)
+        destination = stored.spec.destination
+        if stored.state.kind is JobKind.COPY and destination is not None and \
+                is_rbd_path(destination.path) and not stored.state.phase.ended:
+            domain = self._chains.domain(stored.state.vm)
+            refuse_unsafe_mapping(domain.xml(), stored.state.target, self._rbd_mapping,
+                                  "a pivot")
         self._driver.apply(job_id, PivotRequested())
         return self.show(job_id)
 
