@@ -9,8 +9,10 @@ An AST check, not a regex. For every module it resolves imports (``import subpro
 - ``subprocess.run/Popen/call/check_call/check_output`` and the project's command runners
   (``<...runner>.run(argv)``, ``run_qemu_img(argv)``) must be given something that is provably
   an argument list: a list/tuple display or comprehension, ``list()``/``tuple()``, a call of a
-  function whose return annotation is a list/tuple/Sequence, or a name every binding of which is
-  one of those (or a parameter annotated so). A string, an f-string, ``%``/``+`` on strings or
+  function whose return annotation is a list/tuple/Sequence (defined in the module, or in
+  ``src/`` under that name: an imported helper or a method, where every definition of the name
+  must be so annotated), or a name every binding of which is one of those (or a parameter
+  annotated so). A string, an f-string, ``%``/``+`` on strings or
   ``.format()`` is refused, and so is anything the check cannot prove.
 """
 
@@ -93,8 +95,10 @@ def _annotation_is_sequence(annotation: ast.expr | None) -> bool:
 class Scope:
     """What a name or a call can be shown to hold, inside one function (or the module)."""
 
-    def __init__(self, node: ast.AST, functions: dict[str, ast.FunctionDef]) -> None:
+    def __init__(self, node: ast.AST, functions: dict[str, ast.FunctionDef],
+                 everywhere: dict[str, list[ast.FunctionDef]] | None = None) -> None:
         self.functions = functions
+        self.everywhere = everywhere or {}
         self.bindings: dict[str, list[ast.expr]] = {}
         self.parameters: dict[str, ast.expr | None] = {}
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -126,7 +130,11 @@ class Scope:
                 if function.id in ("list", "tuple", "sorted"):
                     return True
                 defined = self.functions.get(function.id)
-                return defined is not None and _annotation_is_sequence(defined.returns)
+                if defined is not None:
+                    return _annotation_is_sequence(defined.returns)
+                return self._returns_a_sequence_everywhere(function.id)
+            if isinstance(function, ast.Attribute):
+                return self._returns_a_sequence_everywhere(function.attr)
             return False
         if isinstance(expression, ast.Name):
             if expression.id in self.parameters and not self.bindings.get(expression.id):
@@ -135,8 +143,24 @@ class Scope:
             return bool(values) and all(self.is_argument_list(v, depth + 1) for v in values)
         return False
 
+    def _returns_a_sequence_everywhere(self, name: str) -> bool:
+        definitions = self.everywhere.get(name, [])
+        return bool(definitions) and all(
+            _annotation_is_sequence(defined.returns) for defined in definitions)
 
-def check_source(source: str, label: str) -> Findings:
+
+def functions_in(files: list[Path]) -> dict[str, list[ast.FunctionDef]]:
+    """Every function and method defined in ``files``, by name."""
+    found: dict[str, list[ast.FunctionDef]] = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                found.setdefault(node.name, []).append(node)
+    return found
+
+
+def check_source(source: str, label: str,
+                 everywhere: dict[str, list[ast.FunctionDef]] | None = None) -> Findings:
     tree = ast.parse(source)
     modules, names = _imports(tree)
     functions = {
@@ -149,7 +173,7 @@ def check_source(source: str, label: str) -> Findings:
     ]
     seen: set[int] = set()
     for scope_node in [*reversed(scopes), tree]:  # innermost first
-        scope = Scope(scope_node, functions)
+        scope = Scope(scope_node, functions, everywhere)
         for call in ast.walk(scope_node):
             if not isinstance(call, ast.Call) or id(call) in seen:
                 continue
@@ -179,8 +203,9 @@ def check_source(source: str, label: str) -> Findings:
 def test_every_subprocess_call_takes_an_argument_list() -> None:
     total = Findings()
     files = sorted(SRC.rglob("*.py"))
+    everywhere = functions_in(files)
     for path in files:
-        found = check_source(path.read_text(), str(path.relative_to(SRC.parent)))
+        found = check_source(path.read_text(), str(path.relative_to(SRC.parent)), everywhere)
         total.sinks += found.sinks
         total.violations += found.violations
     print(f"\n{total.sinks} subprocess/runner calls in {len(files)} modules, all argument lists")
@@ -217,3 +242,34 @@ def test_the_check_catches_shells_and_strings() -> None:
     found = check_source(bad, "bad.py")
     lines = sorted(int(violation.split(":")[1]) for violation in found.violations)
     assert lines == [7, 8, 9, 10, 11, 12, 14, 15, 16, 17], found.violations
+
+
+def test_a_helper_is_trusted_only_if_every_definition_of_its_name_returns_a_list() -> None:
+    helpers = ast.parse(textwrap.dedent(
+        """
+        def argv_of(tool: str) -> list[str]: ...
+        def line_of(tool: str) -> str: ...
+        class A:
+            def command(self) -> list[str]: ...
+        class B:
+            def command(self) -> str: ...
+        """
+    ))
+    everywhere: dict[str, list[ast.FunctionDef]] = {}
+    for node in ast.walk(helpers):
+        if isinstance(node, ast.FunctionDef):
+            everywhere.setdefault(node.name, []).append(node)
+    source = textwrap.dedent(
+        """
+        import subprocess
+        from helpers import argv_of, line_of
+
+        def f(runner: object) -> None:
+            subprocess.run(argv_of("ls"))
+            subprocess.run(line_of("ls"))
+            subprocess.run(runner.command())
+        """
+    )
+    found = check_source(source, "uses.py", everywhere)
+    lines = sorted(int(violation.split(":")[1]) for violation in found.violations)
+    assert lines == [7, 8], found.violations
