@@ -164,8 +164,10 @@ def _tame(run: FuzzRun, case: Case, aimed: bool) -> bool:
         body["api"] = run.base_url.replace("http://", "https://", 1)
     if aimed and path == "/v1/vms/{vm}/disks" and isinstance(body, dict):
         run.attaches_aimed += 1
-        if run.attaches_aimed % 2:
-            body["pool"] = POOL  # half of them on the real pool, to get past the lookup
+        # Half of them on the real pool, to get past the lookup; a negative case left without a
+        # pool keeps it missing (adding one would make it valid, and then accepted).
+        if run.attaches_aimed % 2 and "pool" in body:
+            body["pool"] = POOL
     return True
 
 
