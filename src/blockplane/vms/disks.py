@@ -317,13 +317,14 @@ class DiskService:
 
     def detach(self, vm: str, target: str) -> DetachResult:
         self._vms.record(vm)
+        # A platform's disk of an adopted VM has no record: say so, not "no such disk".
+        self.adopted.refuse(vm, target, "detach (which deletes the volume)")
         with self._locks.lock_for(vm):
             record = self._records.disk(vm, target)
             if record is None:
                 raise NotFound(
                     f"VM {vm} has no disk {target} managed by blockplane", code="disk.not_found"
                 )
-            self.adopted.refuse(vm, target, "detach (which deletes the volume)")
             for guard in self._guards:
                 guard(vm, target)
             domain = self._vms.domain(vm)
