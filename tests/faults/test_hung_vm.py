@@ -67,6 +67,15 @@ def timed(agent: AgentUnderTest, *args: str) -> tuple[subprocess.CompletedProces
     return result, time.monotonic() - started
 
 
+def cli_start_up_s(agent: AgentUnderTest, at_once: int) -> float:
+    """The longest of ``at_once`` CLI runs started together that ask the agent nothing: what a
+    loaded host adds to every timed answer below before a request even leaves."""
+    with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
+        runs = list(pool.map(lambda _: timed(agent, "--help"), range(at_once)))
+    assert all(result.returncode == 0 for result, _ in runs)
+    return max(seconds for _, seconds in runs)
+
+
 def freeze_guest_agent(agent: AgentUnderTest, seconds: int) -> None:
     """SIGSTOP ``hung``'s qemu-guest-agent from inside the guest; a background job of the
     guest (its own session, so it outlives the exec) sends SIGCONT after ``seconds``. Returns
@@ -205,16 +214,17 @@ def test_sixteen_requests_while_the_guest_agent_hangs(
     ]
     with busy_keeps_going(agent, vms, 144):
         freeze_guest_agent(agent, 50)
+        start_up_s = cli_start_up_s(agent, len(requests))
         with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
             answers = list(pool.map(
                 lambda args: timed(agent, "--timeout", str(DEADLINE_S), *args), requests))
     for args, (result, seconds) in zip(requests, answers, strict=True):
-        assert seconds < ANSWER_BY_S, (args, seconds)
+        assert seconds < ANSWER_BY_S + start_up_s, (args, seconds, start_up_s)
         if args[0] == "guest":
             assert result.returncode == 1 and "timeout." in result.stderr, result.stderr
         else:  # reads that need no guest agent answer at once
             assert result.returncode == 0, (args, result.stderr)
-            assert seconds < OTHER_VM_BOUND_S, (args, seconds)
+            assert seconds < OTHER_VM_BOUND_S + start_up_s, (args, seconds, start_up_s)
     assert_hung_vm_recovered(agent, vms)
 
 
@@ -228,7 +238,8 @@ def test_a_stopped_qemu_costs_its_own_requests_only(
         assert "timeout.hypervisor" in result.stderr, result.stderr
         assert seconds < 8 + 8, seconds
         status = api_get(agent, "/agent")
-        assert [call["vm"] for call in status["abandoned_calls"]] == [HUNG], status
+        # The throttle change's call, and maybe a reconcile's read of the same VM: no other VM.
+        assert {call["vm"] for call in status["abandoned_calls"]} == {HUNG}, status
         # A second change to the same VM does not queue behind the first: it fails at once.
         again, seconds = timed(agent, "--timeout", "8", "throttle", "set", HUNG, "gold",
                                "--total-iops-sec", "600")
