@@ -42,7 +42,7 @@ from tests.system_daemon import daemons as daemons  # the module's system daemon
 pytestmark = [pytest.mark.faults, requires_system_daemon]
 
 VM = f"bpfault{os.getpid()}"
-HOLD_S = 5
+HOLD_S = 15  # a restart of libvirtd took 8 s on a loaded 2-CPU host
 
 
 @pytest.fixture(scope="module")
