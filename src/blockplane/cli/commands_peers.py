@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
+from blockplane.api.peer_bodies import PeerOut, PeerShowOut
 from blockplane.cli.client import EXIT_INVALID, CLIError, api_path
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import fetch, fetch_list
 from blockplane.cli.output import console, key_values, print_json, table
 
 MAX_FILE_BYTES = 256 * 1024
@@ -64,15 +65,14 @@ def peer_add(
     if not token:
         raise CLIError(f"the token file {token_file} is empty", EXIT_INVALID)
     ca_pem = _read(ca_file, "CA file") if ca_file is not None else None
-    peer = context.client.request(
-        "POST", "/v1/peers", {"name": name, "api": api, "token": token, "ca_pem": ca_pem}
-    )
+    peer = fetch(context.client, PeerOut, "POST", "/v1/peers",
+                 {"name": name, "api": api, "token": token, "ca_pem": ca_pem})
     if as_json:
         print_json(peer)
         return
     console.print(
-        f"peer {peer['name']} added: {peer['api']} answered as {peer['hostname'] or '?'} "
-        f"(blockplane {peer['version'] or '?'}); token set, CA {_fingerprints(peer)}"
+        f"peer {peer.name} added: {peer.api} answered as {peer.hostname or '?'} "
+        f"(blockplane {peer.version or '?'}); token set, CA {_fingerprints(peer)}"
     )
 
 
@@ -81,11 +81,11 @@ def peer_add(
 @pass_cli
 def peer_list(context: CLIContext, as_json: bool) -> None:
     """The peers of this agent (their tokens are never shown)."""
-    peers = context.client.request("GET", "/v1/peers")
+    peers = fetch_list(context.client, PeerOut, "GET", "/v1/peers")
     if as_json:
         print_json(peers)
         return
-    rows = [{**peer, "ca": _fingerprints(peer)} for peer in peers]
+    rows = [{**peer.model_dump(), "ca": _fingerprints(peer)} for peer in peers]
     table(
         rows,
         [("name", "peer"), ("api", "api"), ("token", "token"), ("ca", "CA (SHA-256)"),
@@ -100,23 +100,23 @@ def peer_list(context: CLIContext, as_json: bool) -> None:
 @pass_cli
 def peer_show(context: CLIContext, name: str, as_json: bool) -> None:
     """A peer, and whether it answers now (its version and host name)."""
-    peer = context.client.request("GET", api_path("peers", name))
+    peer = fetch(context.client, PeerShowOut, "GET", api_path("peers", name))
     if as_json:
         print_json(peer)
         return
-    now = peer["now"]
+    now = peer.now
     answers = (
-        f"yes: {now['hostname'] or '?'}, blockplane {now['version'] or '?'}"
-        if now["answers"]
-        else f"no [{now['code']}]: {now['detail']}"
+        f"yes: {now.hostname or '?'}, blockplane {now.version or '?'}"
+        if now.answers
+        else f"no [{now.code}]: {now.detail}"
     )
     key_values(
         {
-            "name": peer["name"],
-            "api": peer["api"],
-            "token": peer["token"],
+            "name": peer.name,
+            "api": peer.api,
+            "token": peer.token,
             "CA (SHA-256)": _fingerprints(peer),
-            "added": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(peer["added_at"])),
+            "added": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(peer.added_at)),
             "answers now": answers,
         },
         title=f"peer {name}",
@@ -129,12 +129,12 @@ def peer_show(context: CLIContext, name: str, as_json: bool) -> None:
 @pass_cli
 def peer_remove(context: CLIContext, name: str, as_json: bool) -> None:
     """Forget a peer (and its token)."""
-    peer = context.client.request("DELETE", api_path("peers", name))
+    peer = fetch(context.client, PeerOut, "DELETE", api_path("peers", name))
     if as_json:
         print_json(peer)
     else:
-        console.print(f"peer {peer['name']} removed")
+        console.print(f"peer {peer.name} removed")
 
 
-def _fingerprints(peer: dict[str, Any]) -> str:
-    return ", ".join(peer["ca_fingerprints"]) or "the system's CAs"
+def _fingerprints(peer: PeerOut) -> str:
+    return ", ".join(peer.ca_fingerprints) or "the system's CAs"

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -28,7 +29,10 @@ def plain(data: Any) -> Any:
     """A view (or a list of views) as its JSON; anything else as it is."""
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         return encode(data)
-    if isinstance(data, list | tuple) and any(dataclasses.is_dataclass(item) for item in data):
+    if isinstance(data, BaseModel):  # an API model the CLI decoded into (api/peer_bodies.py)
+        return data.model_dump(mode="json")
+    if isinstance(data, list | tuple) and any(
+            dataclasses.is_dataclass(item) or isinstance(item, BaseModel) for item in data):
         return [plain(item) for item in data]
     return data
 
