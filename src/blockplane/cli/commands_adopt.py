@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from blockplane.api.adopt_schemas import AdoptAnswer, PlanAnswer, ReleaseAnswer
 from blockplane.cli.client import EXIT_INVALID, CLIError, api_path
 from blockplane.cli.commands_vms import _limit_options, vm_group
 from blockplane.cli.context import CLIContext, json_option, pass_cli
+from blockplane.cli.decode import fetch
 from blockplane.cli.output import console, print_json
 
 
@@ -25,32 +27,31 @@ from blockplane.cli.output import console, print_json
 @pass_cli
 def vm_adopt(context: CLIContext, name: str, pool_for: tuple[str, ...], as_json: bool) -> None:
     """Take a domain defined elsewhere under management, as it is (running or not)."""
-    result = context.client.request(
-        "POST", api_path("vms", name, "adopt"), {"pool_for": list(pool_for)}
-    )
+    result = fetch(context.client, AdoptAnswer, "POST", api_path("vms", name, "adopt"),
+                   {"pool_for": list(pool_for)})
     if as_json:
         print_json(result)
         return
-    console.print(f"VM {name} adopted ({'running' if result['running'] else 'not running'})")
-    for disk in result["disks"]:
+    console.print(f"VM {name} adopted ({'running' if result.running else 'not running'})")
+    for disk in result.disks:
         thin = ", thin (monitored)" if disk["thin"] else ""
         chain = len(disk["chain_volumes"])
         console.print(f"  {disk['target']}: volume {disk['volume']} of pool {disk['pool']}"
                       f"{thin}; chain of {chain + len(disk['foreign_chain'])}")
         if disk["iotune"]:
             console.print(f"    <iotune> on the disk: {disk['iotune']}")
-    for disk in result["foreign"]:
+    for disk in result.foreign:
         console.print(f"  {disk['target']}: foreign ({disk['reason']}): never written")
         if disk["iotune"]:
             console.print(f"    <iotune> on the disk: {disk['iotune']}")
-    if result["reserved_iothreads"]:
-        ids = ", ".join(str(i) for i in result["reserved_iothreads"])
+    if result.reserved_iothreads:
+        ids = ", ".join(str(i) for i in result.reserved_iothreads)
         console.print(f"  IOThreads kept as they are: {ids}")
-    for group in result["throttle_groups"]:
+    for group in result.throttle_groups:
         console.print(f"  throttle group {group['name']}: {group['limits']}")
-    if result["checkpoints"]:
-        console.print(f"  checkpoints: {', '.join(result['checkpoints'])}")
-    for job in result["jobs"]:
+    if result.checkpoints:
+        console.print(f"  checkpoints: {', '.join(result.checkpoints)}")
+    for job in result.jobs:
         console.print(f"  block job tracked: {job}")
 
 
@@ -60,12 +61,12 @@ def vm_adopt(context: CLIContext, name: str, pool_for: tuple[str, ...], as_json:
 @pass_cli
 def vm_release(context: CLIContext, name: str, as_json: bool) -> None:
     """Stop managing a VM; its domain and files are left exactly as they are."""
-    result = context.client.request("POST", api_path("vms", name, "release"))
+    result = fetch(context.client, ReleaseAnswer, "POST", api_path("vms", name, "release"))
     if as_json:
         print_json(result)
         return
     console.print(f"VM {name} released; its domain and files are left as they are "
-                  f"(records dropped for {', '.join(result['disks']) or 'no disks'})")
+                  f"(records dropped for {', '.join(result.disks) or 'no disks'})")
 
 
 @click.group("plan")
@@ -132,18 +133,18 @@ def plan_disk(
         "throttle_groups": [g for g in (throttle_groups or "").split(",") if g],
         "limits": {key: value for key, value in limits.items() if value is not None},
     }
-    plan = context.client.request("POST", "/v1/plan/disk", body)
+    plan = fetch(context.client, PlanAnswer, "POST", "/v1/plan/disk", body)
     if as_json:
         print_json(plan)
         return
-    console.print(f"{plan['target']} of {plan['vm']} ({plan['basis']}):")
-    for note in plan["notes"]:
+    console.print(f"{plan.target} of {plan.vm} ({plan.basis}):")
+    for note in plan.notes:
         console.print(f"  {note}")
-    if plan["iothreads_to_add"]:
-        console.print(f"  IOThreads to add: {plan['iothreads_to_add']}")
-    for group in plan["throttle_groups_to_create"]:
+    if plan.iothreads_to_add:
+        console.print(f"  IOThreads to add: {plan.iothreads_to_add}")
+    for group in plan.throttle_groups_to_create:
         console.print(f"  throttle group to create: {group['name']} {group['limits']}")
-    console.print(plan["xml"]["disk"], markup=False, highlight=False)
+    console.print(plan.xml.disk, markup=False, highlight=False)
 
 
 def _ids(text: str | None, option: str) -> list[int] | None:
