@@ -3,7 +3,9 @@ alone, and Ctrl-C in the middle of the tour, after which nothing the tour made m
 
 The summary is checked for what it promises: every step ok, every figure within the bounds it
 states, and those bounds being the ones the tour claims (a rate within 10% of the limit read
-back, no pauses, checksums equal to the data written, a restore identical to the disk).
+back, no pauses, checksums equal to the data written, a restore identical to the disk, a
+pull export that reads the same, and a VM that migrated there and back with its mapping, groups,
+thin monitoring and data).
 """
 
 from __future__ import annotations
@@ -85,6 +87,20 @@ def test_the_whole_tour_shows_every_feature_within_its_bounds(agent: AgentUnderT
     assert backup["restore vs the disk (qemu-img compare)"]["value"] == "identical"
     assert backup["checksum of the restore"]["value"] == backup["checksum of the restore"][
         "expected"]
+    assert backup["restore chain"]["value"] == "full + incremental + incremental"
+    assert backup["pull export mode"]["value"] == "incremental"
+    nbd = backup["checksum of the NBD export (nbdcopy)"]
+    assert nbd["value"] == nbd["expected"] == backup["checksum of the restore"]["expected"]
+    hosts = figures(summary, "hosts")
+    for hop in ("host1 -> host2", "host2 -> host1"):
+        assert hosts[f"{hop} outcome"]["value"] == "succeeded"
+        assert 0 <= hosts[f"{hop} downtime"]["value"] <= hosts[f"{hop} downtime"]["high"]
+    for host in ("host2", "host1"):
+        checksum = hosts[f"checksum of vda on {host}"]
+        assert checksum["value"] == checksum["expected"]
+        assert hosts[f"thin monitoring on {host}"]["value"] == '{"vda": "set"}'
+        mappings = hosts[f"IOThread mappings on {host}"]
+        assert mappings["value"] == mappings["expected"] and '"vdb"' in mappings["value"]
     assert figures(summary, "iothreads")["queues the guest sees"]["value"] == 4
     assert_nothing_left(agent, summary)
 

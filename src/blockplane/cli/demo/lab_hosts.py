@@ -20,6 +20,7 @@ from blockplane.cli.client import decode_answer
 from blockplane.cli.demo.session import TourFailure, TourSession
 
 REQUEST_TIMEOUT_S = 150.0
+HOST_DATA = Path("/var/lib/blockplane")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class LabAgent:
     api: str
     token_file: Path
     ca: Path
+    #: The host's ``/var/lib/blockplane`` as this machine sees it, and its libvirtd's URI.
+    home_dir: Path
+    libvirt_uri: str
 
     def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         context = ssl.create_default_context(cafile=str(self.ca))
@@ -39,6 +43,14 @@ class LabAgent:
             response = client.request(method, path, json=body,
                                       params={k: v for k, v in params.items() if v is not None})
         return decode_answer(response)
+
+    def outside(self, path: str) -> Path:
+        """A path on this host as this machine sees it (its data directory is bound over
+        ``/var/lib/blockplane`` inside the host; loop devices are the machine's own)."""
+        inside = Path(path)
+        if inside.is_relative_to(HOST_DATA):
+            return self.home_dir / inside.relative_to(HOST_DATA)
+        return inside
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,8 @@ class LabStarter:
             self._error = error
             return
         agents = tuple(LabAgent(host["name"], host["api"], Path(host["token_file"]),
-                                Path(view["ca"])) for host in view["hosts"])
+                                Path(view["ca"]), Path(host["home_dir"]), host["libvirt_uri"])
+                       for host in view["hosts"])
         self._lab = TourLab(self.root, agents, time.monotonic() - started, view)
 
     @property

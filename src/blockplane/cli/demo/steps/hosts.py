@@ -1,9 +1,8 @@
 """Step 7, several hosts: a lab of two simulated hosts whose agents are each other's peers over
-pinned TLS; a VM on host1 with a mapped disk is checked against host2's live facts, the check a
-live migration starts with.
-
-Live migration itself (``POST /v1/vms/{vm}/migrate``) plugs in here once the agent has it: the
-step asks the agent's OpenAPI document rather than assuming.
+pinned TLS; a no-OS VM on host1 with a thin disk under a throttle group and a disk mapped over
+2 IOThreads is checked against host2's live facts, live-migrated there and back
+(``steps.migration``), with the destination's mapping, groups, thin monitoring and data read
+back after each hop.
 """
 
 from __future__ import annotations
@@ -11,9 +10,14 @@ from __future__ import annotations
 from blockplane.cli.client import api_path
 from blockplane.cli.demo.figures import Figure, StepOutcome, at_least, equal, exactly, measured
 from blockplane.cli.demo.lab_hosts import LabStarter, describe, start_lab
-from blockplane.cli.demo.session import TourSession, route_served
+from blockplane.cli.demo.patterns import Region
+from blockplane.cli.demo.session import TourSession
+from blockplane.cli.demo.steps.migration import migrate, placement, write_data
 
-MIGRATE_ROUTE = "/v1/vms/{vm}/migrate"
+GROUP_IOPS = 20000
+#: Written by QEMU before the hop there, and on the destination before the hop back.
+THERE = Region("m", 1, 8)
+BACK = Region("n", 6, 4)
 
 
 def prepare_lab(tour: TourSession) -> None:
@@ -41,15 +45,21 @@ def hosts_step(tour: TourSession) -> StepOutcome:
         tour.narrator.say(f"{host.name}: QEMU {fact['qemu']['version']}, libvirt "
                           f"{fact['libvirt']['version']} ({fact['libvirt']['uri']})")
 
-    vm = tour.name("")
-    pool = tour.name("")
-    source.request("POST", "/v1/pools", {"name": pool, "type": "dir"})
+    vm, pool, group = tour.name(""), tour.name(""), "tier1"
+    for host in (source, destination):  # the same pool name on each host, its own files
+        host.request("POST", "/v1/pools", {"name": pool, "type": "loop", "chunk": "64M"})
     source.request("POST", "/v1/vms", {"name": vm, "vcpus": 2, "memory": "128M",
                                        "guest": "none", "start": True})
-    disk = source.request("POST", api_path("vms", vm, "disks"),
-                          {"pool": pool, "size": "64M", "queues": 2, "io_threads": 2})
-    tour.narrator.say(f"{source.name}: VM {vm} (no OS) with {disk['target']}: "
-                      f"{disk['plan']['reason']}")
+    source.request("PUT", api_path("vms", vm, "throttle-groups", group),
+                   {"limits": {"total_iops_sec": GROUP_IOPS}})
+    thin = source.request("POST", api_path("vms", vm, "disks"),
+                          {"pool": pool, "size": "256M", "thin": True, "queues": 2,
+                           "throttle_groups": [group]})
+    mapped = source.request("POST", api_path("vms", vm, "disks"),
+                            {"pool": pool, "size": "64M", "queues": 2, "io_threads": 2})
+    for disk in (thin, mapped):
+        tour.narrator.say(f"{source.name}: VM {vm} (no OS) {disk['target']}: "
+                          f"{disk['plan']['reason']}")
     check = source.request("POST", api_path("vms", vm, "migrate-check"),
                            {"peer": destination.name})
     tour.narrator.say(f"migrate-check {vm} --to {destination.name}: "
@@ -65,17 +75,23 @@ def hosts_step(tour: TourSession) -> StepOutcome:
         at_least("lab hosts", len(lab.hosts), 2),
         measured("lab up", lab.seconds, "s"),
     ]
-    migrated = route_served(source.request("GET", "/v1/openapi.json"), "post", MIGRATE_ROUTE)
-    if not migrated:
-        tour.narrator.note(f"live migration is not built on this agent yet (no POST "
-                           f"{MIGRATE_ROUTE}): the step ends at the check a migration starts "
-                           "with")
+    target = thin["target"]
+    written = [THERE]
+    write_data(source, vm, target, THERE)
+    tour.narrator.say(f"{source.name}: QEMU wrote {THERE.length_mib} MiB of "
+                      f"'{THERE.letter}' into {target} at {THERE.offset_mib} MiB")
+    before = placement(source, vm)
+    figures += migrate(tour, source, destination, vm, before, written, target)
+    write_data(destination, vm, target, BACK)
+    written.append(BACK)
+    tour.narrator.say(f"{destination.name}: QEMU wrote {BACK.length_mib} MiB of "
+                      f"'{BACK.letter}' into {target} at {BACK.offset_mib} MiB")
+    figures += migrate(tour, destination, source, vm, before, written, target)
     for figure in figures:
         tour.narrator.figure(figure)
     title = (f"lab of {len(lab.hosts)} hosts ({', '.join(h.name for h in lab.hosts)}), peers "
-             f"over pinned TLS; {vm} on {source.name} checked against {destination.name}: "
-             f"{'compatible' if check['compatible'] else 'gaps'}"
-             + ("" if migrated else "; live migration not built yet"))
-    return StepOutcome(title, f"{destination.name} answers as a peer, {len(check['gaps'])} gaps",
-                       tuple(figures), f"gaps for {vm} on {destination.name}")
-
+             f"over pinned TLS; {vm} ({target} thin under group {group}, "
+             f"{mapped['target']} over 2 IOThreads) live-migrated {source.name} -> "
+             f"{destination.name} -> {source.name}")
+    return StepOutcome(title, "two live migrations, data and placement equal after each",
+                       tuple(figures), f"checksum of {target} on {destination.name}")
