@@ -130,10 +130,6 @@ class TourSession:
             self._facts = self.client.request("GET", "/v1/facts")
         return self._facts
 
-    def has_route(self, method: str, route: str) -> bool:
-        """Whether this agent serves ``route`` (as its OpenAPI document names it)."""
-        return route_served(self.client.request("GET", "/v1/openapi.json"), method, route)
-
     def name(self, what: str) -> str:
         return f"demo-{self.run_id}-{what}" if what else f"demo-{self.run_id}"
 
@@ -287,10 +283,6 @@ class TourSession:
         if job["phase"] != "done":
             raise TourFailure(f"{label}: job {job['id']} {job['phase']}: {job.get('error')}")
         return job
-
-
-def route_served(openapi: dict[str, Any], method: str, route: str) -> bool:
-    return method.lower() in openapi.get("paths", {}).get(route, {})
 
 
 def _decoded(text: str) -> str:
