@@ -120,6 +120,14 @@ class Lab:
     ceph: dict[str, Any] | None
     view: dict[str, Any]  # what `scripts/lab up` printed
 
+    def shown(self) -> dict[str, Any]:
+        """What ``scripts/lab show`` says now (a fault test may have restarted a daemon since
+        ``up``: its PID is no longer the one in ``view``)."""
+        result = lab_command("show", "--dir", str(self.dir))
+        assert result.returncode == 0, result.stderr
+        shown: dict[str, Any] = json.loads(result.stdout)
+        return shown
+
     def lab_log_files(self) -> list[tuple[str, list[Path]]]:
         """Each host's agent, libvirtd, QEMU and guest logs (kept by tests/failure_logs.py)."""
         sources = []

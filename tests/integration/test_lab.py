@@ -72,7 +72,7 @@ def qemu_img(*args: str) -> str:
 
 def test_each_host_has_its_own_libvirtd_with_its_own_host_uuid(lab: Lab) -> None:
     uuids = []
-    for host, shown in zip(lab.hosts, lab.view["hosts"], strict=True):
+    for host, shown in zip(lab.hosts, lab.shown()["hosts"], strict=True):
         capabilities = host.virsh_ok("capabilities")
         found = re.search(r"<host>\s*<uuid>([0-9a-f-]+)</uuid>", capabilities)
         assert found, capabilities[:400]
