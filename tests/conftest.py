@@ -14,6 +14,7 @@ from xdist.scheduler import LoadScopeScheduling
 from tests.failure_logs import keep_logs
 from tests.harness import AgentUnderTest, cleanup_agent
 from tests.lab_support import LAB_MODULES
+from tests.lab_support import ceph_lab as ceph_lab  # ... and its lab with Ceph
 from tests.lab_support import lab as lab  # the session's lab of simulated hosts
 
 # libvirt probes QEMU's capabilities once per embed root (seconds under TCG) and caches the

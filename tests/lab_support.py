@@ -215,3 +215,23 @@ def lab() -> Iterator[Lab]:
         yield started
     finally:
         stop_lab(root)
+
+
+@pytest.fixture(scope="session")
+def ceph_lab() -> Iterator[Lab]:
+    """A second two-host lab, with ``--ceph``: its one-node cluster and the rbd pool ``shared``
+    on both hosts (one per session: the lab's cluster is one per machine)."""
+    from tests.ceph_support import CEPH_MISSING, SKIP_REASON
+
+    if CEPH_MISSING:
+        pytest.skip(SKIP_REASON)
+    root = lab_dir()
+    try:
+        started = start_lab(root, ceph=True)
+    except BaseException:
+        stop_lab(root)
+        raise
+    try:
+        yield started
+    finally:
+        stop_lab(root)

@@ -1,31 +1,16 @@
 """``scripts/lab up --ceph``: the one-node cluster, and the rbd pool ``shared`` on every host
 with the same libvirt secret UUID, so a disk attached on one host can be opened on the other
-(what a migration with no storage copy needs; the migration tests live with the migration)."""
+(what a migration with no storage copy needs: tests/integration/test_migration_rbd.py). The
+``ceph_lab`` fixture (tests/lab_support.py) is the session's one."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
 from tests.ceph_support import requires_ceph
-from tests.lab_support import Lab, lab_dir, start_lab, stop_lab
+from tests.lab_support import Lab
 
 pytestmark = [pytest.mark.integration, requires_ceph]
-
-
-@pytest.fixture(scope="module")
-def ceph_lab() -> Iterator[Lab]:
-    root = lab_dir()
-    try:
-        started = start_lab(root, ceph=True)
-    except BaseException:
-        stop_lab(root)
-        raise
-    try:
-        yield started
-    finally:
-        stop_lab(root)
 
 
 def test_every_host_has_the_shared_rbd_pool_with_one_secret_uuid(ceph_lab: Lab) -> None:

@@ -5,9 +5,12 @@ shared (the rbd hook); and pools that never are (loop, lvm)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from blockplane.migration.shared_pools import MARKER, pool_identity
 from blockplane.storage.backends.dir import DirBackend
+from blockplane.storage.backends.rbd import RbdBackend
+from blockplane.storage.ceph import CephClient
 from blockplane.store.records import PoolRecord
 
 
@@ -48,3 +51,13 @@ def test_loop_pools_are_never_shared_and_a_declared_backend_always_is(tmp_path: 
     assert pool_identity(pool(tmp_path, "loop"), object(), make=True) is None
     assert not (tmp_path / MARKER).exists()
     assert pool_identity(pool(tmp_path, "rbd"), SharedBackend(), make=False) == "ceph:fsid-1/rbd"
+
+
+def test_an_rbd_pool_is_named_by_its_cluster_and_rados_pool(tmp_path: Path) -> None:
+    client = cast(CephClient, object())  # never called: the identity is what the record holds
+    record = pool(tmp_path, "rbd")
+    same = pool_identity(record, RbdBackend(client, "rbd", fsid="AB-CD"), make=True)
+    assert same == "ceph:ab-cd/rbd"
+    assert pool_identity(record, RbdBackend(client, "other", fsid="ab-cd"), make=True) != same
+    assert pool_identity(record, RbdBackend(client, "rbd", fsid="ef-01"), make=True) != same
+    assert pool_identity(record, RbdBackend(client, "rbd"), make=True) is None  # fsid unknown

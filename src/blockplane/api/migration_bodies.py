@@ -47,6 +47,7 @@ class IncomingBody(Body):
     persistent_xml: str = Field(max_length=MAX_XML)
     checkpoints: list[str] = Field(default_factory=list, max_length=256)
     source_host: str = Field(default="", max_length=255)
+    snapshots: list[dict[str, Any]] = Field(default_factory=list, max_length=1024)
 
     def request(self) -> MigrationRequest:
         try:

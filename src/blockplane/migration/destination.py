@@ -38,6 +38,7 @@ from blockplane.migration.landing import HostView, PoolRoom, plan_landing
 from blockplane.migration.phases import DestinationView
 from blockplane.migration.plan import MigrationPlan, MigrationRequest
 from blockplane.migration.shared_pools import pool_identity
+from blockplane.migration.shared_snapshots import landed
 from blockplane.migration.store import MigrationStore, StoredIncoming
 from blockplane.storage.images import create_qcow2
 from blockplane.storage.names import validate_name
@@ -307,6 +308,9 @@ class DestinationService:
                     vm.name, move.target, str(move.qos["mode"]), dict(move.qos["spec"]),
                     list(move.qos["chain"]), int(move.qos["size_bytes"]),
                     dict(move.qos["per_disk"])))
+        for snapshot in landed(vm.name, request.snapshots, plan):
+            if self._chain.snapshot(vm.name, snapshot.name) is None:
+                self._chain.save_snapshot(snapshot)
         if self._host.thin_track is not None:
             for target, record in thin:
                 self._host.thin_track(vm.name, target, record)

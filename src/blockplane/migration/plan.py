@@ -115,7 +115,8 @@ class VMDescription:
 class MigrationRequest:
     """Everything the destination needs to plan, prepare and finish. ``live_xml`` and
     ``persistent_xml``: the source's migratable XML (running and defined);
-    ``checkpoints``: each checkpoint's XML, parents first, for redefining them there."""
+    ``checkpoints``: each checkpoint's XML, parents first, for redefining them there;
+    ``snapshots``: the VM's finished snapshot records (``shared_snapshots``)."""
 
     id: str
     vm: VMDescription
@@ -125,6 +126,7 @@ class MigrationRequest:
     persistent_xml: str
     checkpoints: tuple[str, ...] = ()
     source_host: str = ""
+    snapshots: tuple[Mapping[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +134,9 @@ class MigrationRequest:
             "disks": [disk.to_json() for disk in self.disks], "live_xml": self.live_xml,
             "persistent_xml": self.persistent_xml, "checkpoints": list(self.checkpoints),
             "source_host": self.source_host,
+            # only when there are some: a destination from before they travelled refuses the key
+            **({"snapshots": [dict(snapshot) for snapshot in self.snapshots]}
+               if self.snapshots else {}),
         }  # fmt: skip
 
     @classmethod
@@ -144,6 +149,8 @@ class MigrationRequest:
             live_xml=str(data["live_xml"]), persistent_xml=str(data["persistent_xml"]),
             checkpoints=tuple(str(doc) for doc in data.get("checkpoints") or ()),
             source_host=str(data.get("source_host") or ""),
+            snapshots=tuple(dict(s) for s in data.get("snapshots") or ()
+                            if isinstance(s, Mapping)),
         )  # fmt: skip
 
 

@@ -5,8 +5,9 @@ libvirt runs on its own), a domain job (a backup), or a snapshot being taken. ``
 builds the ``MigrationRequest``: the VM's record; per managed disk where it is, whether its pool
 is shared storage (``shared_pools``), what a copy would write (``qemu-img measure`` of the whole
 chain), its records (plan, I/O limits) and, for a disk that is not copied, its chain volumes;
-the migratable XML (running and defined) and the checkpoints. A disk blockplane does not manage
-is refused: nobody here could say where it lands. Must not talk to the destination.
+the migratable XML (running and defined), the checkpoints and the snapshot records. A disk
+blockplane does not manage is refused: nobody here could say where it lands. Must not talk to
+the destination.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from blockplane.migration.plan import (
     VMDescription,
 )
 from blockplane.migration.shared_pools import pool_identity
+from blockplane.migration.shared_snapshots import carried
 from blockplane.storage.images import measure_copy
 from blockplane.storage.pools import PoolService
 from blockplane.store.chain_records import ChainRecords
@@ -132,5 +134,6 @@ class SourceDescriber:
             persistent_xml=migration.migratable_xml(inactive=True),
             checkpoints=tuple(domain.checkpoint_documents(with_sizes=False)),
             source_host=source_host,
+            snapshots=carried(self._chain.snapshots(vm)),
         )  # fmt: skip
 

@@ -148,7 +148,7 @@ class RbdPools:
     def backend(self, pool: PoolRecord) -> RbdBackend:
         rbd = self.record(pool.name)
         return RbdBackend(self.client(rbd), rbd.ceph_pool, capacity=PoolCapacity(
-            pool.capacity_bytes))
+            pool.capacity_bytes), fsid=rbd.fsid)
 
     def create(self, name: str, request: RbdPoolRequest,
                capacity_bytes: int | None) -> tuple[PoolRecord, RbdPoolRecord]:

@@ -4,7 +4,7 @@ Owns the mapping from volume names to images (the same name) and the path QEMU a
 code know a volume by, ``rbd:POOL/IMAGE`` (libvirt's ``<source protocol='rbd' name='POOL/IMAGE'>``).
 Images are thin by nature (objects exist once written), so nothing here grows ahead of writes.
 ``shared``: every host that adds the same cluster reaches the same images, so a live migration
-copies nothing.
+copies nothing; ``shared_identity`` (``ceph:<fsid>/<pool>``) is how two hosts tell it is the same.
 
 Must not build XML (``xml.disk``) or hold the key (``storage.rbd_pools`` and libvirt do); the
 ``ceph``/``rbd`` tools are run by ``storage.ceph``.
@@ -55,10 +55,16 @@ class RbdBackend:
     shared = True
 
     def __init__(self, client: CephClient, ceph_pool: str, *,
-                 capacity: PoolCapacity | None = None) -> None:
+                 capacity: PoolCapacity | None = None, fsid: str | None = None) -> None:
         self.client = client
         self.ceph_pool = ceph_pool
         self.capacity = capacity or PoolCapacity()
+        self.fsid = fsid
+
+    @property
+    def shared_identity(self) -> str | None:
+        """The cluster and RADOS pool (``migration.shared_pools``); None without the fsid."""
+        return f"ceph:{self.fsid.lower()}/{self.ceph_pool}" if self.fsid else None
 
     @property
     def where(self) -> str:
