@@ -97,17 +97,21 @@ def wait_for_devices(host: LabAgent, vm: str, devices: list[str]) -> None:
 
 
 def start_writer(host: LabAgent, vm: str, device: str, first: int) -> None:
+    run(host, vm, writer_script(device, first))
+
+
+def writer_script(device: str, first: int) -> str:
     """The guest's write loop, in the background: chunk ``i`` stamped in a staged 1 MiB file,
-    written at ``i`` MiB with O_DIRECT and an fsync, ``LAST`` updated, a pause, the next."""
+    written at ``i`` MiB with O_DIRECT and an fsync, ``LAST`` replaced (a rename: never read
+    half written), a pause, the next."""
     staged = "/tmp/w.chunk"
-    run(host, vm,
-        f"rm -f {STOP} {DONE}; echo {first - 1} > {LAST}; dd if=/dev/zero bs=1M count=1 "
-        f"2>/dev/null | tr '\\000' '{CHUNK_FILL}' > {staged} && ( i={first}; "
-        f"while [ ! -e {STOP} ] && [ $i -lt {MAX_CHUNKS} ]; do "
-        f"printf 'bp-%06d\\n' $i | dd of={staged} conv=notrunc 2>/dev/null && "
-        f"dd if={staged} of={device} bs=1M seek=$i count=1 oflag=direct conv=notrunc,fsync "
-        f"2>/dev/null || echo $i >> {ERRORS}; echo $i > {LAST}; i=$((i+1)); "
-        f"sleep {WRITE_PAUSE_S}; done; touch {DONE} ) >/dev/null 2>&1 &")
+    return (f"rm -f {STOP} {DONE}; echo {first - 1} > {LAST}; dd if=/dev/zero bs=1M count=1 "
+            f"2>/dev/null | tr '\\000' '{CHUNK_FILL}' > {staged} && ( i={first}; "
+            f"while [ ! -e {STOP} ] && [ $i -lt {MAX_CHUNKS} ]; do "
+            f"printf 'bp-%06d\\n' $i | dd of={staged} conv=notrunc 2>/dev/null && "
+            f"dd if={staged} of={device} bs=1M seek=$i count=1 oflag=direct conv=notrunc,fsync "
+            f"2>/dev/null || echo $i >> {ERRORS}; echo $i > {LAST}.new; mv {LAST}.new {LAST}; "
+            f"i=$((i+1)); sleep {WRITE_PAUSE_S}; done; touch {DONE} ) >/dev/null 2>&1 &")
 
 
 def last_written(host: LabAgent, vm: str) -> int:
