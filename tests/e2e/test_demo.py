@@ -4,8 +4,9 @@ alone, and Ctrl-C in the middle of the tour, after which nothing the tour made m
 The summary is checked for what it promises: every step ok, every figure within the bounds it
 states, and those bounds being the ones the tour claims (a rate within 10% of the limit read
 back, no pauses, checksums equal to the data written, a restore identical to the disk, a
-pull export that reads the same, and a VM that migrated there and back with its mapping, groups,
-thin monitoring and data).
+pull export that reads the same, and a Linux guest that kept writing while it migrated there and
+back, with its mapping, groups and thin monitoring, no I/O error, and every chunk it wrote read
+back the same by the guest and from the destination's volume).
 """
 
 from __future__ import annotations
@@ -95,9 +96,13 @@ def test_the_whole_tour_shows_every_feature_within_its_bounds(agent: AgentUnderT
     for hop in ("host1 -> host2", "host2 -> host1"):
         assert hosts[f"{hop} outcome"]["value"] == "succeeded"
         assert 0 <= hosts[f"{hop} downtime"]["value"] <= hosts[f"{hop} downtime"]["high"]
+        assert hosts[f"MiB the guest wrote during {hop}"]["value"] >= 1
+        assert hosts[f"guest I/O errors after {hop}"]["value"] == 0
     for host in ("host2", "host1"):
         checksum = hosts[f"checksum of vda on {host}"]
-        assert checksum["value"] == checksum["expected"]
+        in_guest = hosts[f"guest checksum of vda on {host}"]
+        assert checksum["value"] == checksum["expected"] == in_guest["value"]
+        assert hosts[f"thin pauses on {host}"]["value"] == 0
         assert hosts[f"thin monitoring on {host}"]["value"] == '{"vda": "set"}'
         mappings = hosts[f"IOThread mappings on {host}"]
         assert mappings["value"] == mappings["expected"] and '"vdb"' in mappings["value"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 from blockplane.cli.demo.figures import (
@@ -19,7 +20,14 @@ from blockplane.cli.demo.figures import (
     near,
     percentile,
 )
-from blockplane.cli.demo.patterns import MIB, Region, expected_checksum
+from blockplane.cli.demo.patterns import (
+    MIB,
+    Region,
+    expected_checksum,
+    stamp,
+    stamped_chunks_checksum,
+)
+from blockplane.cli.demo.steps.lab_guest import writer_script
 
 
 def test_a_rate_near_its_limit_is_within_and_one_off_by_more_is_not() -> None:
@@ -74,3 +82,30 @@ def test_the_expected_checksum_is_that_of_what_the_guest_writes(tmp_path: Path) 
     image = bytearray(3 * MIB)
     image[MIB:2 * MIB] = later.data()  # written last: it covers the first
     assert expected_checksum([region, later], 3) == hashlib.sha256(image).hexdigest()
+
+
+def test_the_writing_guests_chunks_are_those_the_tour_rebuilds(tmp_path: Path) -> None:
+    """The write loop of step 7, run by a shell here on a file: every chunk it wrote reads back
+    with the checksum the tour expects, and one chunk more does not."""
+    disk = tmp_path / "disk"
+    disk.write_bytes(bytes(8 * MIB))
+    files = str(tmp_path / "w.")
+    script = writer_script(str(disk), 0).replace("/tmp/w.", files).replace(" oflag=direct", "")
+    subprocess.run(["sh", "-c", script], check=True)
+    deadline = time.monotonic() + 60
+    try:
+        while not Path(files + "last").exists() or int(Path(files + "last").read_text()) < 2:
+            assert time.monotonic() < deadline, "the loop wrote no 3 chunks"
+            time.sleep(0.05)
+    finally:
+        Path(files + "stop").touch()
+    while not Path(files + "done").exists():
+        assert time.monotonic() < deadline, "the loop did not stop"
+        time.sleep(0.05)
+    chunks = int(Path(files + "last").read_text()) + 1
+    assert not Path(files + "err").exists()
+    written = disk.read_bytes()
+    assert written[MIB:MIB + 10] == stamp(1).encode() == b"bp-000001\n"
+    assert hashlib.sha256(written[:chunks * MIB]).hexdigest() == stamped_chunks_checksum(chunks)
+    assert hashlib.sha256(written[:(chunks + 1) * MIB]).hexdigest() != \
+        stamped_chunks_checksum(chunks + 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,19 @@ class TourLab:
 
 
 class LabStarter:
-    """Brings the tour's lab up in a thread, so it can start while earlier steps run; the
-    step that needs it waits for it (``result``), and so does the clean-up (``wait``)."""
+    """Brings the tour's lab up in a thread, so it can start while earlier steps run, then
+    (``then``) prepares what the step needs on it, a booted guest, in the same thread. The step
+    waits for the lab (``result``) and for that (``prepared``); the clean-up waits for both
+    (``wait``), so it never races a request still under way on a lab host."""
 
-    def __init__(self, root: Path, hosts: int) -> None:
-        self.root, self.hosts = root, hosts
+    def __init__(self, root: Path, hosts: int,
+                 then: Callable[[TourLab], object] | None = None) -> None:
+        self.root, self.hosts, self._then = root, hosts, then
         self._lab: TourLab | None = None
         self._error: BaseException | None = None
+        self._prepared: object = None
+        self._prepare_error: BaseException | None = None
+        self._up = threading.Event()
         self._thread = threading.Thread(target=self._bring_up, name="demo-lab", daemon=True)
         self._thread.start()
 
@@ -78,13 +85,20 @@ class LabStarter:
         started = time.monotonic()
         try:
             view = up(self.root, self.hosts, base_address="auto").public()
+            agents = tuple(LabAgent(host["name"], host["api"], Path(host["token_file"]),
+                                    Path(view["ca"]), Path(host["home_dir"]),
+                                    host["libvirt_uri"]) for host in view["hosts"])
+            self._lab = TourLab(self.root, agents, time.monotonic() - started, view)
         except BaseException as error:  # handed to the thread that waits for the lab
             self._error = error
             return
-        agents = tuple(LabAgent(host["name"], host["api"], Path(host["token_file"]),
-                                Path(view["ca"]), Path(host["home_dir"]), host["libvirt_uri"])
-                       for host in view["hosts"])
-        self._lab = TourLab(self.root, agents, time.monotonic() - started, view)
+        finally:
+            self._up.set()
+        if self._then is not None:
+            try:
+                self._prepared = self._then(self._lab)
+            except BaseException as error:  # handed to the step that waits for it
+                self._prepare_error = error
 
     @property
     def done(self) -> bool:
@@ -94,18 +108,34 @@ class LabStarter:
         self._thread.join()
 
     def result(self) -> TourLab:
-        self.wait()
+        self._up.wait()
         if self._lab is None:
-            message = getattr(self._error, "message", None) or str(self._error)
-            raise TourFailure(f"the lab did not come up: {message}")
+            raise TourFailure(f"the lab did not come up: {_message(self._error)}")
         return self._lab
 
+    def prepared(self) -> object:
+        """What ``then`` returned, once it has (its failure raised here)."""
+        self.result()
+        self.wait()
+        if self._prepare_error is not None:
+            if isinstance(self._prepare_error, TourFailure):
+                raise self._prepare_error
+            raise TourFailure(f"preparing the lab failed: {_message(self._prepare_error)}")
+        return self._prepared
 
-def start_lab(tour: TourSession, hosts: int = 2) -> LabStarter:
-    """Start bringing up the tour's lab (its directory is in the ledger first)."""
+
+def _message(error: BaseException | None) -> str:
+    message = getattr(error, "message", None) or str(error)
+    code = getattr(error, "code", None)
+    return f"{message} [{code}]" if code else message
+
+
+def start_lab(tour: TourSession, hosts: int = 2,
+              then: Callable[[TourLab], object] | None = None) -> LabStarter:
+    """Start bringing up the tour's lab (its directory is in the ledger first), then ``then``."""
     root = Path(f"/tmp/bp-demo-lab-{tour.run_id}")  # not under BLOCKPLANE_HOME: each host
     tour.ledger.record("labs", str(root))           # binds its own over that path
-    return LabStarter(root, hosts)
+    return LabStarter(root, hosts, then)
 
 
 def describe(tour: TourSession, lab: TourLab) -> None:

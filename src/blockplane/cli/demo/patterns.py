@@ -51,3 +51,24 @@ def guest_checksum(device: str, span_mib: int) -> str:
     copy = f"/tmp/demo-read-{device.rsplit('/', 1)[-1]}"
     return (f"dd if={device} of={copy} bs=1M count={span_mib} iflag=direct 2>/dev/null && "
             f"sha256sum {copy} | cut -d' ' -f1 && rm -f {copy}")
+
+
+#: A chunk the writing guest stamps: 1 MiB of this byte whose first bytes are ``stamp(index)``.
+CHUNK_FILL = "w"
+
+
+def stamp(index: int) -> str:
+    """What chunk ``index`` starts with: its own number, so a chunk written in the wrong place
+    or an old one read back shows."""
+    return f"bp-{index:06d}\n"
+
+
+def stamped_chunks_checksum(count: int) -> str:
+    """sha256 of the first ``count`` MiB of a disk whose chunks 0..count-1 were each stamped
+    (``stamp``) and written whole."""
+    digest = hashlib.sha256()
+    fill = CHUNK_FILL.encode() * MIB
+    for index in range(count):
+        head = stamp(index).encode()
+        digest.update(head + fill[len(head):])
+    return digest.hexdigest()
