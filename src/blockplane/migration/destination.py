@@ -350,6 +350,12 @@ class DestinationService:
             stored = self._store.incoming(job_id)
             if stored is None:
                 return self.status(job_id, vm)  # never prepared here: nothing to remove
+            if stored.phase == FINISHING and not self._domain_view(stored.vm)[0]:
+                # The finish began when the VM ran here, then libvirt ended the QEMU it had not
+                # finished receiving (its daemon restarted at the last moment): it never landed.
+                self._records.delete_vm(stored.vm)  # and, by cascade, what the finish recorded
+                self._roll_back(stored, "the VM was gone from this host before its finish")
+                return self.status(job_id, stored.vm)
             if stored.phase in (FINISHING, DONE):
                 raise Conflict(f"{stored.vm} runs on this host: migration {job_id} is "
                                "finished here, not rolled back", code="migration.landed")
