@@ -12,7 +12,7 @@ QEMU has flushed its qcow2 metadata.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,22 @@ def disks(agent: AgentUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Di
     return Disks(refs)
 
 
+@pytest.fixture(autouse=True)
+def no_job_left(agent: AgentUnderTest, disks: Disks) -> Iterator[None]:
+    """A test that failed midway must not leave the next one a block job on the VM's disks:
+    its live jobs are aborted, and a VM whose libvirt still shows a mirror is restarted."""
+    yield
+    for job in agent.json("job", "list"):
+        if job["vm"] == VM and job["phase"] in ("running", "ready"):
+            agent.cli("job", "abort", job["id"])
+    for job in agent.json("job", "list"):
+        if job["vm"] == VM and job["phase"] not in ("done", "failed", "aborted"):
+            wait_job_phase(agent, job["id"], ("done", "failed", "aborted"), timeout=120)
+    if any(agent.json("chain", VM, target).get("mirror") for target in disks.refs):
+        agent.ok("vm", "destroy", VM)
+        agent.ok("vm", "start", VM)
+
+
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -129,7 +145,10 @@ def test_a_copy_starts_small_grows_through_the_mirror_and_stays_watched_after_th
     assert after["threshold"] == after["armed_threshold"]  # QEMU kept it over the pivot
     assert disks.matches(agent, "vdb")
 
-    # The copy is the disk now: writes past its threshold grow it like any thin disk.
+    # The copy is the disk now: writes past its threshold grow it like any thin disk. The VM
+    # was restarted to compare it: the thin reconcile arms it again on its next pass.
+    wait_until(lambda: (thin_row(agent, VM, volume) or {}).get("state") == "set",
+               "the copy to be armed again on the restarted VM")
     row = thin_row(agent, VM, volume)
     assert row is not None and row["state"] == "set"
     # QEMU's allocation restarts at 0 with the VM: the image's own end says how full it is.
@@ -206,7 +225,7 @@ def test_a_destination_that_ran_out_of_room_is_grown_and_copied_again(
         # Far more than the one chunk of room, mirrored at once with nobody to extend it.
         guest_like_write(agent, VM, "vda", 600 * MIB, 48 * MIB, 0x31)
         # Each probe is a libvirt of its own on the VM: one that finds the mirror concluded
-        # also dismisses it, so "gone" counts as stopped too.
+        # also ends it in libvirt (and waits until it has), so "gone" counts as stopped too.
         wait_until(lambda: all(j["status"] == "concluded" for j in qemu_jobs(agent, VM)),
                    "QEMU's mirror to stop on the full destination")
     finally:

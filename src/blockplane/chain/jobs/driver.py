@@ -28,7 +28,7 @@ from blockplane.chain.jobs.phases import (
     RestartFailed,
     advance,
 )
-from blockplane.chain.jobs.state import JobPhase, JobState
+from blockplane.chain.jobs.state import JobPhase, JobState, Outcome
 from blockplane.chain.jobs.store import JobStore, StoredJob
 from blockplane.chain.jobs.thin_copy import CopyRestarts
 from blockplane.chain.service import ChainService
@@ -175,6 +175,9 @@ class JobDriver:
         if new == old:
             return
         self._store.save(new)
+        if new.outcome is Outcome.FAILED and old.outcome is None:
+            log.warning("%s job %s on %s/%s failed: %s", new.kind.value, new.id, new.vm,
+                        new.target, new.error)
         if new.phase is not old.phase:
             self._events.publish(
                 f"job.{new.phase.value}", new.vm, job=new.id, kind=new.kind.value,

@@ -108,8 +108,9 @@ class CopyRestarts:
     def wanted(self, stored: StoredJob, ended: JobState) -> str | None:
         """Why ``stored``, which ``ended`` as FAILED, should start again; None if it should not.
 
-        Only a copy into a monitored thin destination that shows it ran short: a threshold of
-        it fired during the copy, or the source now needs more room than it has.
+        Only a copy into a monitored thin destination that shows it ran short: the source now
+        needs more room than it has (said first: it has the numbers), or a threshold of it fired
+        during the copy (whichever reconcile, of the thin volumes or of the jobs, ran first).
         """
         job, spec = stored.state, stored.spec
         if (job.kind is not JobKind.COPY or job.phase not in (JobPhase.RUNNING, JobPhase.READY)
@@ -121,15 +122,15 @@ class CopyRestarts:
         record = self._records.volume(ref.pool, ref.volume)
         if record is None or not record.thin or not self._vm_running(job.vm):
             return None  # a VM that stopped took the copy with it: no room would help
-        if self._thin.crossed((ref.pool, ref.volume)):
-            return "a write threshold of the destination fired before the copy failed"
         try:
-            needed = self._needed(spec, record)
+            needed: int | None = self._needed(spec, record)
         except BlockplaneError:
-            return None
-        if needed > record.physical_bytes:
+            needed = None
+        if needed is not None and needed > record.physical_bytes:
             return (f"the source needs {needed} bytes of the destination, which holds "
                     f"{record.physical_bytes}")
+        if self._thin.crossed((ref.pool, ref.volume)):
+            return "a write threshold of the destination fired before the copy failed"
         return None
 
     def restart(self, stored: StoredJob, reason: str) -> None:
@@ -144,7 +145,9 @@ class CopyRestarts:
             raise Conflict(f"VM {job.vm} is not running", code="vm.not_running")
         chain = self._chains.read(domain, job.target)
         if chain.mirror is not None or chain.top.path != spec.top_path:
-            raise Conflict(f"the chain of {job.vm}/{job.target} changed under the copy",
+            now = (f"libvirt still shows a mirror to {chain.mirror.path}" if chain.mirror
+                   else f"its top is {chain.top.path}")
+            raise Conflict(f"the chain of {job.vm}/{job.target} changed under the copy: {now}",
                            code="chain.changed")
         record = self._records.volume(ref.pool, ref.volume)
         if record is None:
