@@ -341,9 +341,16 @@ def test_the_adaptive_step_shows_in_thin_status(agent: AgentUnderTest, linux: st
     agent.ok("pool", "create", "tq", "--type", "loop", "--chunk", "64M", "--utilization", "90")
     disk = attach_visible(agent, linux, "--pool", "tq", "--size", "2G", "--thin")
     target, device = disk["target"], f"/dev/{disk['target']}"
-    guest_sh(agent, linux, f"dd if=/dev/zero of={device} bs=1M count=768 oflag=direct "
-             "2>/dev/null")
+    # In the background and polled: a first crossing faster than VDSM's reserve may pause the
+    # guest for an extend, and libvirt refuses the guest agent while it is paused.
+    guest_sh(agent, linux, "rm -f /tmp/adaptive.rc; "
+             f"(dd if=/dev/zero of={device} bs=1M count=768 oflag=direct 2>/dev/null; "
+             "echo $? >/tmp/adaptive.rc) >/dev/null 2>&1 &")
+    wait_for(lambda: guest_poll(agent, linux, "cat /tmp/adaptive.rc 2>/dev/null") == "0",
+             "the guest's dd to finish", timeout_s=240)
     row = thin_row(agent, linux, target)
+    assert row["paused"] is False
+    assert len(thin_events(agent, linux, "thin.resumed", disk["volume"])) == row["pauses"]
     base_reserve = CHUNK // 10
     assert row["write_rate"] > 0 and row["step"] % CHUNK == 0 and row["step"] >= CHUNK
     # A writer this fast needs more room above the threshold than VDSM's 6.4 MiB.
