@@ -239,10 +239,9 @@ class DestinationService:
         (libvirt's own state: no question to QEMU, whose incoming job has no statistics on
         this side); anything else active has landed."""
         try:
-            domain = self._hypervisor.lookup(vm)
-        except NotFound:
+            state = self._hypervisor.lookup(vm).state()
+        except NotFound:  # also when libvirt ends it between the lookup and the read
             return False, False, False
-        state = domain.state()
         if not state.active:
             return True, False, False
         arriving = state.state == "paused" and state.reason == PAUSED_MIGRATION
