@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from blockplane.lab import host_command, load
+from blockplane.migration.phases import MigrationPhase
+from blockplane.migration.store import DESTINATION_ENDED
 from tests.lab_support import Lab, LabHost
 from tests.migration_support import (
     FAST,
@@ -52,6 +54,19 @@ pytestmark = pytest.mark.integration
 def hosts(lab: Lab) -> tuple[LabHost, LabHost]:
     ensure_pools(lab)
     return lab.hosts[0], lab.hosts[1]
+
+
+@pytest.fixture(autouse=True)
+def no_migration_in_flight(hosts: tuple[LabHost, LabHost]) -> None:
+    """Each test starts with every earlier migration over on both hosts: a destination may still
+    be rolling back the previous test's (deleting its volumes) while this one compares state."""
+    ended = {phase.value for phase in MigrationPhase if phase.terminal} | set(DESTINATION_ENDED)
+
+    def settled() -> bool:
+        return all(phase in ended for host in hosts
+                   for (phase,) in rows(host, "SELECT phase FROM migrations"))
+
+    wait_for(settled, "the earlier migrations to end on both hosts", timeout=90)
 
 
 @pytest.fixture
