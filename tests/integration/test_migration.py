@@ -22,7 +22,6 @@ import pytest
 
 from blockplane.lab import host_command, load
 from blockplane.migration.phases import MigrationPhase
-from blockplane.migration.store import DESTINATION_ENDED
 from tests.lab_support import Lab, LabHost
 from tests.migration_support import (
     FAST,
@@ -60,11 +59,18 @@ def hosts(lab: Lab) -> tuple[LabHost, LabHost]:
 def no_migration_in_flight(hosts: tuple[LabHost, LabHost]) -> None:
     """Each test starts with every earlier migration over on both hosts: a destination may still
     be rolling back the previous test's (deleting its volumes) while this one compares state."""
-    ended = {phase.value for phase in MigrationPhase if phase.terminal} | set(DESTINATION_ENDED)
+    source_ended = {phase.value for phase in MigrationPhase if phase.terminal}
+    # A destination row left "prepared" waits for its source or its lease; only a finish or a
+    # roll-back under way changes what a test sees.
+    destination_moving = ("finishing", "rolling_back")
 
     def settled() -> bool:
-        return all(phase in ended for host in hosts
-                   for (phase,) in rows(host, "SELECT phase FROM migrations"))
+        for host in hosts:
+            for role, phase in rows(host, "SELECT role, phase FROM migrations"):
+                if (phase not in source_ended) if role == "source" else (
+                        phase in destination_moving):
+                    return False
+        return True
 
     wait_for(settled, "the earlier migrations to end on both hosts", timeout=90)
 
