@@ -349,11 +349,13 @@ class DestinationService:
             stored = self._store.incoming(job_id)
             if stored is None:
                 return self.status(job_id, vm)  # never prepared here: nothing to remove
-            if stored.phase == FINISHING and not self._domain_view(stored.vm)[0]:
-                # The finish began when the VM ran here, then libvirt ended the QEMU it had not
-                # finished receiving (its daemon restarted at the last moment): it never landed.
+            if stored.phase in (FINISHING, DONE) and not self._domain_view(stored.vm)[0]:
+                # The finish began (or ended) when the VM ran here, and then libvirt ended this
+                # QEMU: peer-to-peer migration resumes the destination before the source's
+                # confirm step, which may still fail (a late abort, the daemon restarted). The
+                # source asks this only while it rolls back with the VM running there.
                 self._records.delete_vm(stored.vm)  # and, by cascade, what the finish recorded
-                self._roll_back(stored, "the VM was gone from this host before its finish")
+                self._roll_back(stored, "libvirt ended the VM here before the source confirmed")
                 return self.status(job_id, stored.vm)
             if stored.phase in (FINISHING, DONE):
                 raise Conflict(f"{stored.vm} runs on this host: migration {job_id} is "
