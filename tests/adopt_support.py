@@ -57,6 +57,8 @@ class PlatformHost:
                                     text=True, timeout=120, check=False)
             # Seen once in CI on an embedded root just after `agent stop`: virsh failed without
             # a word (exit 1, nothing on stderr). Only that silent failure is tried again.
+            if attempt and "already exists" in result.stderr:  # the silent try did define it
+                result = subprocess.CompletedProcess(result.args, 0, "", "")
             if result.returncode == 0 or result.stderr.strip() or attempt == 2:
                 break
             time.sleep(1)
