@@ -9,6 +9,10 @@ right from what libvirt reports now (``phases.restart_action``).
   outcome libvirt does not report yet is given ``BACKUP_OUTCOME_GRACE_S`` more: after the agent
   (and with it the embedded libvirt) restarts, libvirt reports the backup neither running nor
   ended until it has reconnected to QEMU, seconds later on a busy host (``verdict_due``);
+- a push backup that libvirt reports running while none of its disks has a block job is a
+  stale record: libvirt died between QEMU dismissing the finished job and saving that, so its
+  restart dropped the job yet kept the backup running forever. It is judged like a backup gone
+  (its outcome unknown) and libvirt's record is aborted, which frees the VM's disks;
 - READY with a pivot asked for: pivot; PIVOTING: confirm from the XML, or pivot again;
   ABORTING: abort again; CLEANUP: finish the (idempotent) cleanup.
 
@@ -54,6 +58,7 @@ class Probe:
     end: int = 0
     ready: bool = False
     mirror_ready: str | None = None
+    stale_backup: bool = False
 
 
 def probe(chains: ChainService, domain: DomainHandle, stored: StoredJob) -> Probe:
@@ -63,6 +68,9 @@ def probe(chains: ChainService, domain: DomainHandle, stored: StoredJob) -> Prob
     if job.kind is JobKind.BACKUP:
         if not domain.domain_job_active():
             return Probe(False)
+        if stored.spec.mode != "pull" and all(
+                domain.block_job_info(target) is None for target in stored.spec.targets):
+            return Probe(False, stale_backup=True)
         processed, total = domain.domain_job()
         return Probe(True, processed, total)
     info = domain.block_job_info(job.target)
@@ -147,7 +155,7 @@ class JobReconciler:
         if action is RestartAction.TRACK:
             self._driver.apply(job.id, JobInfoObserved(seen.cur, seen.end, seen.ready))
         elif action is RestartAction.RECORD_OUTCOME:
-            self._judge_absent(domain, stored)
+            self._judge_absent(domain, stored, stale_backup=seen.stale_backup)
         elif action is RestartAction.PIVOT:
             self._driver.follow(stored)
         elif action is RestartAction.CONFIRM_PIVOT:
@@ -175,17 +183,25 @@ class JobReconciler:
         else:
             self._judge_absent(domain, stored)
 
-    def _judge_absent(self, domain: DomainHandle, stored: StoredJob) -> None:
+    def _judge_absent(self, domain: DomainHandle, stored: StoredJob, *,
+                      stale_backup: bool = False) -> None:
         job = stored.state
         now = time.monotonic()
         since = self._gone_since.get(job.id)
         if since is None:
             self._gone_since[job.id] = now  # its final event may be on the way
             return
-        effect = absent_effect(self._chains, domain, stored)
+        # A stale record's completed-job statistics are an older job's, or the abort's below.
+        effect = Effect.UNKNOWN if stale_backup else absent_effect(self._chains, domain, stored)
         targets_exist = any(os.path.exists(path) for path in stored.spec.backup_files.values())
         if not verdict_due(job.kind, effect, now - since, domain.is_active(),
                            backup_targets_exist=targets_exist):
             return
         self._gone_since.pop(job.id, None)
+        if stale_backup:
+            log.warning("libvirt reports backup job %s of %s running but none of its disks has "
+                        "a block job: libvirt lost track of it; aborting its record",
+                        job.id, job.vm)
+            with contextlib.suppress(BlockplaneError):
+                domain.abort_job()
         self._driver.apply(job.id, JobAbsent(effect))
