@@ -268,7 +268,7 @@ def test_a_frozen_monitor_is_unreachable_within_the_timeout_and_answers_once_tha
     assert _client(ceph_cluster).check_access("rbd").pool == "rbd"
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(360)
 def test_a_bluestore_osd_keeps_its_data_through_sigkill_and_restart(tmp_path: Path) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bp-ceph4-", dir="/tmp"))
     cluster = start_cluster(workdir, objectstore="bluestore", osd_bytes=1024**3)
@@ -283,6 +283,7 @@ def test_a_bluestore_osd_keeps_its_data_through_sigkill_and_restart(tmp_path: Pa
         new_osd = cluster.start_daemon("osd.0")
 
         assert new_osd != old_osd and cluster.pids["osd.0"] == new_osd
+        cluster.wait_healthy(150)  # booted, up and peered: the read is served, not queued
         _qemu_io(cluster, "blockplane", "durable", "read -P 0x77 0 4M")
     finally:
         cluster.stop()

@@ -181,6 +181,11 @@ class CephCluster:
             raise CephLabError(f"the lab Ceph daemon {name} already runs", code="ceph.lab_running")
         return spawn_daemon(self.workdir, name, _daemon_arguments(self.conf, name))
 
+    def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until the cluster reports HEALTH_OK: a restarted OSD must mount its store, boot and
+        peer before I/O goes on (a bluestore replay takes long on a busy host)."""
+        _wait_healthy(self, time.monotonic() + timeout_s)
+
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         stop_cluster(self.workdir, grace_s=grace_s)
 

@@ -125,7 +125,24 @@ def is_running(pid: int | None, start_time: int | None) -> bool:
         state = _stat_fields(pid)[0]
     except OSError:
         return False
-    return state not in ("Z", "X") and (start_time is None or _start_time(pid) == start_time)
+    if state in ("Z", "X") and not _threads_exiting(pid):
+        return False
+    return start_time is None or _start_time(pid) == start_time
+
+
+def _threads_exiting(pid: int) -> bool:
+    """A SIGKILLed multi-threaded daemon's leader turns zombie before its other threads have
+    exited; until they have, its files stay open and its pid file locked, so a daemon started
+    again at once fails ("failed to lock pidfile")."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        with contextlib.suppress(OSError, IndexError):
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+    return False
 
 
 def listening_ports(pid: int) -> set[int]:
