@@ -10,7 +10,10 @@ the source agent, and settle on its own what the source left it with.
   its checkpoints redefined (their bitmaps came with the disks), its thin volumes armed (the
   write threshold does not survive a migration). Each step is idempotent.
 - ``abort``: remove what the prepare made; refused once the VM runs here.
-- ``reconcile``: a VM that landed while the source agent was away is finished here; an intent
+- ``reconcile``: a VM that landed while the source agent was away is finished here, once it has
+  run here ``SETTLE_AFTER_RUNNING_S`` (libvirt's peer-to-peer migration resumes it here before
+  the source's confirm step, which can still end it: the source asks ``finish`` itself once
+  its migrate call returned, and a VM ended meanwhile is never recorded here); an intent
   the agent died preparing is rolled back; one the source never came back to is rolled back
   once its lease runs out, unless the VM is arriving or here.
 Must not start or steer the migration itself (the source's libvirt does).
@@ -57,6 +60,9 @@ log = logging.getLogger(__name__)
 #: How long a prepared intent waits for its source to migrate, finish or abort before this
 #: host rolls it back on its own (never while the VM is arriving or running here).
 LEASE_S = 600.0
+
+#: How long a VM must run here before this host finishes its migration without the source.
+SETTLE_AFTER_RUNNING_S = 10.0
 
 PREPARING, PREPARED, FINISHING, DONE = "preparing", "prepared", "finishing", "done"
 ROLLING_BACK, ROLLED_BACK = "rolling_back", "rolled_back"
@@ -117,6 +123,8 @@ class DestinationService:
         self._host = host
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        #: When ``reconcile`` first saw each prepared migration's VM running here (host clock).
+        self._running_since: dict[str, float] = {}
 
     def _lock(self, job_id: str) -> threading.Lock:
         with self._guard:
@@ -403,7 +411,11 @@ class DestinationService:
 
     # settling on its own
     def reconcile(self) -> None:
-        for stored in self._store.incomings(live_only=True):
+        live = self._store.incomings(live_only=True)
+        live_ids = {stored.id for stored in live}
+        self._running_since = {job_id: since for job_id, since in self._running_since.items()
+                               if job_id in live_ids}
+        for stored in live:
             lock = self._lock(stored.id)
             if not lock.acquire(blocking=False):
                 continue  # a request of the source is on it
@@ -420,9 +432,15 @@ class DestinationService:
                             or "the agent restarted while it prepared")
             return
         present, running, arriving = self._domain_view(stored.vm)
-        if stored.phase == FINISHING or (stored.phase == PREPARED and running):
+        if stored.phase == FINISHING:
             self._finish(stored)
             return
+        if stored.phase == PREPARED and running:
+            first_seen = self._running_since.setdefault(stored.id, self._host.clock())
+            if self._host.clock() - first_seen >= SETTLE_AFTER_RUNNING_S:
+                self._finish(stored)
+            return
+        self._running_since.pop(stored.id, None)
         expired = self._host.clock() > float(stored.state.get("expires_at", 0))
         if stored.phase == PREPARED and expired and not present and not arriving:
             self._roll_back(stored, f"the source did not come back within {LEASE_S:.0f} s")
