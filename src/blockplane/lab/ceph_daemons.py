@@ -140,7 +140,7 @@ def _threads_exiting(pid: int) -> bool:
         return False
     for task in tasks:
         with contextlib.suppress(OSError, IndexError):
-            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+            if _stat_fields(int(task.name))[0] not in ("Z", "X"):
                 return True
     return False
 
