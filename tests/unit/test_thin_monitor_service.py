@@ -124,6 +124,20 @@ def test_attach_arms_the_indexed_target(rig: Rig) -> None:
     assert [e["threshold"] for e in rig.events("thin.armed")] == [CHUNK // 2]
 
 
+def test_a_vm_whose_job_is_held_shows_its_recorded_size_marked_not_live(rig: Rig) -> None:
+    """Status asks QEMU without waiting for the VM's job: then nothing it shows is QEMU's now,
+    and the row says so instead of mixing a recorded size with live nulls."""
+    assert rig.status()["live"] is True
+    rig.pools.sizes["tp"]["vm1-vda"] = 3 * CHUNK  # grown behind the monitor: QEMU would see it
+    rig.domain.busy = True
+    row = rig.status()
+    assert (row["live"], row["running"], row["physical"], row["allocation"], row["threshold"],
+            row["armed_threshold"]) == (False, True, CHUNK, None, None, CHUNK // 2)
+    rig.domain.busy = False
+    row = rig.status()
+    assert (row["live"], row["physical"], row["threshold"]) == (True, 3 * CHUNK, CHUNK // 2)
+
+
 def test_non_thin_disks_are_not_monitored(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     rig.monitor.disk_detached("vm1", "vda")

@@ -29,9 +29,10 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
     rows = []
     for volume in volumes:
         latency, rate = volume.last_extend_latency_s, volume.write_rate
+        recorded = bool(volume.running) and not volume.live
         rows.append({
             **plain(volume),
-            "physical_h": human_bytes(volume.physical),
+            "physical_h": human_bytes(volume.physical) + (" *" if recorded else ""),
             "allocation_h": human_bytes(volume.allocation),
             "threshold_h": human_bytes(volume.threshold),
             "latency_h": "-" if latency is None else f"{latency * 1000:.0f} ms",
@@ -59,6 +60,9 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
         ],
         title="thin volumes",
     )
+    if any(volume.running and not volume.live for volume in volumes):
+        console.print("* recorded size: QEMU was not read now (another call holds the VM's job, "
+                      "or it is unresponsive); its allocation and threshold are not known")
     for volume in volumes:
         if volume.reason:
             console.print(f"{volume.vm}/{volume.disk}: {volume.reason}")

@@ -356,6 +356,7 @@ class ThinMonitor:
             volume=volume.volume,
             path=volume.path,
             running=running or unresponsive,
+            live=node is not None,
             unresponsive=unresponsive,
             virtual=volume.virtual_bytes,
             physical=node.stats.physical if node else volume.physical,

@@ -12,8 +12,13 @@ from blockplane.model.view import KEY_IF_SET
 class ThinVolumeView:
     """One monitored volume. ``index`` is libvirt's index of its chain node (``disk`` is
     libvirt's name of it, ``vda[1]``); ``physical``, ``allocation`` and ``threshold`` are
-    QEMU's now when the VM runs, ``armed_threshold`` the one the monitor set last; ``chunk``
-    and ``max_physical`` are its base growth step and ceiling (None while its pool is unknown).
+    QEMU's now when ``live`` (read for this answer), ``armed_threshold`` the one the monitor set
+    last; ``chunk`` and ``max_physical`` are its base growth step and ceiling (None while its
+    pool is unknown).
+
+    Not ``live``: QEMU was not read (the VM is stopped, another call holds its job, or it is
+    ``unresponsive``): ``physical`` is the size the monitor recorded last, ``allocation`` and
+    ``threshold`` are None, never a mix of old and new figures.
 
     A disk on an rbd pool is listed too, ``state`` ``not_monitored`` with the ``reason``, and
     None for what only the monitor knows (``running``, and its sizes if the volume is gone)."""
@@ -40,6 +45,8 @@ class ThinVolumeView:
     refusals: int
     refused: bool
     last_extend_latency_s: float | None
+    #: physical, allocation and threshold were read from QEMU for this answer.
+    live: bool = False
     #: Its QEMU does not answer (a call to it was abandoned): the figures are the last known.
     unresponsive: bool = False
     #: The adaptive extension (``thin.adaptive``): the write rate (bytes/s) the last extend
