@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,7 +82,38 @@ def fio_iops(client: AgentClient, device: str, offset_mib: int, region_mib: int,
     return float(data["jobs"][0]["write"]["iops"])
 
 
-def run(data_mib: int, repeat: int, fio_runtime: int, io_threads: int | None) -> dict[str, Any]:
+def qemu_pid(vm: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"qemu-system" in cmdline and f"guest={vm},".encode() in cmdline:
+                return int(entry.name)
+    return None
+
+
+def threads_cpu_s(pid: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, summed by thread name."""
+    ticks, seconds = os.sysconf("SC_CLK_TCK"), dict[str, float]()
+    for task in Path(f"/proc/{pid}/task").glob("*") if pid else []:
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(data_mib: int, repeat: int, fio_runtime: int, io_threads: int | None,
+        full_only: bool = False) -> dict[str, Any]:
     shm = tmpfs_dir("bp-pull-bench")
     results: dict[str, Any] = {"data_mib": data_mib, "io_threads": io_threads}
     with bench_agent() as client:
@@ -101,7 +134,8 @@ def run(data_mib: int, repeat: int, fio_runtime: int, io_threads: int | None) ->
         wait_for_block_device(client, VM, disk["target"])
         device = f"/dev/{disk['target']}"
         try:
-            run_cases(client, disk, device, data_mib, repeat, fio_runtime, shm, results)
+            run_cases(client, disk, device, data_mib, repeat, fio_runtime, shm, results,
+                      full_only)
         finally:
             for job in client.request("GET", "/v1/jobs", vm=VM):
                 if job["phase"] == "running":
@@ -112,15 +146,25 @@ def run(data_mib: int, repeat: int, fio_runtime: int, io_threads: int | None) ->
 
 
 def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: int,
-              repeat: int, fio_runtime: int, shm: Path, results: dict[str, Any]) -> None:
+              repeat: int, fio_runtime: int, shm: Path, results: dict[str, Any],
+              full_only: bool) -> None:
     # 1. full read, NBD against the image file
     answer = pull(client)
     url = answer["disks"][0]["url"]
     out = shm / "out.raw"
     nbd_s, file_s = [], []
+    # Where the NBD reads' CPU goes: the VM's QEMU by thread (main loop, IOThreads, vCPUs)
+    # and the client, per read.
+    qemu = qemu_pid(VM)
+    qemu_cpu: dict[str, float] = {}
+    client_cpu = 0.0
     for _ in range(repeat):
+        before, client_before = threads_cpu_s(qemu), children_cpu_s()
         nbd_s.append(timed(["qemu-img", "convert", "-f", "raw", "-O", "raw", url,
                             str(out)]))
+        client_cpu += children_cpu_s() - client_before
+        for name, seconds in threads_cpu_s(qemu).items():
+            qemu_cpu[name] = qemu_cpu.get(name, 0.0) + seconds - before.get(name, 0.0)
         out.unlink()
         file_s.append(timed(["qemu-img", "convert", "-U", "-T", "none", "-f", "qcow2",
                              "-O", "raw", disk["source"], str(out)]))
@@ -136,7 +180,12 @@ def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: 
         "client_s": full_client_s, "client_bytes_read": full_report["bytes_read"],
         "best_ratio": min(file_s) / min(nbd_s),
         "runs": {"nbd_s": nbd_s, "file_s": file_s},
+        "cpu_s_per_nbd_read": {"client": round(client_cpu / repeat, 3), **{
+            f"qemu {name}": round(seconds / repeat, 3) for name, seconds in qemu_cpu.items()
+            if seconds > 0}},
     }
+    if full_only:
+        return
 
     # 2. incremental after 5% changed
     changed = (data_mib * MIB // 20) // (64 * 1024) * (64 * 1024)
@@ -182,14 +231,22 @@ def main() -> None:
     parser.add_argument("--fio-runtime", type=int, default=10)
     parser.add_argument("--io-threads", type=int, default=None,
                         help="IOThreads of the disk (default: blockplane's policy; 0: none)")
+    parser.add_argument("--full-only", action="store_true",
+                        help="only the full read (no incremental, no guest fio)")
     options = parser.parse_args()
-    results = run(options.data_mib, options.repeat, options.fio_runtime, options.io_threads)
-    full, inc, guest = results["full"], results["incremental"], results["guest"]
+    results = run(options.data_mib, options.repeat, options.fio_runtime, options.io_threads,
+                  options.full_only)
+    full = results["full"]
     print(f"full read, {options.data_mib} MiB: NBD {full['nbd_s']:.2f} s "
           f"({full['nbd_mib_s']:.0f} MiB/s), image file {full['file_s']:.2f} s "
           f"({full['file_mib_s']:.0f} MiB/s): ratio {full['ratio']:.2f} (goal >= 0.8), best "
           f"runs {full['best_ratio']:.2f}; "
           f"reference client (nbdcopy) {full['client_s']:.2f} s")
+    print("CPU s per NBD read: " + ", ".join(
+        f"{name} {seconds:.2f}" for name, seconds in full["cpu_s_per_nbd_read"].items()))
+    if options.full_only:
+        return
+    inc, guest = results["incremental"], results["guest"]
     print(f"incremental, {inc['changed_bytes'] / MIB:.1f} MiB changed in {inc['extents']} "
           f"extents: read {inc['bytes_read'] / MIB:.1f} MiB, ratio "
           f"{inc['read_per_changed']:.3f} (goal <= 1.1); {inc['client_s']:.2f} s, "

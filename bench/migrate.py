@@ -57,6 +57,20 @@ class Sample:
     total_s: float
     downtime_ms: int | None
     phases: dict[str, float] = field(default_factory=dict)
+    #: libvirt's own time for the migration job (``domjobinfo --completed`` on the
+    #: destination, "Time elapsed"): places a gap inside or around libvirt's job.
+    libvirt_elapsed_ms: int | None = None
+
+
+def completed_job(destination: BenchHost, vm: str) -> dict[str, int]:
+    """Total downtime and time elapsed of the last migration that landed ``vm`` there."""
+    info = destination.virsh("domjobinfo", vm, "--completed")
+    found = {}
+    for key, label in (("downtime_ms", "Total downtime"), ("elapsed_ms", "Time elapsed")):
+        match = re.search(rf"^{label}:\s+(\d+)", info, re.MULTILINE)
+        if match:
+            found[key] = int(match.group(1))
+    return found
 
 
 def make_bp_vm(host: BenchHost, name: str, guest: str, disk_mib: int, data_mib: int) -> None:
@@ -139,8 +153,9 @@ def bp_migrate(source: BenchHost, destination: BenchHost, vm: str, scenario: str
     if job["phase"] != "done":
         raise RuntimeError(f"migration of {vm} ended {job['phase']}: {job['error']}")
     total = float(job["finished_at"]) - float(job["created_at"])
+    elapsed = completed_job(destination, vm).get("elapsed_ms")
     return Sample("blockplane", scenario, f"{source.name}->{destination.name}", total,
-                  job["downtime_ms"], dict(job["phase_seconds"]))
+                  job["downtime_ms"], dict(job["phase_seconds"]), elapsed)
 
 
 def virsh_migrate(source: BenchHost, destination: BenchHost, twin: str,
@@ -149,10 +164,9 @@ def virsh_migrate(source: BenchHost, destination: BenchHost, twin: str,
     source.virsh("migrate", "--live", "--p2p", "--copy-storage-all", "--persistent",
                  "--undefinesource", twin, destination.libvirt_uri)
     total = time.perf_counter() - started
-    info = destination.virsh("domjobinfo", twin, "--completed")
-    found = re.search(r"Total downtime:\s+(\d+)", info)
+    job = completed_job(destination, twin)
     return Sample("virsh", scenario, f"{source.name}->{destination.name}", total,
-                  int(found.group(1)) if found else None)
+                  job.get("downtime_ms"), libvirt_elapsed_ms=job.get("elapsed_ms"))
 
 
 def ready_twin_destination(host: BenchHost, twin: str, disk_mib: int) -> None:
@@ -285,6 +299,10 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
         "blockplane_downtime_ms": median([float(d) for d in downtimes["blockplane"]]),
         "virsh_downtime_ms": median([float(d) for d in downtimes["virsh"]]),
         "phases_s": phases, "samples": len(bp),
+        "blockplane_libvirt_elapsed_ms": median(
+            [float(s.libvirt_elapsed_ms) for s in bp if s.libvirt_elapsed_ms is not None]),
+        "virsh_libvirt_elapsed_ms": median(
+            [float(s.libvirt_elapsed_ms) for s in vs if s.libvirt_elapsed_ms is not None]),
     }
 
 
