@@ -6,7 +6,9 @@ disk) filled with random bytes on the host before the VM starts. Then, in one ru
 1. full read: ``qemu-img convert`` of the pull backup's NBD URL to a raw file on tmpfs, against
    ``qemu-img convert -U -T none`` of the disk's image file to the same place (the VM's disks are
    opened with O_DIRECT too); alternated, ``--repeat`` times, medians; ratio = file time / NBD
-   time (NBD throughput as a share of the file's; goal >= 0.8). The reference pull client's full
+   time (NBD throughput as a share of the file's; goal >= 0.8); the same pair again with
+   ``-m 16 -W`` on both sides (many requests in flight, as a backup application reads), and the
+   CPU each NBD read costs by QEMU thread and in the client. The reference pull client's full
    read (nbdcopy into a qcow2) is timed once as well.
 2. incremental: the guest rewrites 5% of the disk (fio randwrite, 64 KiB blocks, no block twice:
    exactly CHANGED bytes), then the reference pull client reads the incremental export:
@@ -39,6 +41,7 @@ from blockplane.cli.client import AgentClient, api_path
 
 MIB = 1 << 20
 VM = "pullbench"
+PARALLEL = ("-m", "16", "-W")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -158,6 +161,7 @@ def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: 
     qemu = qemu_pid(VM)
     qemu_cpu: dict[str, float] = {}
     client_cpu = 0.0
+    parallel_nbd_s, parallel_file_s = [], []
     for _ in range(repeat):
         before, client_before = threads_cpu_s(qemu), children_cpu_s()
         nbd_s.append(timed(["qemu-img", "convert", "-f", "raw", "-O", "raw", url,
@@ -169,6 +173,14 @@ def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: 
         file_s.append(timed(["qemu-img", "convert", "-U", "-T", "none", "-f", "qcow2",
                              "-O", "raw", disk["source"], str(out)]))
         out.unlink()
+        # The same pair as a backup application reads: many requests in flight, written out
+        # of order (convert's -m 16 -W), on both sides alike.
+        parallel_nbd_s.append(timed(["qemu-img", "convert", *PARALLEL, "-f", "raw", "-O", "raw",
+                                     url, str(out)]))
+        out.unlink()
+        parallel_file_s.append(timed(["qemu-img", "convert", *PARALLEL, "-U", "-T", "none",
+                                      "-f", "qcow2", "-O", "raw", disk["source"], str(out)]))
+        out.unlink()
     full_report, full_client_s = pull_client(answer, shm / "full")
     subprocess.run(["rm", "-rf", str(shm / "full")], check=True)
     stop(client, answer["job"])
@@ -179,7 +191,11 @@ def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: 
         "file_mib_s": data_mib / statistics.median(file_s),
         "client_s": full_client_s, "client_bytes_read": full_report["bytes_read"],
         "best_ratio": min(file_s) / min(nbd_s),
-        "runs": {"nbd_s": nbd_s, "file_s": file_s},
+        "runs": {"nbd_s": nbd_s, "file_s": file_s, "parallel_nbd_s": parallel_nbd_s,
+                 "parallel_file_s": parallel_file_s},
+        "parallel_ratio": statistics.median(parallel_file_s) / statistics.median(parallel_nbd_s),
+        "parallel_nbd_mib_s": data_mib / statistics.median(parallel_nbd_s),
+        "parallel_file_mib_s": data_mib / statistics.median(parallel_file_s),
         "cpu_s_per_nbd_read": {"client": round(client_cpu / repeat, 3), **{
             f"qemu {name}": round(seconds / repeat, 3) for name, seconds in qemu_cpu.items()
             if seconds > 0}},
@@ -242,6 +258,9 @@ def main() -> None:
           f"({full['file_mib_s']:.0f} MiB/s): ratio {full['ratio']:.2f} (goal >= 0.8), best "
           f"runs {full['best_ratio']:.2f}; "
           f"reference client (nbdcopy) {full['client_s']:.2f} s")
+    print(f"  with {' '.join(PARALLEL)} on both sides: NBD {full['parallel_nbd_mib_s']:.0f} "
+          f"MiB/s, image file {full['parallel_file_mib_s']:.0f} MiB/s: ratio "
+          f"{full['parallel_ratio']:.2f}")
     print("CPU s per NBD read: " + ", ".join(
         f"{name} {seconds:.2f}" for name, seconds in full["cpu_s_per_nbd_read"].items()))
     if options.full_only:
