@@ -2,7 +2,7 @@
 
 Embedded libvirt cannot be shared with virsh, so this runs on the system daemon
 (``qemu:///system``; started here with ``virtlogd -d`` and ``libvirtd -d`` if it is not running,
-and stopped again if this bench started it and nothing else defined a domain meanwhile). A second
+and stopped again by pid if this bench started it). A second
 agent points at it. Two running no-OS VMs get the same setup (IOThreads 101 and 102, group
 ``vmgroup``, one warm-up disk each), then per round:
 
@@ -15,7 +15,10 @@ agent points at it. Two running no-OS VMs get the same setup (IOThreads 101 and 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -48,10 +51,10 @@ def _daemon_up() -> bool:
     return probe.returncode == 0
 
 
-def _start_daemons() -> bool:
-    """Start virtlogd and libvirtd unless libvirtd answers; True if this call started them."""
+def _start_daemons() -> list[int]:
+    """Start virtlogd and libvirtd unless libvirtd answers; the pids of what this call started."""
     if _daemon_up():
-        return False
+        return []
     subprocess.run(["virtlogd", "-d"], check=False, capture_output=True, timeout=30)
     subprocess.run(["libvirtd", "-d"], check=True, capture_output=True, timeout=30)
     deadline = time.monotonic() + 30
@@ -59,21 +62,19 @@ def _start_daemons() -> bool:
         if time.monotonic() > deadline:
             raise RuntimeError("libvirtd did not answer within 30 s")
         time.sleep(0.2)
-    return True
-
-
-def _stop_daemons() -> None:
-    """Stop the daemons this bench started, by the pids they recorded, if no domain is left."""
-    names = subprocess.run([*VIRSH, "list", "--all", "--name"], capture_output=True, text=True,
-                           timeout=30, check=False).stdout.split()
-    if names:
-        return
+    pids = []
     for pid_file in (Path("/run/libvirtd.pid"), Path("/run/virtlogd.pid")):
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        subprocess.run(["kill", str(pid)], check=False, capture_output=True)
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(pid_file.read_text().strip()))
+    return pids
+
+
+def _stop_daemons(pids: list[int]) -> None:
+    """Stop the daemons this bench started, by their pids (domains defined in the system
+    daemon before, by anyone, stay defined: their configuration is on disk)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def _device_xml(target: str, path: Path, mapping: list[list[Any]]) -> str:
@@ -159,8 +160,7 @@ def overhead(rounds: int, tag: str) -> dict[str, Any]:
         api_cleanup(settings, (vm_agent, vm_hand))
         stop_agent(settings)
         shutil.rmtree(home, ignore_errors=True)
-        if started_daemons:
-            _stop_daemons()
+        _stop_daemons(started_daemons)
 
 
 def api_cleanup(settings: Any, vms: tuple[str, ...]) -> None:
