@@ -198,7 +198,9 @@ def report(results: dict[str, Any]) -> None:
               f"{restart['first_pass_s']} s, confirmed={restart['confirmed']}: "
               f"{counts.get('iothread_plans_confirmed')}/{counts.get('iothread_plans')} "
               f"IOThread plans, {counts.get('thin_volumes_confirmed')}/"
-              f"{counts.get('thin_volumes')} thin volumes); goal: reconcile <= 2 s")
+              f"{counts.get('thin_volumes')} thin volumes); goal: reconcile <= 2 s; "
+              f"{restart['thin_rows_not_live_at_api_up']} thin rows not live at API up, all "
+              f"confirmed {restart['spawn_to_all_confirmed_s']} s after spawn")
     if "api_overhead" in results:
         ovh = results["api_overhead"]
         print(f"API overhead (qemu:///system, {ovh['rounds']} rounds): agent "
