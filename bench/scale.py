@@ -21,7 +21,8 @@ utilization) and measures, printing ratios and goals:
 
 Writes ``bench/out/scale.json`` and ``bench/out/scale.png``. About 10 minutes on 2 cores.
 
-    python -m bench.scale [--vms 100] [--workers 2] [--restarts 2] [--rounds 10]
+    python -m bench.scale [--vms 100] [--workers 2] [--restarts 2] [--restart-settle-s 0]
+                          [--rounds 10]
 """
 
 from __future__ import annotations
@@ -224,6 +225,8 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--restarts", type=int, default=2)
+    parser.add_argument("--restart-settle-s", type=float, default=0.0,
+                        help="how long each restarted agent runs before the next SIGKILL")
     parser.add_argument("--rounds", type=int, default=10, help="API overhead rounds")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
@@ -253,7 +256,8 @@ def main() -> None:
         print(f"idle, {arguments.idle_s:.0f} s per reconcile behaviour ...")
         results["idle"] = idle_costs(api, settings, arguments.idle_s)
         print("restart reconcile ...")
-        results["restarts"] = [restart_reconcile(api, settings) for _ in range(arguments.restarts)]
+        results["restarts"] = [restart_reconcile(api, settings, arguments.restart_settle_s)
+                               for _ in range(arguments.restarts)]
         if not arguments.skip_overhead:
             print("API overhead on qemu:///system ...")
             results["api_overhead"] = overhead(arguments.rounds, str(os.getpid()))

@@ -219,8 +219,10 @@ def _sample(result: CreateResult, done: int, pid: int, home: Path, points: set[i
         result.qemu_rss[done] = qemu_rss_bytes(home)
 
 
-def restart_reconcile(api: Api, settings: Settings) -> dict[str, Any]:
-    """SIGKILL the agent, start it again, and read how its start-up reconcile went."""
+def restart_reconcile(api: Api, settings: Settings, settle_s: float = 0.0) -> dict[str, Any]:
+    """SIGKILL the agent (``settle_s`` after it last came up), start it again, and read how its
+    start-up reconcile went."""
+    time.sleep(settle_s)
     pid = agent_pid(api)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
