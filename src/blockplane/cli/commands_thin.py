@@ -27,9 +27,11 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
         print_json(volumes)
         return
     rows = []
+    any_recorded = False
     for volume in volumes:
         latency, rate = volume.last_extend_latency_s, volume.write_rate
         recorded = bool(volume.running) and not volume.live
+        any_recorded |= recorded
         rows.append({
             **plain(volume),
             "physical_h": human_bytes(volume.physical) + (" *" if recorded else ""),
@@ -60,7 +62,7 @@ def thin_status(context: CLIContext, vm: str | None, as_json: bool) -> None:
         ],
         title="thin volumes",
     )
-    if any(volume.running and not volume.live for volume in volumes):
+    if any_recorded:
         console.print("* recorded size: QEMU was not read now (another call holds the VM's job, "
                       "or it is unresponsive); its allocation and threshold are not known")
     for volume in volumes:
