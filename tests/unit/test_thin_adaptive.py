@@ -24,6 +24,7 @@ from blockplane.thin.adaptive import (
     WriteSample,
     adaptive_step,
     reserve_for,
+    unmeasured_reserve,
     write_rate,
 )
 from blockplane.thin.threshold import threshold_for
@@ -60,7 +61,9 @@ class Model:
     tracker: GrowthTracker = field(default_factory=GrowthTracker)
 
     def __post_init__(self) -> None:
-        self.threshold = threshold_for(self.physical, CHUNK, UTILIZATION)
+        # The first mark: VDSM's, or, adaptive, the room for a writer nobody measured yet.
+        first_reserve = unmeasured_reserve(CHUNK, UTILIZATION) if self.adaptive else BASE_RESERVE
+        self.threshold = self.physical - first_reserve
         self._landing: tuple[float, int, int] | None = None
         self._measure_at: float | None = None
         self._rate = 0.0
@@ -132,6 +135,19 @@ def test_no_rate_is_exactly_vdsm() -> None:
     assert step.limited_by is None
 
 
+def test_a_writer_nobody_measured_gets_half_a_chunk_before_its_first_mark() -> None:
+    assert unmeasured_reserve(CHUNK, UTILIZATION) == CHUNK // 2
+    # VDSM's reserve when it is the larger (20% utilization leaves 80% of a chunk).
+    assert unmeasured_reserve(CHUNK, 20) == CHUNK - threshold_for(CHUNK, CHUNK, 20)
+    # The stress case flat out (550 MiB/s, 35 ms from the crossing to the grown volume): VDSM's
+    # first mark (6.4 MiB: 12 ms) pauses the guest; half a chunk (58 ms) does not.
+    fixed, adaptive = Model(latency_s=0.035, adaptive=False), Model(latency_s=0.035)
+    for model in (fixed, adaptive):
+        model.write(550, 0.2)
+    assert fixed.pauses >= 1 and fixed.extends[0].at < 0.12
+    assert adaptive.pauses == 0 and len(adaptive.extends) >= 2
+
+
 def test_write_rate_needs_two_samples_close_enough() -> None:
     first = WriteSample(10.0, 100 * MIB)
     assert write_rate(None, first) == 0.0
@@ -145,10 +161,10 @@ def test_constant_rate_keeps_a_reserve_for_the_latency_and_steps_one_chunk() -> 
         model.write(300, 4.0)
     # 6.4 MiB lasts 21 ms at 300 MiB/s: the fixed chunk pauses at every extend.
     assert fixed.pauses >= len(fixed.extends) - 1 > 10
-    # Adaptive: only the first crossing meets the base reserve (nothing measured yet).
-    assert adaptive.pauses == 1
+    # Adaptive: the first crossing, with nothing measured, has half a chunk (107 ms here).
+    assert adaptive.pauses == 0
     assert {extend.step for extend in adaptive.extends} == {CHUNK}
-    later = adaptive.extends[2:]  # the second one measured across the first pause
+    later = adaptive.extends[2:]  # from the second one on, sized by the measured rate
     demand = 300 * MIB * 0.03 * SAFETY
     assert all(extend.reserve == pytest.approx(demand, rel=0.05) for extend in later)
     assert all(extend.rate == pytest.approx(300 * MIB, rel=0.05) for extend in later)

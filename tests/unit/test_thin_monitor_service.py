@@ -64,10 +64,11 @@ class Rig:
         return wire
 
 
-def make_rig(tmp_path: Path, *, capacity: int | None = None, virtual: int = VIRTUAL) -> Rig:
+def make_rig(tmp_path: Path, *, capacity: int | None = None, virtual: int = VIRTUAL,
+             utilization_pct: int = 50) -> Rig:
     database = Database(tmp_path / "state.db")
     records = Records(database)
-    records.add_pool(PoolRecord("tp", "loop", str(tmp_path), capacity, CHUNK, 50))
+    records.add_pool(PoolRecord("tp", "loop", str(tmp_path), capacity, CHUNK, utilization_pct))
     records.add_vm(VMRecord("vm1", "uuid-1", 1, 256 * MIB, "none"))
     record = VolumeRecord("tp", "vm1-vda", PATH, "qcow2", virtual, CHUNK, True)
     records.add_volume(record)
@@ -160,6 +161,29 @@ def test_threshold_event_extends_one_chunk_and_rearms(rig: Rig) -> None:
     assert rig.records.volume("tp", "vm1-vda").physical_bytes == 2 * CHUNK  # type: ignore[union-attr]
     assert rig.metric("blockplane_thin_extends_total", cause="event") == 1
     assert rig.metric("blockplane_thin_extend_latency_seconds_count", cause="event") == 1
+
+
+def test_a_writer_nobody_measured_is_armed_half_a_chunk_below_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vdsm_reserve = CHUNK * 10 // 100  # 90% utilization
+    rig = make_rig(tmp_path, utilization_pct=90)
+    rig.monitor.disk_attached("vm1", "vda", rig.record)
+    assert rig.domain.armed == [("vda[1]", CHUNK // 2)]
+    rig.domain.write_to(CHUNK // 2 + MIB)
+    deliver(rig, threshold_events(rig, CHUNK // 2)[1])
+    # Extended with no rate known (none measurable here): VDSM's step and reserve from then on.
+    assert rig.domain.armed[-1] == ("vda[1]", 2 * CHUNK - vdsm_reserve)
+    # A restarted agent has measured nobody: it arms for an unknown writer again.
+    rig.restart()
+    rig.monitor.reconcile()
+    assert rig.domain.armed[-1] == ("vda[1]", 2 * CHUNK - CHUNK // 2)
+    # VDSM's fixed chunk (``bench.thin``'s comparison) arms VDSM's mark from the start.
+    monkeypatch.setenv("BLOCKPLANE_THIN_STEP", "fixed")
+    (tmp_path / "fixed").mkdir()
+    fixed = make_rig(tmp_path / "fixed", utilization_pct=90)
+    fixed.monitor.disk_attached("vm1", "vda", fixed.record)
+    assert fixed.domain.armed == [("vda[1]", CHUNK - vdsm_reserve)]
 
 
 def test_the_double_event_extends_once(rig: Rig) -> None:

@@ -32,6 +32,7 @@ from blockplane.thin.adaptive import (
     WriteSample,
     adaptive_step,
     reserve_for,
+    unmeasured_reserve,
 )
 from blockplane.thin.monitor_state import (
     Armed,
@@ -69,9 +70,12 @@ class Extender:
 
     def policy(self, volume: MonitoredVolume) -> GrowthPolicy:
         pool = self._pools.get(volume.pool)
+        reserve = self.growth.reserve(volume.key)
+        if reserve is None:
+            reserve = (unmeasured_reserve(pool.chunk_bytes, pool.utilization_pct)
+                       if self.adaptive else 0)
         return GrowthPolicy(pool.chunk_bytes, pool.utilization_pct,
-                            qcow2_max_physical(volume.virtual_bytes),
-                            reserve_bytes=self.growth.reserve(volume.key) or 0)
+                            qcow2_max_physical(volume.virtual_bytes), reserve_bytes=reserve)
 
     def backend(self, pool_name: str) -> VolumeBackend:
         """The pool's backend, rebuilt only when its record (e.g. its capacity) changed."""
