@@ -92,6 +92,7 @@ class Model:
             physical=self.physical, allocation=self.allocation,
             rate=rate if self.adaptive else 0.0, latency_s=self.tracker.latency_s("v"),
             chunk=CHUNK, utilization_pct=UTILIZATION, ceiling=CEILING, pool_free=self.pool_free,
+            unmeasured=unmeasured_reserve(CHUNK, UTILIZATION) if self.adaptive else 0,
         )
         self.extends.append(Extend(self.now, rate, step.physical - self.physical, step.reserve))
         self.tracker.grown("v", Growth(rate, step.physical - self.physical, step.reserve))
@@ -135,17 +136,22 @@ def test_no_rate_is_exactly_vdsm() -> None:
     assert step.limited_by is None
 
 
-def test_a_writer_nobody_measured_gets_half_a_chunk_before_its_first_mark() -> None:
+def test_a_writer_nobody_measured_gets_half_a_chunk() -> None:
     assert unmeasured_reserve(CHUNK, UTILIZATION) == CHUNK // 2
-    # VDSM's reserve when it is the larger (20% utilization leaves 80% of a chunk).
+    # The pool's own reserve where it is larger (20% utilization leaves 80% of a chunk).
     assert unmeasured_reserve(CHUNK, 20) == CHUNK - threshold_for(CHUNK, CHUNK, 20)
-    # The stress case flat out (550 MiB/s, 35 ms from the crossing to the grown volume): VDSM's
+    # An extend that knows no rate keeps it too.
+    step = adaptive_step(physical=CHUNK, allocation=CHUNK // 4, rate=0.0, latency_s=0.005,
+                         chunk=CHUNK, utilization_pct=UTILIZATION, ceiling=CEILING,
+                         unmeasured=unmeasured_reserve(CHUNK, UTILIZATION))
+    assert (step.physical, step.reserve) == (2 * CHUNK, unmeasured_reserve(CHUNK, UTILIZATION))
+    # The stress case flat out (550 MiB/s, 50 ms from the crossing to the grown volume): VDSM's
     # first mark (6.4 MiB: 12 ms) pauses the guest; half a chunk (58 ms) does not.
-    fixed, adaptive = Model(latency_s=0.035, adaptive=False), Model(latency_s=0.035)
+    fixed, adaptive = Model(latency_s=0.05, adaptive=False), Model(latency_s=0.05)
     for model in (fixed, adaptive):
-        model.write(550, 0.2)
+        model.write(550, 0.5)
     assert fixed.pauses >= 1 and fixed.extends[0].at < 0.12
-    assert adaptive.pauses == 0 and len(adaptive.extends) >= 2
+    assert adaptive.pauses == 0 and len(adaptive.extends) >= 3
 
 
 def test_write_rate_needs_two_samples_close_enough() -> None:
@@ -178,7 +184,9 @@ def test_an_accelerating_writer_gets_larger_steps_and_no_pause() -> None:
     for rate in (50, 100, 200, 400, 800, 1600):
         model.write(rate, 0.5)
     assert model.pauses == 0
-    reserves = [extend.reserve for extend in model.extends]
+    # The first extend knows no rate (half a chunk); from the second on the reserve follows.
+    first, *reserves = [extend.reserve for extend in model.extends]
+    assert first == CHUNK // 2
     assert reserves == sorted(reserves) and reserves[-1] > 10 * BASE_RESERVE
     # The reserve grows faster than one chunk per extend at the end: the steps follow.
     assert max(extend.step for extend in model.extends) >= 2 * CHUNK
@@ -203,7 +211,9 @@ def test_a_writer_that_stops_or_slows_is_back_to_the_base_step() -> None:
     model.write(0, RATE_MAX_AGE_S + 1)  # stops: no events
     model.write(600, 0.3)  # starts again
     restarted = next(e for e in model.extends if e.at > 1.0 + RATE_MAX_AGE_S)
-    assert (restarted.rate, restarted.step, restarted.reserve) == (0.0, CHUNK, BASE_RESERVE)
+    # Unknown again: one chunk, and the reserve of a writer nobody measured.
+    assert (restarted.rate, restarted.step, restarted.reserve) == (
+        0.0, CHUNK, unmeasured_reserve(CHUNK, UTILIZATION))
     slow = Model(latency_s=0.01)
     slow.write(600, 1.0)
     slow.write(20, 20.0)  # slows down: 20 MiB/s x 20 ms x 3 is far below 6.4 MiB

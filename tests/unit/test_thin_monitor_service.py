@@ -23,6 +23,7 @@ from blockplane.storage.qcow2 import qcow2_max_physical
 from blockplane.store.database import Database
 from blockplane.store.records import DiskRecord, PoolRecord, Records, VMRecord, VolumeRecord
 from blockplane.thin import pauses, reconciler
+from blockplane.thin.adaptive import unmeasured_reserve
 from blockplane.thin.monitor import ThinMonitor
 from blockplane.thin.monitor_state import MonitorState
 from tests.thin_fakes import FakeDomain, FakeHypervisor, FakePools
@@ -167,23 +168,28 @@ def test_a_writer_nobody_measured_is_armed_half_a_chunk_below_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vdsm_reserve = CHUNK * 10 // 100  # 90% utilization
+    unmeasured = unmeasured_reserve(CHUNK, 90)
+    assert unmeasured == CHUNK // 2
     rig = make_rig(tmp_path, utilization_pct=90)
     rig.monitor.disk_attached("vm1", "vda", rig.record)
-    assert rig.domain.armed == [("vda[1]", CHUNK // 2)]
-    rig.domain.write_to(CHUNK // 2 + MIB)
-    deliver(rig, threshold_events(rig, CHUNK // 2)[1])
-    # Extended with no rate known (none measurable here): VDSM's step and reserve from then on.
-    assert rig.domain.armed[-1] == ("vda[1]", 2 * CHUNK - vdsm_reserve)
-    # A restarted agent has measured nobody: it arms for an unknown writer again.
+    assert rig.domain.armed == [("vda[1]", CHUNK - unmeasured)]
+    rig.domain.write_to(CHUNK - unmeasured + MIB)
+    deliver(rig, threshold_events(rig, CHUNK - unmeasured)[1])
+    # Extended with no rate known (none measurable here): one chunk, the same reserve.
+    assert rig.domain.armed[-1] == ("vda[1]", 2 * CHUNK - unmeasured)
+    # A restarted agent has measured nobody either.
     rig.restart()
     rig.monitor.reconcile()
-    assert rig.domain.armed[-1] == ("vda[1]", 2 * CHUNK - CHUNK // 2)
+    assert rig.domain.armed[-1] == ("vda[1]", 2 * CHUNK - unmeasured)
     # VDSM's fixed chunk (``bench.thin``'s comparison) arms VDSM's mark from the start.
     monkeypatch.setenv("BLOCKPLANE_THIN_STEP", "fixed")
     (tmp_path / "fixed").mkdir()
     fixed = make_rig(tmp_path / "fixed", utilization_pct=90)
     fixed.monitor.disk_attached("vm1", "vda", fixed.record)
     assert fixed.domain.armed == [("vda[1]", CHUNK - vdsm_reserve)]
+    fixed.domain.write_to(CHUNK - vdsm_reserve + MIB)
+    deliver(fixed, threshold_events(fixed, CHUNK - vdsm_reserve)[1])
+    assert fixed.domain.armed[-1] == ("vda[1]", 2 * CHUNK - vdsm_reserve)
 
 
 def test_the_double_event_extends_once(rig: Rig) -> None:

@@ -18,12 +18,12 @@ writer, measured at every extend:
 
 A writer that slows (or stops: an earlier sample older than ``RATE_MAX_AGE_S`` gives no rate)
 is back to the base reserve and one chunk at its next extend; with no rate this is exactly
-VDSM's step. A volume with no writer measured yet (fresh, or after an agent restart) is armed
-as if its writer were fast: at least half a chunk below the end (``unmeasured_reserve``), since
-VDSM's 10% at 90% utilization lasts less than one extend at the rates a guest reaches here.
-Its writer is measured right after the first extend, from the host's own count of bytes written
-to the volume's device over ``MEASURE_AFTER_S`` (``reserve_for``), so that its next crossing
-already has its reserve. The reserve grows rather
+VDSM's step. A writer nobody has measured (a fresh volume, any volume after an agent restart,
+an extend with no rate) gets at least half a chunk of reserve (``unmeasured_reserve``), whatever
+the pool's utilization: VDSM's 10% at 90% lasts less than one extend at the rates a guest
+reaches here. Its writer is measured right after the first extend,
+from the host's own count of bytes written to the volume's device over ``MEASURE_AFTER_S``
+(``reserve_for``), so that its next crossing already has its reserve. The reserve grows rather
 than the step because at 90% utilization a reserve of 10% of the step would need a step ten
 times the demand, all of it carried by the pool.
 
@@ -51,7 +51,8 @@ RATE_MIN_INTERVAL_S = 0.02
 #: A writer first seen at an extend is measured over this long after it (host-side counters).
 MEASURE_AFTER_S = 0.03
 #: The least reserve, in chunks, above the mark of a volume whose writer is not measured yet
-#: (half a chunk: 32 MiB of a 64 MiB chunk last 60 ms at 530 MiB/s, several extends).
+#: (half a chunk: 32 MiB of a 64 MiB chunk last 60 ms at 530 MiB/s, several extends here; pools
+#: at 50% utilization or less keep their own).
 UNMEASURED_RESERVE_FRACTION = 0.5
 
 
@@ -101,12 +102,14 @@ def adaptive_step(
     ceiling: int,
     pool_free: int | None = None,
     safety: float = SAFETY,
+    unmeasured: int = 0,
 ) -> Step:
     """Where to grow a volume of ``physical`` bytes whose threshold just fired (see module).
 
     ``allocation``: QEMU's allocation at the event (None: unknown, taken as right at the base
     threshold). ``pool_free``: bytes the pool may still grow by (None: no limit). At least one
     chunk more unless the ceiling is nearer; the caller refuses what the pool cannot hold.
+    ``unmeasured``: the least reserve when ``rate`` is 0 (no writer measured; 0: VDSM's).
     """
     if rate < 0 or latency_s < 0:
         raise ValueError("rate and latency must not be negative")
@@ -114,6 +117,8 @@ def adaptive_step(
     latency = max(latency_s, LATENCY_FLOOR_S)
     demand = int(rate * latency * safety)
     reserve = reserve_for(rate, latency_s, chunk, utilization_pct, safety)
+    if rate == 0:
+        reserve = max(reserve, unmeasured)
     at = physical - base_reserve if allocation is None else allocation
     chunks = max(1, -(-(at + demand + reserve - physical) // chunk))
     wanted = physical + chunks * chunk

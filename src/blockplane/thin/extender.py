@@ -181,6 +181,8 @@ class Extender:
             latency_s=self.growth.latency_s(volume.key), chunk=policy.chunk_bytes,
             utilization_pct=policy.utilization_pct, ceiling=policy.max_physical_bytes,
             pool_free=pool_free,
+            unmeasured=(unmeasured_reserve(policy.chunk_bytes, policy.utilization_pct)
+                        if self.adaptive else 0),
         )
 
     def _grow(
