@@ -10,9 +10,8 @@ libvirt queues a job's end event while it still holds the domain's job in which 
 end to the live definition and then saves the status and the persistent config. Acting on the
 event at once (recording the outcome, deleting merged images) and then dying with the embedded
 libvirt could leave libvirt, after the restart, on the chain from before the job while QEMU runs
-the new one. So each end of a job of ours is first settled: asking for the disk's block job
-takes a domain job too, and returns only once libvirt has written its change down. Events of
-block jobs that are not ours (a migration's disk mirrors) are left alone. Must not start jobs.
+the new one. So each end is first settled: asking for the disk's block job takes a domain job
+too, and returns only once libvirt has written its change down. Must not start jobs.
 """
 
 from __future__ import annotations
@@ -61,16 +60,12 @@ class JobEvents:
             status = BlockJobStatus(event.status)
         except ValueError:
             return
-        ours = [stored for stored in self._store.live()
-                if stored.state.vm == event.domain and target in stored.spec.targets]
-        if not ours:
-            # Not a job of ours (a migration's own disk mirror, say): asking libvirt about it
-            # would only queue behind, or hold up, whatever job runs it.
-            return
         if status is not BlockJobStatus.READY:
             self._settle(event.domain, target)
-        for stored in ours:
+        for stored in self._store.live():
             job = stored.state
+            if job.vm != event.domain or target not in stored.spec.targets:
+                continue
             seen: BlockJobStatus | None = status
             if job.kind is JobKind.BACKUP:
                 seen = self._backup_status(job.vm, status, job.abort_requested)
