@@ -72,8 +72,7 @@ class Extender:
         pool = self._pools.get(volume.pool)
         reserve = self.growth.reserve(volume.key)
         if reserve is None:
-            reserve = (unmeasured_reserve(pool.chunk_bytes, pool.utilization_pct)
-                       if self.adaptive else 0)
+            reserve = self._unmeasured_reserve(pool.chunk_bytes, pool.utilization_pct)
         return GrowthPolicy(pool.chunk_bytes, pool.utilization_pct,
                             qcow2_max_physical(volume.virtual_bytes), reserve_bytes=reserve)
 
@@ -181,9 +180,12 @@ class Extender:
             latency_s=self.growth.latency_s(volume.key), chunk=policy.chunk_bytes,
             utilization_pct=policy.utilization_pct, ceiling=policy.max_physical_bytes,
             pool_free=pool_free,
-            unmeasured=(unmeasured_reserve(policy.chunk_bytes, policy.utilization_pct)
-                        if self.adaptive else 0),
+            unmeasured=self._unmeasured_reserve(policy.chunk_bytes, policy.utilization_pct),
         )
+
+    def _unmeasured_reserve(self, chunk: int, utilization_pct: int) -> int:
+        """The least reserve of a writer nobody measured; 0 (VDSM's mark) in fixed mode."""
+        return unmeasured_reserve(chunk, utilization_pct) if self.adaptive else 0
 
     def _grow(
         self, volume: MonitoredVolume, backend: VolumeBackend, policy: GrowthPolicy, step: Step,
