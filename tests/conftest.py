@@ -65,11 +65,13 @@ LINUX_GUEST_MODULES = (
 
 
 # The modules that use the system daemon (tests/system_daemon.py) form one unit: one of them
-# kills and restarts libvirtd, which the others must not meet half-way.
+# kills and restarts libvirtd, and each stops the daemon it started at its end, which the others
+# must not meet half-way.
 SYSTEM_DAEMON_MODULES = (
     "tests/faults/test_libvirtd_restarted.py",
     "tests/integration/test_adopt.py",
     "tests/integration/test_plan_matches_attach.py",
+    "tests/integration/test_rbd_system_daemon.py",
 )
 
 

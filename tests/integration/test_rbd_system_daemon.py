@@ -19,7 +19,8 @@ from blockplane.xml.disk import parse_disks
 from tests.ceph_support import ceph_cluster, requires_ceph
 from tests.harness import cleanup_agent
 from tests.rbd_support import RadosPool, create_rbd_pool, module_rados_pool
-from tests.system_daemon import SystemAgent, daemon_pid, start_daemon, stop_daemon
+from tests.system_daemon import SystemAgent
+from tests.system_daemon import daemons as daemons  # the module's system daemon
 
 __all__ = ["ceph_cluster", "module_rados_pool"]
 
@@ -34,10 +35,7 @@ VM = f"bprbdsys{os.getpid()}"
 
 
 @pytest.fixture(scope="module")
-def system_agent() -> Iterator[SystemAgent]:
-    started = [name for name in ("virtlogd", "libvirtd") if daemon_pid(name) is None]
-    for name in started:
-        start_daemon(name)
+def system_agent(daemons: None) -> Iterator[SystemAgent]:
     home = Path(tempfile.mkdtemp(prefix="bp-rsys-", dir="/tmp"))
     agent = SystemAgent(home)
     agent.ok("agent", "start")
@@ -45,8 +43,6 @@ def system_agent() -> Iterator[SystemAgent]:
         yield agent
     finally:
         cleanup_agent(agent)
-        for name in reversed(started):
-            stop_daemon(name)
 
 
 def virsh(*args: str) -> subprocess.CompletedProcess[str]:
