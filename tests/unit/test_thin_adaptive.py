@@ -2,10 +2,12 @@
 
 A small model of a guest writing into a thin volume drives the same pure function and tracker
 the extender uses: the writer's allocation grows at a given rate, the threshold fires when it is
-passed, the extend lands ``latency`` later (the writer keeps going meanwhile) and the guest
+passed, the event reaches the agent ``delivery`` later and the extend lands ``latency`` after
+that (the writer keeps going meanwhile; the agent's clock sees only ``latency``), and the guest
 pauses if it reaches the end first. A writer's first extend is followed, ``MEASURE_AFTER_S``
-later, by the measurement of its rate on the host's side and a lower threshold if it needs one
-(``reserve_for``, as ``Extender.reserve_for_writer``).
+later, by the measurement of its rate on the host's side; every measured writer's extend by the
+crossing's latency read from QEMU's allocation (``crossing_latency``), and by a lower threshold
+if it needs one (``reserve_for``, as ``ThinMonitor._measure_crossing``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from blockplane.thin.adaptive import (
     MEASURE_AFTER_S,
     RATE_MAX_AGE_S,
     SAFETY,
+    Crossing,
     Growth,
     GrowthTracker,
     WriteSample,
     adaptive_step,
+    crossing_latency,
     reserve_for,
     unmeasured_reserve,
     write_rate,
@@ -51,6 +55,8 @@ class Model:
 
     latency_s: float
     adaptive: bool = True
+    delivery_s: float = 0.0
+    measure_crossings: bool = True
     pool_free: int | None = None
     physical: int = CHUNK
     allocation: int = 0
@@ -64,8 +70,9 @@ class Model:
         # The first mark: VDSM's, or, adaptive, the room for a writer nobody measured yet.
         first_reserve = unmeasured_reserve(CHUNK, UTILIZATION) if self.adaptive else BASE_RESERVE
         self.threshold = self.physical - first_reserve
-        self._landing: tuple[float, int, int] | None = None
+        self._landing: tuple[float, int, int, int, float] | None = None
         self._measure_at: float | None = None
+        self._unmeasured: Crossing | None = None
         self._rate = 0.0
 
     def write(self, rate_mib_s: float, seconds: float) -> None:
@@ -96,15 +103,21 @@ class Model:
         )
         self.extends.append(Extend(self.now, rate, step.physical - self.physical, step.reserve))
         self.tracker.grown("v", Growth(rate, step.physical - self.physical, step.reserve))
-        self._landing = (self.now + self.latency_s, step.physical, step.threshold)
+        self._landing = (self.now + self.delivery_s + self.latency_s, step.physical,
+                         step.threshold, self.allocation, rate)
         if self.adaptive and rate == 0.0:
             self._measure_at = self._landing[0] + MEASURE_AFTER_S
 
     def _land(self) -> None:
         if self._landing is not None and self.now >= self._landing[0]:
-            _, self.physical, self.threshold = self._landing
+            _, self.physical, self.threshold, crossed_at, rate = self._landing
             self.tracker.note_latency("v", self.latency_s)
             self._landing = None
+            crossing = Crossing(crossed_at, armed_at=self.now)
+            if self._measure_at is not None:
+                self._unmeasured = crossing
+            elif self.adaptive and rate:
+                self._measure_crossing(crossing, rate)
             if self.allocation > self.threshold:
                 self._fire()
 
@@ -112,11 +125,19 @@ class Model:
         if self._measure_at is None or self.now < self._measure_at or not self.threshold:
             return
         self._measure_at = None
-        reserve = reserve_for(self._rate, self.tracker.latency_s("v"), CHUNK, UTILIZATION)
-        if reserve > self.physical - self.threshold:
-            self.threshold = self.physical - reserve
+        if self._unmeasured is not None:
+            self._measure_crossing(self._unmeasured, self._rate)
             if self.allocation > self.threshold:
                 self._fire()
+
+    def _measure_crossing(self, crossing: Crossing, rate: float) -> None:
+        if self.measure_crossings:
+            latency = crossing_latency(crossing, self.allocation, self.now, rate)
+            assert latency is not None
+            self.tracker.note_crossing("v", latency)
+        reserve = reserve_for(rate, self.tracker.latency_s("v"), CHUNK, UTILIZATION)
+        if reserve > self.physical - self.threshold:
+            self.threshold = self.physical - reserve
 
     def _wait_for_room(self) -> None:
         while self.allocation >= self.physical and self._landing is not None:
@@ -152,6 +173,32 @@ def test_a_writer_nobody_measured_gets_half_a_chunk() -> None:
         model.write(550, 0.5)
     assert fixed.pauses >= 1 and fixed.extends[0].at < 0.12
     assert adaptive.pauses == 0 and len(adaptive.extends) >= 3
+
+
+def test_the_events_trip_from_qemu_is_measured_and_covered() -> None:
+    # Crossed at 100 MiB, re-armed at t=1.0; 10 ms later QEMU has 135 MiB at 500 MiB/s: the
+    # guest wrote 70 ms' worth since the crossing, 60 of them before the re-arming.
+    crossing = Crossing(100 * MIB, armed_at=1.0)
+    assert crossing_latency(crossing, 135 * MIB, 1.01, 500 * MIB) == pytest.approx(0.06)
+    assert crossing_latency(crossing, 135 * MIB, 1.01, 0.0) is None
+    assert crossing_latency(crossing, 100 * MIB, 1.01, 500 * MIB) == 0.0
+    tracker = GrowthTracker()
+    tracker.note_latency("v", 0.005)
+    tracker.note_crossing("v", 0.06)  # the same extend, seen from QEMU's side
+    tracker.note_crossing("v", 0.001)  # never shorter than the agent's own clock
+    assert tracker.latency_s("v") == 0.06
+    # A loaded host: 60 ms from QEMU to the agent, 5 ms of extend, 450 MiB/s flat out. By the
+    # agent's clock alone the reserve lasts the 20 ms floor three times (27 MiB): every
+    # crossing pauses. Measured from QEMU's side, it lasts 65 ms three times.
+    blind = Model(latency_s=0.005, delivery_s=0.06, measure_crossings=False)
+    seeing = Model(latency_s=0.005, delivery_s=0.06)
+    for model in (blind, seeing):
+        model.write(450, 3.0)
+    assert blind.pauses >= len(blind.extends) // 2 > 5
+    assert seeing.pauses == 0 and len(seeing.extends) > 10
+    assert seeing.extends[-1].reserve == pytest.approx(450 * MIB * 0.065 * SAFETY, rel=0.05)
+    # What the pool carries beyond the data: the reserve and what the last step added.
+    assert seeing.over_allocation <= seeing.extends[-1].reserve + seeing.extends[-1].step
 
 
 def test_write_rate_needs_two_samples_close_enough() -> None:
@@ -216,10 +263,25 @@ def test_a_writer_that_stops_or_slows_is_back_to_the_base_step() -> None:
         0.0, CHUNK, unmeasured_reserve(CHUNK, UTILIZATION))
     slow = Model(latency_s=0.01)
     slow.write(600, 1.0)
-    slow.write(20, 20.0)  # slows down: 20 MiB/s x 20 ms x 3 is far below 6.4 MiB
+    slow.write(20, 20.0)  # slows down (its rate halves per extend down to 20 MiB/s): 20 MiB/s
+    # x 20 ms x 3 is far below 6.4 MiB
     last = slow.extends[-1]
     assert last.rate == pytest.approx(20 * MIB, rel=0.05)
     assert (last.step, last.reserve) == (CHUNK, BASE_RESERVE)
+
+
+def test_a_dip_between_two_events_is_not_a_slower_writer_and_a_pause_is_not_a_rate() -> None:
+    tracker = GrowthTracker()
+    tracker.observe("v", WriteSample(0.0, 0))
+    assert tracker.observe("v", WriteSample(0.1, 40 * MIB)) == pytest.approx(400 * MIB)
+    # 127 MiB/s between two events (the guest's vCPU preempted): sized for half the last rate.
+    assert tracker.observe("v", WriteSample(0.6, 104 * MIB)) == pytest.approx(200 * MIB)
+    assert tracker.observe("v", WriteSample(1.1, 114 * MIB)) == pytest.approx(100 * MIB)
+    # Paused and resumed: the next event starts a new measurement, the writer is unmeasured.
+    tracker.restart_rate("v")
+    assert tracker.rate("v", 1.2) == 0.0
+    assert tracker.observe("v", WriteSample(2.5, 120 * MIB)) == 0.0
+    assert tracker.observe("v", WriteSample(2.6, 150 * MIB)) == pytest.approx(300 * MIB)
 
 
 def test_the_pool_capacity_limits_the_step() -> None:

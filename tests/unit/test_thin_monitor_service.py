@@ -7,6 +7,7 @@ Real SQLite state, event log and metrics; only libvirt/QEMU and the loop devices
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,33 @@ def threshold_events(rig: Rig, threshold: int) -> tuple[BlockThresholdEvent, Blo
 
 def enospc(rig: Rig) -> IOErrorEvent:
     return IOErrorEvent("vm1", PATH, "ua-bp-vda", IO_ERROR_ACTION_PAUSE, "enospc")
+
+
+def test_a_measured_writers_crossing_is_timed_from_qemus_allocation(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, utilization_pct=90)
+    rig.monitor.disk_attached("vm1", "vda", rig.record)
+    first = CHUNK - unmeasured_reserve(CHUNK, 90)
+    rig.domain.write_to(first + MIB)
+    crossed = BlockThresholdEvent("vm1", "vda[1]", PATH, first, MIB)
+    deliver(rig, crossed)
+    second = rig.domain.armed[-1][1]
+    time.sleep(0.1)
+    # The next crossing 0.1 s later: about 640 MiB/s. By the time the agent reads QEMU's
+    # allocation after re-arming, the guest wrote 40 MiB past the crossing: about 62 ms at
+    # that rate, which the agent's own clock (from the event's arrival) does not see.
+    rig.domain.write_to(second + MIB)
+    rig.domain.allocation = second + MIB + 40 * MIB
+    crossed_again = BlockThresholdEvent("vm1", "vda[1]", PATH, second, MIB)
+    deliver(rig, crossed_again)
+    rate = (second - first) / (crossed_again.received_at - crossed.received_at)
+    latency = rig.monitor._extender.growth.latency_s(("tp", "vm1-vda"))
+    assert latency == pytest.approx(40 * MIB / rate, abs=0.005)
+    # Re-armed at once for that latency: the reserve lasts it three times at the rate.
+    physical = rig.pools.sizes["tp"]["vm1-vda"]
+    rearmed = rig.domain.armed[-1][1]
+    assert rig.events("thin.armed")[-1]["threshold"] == rearmed
+    assert physical - rearmed == pytest.approx(rate * latency * 3, rel=0.02)
+    assert physical - rearmed > 100 * MIB
 
 
 def test_attach_arms_the_indexed_target(rig: Rig) -> None:

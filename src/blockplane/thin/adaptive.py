@@ -8,17 +8,20 @@ writer, measured at every extend:
 
 - ``demand = rate x latency x SAFETY``: what the guest may write while one extend is under way,
   with ``rate`` from the allocation at this event and the one before it (``write_rate``) and
-  ``latency`` the slowest of the volume's last extends (event to re-armed, at least
-  ``LATENCY_FLOOR_S``, which stands for QEMU's delivery of the event, which we cannot see);
+  ``latency`` the slowest of the volume's last extends (QEMU's crossing to re-armed, at least
+  ``LATENCY_FLOOR_S``): timed from the event's arrival, and then, for a measured writer, from
+  QEMU's allocation read just after the re-arming (``crossing_latency``), which also counts
+  the event's trip from QEMU (tens of milliseconds on a loaded host, and not on our clock);
 - ``reserve = max(base reserve, demand)``, the base reserve being VDSM's;
 - the new size: the allocation at the event, plus ``demand`` to write before the next event,
   plus the reserve, in whole chunks, at least one chunk more than now, at most the qcow2 ceiling
   and what the pool has free;
 - the threshold: the new size minus the reserve.
 
-A writer that slows is back to the base reserve and one chunk at its next extend; one that
-stopped (an earlier sample older than ``RATE_MAX_AGE_S`` gives no rate) is unmeasured again:
-one chunk, as VDSM steps. A writer nobody has measured (a fresh volume, any volume after an
+A writer that slows is back to the base reserve and one chunk within a few extends (its rate
+falls by at most ``RATE_DECAY`` per extend); one that stopped (an earlier sample older than
+``RATE_MAX_AGE_S`` gives no rate) or was paused is unmeasured again: one chunk, as VDSM
+steps. A writer nobody has measured (a fresh volume, any volume after an
 agent restart, an extend with no rate) gets at least half a chunk of reserve
 (``unmeasured_reserve``), whatever the pool's utilization: VDSM's 10% at 90% lasts less than one
 extend at the rates a guest reaches here. Its writer is measured right after the first extend,
@@ -40,7 +43,7 @@ from blockplane.thin.threshold import base_reserve as vdsm_reserve
 
 #: How many times the measured extend latency the reserve must last at the measured rate.
 SAFETY = 3.0
-#: The least latency assumed: QEMU's delivery of the event, before our measurement starts.
+#: The least latency assumed: the event's trip from QEMU, until a crossing is measured.
 LATENCY_FLOOR_S = 0.02
 #: The extends whose latency counts (the slowest of them).
 LATENCY_WINDOW = 8
@@ -48,6 +51,9 @@ LATENCY_WINDOW = 8
 RATE_MAX_AGE_S = 10.0
 #: Samples closer together than this are too coarse for a rate (QEMU counts whole requests).
 RATE_MIN_INTERVAL_S = 0.02
+#: The most a writer's rate falls from one extend to the next (a dip between two events, the
+#: guest's vCPU preempted on a loaded host, is not a writer that slowed down).
+RATE_DECAY = 0.5
 #: A writer first seen at an extend is measured over this long after it (host-side counters).
 MEASURE_AFTER_S = 0.03
 #: The least reserve, in chunks, above the mark of a volume whose writer is not measured yet
@@ -147,6 +153,26 @@ def reserve_for(
     return max(vdsm_reserve(chunk, utilization_pct), demand)
 
 
+@dataclass(frozen=True)
+class Crossing:
+    """A threshold QEMU crossed: its allocation then (the event's threshold plus excess), and
+    when the extend that answered it had armed the next one (``time.monotonic()``)."""
+
+    allocation: int
+    armed_at: float
+
+
+def crossing_latency(crossing: Crossing, allocation: int, read_at: float,
+                     rate: float) -> float | None:
+    """Seconds from QEMU's crossing to the re-arming, from what the guest wrote meanwhile at
+    ``rate``: ``allocation`` is QEMU's, read at ``read_at`` (after the re-arming). The
+    extend's own clock starts when the event arrives and cannot see its trip from QEMU, which
+    a loaded host makes the longer part. None without a rate."""
+    if rate <= 0:
+        return None
+    return max((allocation - crossing.allocation) / rate - (read_at - crossing.armed_at), 0.0)
+
+
 def unmeasured_reserve(chunk: int, utilization_pct: int) -> int:
     """The room above the first mark of a volume whose writer nobody measured yet: VDSM's,
     but at least ``UNMEASURED_RESERVE_FRACTION`` of a chunk."""
@@ -187,9 +213,18 @@ class GrowthTracker:
             if earlier is not None and sample.at - earlier.at < RATE_MIN_INTERVAL_S:
                 return self._rates.get(key, 0.0)
             rate = write_rate(earlier, sample)
+            if earlier is not None and rate > 0:
+                rate = max(rate, self._rates.get(key, 0.0) * RATE_DECAY)
             self._samples[key] = sample
             self._rates[key] = rate
             return rate
+
+    def restart_rate(self, key: object) -> None:
+        """The guest was paused: the time to the next sample says nothing of its writer, which
+        is unmeasured again (and measured at its next extend)."""
+        with self._lock:
+            self._samples.pop(key, None)
+            self._rates.pop(key, None)
 
     def rate(self, key: object, now: float | None = None) -> float:
         """The last rate measured (0.0: none, or its sample older than ``RATE_MAX_AGE_S``
@@ -214,6 +249,16 @@ class GrowthTracker:
     def note_latency(self, key: object, latency_s: float) -> None:
         with self._lock:
             self._latencies.setdefault(key, deque(maxlen=LATENCY_WINDOW)).append(latency_s)
+
+    def note_crossing(self, key: object, latency_s: float) -> None:
+        """The last extend's latency seen from QEMU's side (``crossing_latency``): it replaces
+        the extend's own measure when longer."""
+        with self._lock:
+            window = self._latencies.setdefault(key, deque(maxlen=LATENCY_WINDOW))
+            if not window:
+                window.append(latency_s)
+            elif latency_s > window[-1]:
+                window[-1] = latency_s
 
     def reserve(self, key: object) -> int | None:
         """The reserve the last extend armed, None before one (the base reserve applies)."""

@@ -56,7 +56,7 @@ from blockplane.store.database import Database
 from blockplane.store.events import EventPublisher
 from blockplane.store.records import Records, VolumeRecord
 from blockplane.thin.activity import written_bytes
-from blockplane.thin.adaptive import MEASURE_AFTER_S
+from blockplane.thin.adaptive import MEASURE_AFTER_S, Crossing, crossing_latency
 from blockplane.thin.extender import Extender
 from blockplane.thin.monitor_state import MonitorState
 from blockplane.thin.monitor_store import MonitoredVolume, MonitorStore, VolumeKey
@@ -231,17 +231,25 @@ class ThinMonitor:
             unmeasured = self._extender.growth.rate(key, event.received_at) == 0.0
             counted = (time.monotonic(), written_bytes(volume.path)) if unmeasured else None
             # Where the write that fired it ended: QEMU's allocation at the event.
+            crossed_at = event.threshold + event.excess
             volume = self._extender.extend(volume, domain, started=event.received_at,
-                                           cause="event",
-                                           allocation=event.threshold + event.excess,
+                                           cause="event", allocation=crossed_at,
                                            observed_at=event.received_at)
-        if counted is not None and counted[1] is not None and not loop.is_closed():
+            crossing = Crossing(crossed_at, armed_at=time.monotonic())
+        if volume.state is not MonitorState.SET or not self._extender.adaptive:
+            return
+        rate = self._extender.growth.rate(key, time.monotonic())
+        if rate > 0:
+            self._measure_crossing(key, crossing, rate)
+        elif counted is not None and counted[1] is not None and not loop.is_closed():
             loop.call_soon_threadsafe(loop.call_later, MEASURE_AFTER_S, self._spawn,
-                                      self._measure_writer, key, counted)
+                                      self._measure_writer, key, counted, crossing)
 
-    def _measure_writer(self, key: VolumeKey, counted: tuple[float, int | None]) -> None:
+    def _measure_writer(
+        self, key: VolumeKey, counted: tuple[float, int | None], crossing: Crossing
+    ) -> None:
         """``MEASURE_AFTER_S`` after a writer's first extend: its rate from the host's count,
-        and a lower threshold if that rate needs more room than the extend left."""
+        then the crossing measured at that rate."""
         (before_at, before), volume = counted, self._registry.get(key)
         if volume is None or before is None:
             return
@@ -249,6 +257,29 @@ class ThinMonitor:
         if after is None:
             return
         rate = max(after - before, 0) / max(time.monotonic() - before_at, 1e-3)
+        self._measure_crossing(key, crossing, rate)
+
+    def _measure_crossing(self, key: VolumeKey, crossing: Crossing, rate: float) -> None:
+        """After an extend of a writer at ``rate``: its latency from QEMU's crossing
+        (``adaptive.crossing_latency``, one stats call for the VM, which does not wait for a
+        job another call holds), and a lower threshold now if the reserve armed is too small
+        for that latency or that rate."""
+        volume = self._registry.get(key)
+        if volume is None or rate <= 0:
+            return
+        asked_at = time.monotonic()
+        try:
+            stats = dict(self._hypervisor.bulk_stats(domains=[volume.vm], nowait=True))
+        except BlockplaneError:
+            stats = {}
+        read_at = (asked_at + time.monotonic()) / 2
+        if volume.vm in stats and monitor_answered(stats[volume.vm]):
+            node = find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
+                             volume.libvirt_index)
+            latency = None if node is None else crossing_latency(
+                crossing, node.stats.allocation, read_at, rate)
+            if latency is not None:
+                self._extender.growth.note_crossing(key, latency)
         with self._registry.lock(key):
             volume = self._registry.get(key)
             if volume is not None:

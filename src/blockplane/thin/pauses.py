@@ -178,6 +178,7 @@ class PauseResolver:
                 raise
             log.debug("resume of %s not needed: %s", volume.vm, error)
         self._resumed_at[volume.key] = time.monotonic()
+        self._extender.growth.restart_rate(volume.key)
         since = self._paused_since.pop(volume.key, None)
         if volume.paused:
             self._registry.save(volume, paused=False)
