@@ -145,13 +145,11 @@ def test_two_gib_flat_out_into_128m_chunks(agent: AgentUnderTest, guest: str) ->
 def test_two_gib_flat_out_into_64m_chunks_at_90_percent_adapts_the_reserve(
     agent: AgentUnderTest, guest: str
 ) -> None:
-    """The adaptive extension at work: a writer nobody measured yet meets half a chunk at its
-    first mark (VDSM's 6.4 MiB paused it there), and from its first extend on the reserve
-    follows its measured rate. On a quiet host that keeps the guest from pausing at all (0
-    pauses here and in ``bench.thin --stress``, issue 21's goal); on a host loaded like CI's,
-    QEMU's own delivery of the threshold event, which the agent cannot see and counts as 20 ms,
-    has outrun a 24 MiB reserve (1 pause in 1 CI run, and in 4 of 11 runs under two CPU hogs).
-    So here: every pause is resumed, with no I/O error and no data lost."""
+    """The adaptive extension at work (issue 21): a writer nobody measured yet meets half a
+    chunk at its first mark (VDSM's 6.4 MiB paused it there), and from its first extend on the
+    reserve follows its measured rate and the latency from QEMU's crossing, the event's trip
+    included (a loaded host makes that tens of milliseconds). 0 pauses, on a quiet host and
+    under two CPU hogs (7 of 7 runs, 2026-12-06)."""
     disk = attach_thin(agent, guest, "t64s", "4G")
     started = time.monotonic()
     sh(agent, guest, write_windows(f"/dev/{disk['target']}", 32, "/tmp/s.rc"))
@@ -165,10 +163,9 @@ def test_two_gib_flat_out_into_64m_chunks_at_90_percent_adapts_the_reserve(
           f"{min(reserves) / MIB:.1f}-{max(reserves) / MIB:.1f} MiB, steps "
           f"{sorted({e['step_bytes'] // MIB for e in extended})} MiB, over-allocation "
           f"{(row['physical'] - row['allocation']) / MIB:.0f} MiB")
-    assert row["paused"] is False
-    assert len(events(agent, guest, "thin.resumed", disk["volume"])) == row["pauses"]
+    assert (row["pauses"], row["paused"]) == (0, False)
     assert guest_io_errors(agent, guest) == ""
-    assert {e["cause"] for e in extended} <= {"event", "enospc"}
+    assert {e["cause"] for e in extended} == {"event"}
     # The reserve followed the writer past VDSM's 6.4 MiB; every step is whole chunks.
     assert max(reserves) > 64 * MIB // 10
     assert all(e["step_bytes"] % (64 * MIB) == 0 for e in extended)

@@ -76,6 +76,12 @@ class Extender:
         return GrowthPolicy(pool.chunk_bytes, pool.utilization_pct,
                             qcow2_max_physical(volume.virtual_bytes), reserve_bytes=reserve)
 
+    def prepare(self, volume: MonitoredVolume) -> None:
+        """Look up the volume's backend and device now, at attach, so that its first extend,
+        which a guest writing flat out waits on, does not: a loop pool learns its devices from
+        sysfs then (75 ms of a first extend's 105 ms in ``bench.thin``, 444 loop devices)."""
+        self.backend(volume.pool).physical_size(volume.volume)
+
     def backend(self, pool_name: str) -> VolumeBackend:
         """The pool's backend, rebuilt only when its record (e.g. its capacity) changed."""
         record = self._pools.get(pool_name)

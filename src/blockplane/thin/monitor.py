@@ -104,7 +104,7 @@ class ThinMonitor:
         if not volume.thin:
             return
         try:
-            self.track(vm, target, volume)
+            self._extender.prepare(self.track(vm, target, volume))
         except BlockplaneError:
             log.exception("arming thin volume %s/%s of %s failed; reconcile retries", volume.pool,
                           volume.name, vm)
