@@ -79,7 +79,7 @@ class Extender:
     def prepare(self, volume: MonitoredVolume) -> None:
         """Look up the volume's backend and device now, at attach, so that its first extend,
         which a guest writing flat out waits on, does not: a loop pool learns its devices from
-        sysfs then (75 ms of a first extend's 105 ms in ``bench.thin``, 444 loop devices)."""
+        sysfs then (75 ms of a first extend's 118 ms in ``bench.thin``, 444 loop devices)."""
         self.backend(volume.pool).physical_size(volume.volume)
 
     def backend(self, pool_name: str) -> VolumeBackend:
