@@ -21,10 +21,10 @@ writer, measured at every extend:
 A writer that slows is back to the base reserve and one chunk within a few extends (its rate
 falls by at most ``RATE_DECAY`` per extend); one that stopped (an earlier sample older than
 ``RATE_MAX_AGE_S`` gives no rate) or was paused is unmeasured again: one chunk, as VDSM
-steps. A writer nobody has measured (a fresh volume, any volume after an
-agent restart, an extend with no rate) gets at least half a chunk of reserve
-(``unmeasured_reserve``), whatever the pool's utilization: VDSM's 10% at 90% lasts less than one
-extend at the rates a guest reaches here. Its writer is measured right after the first extend,
+steps. A writer nobody has measured (a fresh volume, any volume after an agent restart, an
+extend with no rate) gets at least half a chunk of reserve (``unmeasured_reserve``), whatever
+the pool's utilization: VDSM's 10% at 90% lasts less than one extend at the rates a guest
+reaches here. Its writer is measured right after the first extend,
 from the host's own count of bytes written to the volume's device over ``MEASURE_AFTER_S``
 (``reserve_for``), so that its next crossing already has its reserve. The reserve grows rather
 than the step because at 90% utilization a reserve of 10% of the step would need a step ten
