@@ -187,16 +187,16 @@ def test_the_events_trip_from_qemu_is_measured_and_covered() -> None:
     tracker.note_crossing("v", 0.06)  # the same extend, seen from QEMU's side
     tracker.note_crossing("v", 0.001)  # never shorter than the agent's own clock
     assert tracker.latency_s("v") == 0.06
-    # A loaded host: 60 ms from QEMU to the agent, 5 ms of extend, 450 MiB/s flat out. By the
-    # agent's clock alone the reserve lasts the 20 ms floor three times (27 MiB): every
-    # crossing pauses. Measured from QEMU's side, it lasts 65 ms three times.
-    blind = Model(latency_s=0.005, delivery_s=0.06, measure_crossings=False)
-    seeing = Model(latency_s=0.005, delivery_s=0.06)
+    # A loaded host: 200 ms from QEMU to the agent, 5 ms of extend, 150 MiB/s flat out. By
+    # the agent's clock alone the reserve lasts the 50 ms floor three times (22 MiB): every
+    # crossing pauses. Measured from QEMU's side, it lasts 205 ms three times.
+    blind = Model(latency_s=0.005, delivery_s=0.2, measure_crossings=False)
+    seeing = Model(latency_s=0.005, delivery_s=0.2)
     for model in (blind, seeing):
-        model.write(450, 3.0)
+        model.write(150, 6.0)
     assert blind.pauses >= len(blind.extends) // 2 > 5
-    assert seeing.pauses == 0 and len(seeing.extends) > 10
-    assert seeing.extends[-1].reserve == pytest.approx(450 * MIB * 0.065 * SAFETY, rel=0.05)
+    assert seeing.pauses == 0 and len(seeing.extends) > 5
+    assert seeing.extends[-1].reserve == pytest.approx(150 * MIB * 0.205 * SAFETY, rel=0.05)
     # What the pool carries beyond the data: the reserve and what the last step added.
     assert seeing.over_allocation <= seeing.extends[-1].reserve + seeing.extends[-1].step
 
@@ -209,7 +209,7 @@ def test_write_rate_needs_two_samples_close_enough() -> None:
 
 
 def test_constant_rate_keeps_a_reserve_for_the_latency_and_steps_one_chunk() -> None:
-    fixed, adaptive = Model(latency_s=0.03, adaptive=False), Model(latency_s=0.03)
+    fixed, adaptive = Model(latency_s=0.06, adaptive=False), Model(latency_s=0.06)
     for model in (fixed, adaptive):
         model.write(300, 4.0)
     # 6.4 MiB lasts 21 ms at 300 MiB/s: the fixed chunk pauses at every extend.
@@ -218,7 +218,7 @@ def test_constant_rate_keeps_a_reserve_for_the_latency_and_steps_one_chunk() -> 
     assert adaptive.pauses == 0
     assert {extend.step for extend in adaptive.extends} == {CHUNK}
     later = adaptive.extends[2:]  # from the second one on, sized by the measured rate
-    demand = 300 * MIB * 0.03 * SAFETY
+    demand = 300 * MIB * 0.06 * SAFETY
     assert all(extend.reserve == pytest.approx(demand, rel=0.05) for extend in later)
     assert all(extend.rate == pytest.approx(300 * MIB, rel=0.05) for extend in later)
     # What the pool carries beyond the data: at most the reserve and one chunk.
@@ -263,8 +263,8 @@ def test_a_writer_that_stops_or_slows_is_back_to_the_base_step() -> None:
         0.0, CHUNK, unmeasured_reserve(CHUNK, UTILIZATION))
     slow = Model(latency_s=0.01)
     slow.write(600, 1.0)
-    slow.write(20, 20.0)  # slows down (its rate halves per extend down to 20 MiB/s): 20 MiB/s
-    # x 20 ms x 3 is far below 6.4 MiB
+    slow.write(20, 40.0)  # slows down (its rate halves per extend down to 20 MiB/s): 20 MiB/s
+    # x 50 ms x 3 is below 6.4 MiB
     last = slow.extends[-1]
     assert last.rate == pytest.approx(20 * MIB, rel=0.05)
     assert (last.step, last.reserve) == (CHUNK, BASE_RESERVE)
