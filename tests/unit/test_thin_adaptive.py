@@ -20,6 +20,7 @@ from blockplane.thin.adaptive import (
     LATENCY_FLOOR_S,
     MEASURE_AFTER_S,
     RATE_MAX_AGE_S,
+    RATE_WINDOW,
     SAFETY,
     Crossing,
     Growth,
@@ -263,8 +264,8 @@ def test_a_writer_that_stops_or_slows_is_back_to_the_base_step() -> None:
         0.0, CHUNK, unmeasured_reserve(CHUNK, UTILIZATION))
     slow = Model(latency_s=0.01)
     slow.write(600, 1.0)
-    slow.write(20, 40.0)  # slows down (its rate halves per extend down to 20 MiB/s): 20 MiB/s
-    # x 50 ms x 3 is below 6.4 MiB
+    slow.write(20, 40.0)  # slows down (sized by 600 MiB/s for RATE_WINDOW extends, then by
+    # 20 MiB/s): 20 MiB/s x 50 ms x 3 is below 6.4 MiB
     last = slow.extends[-1]
     assert last.rate == pytest.approx(20 * MIB, rel=0.05)
     assert (last.step, last.reserve) == (CHUNK, BASE_RESERVE)
@@ -274,14 +275,24 @@ def test_a_dip_between_two_events_is_not_a_slower_writer_and_a_pause_is_not_a_ra
     tracker = GrowthTracker()
     tracker.observe("v", WriteSample(0.0, 0))
     assert tracker.observe("v", WriteSample(0.1, 40 * MIB)) == pytest.approx(400 * MIB)
-    # 127 MiB/s between two events (the guest's vCPU preempted): sized for half the last rate.
-    assert tracker.observe("v", WriteSample(0.6, 104 * MIB)) == pytest.approx(200 * MIB)
-    assert tracker.observe("v", WriteSample(1.1, 114 * MIB)) == pytest.approx(100 * MIB)
+    # 127 MiB/s between two events (the guest's vCPU preempted): still sized for 400 MiB/s,
+    # for RATE_WINDOW extends.
+    assert tracker.observe("v", WriteSample(0.6, 104 * MIB)) == pytest.approx(400 * MIB)
+    at, allocation = 0.6, 104 * MIB
+    for _ in range(RATE_WINDOW - 2):
+        at, allocation = at + 0.5, allocation + 10 * MIB
+        assert tracker.observe("v", WriteSample(at, allocation)) == pytest.approx(400 * MIB)
+    # A writer that slowed: RATE_WINDOW extends later, its own rate.
+    assert tracker.observe("v", WriteSample(at + 0.5, allocation + 10 * MIB)) == pytest.approx(
+        127 * MIB, rel=0.01)
+    assert tracker.observe("v", WriteSample(at + 1.0, allocation + 20 * MIB)) == pytest.approx(
+        20 * MIB)
     # Paused and resumed: the next event starts a new measurement, the writer is unmeasured.
     tracker.restart_rate("v")
     assert tracker.rate("v", 1.2) == 0.0
-    assert tracker.observe("v", WriteSample(2.5, 120 * MIB)) == 0.0
-    assert tracker.observe("v", WriteSample(2.6, 150 * MIB)) == pytest.approx(300 * MIB)
+    assert tracker.observe("v", WriteSample(at + 2.0, allocation + 30 * MIB)) == 0.0
+    assert tracker.observe("v", WriteSample(at + 2.1, allocation + 60 * MIB)) == pytest.approx(
+        300 * MIB)
 
 
 def test_the_pool_capacity_limits_the_step() -> None:

@@ -18,17 +18,17 @@ writer, measured at every extend:
   and what the pool has free;
 - the threshold: the new size minus the reserve.
 
-A writer that slows is back to the base reserve and one chunk within a few extends (its rate
-falls by at most ``RATE_DECAY`` per extend); one that stopped (an earlier sample older than
-``RATE_MAX_AGE_S`` gives no rate) or was paused is unmeasured again: one chunk, as VDSM
-steps. A writer nobody has measured (a fresh volume, any volume after an agent restart, an
+A writer that slows is back to the base reserve and one chunk within a few extends (it is sized
+by its fastest rate over its last ``RATE_WINDOW`` extends); one that stopped (an earlier sample
+older than ``RATE_MAX_AGE_S`` gives no rate) or was paused is unmeasured again: one chunk, as
+VDSM steps. A writer nobody has measured (a fresh volume, any volume after an agent restart, an
 extend with no rate) gets at least half a chunk of reserve (``unmeasured_reserve``), whatever
 the pool's utilization: VDSM's 10% at 90% lasts less than one extend at the rates a guest
-reaches here. Its writer is measured right after the first extend,
-from the host's own count of bytes written to the volume's device over ``MEASURE_AFTER_S``
-(``reserve_for``), so that its next crossing already has its reserve. The reserve grows rather
-than the step because at 90% utilization a reserve of 10% of the step would need a step ten
-times the demand, all of it carried by the pool.
+reaches here. Its writer is measured right after the first extend, from the host's own count of
+bytes written to the volume's device over ``MEASURE_AFTER_S`` (``reserve_for``), so that its
+next crossing already has its reserve. The reserve grows rather than the step because at 90%
+utilization a reserve of 10% of the step would need a step ten times the demand, all of it
+carried by the pool.
 
 Pure functions and a small per-volume tracker; must not call QEMU, libvirt or the backends.
 """
@@ -53,9 +53,9 @@ LATENCY_WINDOW = 8
 RATE_MAX_AGE_S = 10.0
 #: Samples closer together than this are too coarse for a rate (QEMU counts whole requests).
 RATE_MIN_INTERVAL_S = 0.02
-#: The most a writer's rate falls from one extend to the next (a dip between two events, the
-#: guest's vCPU preempted on a loaded host, is not a writer that slowed down).
-RATE_DECAY = 0.5
+#: The extends whose rates size a writer (the fastest of them): a dip between two events, the
+#: guest's vCPU preempted on a loaded host, is not a writer that slowed down.
+RATE_WINDOW = 4
 #: A writer first seen at an extend is measured over this long after it (host-side counters).
 MEASURE_AFTER_S = 0.03
 #: The least reserve, in chunks, above the mark of a volume whose writer is not measured yet
@@ -192,18 +192,20 @@ class Growth:
 
 
 class GrowthTracker:
-    """Per volume, in memory: the last allocation sample, the latencies of the last extends,
-    and the last step. Forgotten on restart (the first extend after it is a base step)."""
+    """Per volume, in memory: the last allocation sample, the rates and latencies of the last
+    extends, and the last step. Forgotten on restart (the first extend after it is a base step)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._samples: dict[object, WriteSample] = {}
         self._rates: dict[object, float] = {}
+        self._measured: dict[object, deque[float]] = {}
         self._latencies: dict[object, deque[float]] = {}
         self._growth: dict[object, Growth] = {}
 
     def observe(self, key: object, sample: WriteSample) -> float:
-        """Note the allocation at ``sample.at``; return the rate since the sample before.
+        """Note the allocation at ``sample.at``; return the writer's rate: the fastest of those
+        measured between the samples of its last ``RATE_WINDOW`` extends (0.0: unmeasured).
 
         Samples too close together for a rate keep the earlier one as the baseline and the
         last rate; a sample older than the baseline is ignored.
@@ -214,9 +216,13 @@ class GrowthTracker:
                 return self._rates.get(key, 0.0)
             if earlier is not None and sample.at - earlier.at < RATE_MIN_INTERVAL_S:
                 return self._rates.get(key, 0.0)
+            measured = self._measured.setdefault(key, deque(maxlen=RATE_WINDOW))
             rate = write_rate(earlier, sample)
-            if earlier is not None and rate > 0:
-                rate = max(rate, self._rates.get(key, 0.0) * RATE_DECAY)
+            if rate > 0:
+                measured.append(rate)
+                rate = max(measured)
+            else:
+                measured.clear()
             self._samples[key] = sample
             self._rates[key] = rate
             return rate
@@ -225,8 +231,8 @@ class GrowthTracker:
         """The guest was paused: the time to the next sample says nothing of its writer, which
         is unmeasured again (and measured at its next extend)."""
         with self._lock:
-            self._samples.pop(key, None)
-            self._rates.pop(key, None)
+            for table in (self._samples, self._rates, self._measured):
+                table.pop(key, None)
 
     def rate(self, key: object, now: float | None = None) -> float:
         """The last rate measured (0.0: none, or its sample older than ``RATE_MAX_AGE_S``
@@ -274,5 +280,6 @@ class GrowthTracker:
 
     def forget(self, key: object) -> None:
         with self._lock:
-            for table in (self._samples, self._rates, self._latencies, self._growth):
+            for table in (self._samples, self._rates, self._measured, self._latencies,
+                          self._growth):
                 table.pop(key, None)

@@ -72,6 +72,15 @@ log = logging.getLogger(__name__)
 EVENT_WORKERS = 16
 
 
+def live_node(stats: dict[str, dict[str, Any]], volume: MonitoredVolume) -> BlockNode | None:
+    """``volume``'s node in QEMU's live stats of its VM; None when the VM is not running or
+    its monitor did not answer."""
+    if volume.vm not in stats or not monitor_answered(stats[volume.vm]):
+        return None
+    return find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
+                     volume.libvirt_index)
+
+
 class ThinMonitor:
     def __init__(
         self,
@@ -268,18 +277,13 @@ class ThinMonitor:
         if volume is None or rate <= 0:
             return
         asked_at = time.monotonic()
-        try:
-            stats = dict(self._hypervisor.bulk_stats(domains=[volume.vm], nowait=True))
-        except BlockplaneError:
-            stats = {}
+        stats = self._live_stats([volume.vm])
         read_at = (asked_at + time.monotonic()) / 2
-        if volume.vm in stats and monitor_answered(stats[volume.vm]):
-            node = find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
-                             volume.libvirt_index)
-            latency = None if node is None else crossing_latency(
-                crossing, node.stats.allocation, read_at, rate)
-            if latency is not None:
-                self._extender.growth.note_crossing(key, latency)
+        node = live_node(stats, volume)
+        latency = None if node is None else crossing_latency(
+            crossing, node.stats.allocation, read_at, rate)
+        if latency is not None:
+            self._extender.growth.note_crossing(key, latency)
         with self._registry.lock(key):
             volume = self._registry.get(key)
             if volume is not None:
@@ -310,21 +314,22 @@ class ThinMonitor:
         wanted = {vm} if vm is not None else None if vms is None else set(vms)
         volumes = [volume for volume in self._registry.all()
                    if wanted is None or volume.vm in wanted]
-        try:
-            stats = dict(self._hypervisor.bulk_stats(
-                domains=None if wanted is None else sorted(wanted), nowait=True)) if volumes else {}
-        except BlockplaneError:
-            stats = {}
+        stats = self._live_stats(None if wanted is None else sorted(wanted)) if volumes else {}
         unresponsive = self._hypervisor.unresponsive_domains()
         rows = []
         for volume in volumes:
-            node = None
-            if volume.vm in stats and monitor_answered(stats[volume.vm]):
-                node = find_node(chain_nodes(stats[volume.vm]), volume.target, volume.path,
-                                 volume.libvirt_index)
-            rows.append(self._describe(volume, node, running=volume.vm in stats,
+            rows.append(self._describe(volume, live_node(stats, volume),
+                                       running=volume.vm in stats,
                                        unresponsive=volume.vm in unresponsive))
         return rows
+
+    def _live_stats(self, vms: list[str] | None) -> dict[str, dict[str, Any]]:
+        """QEMU's stats of ``vms`` (None: all running) from one call that does not wait for a
+        VM whose job another call holds; {} when libvirt cannot answer."""
+        try:
+            return dict(self._hypervisor.bulk_stats(domains=vms, nowait=True))
+        except BlockplaneError:
+            return {}
 
     def pre_extend(self, vm: str, libvirt_name: str, needed_bytes: int) -> int:
         target, libvirt_index = parse_libvirt_name(libvirt_name)
