@@ -35,9 +35,13 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
+# The tests marked `alone` make a timing claim about one guest on a quiet host (the thin stress
+# case's 0 pauses): they run after the others, with nothing beside them. Exit 5 is "none
+# selected" (a PYTEST_ARGS that picks other tests).
 test: setup
 	$(MAKE) lint
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m "not alone" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 demo: setup
 	$(BIN)/blockplane demo
