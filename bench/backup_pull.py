@@ -8,8 +8,11 @@ disk) filled with random bytes on the host before the VM starts. Then, in one ru
    opened with O_DIRECT too); alternated, ``--repeat`` times, medians; ratio = file time / NBD
    time (NBD throughput as a share of the file's; goal >= 0.8); the same pair again with
    ``-m 16 -W`` on both sides (many requests in flight, as a backup application reads), and the
-   CPU each NBD read costs by QEMU thread and in the client. The reference pull client's full
-   read (nbdcopy into a qcow2) is timed once as well.
+   CPU each NBD read costs by QEMU thread and in the client. A control in the same loop:
+   ``qemu-nbd`` serving the same image file (read-only, O_DIRECT, nothing of the VM's in its
+   path) read by the same ``qemu-img convert``: what any NBD export costs this client against
+   the file, the bound on the first ratio. The reference pull client's full read (nbdcopy into
+   a qcow2) is timed once as well.
 2. incremental: the guest rewrites 5% of the disk (fio randwrite, 64 KiB blocks, no block twice:
    exactly CHANGED bytes), then the reference pull client reads the incremental export:
    bytes read over NBD / bytes changed (goal <= 1.1), and its time against the client's full read.
@@ -33,6 +36,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,14 @@ def timed(argv: list[str]) -> float:
     started = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True)
     return time.monotonic() - started
+
+
+def convert(*source: str, out: Path) -> float:
+    """Seconds for ``qemu-img convert`` of ``source`` (its options, then its name) to a raw
+    ``out``, which is removed after."""
+    seconds = timed(["qemu-img", "convert", *source[:-1], "-O", "raw", source[-1], str(out)])
+    out.unlink()
+    return seconds
 
 
 def pull(client: AgentClient, **body: Any) -> dict[str, Any]:
@@ -83,6 +96,29 @@ def fio_iops(client: AgentClient, device: str, offset_mib: int, region_mib: int,
                                 f"--offset={offset_mib}M --size={region_mib}M --time_based "
                                 f"--runtime={runtime} --ramp_time=1")
     return float(data["jobs"][0]["write"]["iops"])
+
+
+@contextmanager
+def plain_nbd_export(image: str, directory: Path) -> Iterator[str]:
+    """``image`` served by ``qemu-nbd`` beside the running VM (read-only, sharing the VM's
+    image without its locks, O_DIRECT and the thread pool as the VM's disk): an NBD export
+    with no VM, no snapshot layer and no scratch image in its path."""
+    socket = directory / "plain.sock"
+    options = (f"driver=qcow2,cache.direct=on,file.driver=file,file.filename={image},"
+               "file.locking=off,file.aio=threads")
+    server = subprocess.Popen(["qemu-nbd", "--read-only", "--persistent", f"--socket={socket}",
+                               "--image-opts", options],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"qemu-nbd did not serve {image}")
+            time.sleep(0.05)
+        yield f"nbd+unix:///?socket={socket}"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def qemu_pid(vm: str) -> int | None:
@@ -161,26 +197,22 @@ def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: 
     qemu = qemu_pid(VM)
     qemu_cpu: dict[str, float] = {}
     client_cpu = 0.0
-    parallel_nbd_s, parallel_file_s = [], []
-    for _ in range(repeat):
-        before, client_before = threads_cpu_s(qemu), children_cpu_s()
-        nbd_s.append(timed(["qemu-img", "convert", "-f", "raw", "-O", "raw", url,
-                            str(out)]))
-        client_cpu += children_cpu_s() - client_before
-        for name, seconds in threads_cpu_s(qemu).items():
-            qemu_cpu[name] = qemu_cpu.get(name, 0.0) + seconds - before.get(name, 0.0)
-        out.unlink()
-        file_s.append(timed(["qemu-img", "convert", "-U", "-T", "none", "-f", "qcow2",
-                             "-O", "raw", disk["source"], str(out)]))
-        out.unlink()
-        # The same pair as a backup application reads: many requests in flight, written out
-        # of order (convert's -m 16 -W), on both sides alike.
-        parallel_nbd_s.append(timed(["qemu-img", "convert", *PARALLEL, "-f", "raw", "-O", "raw",
-                                     url, str(out)]))
-        out.unlink()
-        parallel_file_s.append(timed(["qemu-img", "convert", *PARALLEL, "-U", "-T", "none",
-                                      "-f", "qcow2", "-O", "raw", disk["source"], str(out)]))
-        out.unlink()
+    parallel_nbd_s, parallel_file_s, plain_nbd_s = [], [], []
+    nbd = ("-f", "raw", url)
+    image = ("-U", "-T", "none", "-f", "qcow2", disk["source"])
+    with plain_nbd_export(disk["source"], shm) as plain_url:
+        for _ in range(repeat):
+            before, client_before = threads_cpu_s(qemu), children_cpu_s()
+            nbd_s.append(convert(*nbd, out=out))
+            client_cpu += children_cpu_s() - client_before
+            for name, seconds in threads_cpu_s(qemu).items():
+                qemu_cpu[name] = qemu_cpu.get(name, 0.0) + seconds - before.get(name, 0.0)
+            file_s.append(convert(*image, out=out))
+            # The same pair as a backup application reads: many requests in flight, written
+            # out of order (convert's -m 16 -W), on both sides alike.
+            parallel_nbd_s.append(convert(*PARALLEL, *nbd, out=out))
+            parallel_file_s.append(convert(*PARALLEL, *image, out=out))
+            plain_nbd_s.append(convert("-f", "raw", plain_url, out=out))
     full_report, full_client_s = pull_client(answer, shm / "full")
     subprocess.run(["rm", "-rf", str(shm / "full")], check=True)
     stop(client, answer["job"])
@@ -192,7 +224,10 @@ def run_cases(client: AgentClient, disk: dict[str, Any], device: str, data_mib: 
         "client_s": full_client_s, "client_bytes_read": full_report["bytes_read"],
         "best_ratio": min(file_s) / min(nbd_s),
         "runs": {"nbd_s": nbd_s, "file_s": file_s, "parallel_nbd_s": parallel_nbd_s,
-                 "parallel_file_s": parallel_file_s},
+                 "parallel_file_s": parallel_file_s, "plain_nbd_s": plain_nbd_s},
+        "plain_nbd_mib_s": data_mib / statistics.median(plain_nbd_s),
+        "plain_ratio": statistics.median(file_s) / statistics.median(plain_nbd_s),
+        "pull_vs_plain": statistics.median(plain_nbd_s) / statistics.median(nbd_s),
         "parallel_ratio": statistics.median(parallel_file_s) / statistics.median(parallel_nbd_s),
         "parallel_nbd_mib_s": data_mib / statistics.median(parallel_nbd_s),
         "parallel_file_mib_s": data_mib / statistics.median(parallel_file_s),
@@ -261,6 +296,9 @@ def main() -> None:
     print(f"  with {' '.join(PARALLEL)} on both sides: NBD {full['parallel_nbd_mib_s']:.0f} "
           f"MiB/s, image file {full['parallel_file_mib_s']:.0f} MiB/s: ratio "
           f"{full['parallel_ratio']:.2f}")
+    print(f"  control, qemu-nbd of the image file: NBD {full['plain_nbd_mib_s']:.0f} MiB/s: "
+          f"ratio {full['plain_ratio']:.2f} against the file; the pull export reads at "
+          f"{full['pull_vs_plain']:.2f} of it")
     print("CPU s per NBD read: " + ", ".join(
         f"{name} {seconds:.2f}" for name, seconds in full["cpu_s_per_nbd_read"].items()))
     if options.full_only:
