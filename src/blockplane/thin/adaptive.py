@@ -45,7 +45,7 @@ from blockplane.thin.threshold import base_reserve as vdsm_reserve
 SAFETY = 3.0
 #: The least latency assumed, measured or not: the event's trip from QEMU, which the agent sees
 #: only after the extend, varies from one crossing to the next on a loaded host (a CI run's
-#: writer, sized for 20 ms x 3 from its first crossings, paused at a later one).
+#: writer paused once with a floor of 20 ms, its smallest reserve 20 ms x 3 of its writing).
 LATENCY_FLOOR_S = 0.05
 #: The extends whose latency counts (the slowest of them).
 LATENCY_WINDOW = 8
@@ -198,7 +198,6 @@ class GrowthTracker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._samples: dict[object, WriteSample] = {}
-        self._rates: dict[object, float] = {}
         self._measured: dict[object, deque[float]] = {}
         self._latencies: dict[object, deque[float]] = {}
         self._growth: dict[object, Growth] = {}
@@ -212,26 +211,26 @@ class GrowthTracker:
         """
         with self._lock:
             earlier = self._samples.get(key)
-            if earlier is not None and sample.at < earlier.at:
-                return self._rates.get(key, 0.0)
-            if earlier is not None and sample.at - earlier.at < RATE_MIN_INTERVAL_S:
-                return self._rates.get(key, 0.0)
+            if earlier is not None and (sample.at < earlier.at
+                                        or sample.at - earlier.at < RATE_MIN_INTERVAL_S):
+                return self._fastest(key)
             measured = self._measured.setdefault(key, deque(maxlen=RATE_WINDOW))
             rate = write_rate(earlier, sample)
             if rate > 0:
                 measured.append(rate)
-                rate = max(measured)
             else:
                 measured.clear()
             self._samples[key] = sample
-            self._rates[key] = rate
-            return rate
+            return self._fastest(key)
+
+    def _fastest(self, key: object) -> float:
+        return max(self._measured.get(key, ()), default=0.0)
 
     def restart_rate(self, key: object) -> None:
         """The guest was paused: the time to the next sample says nothing of its writer, which
         is unmeasured again (and measured at its next extend)."""
         with self._lock:
-            for table in (self._samples, self._rates, self._measured):
+            for table in (self._samples, self._measured):
                 table.pop(key, None)
 
     def rate(self, key: object, now: float | None = None) -> float:
@@ -241,7 +240,7 @@ class GrowthTracker:
             sample = self._samples.get(key)
             if sample is None or (now is not None and now - sample.at > RATE_MAX_AGE_S):
                 return 0.0
-            return self._rates.get(key, 0.0)
+            return self._fastest(key)
 
     def latency_s(self, key: object) -> float:
         """The slowest of the last ``LATENCY_WINDOW`` extends (0.0 before the first)."""
@@ -280,6 +279,5 @@ class GrowthTracker:
 
     def forget(self, key: object) -> None:
         with self._lock:
-            for table in (self._samples, self._rates, self._measured, self._latencies,
-                          self._growth):
+            for table in (self._samples, self._measured, self._latencies, self._growth):
                 table.pop(key, None)
