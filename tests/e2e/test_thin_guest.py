@@ -158,8 +158,8 @@ def test_two_gib_flat_out_into_64m_chunks_at_90_percent_adapts_the_reserve(
     included (a loaded host makes that tens of milliseconds), and at least 150 ms of writing at
     its fastest recent rate. 0 pauses with the guest alone on the host (`make test` runs it
     after the rest): beside another flat-out guest and a CPU hog one crossing of 30 took longer
-    than that, once in 3 runs, and once in a CI run that polled for the end every 0.5 s. It
-    polls every 2 s now: each poll (a CLI process, a guest exec) loads the host it measures."""
+    than that, once in 3 runs, and once in a CI run that polled for the end with a CLI process
+    (half a second of CPU) every 0.5 s. It polls through the API every 2 s now."""
     disk = attach_thin(agent, guest, "t64s", "4G")
     started = time.monotonic()
     sh(agent, guest, write_windows(f"/dev/{disk['target']}", 32, "/tmp/s.rc"))
