@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import bench_agent, fio_json, guest_run, save, tmpfs_dir, wait_for_block_device
+from blockplane.backup.pull_client import wait_for_socket
 from blockplane.cli.client import AgentClient, api_path
 
 MIB = 1 << 20
@@ -108,13 +109,9 @@ def plain_nbd_export(image: str, directory: Path) -> Iterator[str]:
                "file.locking=off,file.aio=threads")
     server = subprocess.Popen(["qemu-nbd", "--read-only", "--persistent", f"--socket={socket}",
                                "--image-opts", options],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while not socket.exists():
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"qemu-nbd did not serve {image}")
-            time.sleep(0.05)
+        wait_for_socket(str(socket), server)
         yield f"nbd+unix:///?socket={socket}"
     finally:
         server.terminate()

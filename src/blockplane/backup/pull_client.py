@@ -77,7 +77,7 @@ def copy_changed(url: str, context: str, size: int, destination: Path) -> tuple[
         server = subprocess.Popen(["qemu-nbd", "-f", "qcow2", "-k", socket,
                                    str(destination)], stderr=subprocess.PIPE)
         try:
-            _wait_for(socket, server)
+            wait_for_socket(socket, server)
             with NbdClient(NbdAddress.parse(url)) as source, \
                     NbdClient(NbdAddress("", socket=socket)) as target:
                 for offset, length in changed:
@@ -122,7 +122,9 @@ def pull(answer: dict[str, Any], out: Path, disks: Sequence[str] = ()) -> dict[s
     return {"dir": str(out), "job": answer.get("job"), "disks": report}
 
 
-def _wait_for(socket: str, server: subprocess.Popen[bytes]) -> None:
+def wait_for_socket(socket: str, server: subprocess.Popen[bytes]) -> None:
+    """Return once ``server`` (a ``qemu-nbd``) listens on ``socket``; raise if it exits or
+    does not listen within ``SOCKET_WAIT_S``."""
     deadline = time.monotonic() + SOCKET_WAIT_S
     while not os.path.exists(socket):
         if server.poll() is not None:
